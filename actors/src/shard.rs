@@ -1,0 +1,160 @@
+//! Which pod owns a guild.
+//!
+//! Two strategies, both pure functions of (guild id, pod count):
+//! - `md5`: the TypeScript services' function, so that HTTP routing and gateway ownership agree
+//!   bit for bit: `md5(utf8(guild_id))[0..4]` as a big-endian u32, modulo the pod count.
+//! - `discord`: Discord's own shard routing, `(guild_id >> 22) % pods`, which lets a pod identify
+//!   as one shard and receive only its own guilds' traffic.
+
+use md5::{Digest, Md5};
+use std::fmt;
+use std::str::FromStr;
+
+/// How guilds are assigned to pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    #[default]
+    Md5,
+    Discord,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Md5 => "md5",
+            Strategy::Discord => "discord",
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Strategy {
+    type Err = ShardError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "md5" => Ok(Strategy::Md5),
+            "discord" => Ok(Strategy::Discord),
+            other => Err(ShardError::UnknownStrategy(other.to_owned())),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ShardError {
+    #[error("unknown shard strategy {0:?} (expected md5 or discord)")]
+    UnknownStrategy(String),
+    #[error("guild id {0:?} is not a numeric snowflake (the discord strategy needs one)")]
+    NotNumeric(String),
+    #[error("the number of pods must be at least 1")]
+    NoPods,
+}
+
+/// The first four bytes of md5(id) as a big-endian u32: the value the TypeScript services use.
+pub fn md5_u32(guild_id: &str) -> u32 {
+    let digest = Md5::digest(guild_id.as_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
+}
+
+/// The owner of a guild id given as the string the TypeScript services hash.
+pub fn owner_of_str(strategy: Strategy, guild_id: &str, pods: u32) -> Result<u32, ShardError> {
+    if pods == 0 {
+        return Err(ShardError::NoPods);
+    }
+    match strategy {
+        Strategy::Md5 => Ok(md5_u32(guild_id) % pods),
+        Strategy::Discord => {
+            let id: u64 = guild_id
+                .parse()
+                .map_err(|_| ShardError::NotNumeric(guild_id.to_owned()))?;
+            Ok(discord_shard(id, pods))
+        }
+    }
+}
+
+/// Discord's routing of a guild to one of `shards` gateway shards.
+pub fn discord_shard(guild_id: u64, shards: u32) -> u32 {
+    ((guild_id >> 22) % u64::from(shards)) as u32
+}
+
+/// Ownership of numeric guild ids for one pod; the hot-path form used by the shard filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sharding {
+    pub strategy: Strategy,
+    pub ordinal: u32,
+    pub pods: u32,
+}
+
+impl Sharding {
+    /// The pod that owns `guild_id`.
+    pub fn owner(&self, guild_id: u64) -> u32 {
+        match self.strategy {
+            // Formatting into a stack buffer avoids an allocation per event; a snowflake's
+            // canonical decimal form is the string the TypeScript side hashes.
+            Strategy::Md5 => {
+                let mut buf = [0u8; 20];
+                md5_u32(format_u64(guild_id, &mut buf)) % self.pods
+            }
+            Strategy::Discord => discord_shard(guild_id, self.pods),
+        }
+    }
+
+    /// Does this pod own `guild_id`? Guild-less events (`None`) belong to pod 0, as on Discord.
+    pub fn owns(&self, guild_id: Option<u64>) -> bool {
+        match guild_id {
+            Some(id) => self.owner(id) == self.ordinal,
+            None => self.ordinal == 0,
+        }
+    }
+}
+
+fn format_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_and_string_forms_agree() {
+        for id in [0u64, 7, 1325263406417087088, u64::MAX] {
+            for pods in 1..8 {
+                let s = Sharding { strategy: Strategy::Md5, ordinal: 0, pods };
+                assert_eq!(s.owner(id), owner_of_str(Strategy::Md5, &id.to_string(), pods).unwrap());
+                let d = Sharding { strategy: Strategy::Discord, ..s };
+                assert_eq!(d.owner(id), owner_of_str(Strategy::Discord, &id.to_string(), pods).unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn discord_strategy_rejects_non_numeric_ids() {
+        assert_eq!(
+            owner_of_str(Strategy::Discord, "abc", 3),
+            Err(ShardError::NotNumeric("abc".into()))
+        );
+        assert_eq!(owner_of_str(Strategy::Md5, "1", 0), Err(ShardError::NoPods));
+    }
+
+    #[test]
+    fn guildless_events_belong_to_pod_zero() {
+        let s = |ordinal| Sharding { strategy: Strategy::Md5, ordinal, pods: 3 };
+        assert!(s(0).owns(None));
+        assert!(!s(1).owns(None));
+    }
+}
