@@ -1,1 +1,69 @@
-fn main(){}
+//! guild-gateway: one pod of a horizontally sharded Discord gateway.
+//!
+//! `main` parses the command line, validates the configuration before touching anything, and
+//! runs the chosen mode inside an actix System on a multi-threaded tokio runtime (actors on the
+//! System's thread and their own threads, I/O on the runtime's workers).
+
+mod config;
+mod http;
+mod logging;
+mod replay;
+mod shard_of;
+mod signals;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "guild-gateway", version, about = "A sharded Discord gateway pod: events -> actors -> SQLite")]
+struct Cli {
+    #[command(flatten)]
+    pod: config::PodArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a recorded gateway stream (NDJSON) through the pipeline into this pod's database
+    Replay(replay::ReplayArgs),
+    /// Print the pod that owns each guild id: `GUILD_ID ORDINAL` per line
+    ShardOf(shard_of::ShardOfArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::ShardOf(args) => match shard_of::run(args, &cli.pod.num_gateway_pods, &cli.pod.shard_strategy) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
+        Command::Replay(args) => {
+            let config = match cli.pod.validate() {
+                Ok(config) => config,
+                Err(e) => return fail(e.into()),
+            };
+            logging::init(config.log_format);
+            match run_in_system(replay::run(config, args)) {
+                Ok(code) => code,
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+/// One line on stderr with the whole chain of causes.
+fn fail(error: anyhow::Error) -> ExitCode {
+    eprintln!("error: {error:#}");
+    ExitCode::from(2)
+}
+
+fn run_in_system<F: std::future::Future>(future: F) -> F::Output {
+    actix_rt::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("the OS must let us create the runtime's threads")
+    })
+    .block_on(future)
+}

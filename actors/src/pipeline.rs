@@ -1,0 +1,163 @@
+//! The assembled pipeline: source -> [`ShardFilter`] -> [`GuildActor`]s -> [`SqliteWriter`].
+//!
+//! [`Pipeline::start`] opens the database, starts the writer on its own thread and the guild
+//! workers, and returns the handle every source (replay, the live gateway, benches) uses:
+//! `submit` each dispatch, then `drain` to wait until everything accepted is committed.
+//! It must be called inside a running actix `System`.
+
+use crate::event::Dispatch;
+use crate::filter::ShardFilter;
+use crate::guild::{GuildDeps, GuildEvent, SlowGuildHook};
+use crate::metrics::Metrics;
+use crate::progress::{Progress, Snapshot};
+use crate::shard::Sharding;
+use crate::store::{self, CacheExpiry, ReadPool, StoreError};
+use crate::writer::{CheckWritable, SqliteWriter, WriterConfig, WriterLink};
+use actix::prelude::*;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Tuning and placement of one pod's pipeline.
+#[derive(Clone)]
+pub struct PipelineConfig {
+    pub sharding: Sharding,
+    pub database: PathBuf,
+    /// Events queued per guild before the filter sheds that guild's events.
+    pub guild_mailbox: usize,
+    /// Write commands queued for the writer before guild actors wait.
+    pub writer_mailbox: usize,
+    /// Most write commands in one transaction.
+    pub max_batch: usize,
+    /// Events accepted and not yet done before `submit` waits (source backpressure).
+    pub max_in_flight: usize,
+    /// A guild actor idle this long (and with nothing pending) is stopped.
+    pub guild_idle: Duration,
+    /// Threads for guild actors (0: the System's own thread).
+    pub guild_workers: usize,
+    pub cache_expiry: CacheExpiry,
+    pub cache_expiry_interval: Duration,
+    pub read_pool_size: u32,
+    /// Bench/test seam; `None` in production.
+    pub slow_hook: Option<SlowGuildHook>,
+}
+
+impl PipelineConfig {
+    /// The defaults, for a pod with the given sharding and database.
+    pub fn new(sharding: Sharding, database: PathBuf) -> Self {
+        PipelineConfig {
+            sharding,
+            database,
+            guild_mailbox: 1024,
+            writer_mailbox: 8192,
+            max_batch: 2000,
+            max_in_flight: 65536,
+            guild_idle: Duration::from_secs(300),
+            guild_workers: 1,
+            cache_expiry: CacheExpiry {
+                content_ttl: Duration::from_secs(60 * 60),
+                retention: Duration::from_secs(24 * 60 * 60),
+            },
+            cache_expiry_interval: Duration::from_secs(60),
+            read_pool_size: 4,
+            slow_hook: None,
+        }
+    }
+}
+
+pub struct Pipeline {
+    filter: Addr<ShardFilter>,
+    writer: Addr<SqliteWriter>,
+    progress: Arc<Progress>,
+    reads: ReadPool,
+    metrics: Arc<Metrics>,
+    database: PathBuf,
+    arbiters: Vec<Arbiter>,
+}
+
+impl Pipeline {
+    pub fn start(config: PipelineConfig, metrics: Arc<Metrics>) -> Result<Pipeline, StoreError> {
+        let conn = store::open_writer(&config.database)?;
+        let reads = store::read_pool(&config.database, config.read_pool_size)?;
+        let progress = Arc::new(Progress::new(config.max_in_flight));
+
+        let writer_thread = Arbiter::new();
+        let writer_config = WriterConfig {
+            max_batch: config.max_batch.max(1),
+            cache_expiry: config.cache_expiry,
+            expiry_interval: config.cache_expiry_interval,
+        };
+        let (w_metrics, w_progress) = (metrics.clone(), progress.clone());
+        let writer = SqliteWriter::start_in_arbiter(&writer_thread.handle(), move |_| {
+            SqliteWriter::new(conn, writer_config, w_metrics, w_progress)
+        });
+
+        let workers: Vec<Arbiter> = (0..config.guild_workers).map(|_| Arbiter::new()).collect();
+        let deps = GuildDeps {
+            writer: WriterLink::new(writer.clone(), config.writer_mailbox, metrics.clone()),
+            reads: reads.clone(),
+            metrics: metrics.clone(),
+            progress: progress.clone(),
+            idle_after: config.guild_idle,
+            slow_hook: config.slow_hook.clone(),
+        };
+        let filter = ShardFilter::new(
+            config.sharding,
+            config.guild_mailbox.max(1),
+            workers.iter().map(|a| a.handle()).collect(),
+            deps,
+        )
+        .start();
+
+        let mut arbiters = workers;
+        arbiters.push(writer_thread);
+        Ok(Pipeline { filter, writer, progress, reads, metrics, database: config.database, arbiters })
+    }
+
+    /// Accepts one dispatch, waiting while `max_in_flight` events are unfinished.
+    pub async fn submit(&self, dispatch: Dispatch) {
+        let ticket = self.progress.admit(dispatch.seq).await;
+        self.filter.do_send(GuildEvent { ticket, dispatch });
+    }
+
+    /// Resolves when every accepted event is committed (or deliberately skipped or shed).
+    pub async fn drain(&self) {
+        self.progress.wait_idle().await;
+    }
+
+    pub fn status(&self) -> Snapshot {
+        self.progress.snapshot()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn reads(&self) -> &ReadPool {
+        &self.reads
+    }
+
+    /// Refreshes gauges that are read rather than counted, before a scrape.
+    pub fn refresh_gauges(&self) {
+        self.metrics.database_size_bytes.set(store::database_size(&self.database) as i64);
+    }
+
+    /// Whether the database takes writes now (bounded by `timeout`).
+    pub async fn check_writable(&self, timeout: Duration) -> Result<(), String> {
+        match tokio::time::timeout(timeout, self.writer.send(CheckWritable)).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(format!("writer unavailable: {e}")),
+            Err(_) => Err(format!("writer busy for over {timeout:?}")),
+        }
+    }
+
+    /// Stops the worker threads after a drain; the writer commits anything left as it stops.
+    pub fn shutdown(self) {
+        for arbiter in self.arbiters {
+            arbiter.stop();
+            if let Err(e) = arbiter.join() {
+                tracing::error!("a pipeline thread panicked: {e:?}");
+            }
+        }
+    }
+}

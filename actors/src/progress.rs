@@ -1,0 +1,141 @@
+//! Which events are done: the source of `/status` and of a drain that loses nothing.
+//!
+//! Each accepted event gets a [`Ticket`] in arrival order. Events finish out of order (guilds
+//! run in parallel), so the tracker keeps the window of unfinished tickets; `last_seq_committed`
+//! is the gateway seq of the newest ticket before which everything has finished. The window
+//! size is bounded by a semaphore, which is also the source's backpressure.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{Notify, Semaphore};
+
+/// An accepted event's place in arrival order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(u64);
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Snapshot {
+    pub last_seq_received: Option<u64>,
+    pub last_seq_committed: Option<u64>,
+    pub events_accepted: u64,
+    pub events_done: u64,
+    pub in_flight: u64,
+}
+
+#[derive(Default)]
+struct Window {
+    first: u64,
+    // (seq, done) of tickets first.. in order.
+    slots: VecDeque<(Option<u64>, bool)>,
+    snapshot: Snapshot,
+}
+
+pub struct Progress {
+    window: Mutex<Window>,
+    admission: Arc<Semaphore>,
+    idle: Notify,
+}
+
+impl Progress {
+    pub fn new(max_in_flight: usize) -> Self {
+        Progress {
+            window: Mutex::new(Window::default()),
+            admission: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            idle: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Window> {
+        // A panic while holding this lock leaves consistent data (every update is one step).
+        self.window.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for room in the window, then accepts an event.
+    pub async fn admit(&self, seq: Option<u64>) -> Ticket {
+        match self.admission.acquire().await {
+            Ok(permit) => permit.forget(),
+            // Never closed; accept rather than lose the event.
+            Err(_) => {}
+        }
+        self.begin(seq)
+    }
+
+    fn begin(&self, seq: Option<u64>) -> Ticket {
+        let mut w = self.lock();
+        let ticket = Ticket(w.first + w.slots.len() as u64);
+        w.slots.push_back((seq, false));
+        w.snapshot.events_accepted += 1;
+        w.snapshot.in_flight += 1;
+        if seq.is_some() {
+            w.snapshot.last_seq_received = seq;
+        }
+        ticket
+    }
+
+    /// Marks an event finished: committed, deliberately skipped, or shed.
+    pub fn complete(&self, ticket: Ticket) {
+        let idle = {
+            let mut w = self.lock();
+            let Some(index) = ticket.0.checked_sub(w.first) else { return };
+            match w.slots.get_mut(index as usize) {
+                Some(slot) if !slot.1 => slot.1 = true,
+                _ => return,
+            }
+            w.snapshot.events_done += 1;
+            w.snapshot.in_flight -= 1;
+            while let Some(&(seq, true)) = w.slots.front() {
+                w.slots.pop_front();
+                w.first += 1;
+                if seq.is_some() {
+                    w.snapshot.last_seq_committed = seq;
+                }
+            }
+            w.snapshot.in_flight == 0
+        };
+        self.admission.add_permits(1);
+        if idle {
+            self.idle.notify_waiters();
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.lock().snapshot
+    }
+
+    /// Resolves when every accepted event has finished.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.snapshot().in_flight == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_seq_waits_for_the_oldest_unfinished_event() {
+        let p = Progress::new(10);
+        let a = p.begin(Some(1));
+        let b = p.begin(Some(2));
+        let c = p.begin(None);
+        let d = p.begin(Some(4));
+        p.complete(b);
+        assert_eq!(p.snapshot().last_seq_committed, None);
+        p.complete(a);
+        assert_eq!(p.snapshot().last_seq_committed, Some(2));
+        p.complete(d);
+        p.complete(d); // twice is harmless
+        assert_eq!(p.snapshot().last_seq_committed, Some(2));
+        p.complete(c);
+        let s = p.snapshot();
+        assert_eq!((s.last_seq_committed, s.last_seq_received, s.in_flight, s.events_done), (Some(4), Some(4), 0, 4));
+    }
+}

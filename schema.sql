@@ -1,0 +1,63 @@
+-- guild-gateway: what one gateway pod stores about the guilds it owns.
+--
+-- Table and column names and types are those of the TypeScript bot's tables, so its tooling
+-- can read a pod's file. Additions are marked "added:" with the reason.
+-- Every statement is idempotent: the schema is applied at each start.
+
+CREATE TABLE IF NOT EXISTS guilds (
+    id       TEXT PRIMARY KEY,
+    settings TEXT NOT NULL DEFAULT '{}'
+);
+
+CREATE TABLE IF NOT EXISTS channel_info (
+    id           TEXT PRIMARY KEY,
+    name         TEXT,
+    category     TEXT,
+    guild_id     TEXT,
+    -- added: the channel's type and parent, so a guild actor started after passivation or a
+    -- restart knows which channels count for message_stats and what their category is.
+    channel_type INTEGER,
+    parent_id    TEXT
+);
+-- added: a guild actor loads its guild's channels at start.
+CREATE INDEX IF NOT EXISTS channel_info_guild ON channel_info (guild_id);
+
+CREATE TABLE IF NOT EXISTS message_stats (
+    message_id       TEXT PRIMARY KEY,
+    author_id        TEXT NOT NULL,
+    guild_id         TEXT NOT NULL,
+    channel_id       TEXT NOT NULL,
+    channel_category TEXT,
+    recipient_id     TEXT,
+    char_count       INTEGER NOT NULL,
+    word_count       INTEGER NOT NULL,
+    react_count      INTEGER NOT NULL DEFAULT 0,
+    sent_at          INTEGER NOT NULL,
+    code_stats       TEXT NOT NULL DEFAULT '[]',
+    link_stats       TEXT NOT NULL DEFAULT '[]'
+);
+-- added: per-guild queries and the move of a guild's rows to a new owner.
+CREATE INDEX IF NOT EXISTS message_stats_guild ON message_stats (guild_id, sent_at);
+
+-- added: which (message, user, emoji) reactions are present (1) or were removed (0), so that a
+-- redelivered MESSAGE_REACTION_ADD/REMOVE does not count twice (writes are idempotent).
+CREATE TABLE IF NOT EXISTS message_reactions (
+    message_id TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    emoji      TEXT NOT NULL,
+    present    INTEGER NOT NULL,
+    PRIMARY KEY (message_id, user_id, emoji)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS message_cache (
+    message_id   TEXT PRIMARY KEY,
+    guild_id     TEXT NOT NULL,
+    channel_id   TEXT NOT NULL,
+    user_id      TEXT NOT NULL,
+    content      TEXT,
+    last_touched TEXT NOT NULL,
+    created_at   TEXT NOT NULL
+);
+-- added: the periodic expiry job scans by these.
+CREATE INDEX IF NOT EXISTS message_cache_last_touched ON message_cache (last_touched);
+CREATE INDEX IF NOT EXISTS message_cache_created_at ON message_cache (created_at);

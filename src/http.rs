@@ -1,0 +1,90 @@
+//! The pod's HTTP endpoints (actix-web, in the same System as the actors):
+//! `/metrics` (Prometheus text), `/healthz` (liveness), `/readyz` (readiness), `/status` (JSON).
+
+use anyhow::Context as _;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use gateway_actors::shard::Sharding;
+use gateway_actors::Pipeline;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the handlers read.
+pub struct HttpState {
+    pub pipeline: Arc<Pipeline>,
+    pub sharding: Sharding,
+}
+
+#[derive(Serialize)]
+struct Status {
+    pod_ordinal: u32,
+    num_pods: u32,
+    strategy: &'static str,
+    last_seq_received: Option<u64>,
+    last_seq_committed: Option<u64>,
+    events_accepted: u64,
+    events_done: u64,
+    in_flight: u64,
+    guild_actors: i64,
+    events_shed: u64,
+}
+
+async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
+    state.pipeline.refresh_gauges();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.pipeline.metrics().render())
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().body("ok\n")
+}
+
+async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
+    match state.pipeline.check_writable(Duration::from_secs(2)).await {
+        Ok(()) => HttpResponse::Ok().body("ready\n"),
+        Err(e) => HttpResponse::ServiceUnavailable().body(format!("not ready: database not writable: {e}\n")),
+    }
+}
+
+async fn status(state: web::Data<HttpState>) -> HttpResponse {
+    let p = state.pipeline.status();
+    let m = state.pipeline.metrics();
+    HttpResponse::Ok().json(Status {
+        pod_ordinal: state.sharding.ordinal,
+        num_pods: state.sharding.pods,
+        strategy: state.sharding.strategy.as_str(),
+        last_seq_received: p.last_seq_received,
+        last_seq_committed: p.last_seq_committed,
+        events_accepted: p.events_accepted,
+        events_done: p.events_done,
+        in_flight: p.in_flight,
+        guild_actors: m.guild_actors.get(),
+        events_shed: m.shed.get(),
+    })
+}
+
+/// Binds and starts the server on the current System; stop it with the returned handle.
+pub fn start(addr: SocketAddr, state: HttpState) -> anyhow::Result<actix_web::dev::ServerHandle> {
+    let state = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/metrics", web::get().to(metrics))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/status", web::get().to(status))
+    })
+    .workers(1)
+    // Signals are ours: a SIGTERM drains the pipeline before anything stops.
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind(addr)
+    .with_context(|| format!("binding HTTP_ADDR {addr}"))?
+    .run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    tracing::info!(%addr, "HTTP listening");
+    Ok(handle)
+}
