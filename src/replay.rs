@@ -1,6 +1,6 @@
 //! `guild-gateway replay [FILE|-]`: a recorded gateway stream through the live pipeline.
 //!
-//! Lines are read and decoded on a runtime worker thread and submitted in order; the pipeline's
+//! Lines are read on their own thread, decoded on a runtime worker and submitted in order; the pipeline's
 //! backpressure paces the reader. Malformed lines are reported (`line N: reason`) and skipped.
 //! SIGTERM/SIGINT stop the reading; everything accepted is still committed before exit.
 
@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::sync::watch;
+use std::io::{BufRead, BufReader, Read};
+use tokio::sync::{mpsc, watch};
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
@@ -38,14 +38,10 @@ struct ReadOutcome {
 
 pub async fn run(config: PodConfig, args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let signal = shutdown_signal()?;
-    let input: Box<dyn AsyncRead + Unpin + Send> = if args.file.as_os_str() == "-" {
-        Box::new(tokio::io::stdin())
+    let input: Box<dyn Read + Send> = if args.file.as_os_str() == "-" {
+        Box::new(std::io::stdin())
     } else {
-        Box::new(
-            tokio::fs::File::open(&args.file)
-                .await
-                .with_context(|| format!("opening {}", args.file.display()))?,
-        )
+        Box::new(std::fs::File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?)
     };
     let sharding = config.sharding;
     let metrics = Arc::new(Metrics::new(sharding.ordinal, sharding.pods).context("registering metrics")?);
@@ -99,12 +95,27 @@ pub async fn run(config: PodConfig, args: ReplayArgs) -> anyhow::Result<ExitCode
     Ok(if outcome.malformed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
+/// Reads lines on a plain thread: a blocked read of an open stdin must not keep the runtime
+/// from shutting down (tokio's stdin would). Lines reach the decoder through a bounded channel.
+fn spawn_line_reader(input: Box<dyn Read + Send>) -> mpsc::Receiver<std::io::Result<String>> {
+    let (tx, rx) = mpsc::channel(1024);
+    std::thread::spawn(move || {
+        for line in BufReader::with_capacity(1 << 16, input).lines() {
+            let failed = line.is_err();
+            if tx.blocking_send(line).is_err() || failed {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 async fn read_stream(
-    input: Box<dyn AsyncRead + Unpin + Send>,
+    input: Box<dyn Read + Send>,
     pipeline: Arc<Pipeline>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<ReadOutcome> {
-    let mut lines = BufReader::with_capacity(1 << 16, input).lines();
+    let mut lines = spawn_line_reader(input);
     let mut outcome = ReadOutcome::default();
     loop {
         let line = tokio::select! {
@@ -113,9 +124,10 @@ async fn read_stream(
                 outcome.interrupted = true;
                 break;
             }
-            line = lines.next_line() => line,
+            line = lines.recv() => line,
         };
-        let Some(line) = line.with_context(|| format!("reading line {}", outcome.lines + 1))? else { break };
+        let Some(line) = line else { break };
+        let line = line.with_context(|| format!("reading line {}", outcome.lines + 1))?;
         outcome.lines += 1;
         if line.trim().is_empty() {
             continue;

@@ -1,0 +1,184 @@
+//! Helpers for the end-to-end tests: the fixtures, the binary, a minimal HTTP client, and
+//! reading a pod's database into comparable rows. Everything talks to 127.0.0.1 only.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use rusqlite::{Connection, OpenFlags};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_guild-gateway");
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures").join(name)
+}
+
+pub fn sample_stream() -> PathBuf {
+    fixture("events.sample.ndjson")
+}
+
+pub fn expected() -> Value {
+    let text = std::fs::read_to_string(fixture("events.sample.expected.json")).expect("expected rows fixture");
+    serde_json::from_str(&text).expect("expected rows are JSON")
+}
+
+/// A port that was free a moment ago, on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// The binary with every pod variable cleared, so the caller's environment cannot leak in.
+pub fn gateway() -> Command {
+    let mut cmd = Command::new(BIN);
+    for var in [
+        "POD_ORDINAL", "NUM_GATEWAY_PODS", "SHARD_STRATEGY", "DATABASE_URL", "HTTP_ADDR", "LOG_FORMAT",
+        "HOSTNAME", "GUILD_MAILBOX_CAPACITY", "WRITER_MAILBOX_CAPACITY", "WRITER_MAX_BATCH",
+        "MAX_IN_FLIGHT", "GUILD_IDLE_SECS", "GUILD_WORKERS", "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// `replay FILE` as pod `ordinal` of `pods`; panics with the output if it fails.
+pub fn replay(db: &Path, ordinal: u32, pods: u32, strategy: &str, file: &Path) -> Output {
+    let out = gateway()
+        .arg("replay")
+        .arg(file)
+        .env("POD_ORDINAL", ordinal.to_string())
+        .env("NUM_GATEWAY_PODS", pods.to_string())
+        .env("SHARD_STRATEGY", strategy)
+        .env("DATABASE_URL", db)
+        .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .expect("running guild-gateway");
+    assert!(
+        out.status.success(),
+        "replay failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// GET over HTTP/1.0; returns (status code, body). Bounded by a 10 s timeout.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let code = response.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((code, body))
+}
+
+/// Polls `check` every 50 ms until it returns Some, for at most `limit`.
+pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// Waits for the child to exit, at most `limit`; kills it (by its PID) and panics if it hangs.
+pub fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    if let Some(status) = wait_for(limit, || child.try_wait().ok().flatten()) {
+        return status;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("process {} did not exit within {limit:?}", child.id());
+}
+
+pub fn open(db: &Path) -> Connection {
+    Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).expect("opening the pod's database")
+}
+
+fn query(conn: &Connection, sql: &str) -> Vec<Value> {
+    let mut stmt = conn.prepare(sql).expect("query prepares");
+    let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
+    let rows = stmt
+        .query_map([], |r| {
+            let mut obj = serde_json::Map::new();
+            for (i, name) in names.iter().enumerate() {
+                let v = match r.get_ref(i)? {
+                    rusqlite::types::ValueRef::Null => Value::Null,
+                    rusqlite::types::ValueRef::Integer(n) => json!(n),
+                    rusqlite::types::ValueRef::Real(f) => json!(f),
+                    rusqlite::types::ValueRef::Text(t) => json!(String::from_utf8_lossy(t)),
+                    rusqlite::types::ValueRef::Blob(_) => json!("<blob>"),
+                };
+                obj.insert(name.clone(), v);
+            }
+            Ok(Value::Object(obj))
+        })
+        .expect("query runs");
+    rows.map(|r| r.expect("row reads")).collect()
+}
+
+/// A pod's rows in the fixture's shape (the columns the expected file compares), per table.
+pub fn comparable_rows(db: &Path) -> BTreeMap<&'static str, Vec<Value>> {
+    let conn = open(db);
+    let mut tables = BTreeMap::new();
+    tables.insert("message_stats", query(&conn, "SELECT message_id, author_id, guild_id, channel_id, channel_category, recipient_id, char_count, word_count, react_count, sent_at, code_stats, link_stats FROM message_stats"));
+    tables.insert("channel_info", query(&conn, "SELECT id, guild_id, name, category FROM channel_info"));
+    tables.insert("message_cache", query(&conn, "SELECT message_id, guild_id, channel_id, user_id, content FROM message_cache"));
+    tables.insert("guilds", query(&conn, "SELECT id FROM guilds").into_iter().map(|r| r["id"].clone()).collect());
+    tables
+}
+
+/// Every row of every table, all columns but processing-time timestamps: for "a second
+/// replay changes nothing".
+pub fn all_rows(db: &Path) -> BTreeMap<&'static str, Vec<Value>> {
+    let conn = open(db);
+    let mut tables = BTreeMap::new();
+    tables.insert("message_stats", query(&conn, "SELECT * FROM message_stats ORDER BY message_id"));
+    tables.insert("channel_info", query(&conn, "SELECT * FROM channel_info ORDER BY id"));
+    tables.insert("message_cache", query(&conn, "SELECT message_id, guild_id, channel_id, user_id, content FROM message_cache ORDER BY message_id"));
+    tables.insert("message_reactions", query(&conn, "SELECT * FROM message_reactions ORDER BY 1, 2, 3"));
+    tables.insert("guilds", query(&conn, "SELECT * FROM guilds ORDER BY id"));
+    tables
+}
+
+/// Sorts rows by their JSON text, for order-insensitive comparison.
+pub fn sorted(mut rows: Vec<Value>) -> Vec<Value> {
+    rows.sort_by_key(|r| r.to_string());
+    rows
+}
+
+/// The guild a row belongs to.
+pub fn row_guild(table: &str, row: &Value) -> String {
+    let v = if table == "guilds" { row } else { &row["guild_id"] };
+    v.as_str().expect("guild id is text").to_owned()
+}
+
+/// The ordinal of the owning pod, computed by the binary's own `shard-of` (which the fixture
+/// tests pin to the TypeScript function).
+pub fn owners(ids: &[String], pods: u32, strategy: &str) -> BTreeMap<String, u32> {
+    let out = gateway()
+        .args(["shard-of", "--pods", &pods.to_string(), "--strategy", strategy, "--"])
+        .args(ids)
+        .output()
+        .expect("running shard-of");
+    assert!(out.status.success(), "shard-of: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|l| {
+            let (id, owner) = l.split_once(' ').expect("`ID ORDINAL`");
+            (id.to_owned(), owner.parse().expect("ordinal"))
+        })
+        .collect()
+}

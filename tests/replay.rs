@@ -1,0 +1,152 @@
+//! `replay` of the sample stream end to end: real binary, real SQLite files.
+
+mod common;
+
+use common::*;
+
+
+/// Replays the sample into every pod of an N-pod deployment and checks: the union of the pods'
+/// rows is exactly the expected rows; each guild's rows are in its owner's database only; a
+/// second replay changes nothing.
+fn sample_into_pods(pods: u32, strategy: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let expected = expected();
+    let dbs: Vec<_> = (0..pods).map(|k| dir.path().join(format!("pod-{k}/gateway.sqlite3"))).collect();
+    for (k, db) in dbs.iter().enumerate() {
+        replay(db, k as u32, pods, strategy, &sample_stream());
+    }
+
+    let per_pod: Vec<_> = dbs.iter().map(|db| comparable_rows(db)).collect();
+    let guild_ids: Vec<String> = expected["guilds"]
+        .as_array()
+        .expect("guild list")
+        .iter()
+        .map(|g| g.as_str().expect("id").to_owned())
+        .collect();
+    let owner = owners(&guild_ids, pods, strategy);
+
+    for table in ["message_stats", "channel_info", "message_cache", "guilds"] {
+        let mut union = Vec::new();
+        for (k, rows) in per_pod.iter().enumerate() {
+            for row in &rows[table] {
+                let guild = row_guild(table, row);
+                assert_eq!(owner.get(&guild), Some(&(k as u32)), "{table} row of guild {guild} is in pod {k}'s database ({pods} pods, {strategy})");
+                union.push(row.clone());
+            }
+        }
+        let want = expected[table].as_array().expect("table rows").clone();
+        let (got, want) = (sorted(union), sorted(want));
+        if got != want {
+            let missing: Vec<_> = want.iter().filter(|r| !got.contains(r)).take(5).collect();
+            let extra: Vec<_> = got.iter().filter(|r| !want.contains(r)).take(5).collect();
+            panic!("{table} with {pods} pods ({strategy}): {} rows, expected {}\nmissing: {missing:#?}\nextra: {extra:#?}", got.len(), want.len());
+        }
+    }
+
+    let before: Vec<_> = dbs.iter().map(|db| all_rows(db)).collect();
+    for (k, db) in dbs.iter().enumerate() {
+        replay(db, k as u32, pods, strategy, &sample_stream());
+    }
+    let after: Vec<_> = dbs.iter().map(|db| all_rows(db)).collect();
+    assert_eq!(before, after, "a second replay changed rows ({pods} pods, {strategy})");
+}
+
+#[test]
+fn sample_into_1_pod() {
+    sample_into_pods(1, "md5");
+}
+
+#[test]
+fn sample_into_2_pods() {
+    sample_into_pods(2, "md5");
+}
+
+#[test]
+fn sample_into_3_pods() {
+    sample_into_pods(3, "md5");
+}
+
+#[test]
+fn sample_into_5_pods() {
+    sample_into_pods(5, "md5");
+}
+
+#[test]
+fn sample_into_3_pods_discord_strategy() {
+    sample_into_pods(3, "discord");
+}
+
+#[test]
+fn guilds_spread_over_pods() {
+    // Guard against a vacuous ownership check: with 3 pods, more than one pod owns guilds.
+    let expected = expected();
+    let ids: Vec<String> = expected["guilds"].as_array().unwrap().iter().map(|g| g.as_str().unwrap().to_owned()).collect();
+    let owners = owners(&ids, 3, "md5");
+    let distinct: std::collections::BTreeSet<_> = owners.values().collect();
+    assert!(distinct.len() > 1, "all sample guilds on one pod: {owners:?}");
+}
+
+#[test]
+fn malformed_lines_are_reported_and_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = std::fs::read_to_string(sample_stream()).unwrap();
+    let mut lines: Vec<&str> = stream.lines().collect();
+    lines.insert(1, "{not json");
+    lines.insert(3, r#"{"op":0,"t":"MESSAGE_CREATE","s":9999,"d":{"id":"oops"}}"#);
+    let file = dir.path().join("broken.ndjson");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let db = dir.path().join("gateway.sqlite3");
+    let out = gateway()
+        .arg("replay")
+        .arg(&file)
+        .env("DATABASE_URL", &db)
+        .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a malformed line must fail the run");
+    assert!(stderr.contains("line 2: not a gateway frame"), "{stderr}");
+    assert!(stderr.contains("line 4: bad MESSAGE_CREATE payload"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("2 malformed"), "summary: {stdout}");
+    // Everything else was processed.
+    let rows = comparable_rows(&db);
+    assert_eq!(rows["message_stats"].len(), expected()["message_stats"].as_array().unwrap().len());
+}
+
+#[test]
+fn shard_of_prints_one_line_per_id_in_order() {
+    let ids: Vec<String> = (0..5000u64).map(|i| (1325263406417087088 + i * 7919).to_string()).collect();
+    let mut with_odd = ids.clone();
+    with_odd.push("not-a-number".into());
+    let out = gateway().args(["shard-of", "--pods", "7", "--"]).args(&with_odd).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), with_odd.len());
+    for (line, id) in lines.iter().zip(&with_odd) {
+        let (got_id, ordinal) = line.split_once(' ').unwrap();
+        assert_eq!(got_id, id);
+        assert!(ordinal.parse::<u32>().unwrap() < 7);
+    }
+    // discord strategy: (id >> 22) % pods, and a clear error for a non-numeric id.
+    let out = gateway().args(["shard-of", "--pods", "3", "--strategy", "discord", "1325263406417087088"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("1325263406417087088 {}\n", (1325263406417087088u64 >> 22) % 3));
+    let out = gateway().args(["shard-of", "--strategy", "discord", "abc"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"abc\" is not a numeric snowflake"));
+    // pods from NUM_GATEWAY_PODS, ids from stdin.
+    let mut child = gateway()
+        .args(["shard-of"])
+        .env("NUM_GATEWAY_PODS", "16")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"55273423993581201\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    // From shard_vectors.json: 55273423993581201 -> 9 with 16 pods.
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "55273423993581201 9\n");
+}
+

@@ -1,0 +1,138 @@
+//! A running pod: its HTTP endpoints (metrics linted by promtool) and its SIGTERM drain.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Kills the child (by its PID only) if a test panics before stopping it.
+struct Pod(Child);
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+}
+
+#[test]
+fn metrics_pass_promtool_and_probes_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut pod = Pod(
+        gateway()
+            .args(["replay", "--linger"])
+            .arg(sample_stream())
+            .env("DATABASE_URL", dir.path().join("gateway.sqlite3"))
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let status = wait_for(Duration::from_secs(20), || {
+        let (_, body) = http_get(port, "/status").ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (v["last_seq_committed"] == 508).then_some(v)
+    })
+    .expect("the pod commits the whole sample");
+    assert_eq!(status["in_flight"], 0);
+    assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
+    assert_eq!(http_get(port, "/readyz").unwrap().0, 200);
+
+    let (code, page) = http_get(port, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    for name in [
+        "guild_gateway_events_received_total{type=\"MESSAGE_CREATE\"} 300",
+        "guild_gateway_events_owned_total",
+        "guild_gateway_events_foreign_total",
+        "guild_gateway_events_skipped_total",
+        "guild_gateway_events_processed_total 508",
+        "guild_gateway_handler_errors_total 0",
+        "guild_gateway_events_shed_total 0",
+        "guild_gateway_guild_actors 8",
+        "guild_gateway_guild_mailbox_depth 0",
+        "guild_gateway_writer_batch_size_bucket",
+        "guild_gateway_writer_commit_seconds_bucket",
+        "guild_gateway_database_size_bytes",
+        "guild_gateway_pod_ordinal 0",
+        "guild_gateway_pods 1",
+        "guild_gateway_process_resident_memory_bytes",
+    ] {
+        assert!(page.contains(name), "/metrics lacks {name}");
+    }
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (the README's test command installs it)");
+    promtool.stdin.take().unwrap().write_all(page.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    sigterm(&pod.0);
+    assert!(wait_exit(&mut pod.0, Duration::from_secs(30)).success());
+}
+
+#[test]
+fn sigterm_drains_everything_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gateway.sqlite3");
+    let port = free_port();
+    let mut pod = Pod(
+        gateway()
+            .args(["replay", "-"])
+            .env("DATABASE_URL", &db)
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            // Large batches, so events are still queued when the signal arrives.
+            .env("WRITER_MAX_BATCH", "100000")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(Duration::from_secs(20), || http_get(port, "/healthz").ok()).expect("the pod starts");
+    let stream = std::fs::read(sample_stream()).unwrap();
+    // Keep stdin open: the pod must stop because of the signal, not end of input.
+    let mut stdin = pod.0.stdin.take().unwrap();
+    stdin.write_all(&stream).unwrap();
+    stdin.flush().unwrap();
+    wait_for(Duration::from_secs(20), || {
+        let (_, body) = http_get(port, "/status").ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (v["last_seq_received"] == 508).then_some(())
+    })
+    .expect("the pod accepts the whole sample");
+    sigterm(&pod.0);
+    let exit = wait_exit(&mut pod.0, Duration::from_secs(30));
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(pod.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    drop(stdin);
+    assert!(exit.success(), "exit after SIGTERM: {exit}");
+    assert!(stdout.contains("interrupted by a signal"), "{stdout}");
+
+    let rows = comparable_rows(&db);
+    let expected = expected();
+    for table in ["message_stats", "channel_info", "message_cache"] {
+        assert_eq!(
+            sorted(rows[table].clone()),
+            sorted(expected[table].as_array().unwrap().clone()),
+            "{table} after the SIGTERM drain"
+        );
+    }
+}
