@@ -11,7 +11,8 @@ use anyhow::Context as _;
 use clap::Args;
 use gateway_actors::event::decode_frame;
 use gateway_actors::metrics::Metrics;
-use gateway_actors::Pipeline;
+use gateway_actors::pipeline::Overflow;
+use gateway_actors::{Pipeline, PipelineConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -45,8 +46,11 @@ pub async fn run(config: PodConfig, args: ReplayArgs) -> anyhow::Result<ExitCode
     };
     let sharding = config.sharding;
     let metrics = Arc::new(Metrics::new(sharding.ordinal, sharding.pods).context("registering metrics")?);
+    // An archive must load completely: a busy guild's mailbox grows (within MAX_IN_FLIGHT)
+    // instead of shedding.
+    let pipeline_config = PipelineConfig { overflow: Overflow::Queue, ..config.pipeline.clone() };
     let pipeline = Arc::new(
-        Pipeline::start(config.pipeline.clone(), metrics)
+        Pipeline::start(pipeline_config, metrics)
             .with_context(|| format!("opening the pod's database {}", config.database.display()))?,
     );
     let server = http::start(config.http_addr, HttpState { pipeline: pipeline.clone(), sharding })?;

@@ -150,3 +150,26 @@ fn shard_of_prints_one_line_per_id_in_order() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "55273423993581201 9\n");
 }
 
+
+#[test]
+fn replay_never_sheds_even_with_a_tiny_mailbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gateway.sqlite3");
+    let out = gateway()
+        .arg("replay")
+        .arg(sample_stream())
+        .env("DATABASE_URL", &db)
+        .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("GUILD_MAILBOX_CAPACITY", "1")
+        .env("WRITER_MAILBOX_CAPACITY", "1")
+        .env("WRITER_MAX_BATCH", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(" 0 shed"));
+    let rows = comparable_rows(&db);
+    assert_eq!(
+        sorted(rows["message_stats"].clone()),
+        sorted(expected()["message_stats"].as_array().unwrap().clone())
+    );
+}

@@ -3,12 +3,15 @@
 //! It counts each dispatch by type, drops those of guilds another pod owns, and forwards the
 //! rest to the guild's actor, starting it if needed. It never waits on a guild: when a guild's
 //! mailbox is full, the event is shed (counted in `events_shed_total`, logged) and the filter
-//! moves on, so one stuck guild cannot stall the others. Guild-less events (DMs) are owned by
+//! moves on, so one stuck guild cannot stall the others. (A replay asks for
+//! [`Overflow::Queue`] instead: it enqueues beyond the bound, and the reader's in-flight limit
+//! is the bound.) Guild-less events (DMs) are owned by
 //! pod 0 and store nothing.
 
 use crate::event::{Event, Id};
 use crate::guild::{GuildActor, GuildDeps, GuildEvent, GuildSlot, Stop};
 use crate::metrics::Metrics;
+use crate::pipeline::Overflow;
 use crate::progress::Progress;
 use crate::shard::Sharding;
 use actix::prelude::*;
@@ -35,6 +38,7 @@ struct GuildEntry {
 pub struct ShardFilter {
     sharding: Sharding,
     mailbox_capacity: usize,
+    overflow: Overflow,
     guilds: HashMap<Id, GuildEntry>,
     workers: Vec<ArbiterHandle>,
     deps: GuildDeps,
@@ -45,10 +49,16 @@ pub struct ShardFilter {
 impl ShardFilter {
     /// `workers`: the arbiters guild actors run on (spread by guild id); empty means the
     /// filter's own.
-    pub fn new(sharding: Sharding, mailbox_capacity: usize, workers: Vec<ArbiterHandle>, deps: GuildDeps) -> Self {
+    pub fn new(
+        sharding: Sharding,
+        mailbox_capacity: usize,
+        overflow: Overflow,
+        workers: Vec<ArbiterHandle>,
+        deps: GuildDeps,
+    ) -> Self {
         let metrics = deps.metrics.clone();
         let progress = deps.progress.clone();
-        ShardFilter { sharding, mailbox_capacity, guilds: HashMap::new(), workers, deps, metrics, progress }
+        ShardFilter { sharding, mailbox_capacity, overflow, guilds: HashMap::new(), workers, deps, metrics, progress }
     }
 
     fn finish(&self, event: GuildEvent) {
@@ -109,7 +119,7 @@ impl Handler<Route> for ShardFilter {
         };
         let capacity = self.mailbox_capacity;
         let entry = guild_entry(&mut self.guilds, &self.workers, &self.deps, guild_id, ctx);
-        if entry.slot.queued.load(Ordering::Acquire) >= capacity {
+        if self.overflow == Overflow::Shed && entry.slot.queued.load(Ordering::Acquire) >= capacity {
             let kind = event.dispatch.kind;
             let seq = event.dispatch.seq;
             self.metrics.shed.inc();

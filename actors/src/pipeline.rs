@@ -18,13 +18,26 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The policy for an event whose guild's mailbox is full. The filter never waits either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Drop it, counted in `events_shed_total` and logged: a live pod, where one stuck guild
+    /// must not take the memory and the in-flight budget of all the others.
+    Shed,
+    /// Enqueue it anyway, bounded only by `max_in_flight`: a replay, where an archive must
+    /// load completely and the reader simply waits when the pipeline is full.
+    Queue,
+}
+
 /// Tuning and placement of one pod's pipeline.
 #[derive(Clone)]
 pub struct PipelineConfig {
     pub sharding: Sharding,
     pub database: PathBuf,
-    /// Events queued per guild before the filter sheds that guild's events.
+    /// Events queued per guild before `overflow` applies.
     pub guild_mailbox: usize,
+    /// What the filter does with an event for a guild whose mailbox is full.
+    pub overflow: Overflow,
     /// Write commands queued for the writer before guild actors wait.
     pub writer_mailbox: usize,
     /// Most write commands in one transaction.
@@ -49,6 +62,7 @@ impl PipelineConfig {
             sharding,
             database,
             guild_mailbox: 1024,
+            overflow: Overflow::Shed,
             writer_mailbox: 8192,
             max_batch: 2000,
             max_in_flight: 65536,
@@ -104,6 +118,7 @@ impl Pipeline {
         let filter = ShardFilter::new(
             config.sharding,
             config.guild_mailbox.max(1),
+            config.overflow,
             workers.iter().map(|a| a.handle()).collect(),
             deps,
         )
