@@ -313,3 +313,47 @@ pub fn database_size(path: &Path) -> u64 {
 pub fn count_rows(conn: &Connection, table: &str) -> rusqlite::Result<i64> {
     conn.query_row(&format!("SELECT COUNT(*) FROM \"{table}\""), [], |r| r.get(0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn cache_row(conn: &Connection, id: &str, touched: SystemTime, created: SystemTime) {
+        conn.execute(
+            "INSERT INTO message_cache VALUES (?1, '1', '2', '3', 'text', ?2, ?3)",
+            params![id, iso8601(touched), iso8601(created)],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn cache_expiry_clears_old_content_and_deletes_old_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_writer(&dir.path().join("nested/dir/db.sqlite3")).unwrap();
+        let now = SystemTime::now();
+        let ago = |mins: u64| now - Duration::from_secs(mins * 60);
+        cache_row(&conn, "fresh", ago(5), ago(5));
+        cache_row(&conn, "stale", ago(61), ago(61));
+        cache_row(&conn, "old", ago(10), ago(25 * 60));
+        let expiry = CacheExpiry { content_ttl: Duration::from_secs(3600), retention: Duration::from_secs(24 * 3600) };
+        let expired = expire_cache(&conn, expiry, now).unwrap();
+        assert_eq!(expired, Expired { contents_cleared: 1, rows_deleted: 1 });
+        let content = |id: &str| -> Option<String> {
+            conn.query_row("SELECT content FROM message_cache WHERE message_id = ?1", [id], |r| r.get(0)).unwrap()
+        };
+        assert_eq!(content("fresh").as_deref(), Some("text"));
+        assert_eq!(content("stale"), None);
+        assert_eq!(count_rows(&conn, "message_cache").unwrap(), 2);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite3");
+        std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
+        let err = open_writer(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("integrity check"), "{err}");
+    }
+}
