@@ -61,3 +61,31 @@ CREATE TABLE IF NOT EXISTS message_cache (
 -- added: the periodic expiry job scans by these.
 CREATE INDEX IF NOT EXISTS message_cache_last_touched ON message_cache (last_touched);
 CREATE INDEX IF NOT EXISTS message_cache_created_at ON message_cache (created_at);
+
+-- The moderation log, as the TypeScript bot's. executor_username is NULL: the gateway's audit
+-- log entries carry only the executor's id.
+CREATE TABLE IF NOT EXISTS mod_actions (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id           TEXT NOT NULL,
+    guild_id          TEXT NOT NULL,
+    action_type       TEXT NOT NULL,
+    executor_id       TEXT,
+    executor_username TEXT,
+    reason            TEXT,
+    duration          TEXT,
+    created_at        TEXT NOT NULL,
+    -- added: what makes a redelivered action the same row ("audit:<entry id>" when paired with
+    -- its audit log entry, else derived from the event); NULL rows are never deduplicated.
+    source_key        TEXT UNIQUE
+);
+-- added: per-guild queries and moves.
+CREATE INDEX IF NOT EXISTS mod_actions_guild ON mod_actions (guild_id, created_at);
+
+-- added: each member's current timeout, so a guild actor started after passivation or a
+-- restart knows whether a cleared timeout was a removal.
+CREATE TABLE IF NOT EXISTS member_timeouts (
+    guild_id TEXT NOT NULL,
+    user_id  TEXT NOT NULL,
+    until_ms INTEGER NOT NULL,
+    PRIMARY KEY (guild_id, user_id)
+) WITHOUT ROWID;

@@ -25,7 +25,7 @@ fn sample_into_pods(pods: u32, strategy: &str) {
         .collect();
     let owner = owners(&guild_ids, pods, strategy);
 
-    for table in ["message_stats", "channel_info", "message_cache", "guilds"] {
+    for table in ["message_stats", "channel_info", "message_cache", "guilds", "mod_actions"] {
         let mut union = Vec::new();
         for (k, rows) in per_pod.iter().enumerate() {
             for row in &rows[table] {

@@ -125,7 +125,41 @@ pub enum Event {
     MessageUpdate(MessageUpdate),
     MessageDelete { ids: Vec<Id> },
     Reaction(Reaction),
+    /// READY: who the bot is (its own moderation actions are not logged).
+    Ready { bot_user_id: Id },
+    /// GUILD_BAN_ADD (`added`) or GUILD_BAN_REMOVE.
+    Ban { user_id: Id, added: bool },
+    MemberRemove { user_id: Id },
+    /// GUILD_MEMBER_UPDATE; `timeout_until_ms`: communication_disabled_until, Unix ms.
+    MemberUpdate { user_id: Id, timeout_until_ms: Option<i64> },
+    AuditEntry(AuditEntry),
     Other,
+}
+
+/// Audit log action types this service matches moderation events with.
+pub mod audit_action {
+    pub const MEMBER_KICK: u16 = 20;
+    pub const MEMBER_BAN_ADD: u16 = 22;
+    pub const MEMBER_BAN_REMOVE: u16 = 23;
+    pub const MEMBER_UPDATE: u16 = 24;
+}
+
+/// A GUILD_AUDIT_LOG_ENTRY_CREATE, reduced to what matching needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: Id,
+    pub action: u16,
+    pub target_id: Option<Id>,
+    pub executor_id: Option<Id>,
+    pub reason: Option<String>,
+    /// For member updates: how communication_disabled_until changed, if it did.
+    pub timeout_change: Option<TimeoutChange>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutChange {
+    Set,
+    Cleared,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -220,6 +254,100 @@ impl Emoji {
             (None, None) => String::new(),
         }
     }
+}
+
+#[derive(Deserialize)]
+struct UserRef {
+    id: Id,
+}
+
+#[derive(Deserialize)]
+struct UserScoped {
+    #[serde(default)]
+    guild_id: Option<Id>,
+    user: UserRef,
+}
+
+#[derive(Deserialize)]
+struct MemberUpdate {
+    #[serde(default)]
+    guild_id: Option<Id>,
+    user: UserRef,
+    #[serde(default)]
+    communication_disabled_until: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ReadyPayload {
+    user: UserRef,
+}
+
+#[derive(Deserialize)]
+struct AuditChange {
+    key: String,
+    #[serde(default)]
+    new_value: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct AuditPayload {
+    #[serde(default)]
+    guild_id: Option<Id>,
+    id: Id,
+    action_type: u16,
+    #[serde(default)]
+    target_id: Option<Id>,
+    #[serde(default)]
+    user_id: Option<Id>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    changes: Option<Vec<AuditChange>>,
+}
+
+/// Parses an ISO-8601 / RFC 3339 timestamp (`2099-01-01T00:00:00.000000+00:00`, `...Z`) to Unix
+/// milliseconds.
+pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut i = 19;
+    let mut millis = 0;
+    if b.get(i) == Some(&b'.') {
+        let start = i + 1;
+        i = start;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let frac = s.get(start..i)?;
+        let padded: String = frac.chars().chain(std::iter::repeat('0')).take(3).collect();
+        millis = padded.parse().ok()?;
+    }
+    let offset_minutes = match b.get(i)? {
+        b'Z' | b'z' => 0,
+        sign @ (b'+' | b'-') => {
+            let (h, m) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+            if *sign == b'+' { h * 60 + m } else { -(h * 60 + m) }
+        }
+        _ => return None,
+    };
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    let seconds = days * 86400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
+    Some(seconds * 1000 + millis)
 }
 
 fn count_entries<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
@@ -325,6 +453,46 @@ pub fn decode_dispatch(name: &str, seq: Option<u64>, data: &str) -> Result<Dispa
             r.added = kind == EventKind::MessageReactionAdd;
             (r.guild_id, Event::Reaction(r))
         }
+        EventKind::Ready => {
+            let r: ReadyPayload = serde_json::from_str(data).map_err(payload)?;
+            (None, Event::Ready { bot_user_id: r.user.id })
+        }
+        EventKind::GuildBanAdd | EventKind::GuildBanRemove => {
+            let b: UserScoped = serde_json::from_str(data).map_err(payload)?;
+            (b.guild_id, Event::Ban { user_id: b.user.id, added: kind == EventKind::GuildBanAdd })
+        }
+        EventKind::GuildMemberRemove => {
+            let m: UserScoped = serde_json::from_str(data).map_err(payload)?;
+            (m.guild_id, Event::MemberRemove { user_id: m.user.id })
+        }
+        EventKind::GuildMemberUpdate => {
+            let m: MemberUpdate = serde_json::from_str(data).map_err(payload)?;
+            let timeout_until_ms = match m.communication_disabled_until {
+                Some(t) => Some(parse_timestamp_ms(&t).ok_or_else(|| {
+                    payload(serde::de::Error::custom(format!("bad communication_disabled_until {t:?}")))
+                })?),
+                None => None,
+            };
+            (m.guild_id, Event::MemberUpdate { user_id: m.user.id, timeout_until_ms })
+        }
+        EventKind::GuildAuditLogEntryCreate => {
+            let a: AuditPayload = serde_json::from_str(data).map_err(payload)?;
+            let timeout_change = a
+                .changes
+                .iter()
+                .flatten()
+                .find(|c| c.key == "communication_disabled_until")
+                .map(|c| if c.new_value.is_some() { TimeoutChange::Set } else { TimeoutChange::Cleared });
+            let entry = AuditEntry {
+                id: a.id,
+                action: a.action_type,
+                target_id: a.target_id,
+                executor_id: a.user_id,
+                reason: a.reason,
+                timeout_change,
+            };
+            (a.guild_id, Event::AuditEntry(entry))
+        }
         _ => {
             // Payloads that are not objects (READY's siblings never are, but be lenient) carry
             // no guild.
@@ -356,6 +524,15 @@ mod tests {
     fn unknown_events_keep_their_guild() {
         let d = decode_frame(r#"{"op":0,"t":"SOMETHING_NEW","s":9,"d":{"guild_id":"42"}}"#).unwrap();
         assert_eq!((d.kind, d.guild_id), (EventKind::Other, Some(Id(42))));
+    }
+
+    #[test]
+    fn timestamps_parse_to_unix_ms() {
+        assert_eq!(parse_timestamp_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_timestamp_ms("2025-01-05T00:43:47.557+00:00"), Some(1736037827557));
+        assert_eq!(parse_timestamp_ms("2025-01-05T02:43:47.557+02:00"), Some(1736037827557));
+        assert_eq!(parse_timestamp_ms("2099-01-01T00:00:00.000000+00:00"), Some(4070908800000));
+        assert_eq!(parse_timestamp_ms("yesterday"), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! pod 0 and store nothing.
 
 use crate::event::{Event, Id};
-use crate::guild::{GuildActor, GuildDeps, GuildEvent, GuildSlot, Stop};
+use crate::guild::{FlushWaiting, GuildActor, GuildDeps, GuildEvent, GuildSlot, Stop};
 use crate::metrics::Metrics;
 use crate::pipeline::Overflow;
 use crate::progress::Progress;
@@ -102,6 +102,10 @@ impl Handler<Route> for ShardFilter {
         let dispatch = &event.dispatch;
         let counters = self.metrics.kind(dispatch.kind);
         counters.received.inc();
+        if let Event::Ready { bot_user_id } = dispatch.event {
+            // Every pod needs to know the bot, to leave its own moderation actions unlogged.
+            self.deps.bot_user_id.store(bot_user_id.0, Ordering::Relaxed);
+        }
         if !self.sharding.owns(dispatch.guild_id.map(|id| id.0)) {
             counters.foreign.inc();
             self.finish(event);
@@ -109,7 +113,7 @@ impl Handler<Route> for ShardFilter {
         }
         counters.owned.inc();
         let guild_id = match (dispatch.guild_id, &dispatch.event) {
-            (Some(id), event) if !matches!(event, Event::Other) => id,
+            (Some(id), event) if !matches!(event, Event::Other | Event::Ready { .. }) => id,
             // DMs and event types that store nothing end here.
             _ => {
                 counters.skipped.inc();
@@ -151,6 +155,15 @@ impl Handler<Passivate> for ShardFilter {
             if let Some(entry) = self.guilds.remove(&msg.guild_id) {
                 entry.addr.do_send(Stop);
             }
+        }
+    }
+}
+
+impl Handler<FlushWaiting> for ShardFilter {
+    type Result = ();
+    fn handle(&mut self, _: FlushWaiting, _: &mut Self::Context) {
+        for entry in self.guilds.values() {
+            entry.addr.do_send(FlushWaiting);
         }
     }
 }

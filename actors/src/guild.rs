@@ -1,22 +1,25 @@
 //! `GuildActor`: one per active guild; applies its guild's events in order.
 //!
-//! Started by the shard filter on a guild's first event (restoring the guild's channels from
-//! the database), it turns events into writes and hands them to the writer. When the writer's
-//! mailbox is full it pauses its own mailbox until there is room, so backpressure stays with
-//! the guilds that write. After an idle period with nothing queued and nothing uncommitted it
-//! asks the filter to passivate it; the filter decides, so no event can race the stop.
+//! Started by the shard filter on a guild's first event (restoring the guild's channels and
+//! member timeouts from the database), it turns events into writes and hands them to the
+//! writer. When the writer's mailbox is full it pauses its own mailbox until there is room, so
+//! backpressure stays with the guilds that write. Moderation events wait (without blocking) for
+//! their audit log entries in [`ModerationLog`]. After an idle period with nothing queued,
+//! waiting or uncommitted it asks the filter to passivate it; the filter decides, so no event
+//! can race the stop.
 
 use crate::event::{Dispatch, Id};
 use crate::filter::{Passivate, ShardFilter};
 use crate::handlers::GuildState;
 use crate::metrics::Metrics;
+use crate::moderation::{ModerationLog, Resolution};
 use crate::progress::{Progress, Ticket};
-use crate::store::{self, ReadPool};
+use crate::store::{self, Op, ReadPool};
 use crate::writer::WriterLink;
 use actix::prelude::*;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A test and bench seam: returns a delay to wait (asynchronously) before handling an event of
 /// the given guild, to simulate a slow guild. Production passes `None` and pays one branch.
@@ -25,7 +28,7 @@ pub type SlowGuildHook = Arc<dyn Fn(Id) -> Option<Duration> + Send + Sync>;
 /// Counters shared by the filter and one guild actor.
 #[derive(Default)]
 pub struct GuildSlot {
-    /// Events sent by the filter and not yet handed to the writer (the mailbox bound).
+    /// Events sent by the filter and not yet handed on (the mailbox bound).
     pub queued: AtomicUsize,
     /// Write commands sent to the writer and not yet committed.
     pub unwritten: Arc<AtomicUsize>,
@@ -44,6 +47,11 @@ pub struct GuildEvent {
 #[rtype(result = "()")]
 pub struct Stop;
 
+/// No more events will come (end of input, shutdown): stop waiting for audit log entries.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FlushWaiting;
+
 /// Everything a guild actor needs besides its guild id.
 #[derive(Clone)]
 pub struct GuildDeps {
@@ -52,11 +60,15 @@ pub struct GuildDeps {
     pub metrics: Arc<Metrics>,
     pub progress: Arc<Progress>,
     pub idle_after: Duration,
+    pub audit_window: Duration,
+    /// The bot's user id from READY (0 until known).
+    pub bot_user_id: Arc<AtomicU64>,
     pub slow_hook: Option<SlowGuildHook>,
 }
 
 pub struct GuildActor {
     state: GuildState,
+    moderation: ModerationLog<Ticket>,
     slot: Arc<GuildSlot>,
     filter: Addr<ShardFilter>,
     deps: GuildDeps,
@@ -65,63 +77,127 @@ pub struct GuildActor {
 
 impl GuildActor {
     pub fn new(guild_id: Id, slot: Arc<GuildSlot>, filter: Addr<ShardFilter>, deps: GuildDeps) -> Self {
-        GuildActor { state: GuildState::new(guild_id), slot, filter, deps, last_event: Instant::now() }
+        GuildActor {
+            state: GuildState::new(guild_id),
+            moderation: ModerationLog::new(guild_id, deps.audit_window, Default::default()),
+            slot,
+            filter,
+            deps,
+            last_event: Instant::now(),
+        }
     }
 
-    fn restore_channels(&mut self) {
+    fn restore(&mut self) {
         let guild_id = self.state.guild_id();
-        let rows = self
-            .deps
-            .reads
-            .get()
-            .map_err(|e| e.to_string())
-            .and_then(|conn| store::load_channels(&conn, guild_id).map_err(|e| e.to_string()));
-        match rows {
-            Ok(rows) => self.state = GuildState::with_channels(guild_id, rows),
-            Err(e) => tracing::error!(guild_id = %guild_id, error = %e, "loading the guild's channels; categories may be missing until its next GUILD_CREATE"),
+        let restored = self.deps.reads.get().map_err(|e| e.to_string()).and_then(|conn| {
+            let channels = store::load_channels(&conn, guild_id).map_err(|e| e.to_string())?;
+            let timeouts = store::load_timeouts(&conn, guild_id).map_err(|e| e.to_string())?;
+            Ok((channels, timeouts))
+        });
+        match restored {
+            Ok((channels, timeouts)) => {
+                self.state = GuildState::with_channels(guild_id, channels);
+                self.moderation = ModerationLog::new(guild_id, self.deps.audit_window, timeouts);
+            }
+            Err(e) => tracing::error!(guild_id = %guild_id, error = %e,
+                "restoring the guild's channels and timeouts; categories may be missing until its next GUILD_CREATE"),
+        }
+    }
+
+    fn bot_user_id(&self) -> Option<Id> {
+        match self.deps.bot_user_id.load(Ordering::Relaxed) {
+            0 => None,
+            id => Some(Id(id)),
         }
     }
 
     fn process(&mut self, event: GuildEvent, ctx: &mut Context<Self>) {
-        let ops = self.state.handle(&event.dispatch.event);
-        if ops.is_empty() {
-            self.finish_skipped(event);
-            return;
-        }
-        let unwritten = self.slot.unwritten.clone();
-        match self.deps.writer.permits.clone().try_acquire_owned() {
-            Ok(permit) => {
-                self.deps.writer.send(event.ticket, ops, unwritten, permit);
+        let GuildEvent { ticket, dispatch } = event;
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let bot = self.bot_user_id();
+        match self.moderation.handle(ticket, &dispatch.event, dispatch.seq, Instant::now(), now_ms, bot) {
+            Ok(resolutions) => {
+                self.apply_resolutions(resolutions, ctx);
+                self.schedule_expiry(ctx);
                 self.dequeued();
             }
-            Err(_) => {
-                // The writer is full: hold this guild's mailbox until there is room.
-                let permits = self.deps.writer.permits.clone();
-                ctx.wait(
-                    async move { permits.acquire_owned().await.ok() }
-                        .into_actor(self)
-                        .map(move |permit, act, _| match permit {
-                            Some(permit) => {
-                                act.deps.writer.send(event.ticket, ops, unwritten, permit);
-                                act.dequeued();
-                            }
-                            None => {
-                                // The semaphore is never closed; if it were, say so loudly.
-                                act.deps.metrics.handler_errors.inc();
-                                tracing::error!("writer link closed; event not written");
-                                act.finish_skipped(event);
-                            }
-                        }),
-                );
+            Err(ticket) => {
+                let ops = self.state.handle(&dispatch.event);
+                if ops.is_empty() {
+                    self.deps.metrics.kind(dispatch.kind).skipped.inc();
+                    self.complete(ticket);
+                    self.dequeued();
+                } else {
+                    self.write(ticket, None, ops, true, ctx);
+                }
             }
         }
     }
 
-    fn finish_skipped(&mut self, event: GuildEvent) {
-        self.deps.metrics.kind(event.dispatch.kind).skipped.inc();
+    fn apply_resolutions(&mut self, resolutions: Vec<Resolution<Ticket>>, ctx: &mut Context<Self>) {
+        for Resolution { tokens, ops } in resolutions {
+            let mut tokens = tokens.into_iter();
+            let Some(first) = tokens.next() else { continue };
+            let second = tokens.next();
+            if ops.is_empty() {
+                self.complete(first);
+                if let Some(t) = second {
+                    self.complete(t);
+                }
+            } else {
+                self.write(first, second, ops, false, ctx);
+            }
+        }
+    }
+
+    fn schedule_expiry(&mut self, ctx: &mut Context<Self>) {
+        if let Some(deadline) = self.moderation.next_deadline() {
+            ctx.run_later(deadline.saturating_duration_since(Instant::now()), |act, ctx| {
+                let resolutions = act.moderation.expire(Instant::now());
+                act.apply_resolutions(resolutions, ctx);
+            });
+        }
+    }
+
+    /// Hands ops to the writer; `dequeue` marks the current mailbox event as handed on.
+    fn write(&mut self, ticket: Ticket, also: Option<Ticket>, ops: Vec<Op>, dequeue: bool, ctx: &mut Context<Self>) {
+        let unwritten = self.slot.unwritten.clone();
+        match self.deps.writer.permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                self.deps.writer.send(ticket, also, ops, unwritten, permit);
+                if dequeue {
+                    self.dequeued();
+                }
+            }
+            Err(_) => {
+                // The writer is full: hold this guild's mailbox until there is room.
+                let permits = self.deps.writer.permits.clone();
+                ctx.wait(async move { permits.acquire_owned().await.ok() }.into_actor(self).map(
+                    move |permit, act, _| {
+                        match permit {
+                            Some(permit) => act.deps.writer.send(ticket, also, ops, unwritten, permit),
+                            None => {
+                                // The semaphore is never closed; if it were, say so loudly.
+                                act.deps.metrics.handler_errors.inc();
+                                tracing::error!("writer link closed; event not written");
+                                act.complete(ticket);
+                                if let Some(t) = also {
+                                    act.complete(t);
+                                }
+                            }
+                        }
+                        if dequeue {
+                            act.dequeued();
+                        }
+                    },
+                ));
+            }
+        }
+    }
+
+    fn complete(&self, ticket: Ticket) {
         self.deps.metrics.processed.inc();
-        self.deps.progress.complete(event.ticket);
-        self.dequeued();
+        self.deps.progress.complete(ticket);
     }
 
     fn dequeued(&self) {
@@ -135,10 +211,11 @@ impl Actor for GuildActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.deps.metrics.guild_actors.inc();
-        self.restore_channels();
+        self.restore();
         let check_every = (self.deps.idle_after / 2).max(Duration::from_millis(10));
         ctx.run_interval(check_every, |act, _| {
             let idle = act.last_event.elapsed() >= act.deps.idle_after
+                && !act.moderation.is_waiting()
                 && act.slot.queued.load(Ordering::Acquire) == 0
                 && act.slot.unwritten.load(Ordering::Acquire) == 0;
             if idle {
@@ -165,6 +242,14 @@ impl Handler<GuildEvent> for GuildActor {
                     .map(move |_, act, ctx| act.process(event, ctx)),
             ),
         }
+    }
+}
+
+impl Handler<FlushWaiting> for GuildActor {
+    type Result = ();
+    fn handle(&mut self, _: FlushWaiting, ctx: &mut Self::Context) {
+        let resolutions = self.moderation.flush();
+        self.apply_resolutions(resolutions, ctx);
     }
 }
 

@@ -84,7 +84,13 @@ impl GuildState {
                 emoji: r.emoji.key(),
                 added: r.added,
             }],
-            Event::Other => Vec::new(),
+            // Moderation events are the moderation log's; the rest store nothing.
+            Event::Ready { .. }
+            | Event::Ban { .. }
+            | Event::MemberRemove { .. }
+            | Event::MemberUpdate { .. }
+            | Event::AuditEntry(_)
+            | Event::Other => Vec::new(),
         }
     }
 

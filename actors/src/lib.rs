@@ -2,7 +2,8 @@
 //!
 //! Read top-down: [`event`] decodes dispatches, [`shard`] decides ownership, [`pipeline`]
 //! assembles [`filter`] -> [`guild`] -> [`writer`]; [`handlers`] say what each event writes,
-//! [`stats`] computes message statistics, [`store`] owns the SQL; [`progress`] tracks what is
+//! [`stats`] computes message statistics, [`moderation`] pairs moderation events with audit
+//! log entries, [`store`] owns the SQL; [`progress`] tracks what is
 //! committed and [`metrics`] what happened. Nothing here opens a network connection.
 
 pub mod event;
@@ -10,6 +11,7 @@ pub mod filter;
 pub mod guild;
 pub mod handlers;
 pub mod metrics;
+pub mod moderation;
 pub mod pipeline;
 pub mod progress;
 pub mod shard;

@@ -7,7 +7,7 @@
 
 use crate::event::Dispatch;
 use crate::filter::ShardFilter;
-use crate::guild::{GuildDeps, GuildEvent, SlowGuildHook};
+use crate::guild::{FlushWaiting, GuildDeps, GuildEvent, SlowGuildHook};
 use crate::metrics::Metrics;
 use crate::progress::{Progress, Snapshot};
 use crate::shard::Sharding;
@@ -46,6 +46,8 @@ pub struct PipelineConfig {
     pub max_in_flight: usize,
     /// A guild actor idle this long (and with nothing pending) is stopped.
     pub guild_idle: Duration,
+    /// How long a moderation event waits for its audit log entry, and an entry for its event.
+    pub audit_window: Duration,
     /// Threads for guild actors (0: the System's own thread).
     pub guild_workers: usize,
     pub cache_expiry: CacheExpiry,
@@ -67,6 +69,7 @@ impl PipelineConfig {
             max_batch: 2000,
             max_in_flight: 65536,
             guild_idle: Duration::from_secs(300),
+            audit_window: Duration::from_secs(5),
             guild_workers: 1,
             cache_expiry: CacheExpiry {
                 content_ttl: Duration::from_secs(60 * 60),
@@ -113,6 +116,8 @@ impl Pipeline {
             metrics: metrics.clone(),
             progress: progress.clone(),
             idle_after: config.guild_idle,
+            audit_window: config.audit_window,
+            bot_user_id: Default::default(),
             slow_hook: config.slow_hook.clone(),
         };
         let filter = ShardFilter::new(
@@ -135,8 +140,13 @@ impl Pipeline {
         self.filter.do_send(GuildEvent { ticket, dispatch });
     }
 
-    /// Resolves when every accepted event is committed (or deliberately skipped or shed).
+    /// Resolves when every accepted event is committed (or deliberately skipped or shed). No
+    /// more events are expected: moderation events still waiting for their audit log entry
+    /// are written without it.
     pub async fn drain(&self) {
+        if let Err(e) = self.filter.send(FlushWaiting).await {
+            tracing::error!(error = %e, "the shard filter is gone; draining what is in flight");
+        }
         self.progress.wait_idle().await;
     }
 

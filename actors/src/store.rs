@@ -8,6 +8,7 @@ use crate::event::Id;
 use crate::stats::MessageStats;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{params, Connection, OpenFlags, Transaction};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -107,6 +108,18 @@ pub enum Op {
     Reaction { message_id: Id, user_id: Id, emoji: String, added: bool },
     UpsertCache { message_id: Id, guild_id: Id, channel_id: Id, user_id: Id, content: String },
     UpdateCache { message_id: Id, content: String },
+    /// A `mod_actions` row; with a `source_key`, written once however often it is delivered.
+    InsertModAction {
+        guild_id: Id,
+        user_id: Id,
+        action: &'static str,
+        executor_id: Option<Id>,
+        reason: String,
+        duration: Option<String>,
+        source_key: Option<String>,
+    },
+    /// A member's communication_disabled_until (None: no timeout).
+    SetMemberTimeout { guild_id: Id, user_id: Id, until_ms: Option<i64> },
 }
 
 fn opt_id(id: Option<Id>) -> Option<String> {
@@ -201,6 +214,31 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<()> {
             tx.prepare_cached("UPDATE message_cache SET content = ?2, last_touched = ?3 WHERE message_id = ?1")?
                 .execute(params![message_id.to_string(), content, now])?;
         }
+        Op::InsertModAction { guild_id, user_id, action, executor_id, reason, duration, source_key } => {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO mod_actions (user_id, guild_id, action_type, executor_id,
+                   executor_username, reason, duration, created_at, source_key)
+                 VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                user_id.to_string(),
+                guild_id.to_string(),
+                action,
+                opt_id(*executor_id),
+                reason,
+                duration,
+                now,
+                source_key
+            ])?;
+        }
+        Op::SetMemberTimeout { guild_id, user_id, until_ms: Some(until) } => {
+            tx.prepare_cached("INSERT OR REPLACE INTO member_timeouts (guild_id, user_id, until_ms) VALUES (?1, ?2, ?3)")?
+                .execute(params![guild_id.to_string(), user_id.to_string(), until])?;
+        }
+        Op::SetMemberTimeout { guild_id, user_id, until_ms: None } => {
+            tx.prepare_cached("DELETE FROM member_timeouts WHERE guild_id = ?1 AND user_id = ?2")?
+                .execute(params![guild_id.to_string(), user_id.to_string()])?;
+        }
     }
     Ok(())
 }
@@ -261,6 +299,20 @@ pub fn load_channels(conn: &Connection, guild_id: Id) -> rusqlite::Result<Vec<Ch
         });
     }
     Ok(channels)
+}
+
+/// The members of one guild with a timeout set, as (user, until Unix ms).
+pub fn load_timeouts(conn: &Connection, guild_id: Id) -> rusqlite::Result<HashMap<Id, i64>> {
+    let mut stmt = conn.prepare_cached("SELECT user_id, until_ms FROM member_timeouts WHERE guild_id = ?1")?;
+    let rows = stmt.query_map([guild_id.to_string()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut timeouts = HashMap::new();
+    for row in rows {
+        let (user, until) = row?;
+        if let Ok(user) = user.parse() {
+            timeouts.insert(Id(user), until);
+        }
+    }
+    Ok(timeouts)
 }
 
 /// The message cache's retention: content is forgotten after `content_ttl` without a touch,

@@ -21,6 +21,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[rtype(result = "()")]
 pub struct WriteCmd {
     pub ticket: Ticket,
+    /// A second event finished by the same writes (an audit entry paired with its event).
+    pub also: Option<Ticket>,
     pub ops: Vec<Op>,
     /// The guild's count of uncommitted commands; a guild passivates only at zero.
     pub unwritten: Arc<AtomicUsize>,
@@ -84,8 +86,10 @@ impl SqliteWriter {
         self.metrics.writer_queue_depth.sub(batch.len() as i64);
         for cmd in batch {
             cmd.unwritten.fetch_sub(1, Ordering::AcqRel);
-            self.metrics.processed.inc();
-            self.progress.complete(cmd.ticket);
+            for ticket in std::iter::once(cmd.ticket).chain(cmd.also) {
+                self.metrics.processed.inc();
+                self.progress.complete(ticket);
+            }
             // Dropping the command releases its writer-mailbox permit.
         }
     }
@@ -170,9 +174,16 @@ impl WriterLink {
     }
 
     /// Sends with a permit already held.
-    pub fn send(&self, ticket: Ticket, ops: Vec<Op>, unwritten: Arc<AtomicUsize>, permit: OwnedSemaphorePermit) {
+    pub fn send(
+        &self,
+        ticket: Ticket,
+        also: Option<Ticket>,
+        ops: Vec<Op>,
+        unwritten: Arc<AtomicUsize>,
+        permit: OwnedSemaphorePermit,
+    ) {
         unwritten.fetch_add(1, Ordering::AcqRel);
         self.metrics.writer_queue_depth.inc();
-        self.addr.do_send(WriteCmd { ticket, ops, unwritten, permit });
+        self.addr.do_send(WriteCmd { ticket, also, ops, unwritten, permit });
     }
 }

@@ -136,6 +136,7 @@ pub fn comparable_rows(db: &Path) -> BTreeMap<&'static str, Vec<Value>> {
     tables.insert("channel_info", query(&conn, "SELECT id, guild_id, name, category FROM channel_info"));
     tables.insert("message_cache", query(&conn, "SELECT message_id, guild_id, channel_id, user_id, content FROM message_cache"));
     tables.insert("guilds", query(&conn, "SELECT id FROM guilds").into_iter().map(|r| r["id"].clone()).collect());
+    tables.insert("mod_actions", query(&conn, "SELECT guild_id, user_id, action_type, executor_id, reason FROM mod_actions"));
     tables
 }
 
@@ -149,6 +150,8 @@ pub fn all_rows(db: &Path) -> BTreeMap<&'static str, Vec<Value>> {
     tables.insert("message_cache", query(&conn, "SELECT message_id, guild_id, channel_id, user_id, content FROM message_cache ORDER BY message_id"));
     tables.insert("message_reactions", query(&conn, "SELECT * FROM message_reactions ORDER BY 1, 2, 3"));
     tables.insert("guilds", query(&conn, "SELECT * FROM guilds ORDER BY id"));
+    tables.insert("mod_actions", query(&conn, "SELECT id, user_id, guild_id, action_type, executor_id, reason, duration, source_key FROM mod_actions ORDER BY id"));
+    tables.insert("member_timeouts", query(&conn, "SELECT * FROM member_timeouts ORDER BY 1, 2"));
     tables
 }
 
