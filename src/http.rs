@@ -7,6 +7,8 @@ use gateway_actors::shard::Sharding;
 use gateway_actors::Pipeline;
 use serde::Serialize;
 use std::net::SocketAddr;
+use crate::gateway::connection::SessionState;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +16,8 @@ use std::time::Duration;
 pub struct HttpState {
     pub pipeline: Arc<Pipeline>,
     pub sharding: Sharding,
+    /// The Discord session, in `serve`; readiness then requires it.
+    pub gateway: Option<Arc<SessionState>>,
 }
 
 #[derive(Serialize)]
@@ -28,6 +32,8 @@ struct Status {
     in_flight: u64,
     guild_actors: i64,
     events_shed: u64,
+    session_id: Option<String>,
+    gateway_ready: Option<bool>,
 }
 
 async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
@@ -42,9 +48,14 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
-    match state.pipeline.check_writable(Duration::from_secs(2)).await {
-        Ok(()) => HttpResponse::Ok().body("ready\n"),
-        Err(e) => HttpResponse::ServiceUnavailable().body(format!("not ready: database not writable: {e}\n")),
+    if let Err(e) = state.pipeline.check_writable(Duration::from_secs(2)).await {
+        return HttpResponse::ServiceUnavailable().body(format!("not ready: database not writable: {e}\n"));
+    }
+    match &state.gateway {
+        Some(session) if !session.ready.load(Ordering::SeqCst) => {
+            HttpResponse::ServiceUnavailable().body("not ready: the Discord session is not READY or RESUMED\n")
+        }
+        _ => HttpResponse::Ok().body("ready\n"),
     }
 }
 
@@ -62,6 +73,8 @@ async fn status(state: web::Data<HttpState>) -> HttpResponse {
         in_flight: p.in_flight,
         guild_actors: m.guild_actors.get(),
         events_shed: m.shed.get(),
+        session_id: state.gateway.as_ref().and_then(|g| g.session_id()),
+        gateway_ready: state.gateway.as_ref().map(|g| g.ready.load(Ordering::SeqCst)),
     })
 }
 

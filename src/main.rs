@@ -5,9 +5,12 @@
 //! System's thread and their own threads, I/O on the runtime's workers).
 
 mod config;
+mod fake_discord;
+mod gateway;
 mod http;
 mod logging;
 mod replay;
+mod serve;
 mod shard_of;
 mod signals;
 
@@ -25,8 +28,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a live gateway pod: the Discord connection through the pipeline into this pod's database
+    Serve(serve::ServeArgs),
     /// Run a recorded gateway stream (NDJSON) through the pipeline into this pod's database
     Replay(replay::ReplayArgs),
+    /// Serve a local Discord-compatible API and gateway from a recorded stream (for tests and development)
+    FakeDiscord(fake_discord::FakeDiscordArgs),
     /// Print the pod that owns each guild id: `GUILD_ID ORDINAL` per line
     ShardOf(shard_of::ShardOfArgs),
 }
@@ -38,6 +45,28 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         },
+        Command::FakeDiscord(args) => {
+            let format = match cli.pod.validate() {
+                Ok(config) => config.log_format,
+                Err(e) => return fail(e.into()),
+            };
+            logging::init(format);
+            match run_in_system(fake_discord::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Command::Serve(args) => {
+            let (config, discord) = match cli.pod.validate().and_then(|c| Ok((c, args.validate()?))) {
+                Ok(settings) => settings,
+                Err(e) => return fail(e.into()),
+            };
+            logging::init(config.log_format);
+            match run_in_system(serve::run(config, discord)) {
+                Ok(code) => code,
+                Err(e) => fail(e),
+            }
+        }
         Command::Replay(args) => {
             let config = match cli.pod.validate() {
                 Ok(config) => config,

@@ -53,7 +53,7 @@ pub async fn run(config: PodConfig, args: ReplayArgs) -> anyhow::Result<ExitCode
         Pipeline::start(pipeline_config, metrics)
             .with_context(|| format!("opening the pod's database {}", config.database.display()))?,
     );
-    let server = http::start(config.http_addr, HttpState { pipeline: pipeline.clone(), sharding })?;
+    let server = http::start(config.http_addr, HttpState { pipeline: pipeline.clone(), sharding, gateway: None })?;
     tracing::info!(pod = sharding.ordinal, pods = sharding.pods, strategy = %sharding.strategy,
         database = %config.database.display(), "replaying {}", args.file.display());
 

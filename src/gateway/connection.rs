@@ -1,0 +1,228 @@
+//! The Discord connection: a serenity client on a thread of its own.
+//!
+//! serenity hands each event to its handlers in a freshly spawned task. On a multi-threaded
+//! runtime those tasks can run out of order; on this thread's single-threaded runtime they run
+//! in spawn order (FIFO), and the handler passes the event on before its first `.await`, so the
+//! pipeline receives events in the order the gateway sent them.
+
+use super::convert::to_dispatch;
+use super::GatewayMetrics;
+use gateway_actors::event::Dispatch;
+use serenity::all::{GatewayIntents, ShardManager};
+use serenity::async_trait;
+use serenity::client::{ClientBuilder, Context, EventHandler, RawEventHandler};
+use serenity::gateway::{ConnectionStage, ShardStageUpdateEvent};
+use serenity::http::HttpBuilder;
+use serenity::model::event::Event;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// The intents of the TypeScript bot.
+pub fn intents() -> GatewayIntents {
+    GatewayIntents::GUILDS
+        | GatewayIntents::GUILD_MEMBERS
+        | GatewayIntents::GUILD_MODERATION
+        | GatewayIntents::GUILD_MESSAGES
+        | GatewayIntents::MESSAGE_CONTENT
+        | GatewayIntents::GUILD_MESSAGE_REACTIONS
+        | GatewayIntents::DIRECT_MESSAGES
+        | GatewayIntents::DIRECT_MESSAGE_REACTIONS
+        | GatewayIntents::AUTO_MODERATION_EXECUTION
+}
+
+/// How to connect.
+#[derive(Clone)]
+pub struct ConnectionConfig {
+    pub token: String,
+    /// Base URL of a Discord-compatible API (a local fake, an HTTP proxy); None: discord.com.
+    pub api_url: Option<String>,
+    /// `[id, total]` to identify as one shard of many (the discord strategy); None: [0, 1].
+    pub shard: Option<[u32; 2]>,
+}
+
+/// Whether the session is usable: READY or RESUMED seen and not lost since.
+#[derive(Default)]
+pub struct SessionState {
+    pub ready: AtomicBool,
+    /// The current session's id (from READY), for matching a pod with a fake's session.
+    pub session_id: std::sync::Mutex<Option<String>>,
+}
+
+impl SessionState {
+    pub fn session_id(&self) -> Option<String> {
+        self.session_id.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// Why the connection ended for good.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("Discord rejected the token (DISCORD_TOKEN): authentication failed")]
+    Authentication,
+    #[error("Discord rejected the gateway intents (invalid or not enabled for this bot)")]
+    Intents,
+    #[error("building the Discord client: {0}")]
+    Build(serenity::Error),
+    #[error("the Discord connection failed: {0}")]
+    Other(serenity::Error),
+    #[error("the Discord connection thread failed: {0}")]
+    Thread(String),
+}
+
+fn classify(e: serenity::Error) -> ConnectionError {
+    use serenity::gateway::GatewayError;
+    use serenity::http::HttpError;
+    match &e {
+        serenity::Error::Gateway(GatewayError::InvalidAuthentication) => ConnectionError::Authentication,
+        serenity::Error::Gateway(GatewayError::InvalidGatewayIntents | GatewayError::DisallowedGatewayIntents) => {
+            ConnectionError::Intents
+        }
+        serenity::Error::Http(HttpError::UnsuccessfulRequest(r)) if r.status_code.as_u16() == 401 => {
+            ConnectionError::Authentication
+        }
+        _ => ConnectionError::Other(e),
+    }
+}
+
+struct Forwarder {
+    tx: mpsc::UnboundedSender<Dispatch>,
+    /// Dispatches since READY (READY is 1): the gateway seq, which serenity does not expose.
+    seq: AtomicU64,
+    state: Arc<SessionState>,
+    metrics: Arc<GatewayMetrics>,
+}
+
+#[async_trait]
+impl RawEventHandler for Forwarder {
+    async fn raw_event(&self, _: Context, event: Event) {
+        // No `.await` before the send: order is kept (see the module docs).
+        let seq = match &event {
+            Event::Ready(ready) => {
+                if let Ok(mut id) = self.state.session_id.lock() {
+                    *id = Some(ready.ready.session_id.clone());
+                }
+                self.seq.store(1, Ordering::SeqCst);
+                self.state.ready.store(true, Ordering::SeqCst);
+                Some(1)
+            }
+            // RESUMED repeats the last seq instead of taking a new one.
+            Event::Resumed(_) => {
+                self.state.ready.store(true, Ordering::SeqCst);
+                self.metrics.resumes.inc();
+                None
+            }
+            _ => Some(self.seq.fetch_add(1, Ordering::SeqCst) + 1),
+        };
+        let dispatch = to_dispatch(&event, seq);
+        self.metrics.events.with_label_values(&[dispatch.kind.name()]).inc();
+        // The receiver is gone only while shutting down.
+        let _ = self.tx.send(dispatch);
+    }
+}
+
+struct StageWatcher {
+    state: Arc<SessionState>,
+    metrics: Arc<GatewayMetrics>,
+}
+
+#[async_trait]
+impl EventHandler for StageWatcher {
+    async fn shard_stage_update(&self, _: Context, update: ShardStageUpdateEvent) {
+        let connected = update.new == ConnectionStage::Connected;
+        self.metrics.connected.set(i64::from(connected));
+        if update.old == ConnectionStage::Connected && !connected {
+            self.state.ready.store(false, Ordering::SeqCst);
+            self.metrics.reconnects.inc();
+            tracing::warn!(stage = ?update.new, "gateway connection lost; serenity is reconnecting");
+        }
+    }
+}
+
+/// A running connection.
+pub struct Connection {
+    pub events: mpsc::UnboundedReceiver<Dispatch>,
+    pub state: Arc<SessionState>,
+    /// Resolves when the connection ends for good (an error, or after `shutdown`).
+    pub finished: oneshot::Receiver<Result<(), ConnectionError>>,
+    shard_manager: oneshot::Receiver<Arc<ShardManager>>,
+}
+
+impl Connection {
+    /// Starts the client on its own thread.
+    pub fn start(config: ConnectionConfig, metrics: Arc<GatewayMetrics>) -> Connection {
+        let (tx, events) = mpsc::unbounded_channel();
+        let (done_tx, finished) = oneshot::channel();
+        let (manager_tx, shard_manager) = oneshot::channel();
+        let state = Arc::new(SessionState::default());
+        let thread_state = state.clone();
+        let spawned = std::thread::Builder::new().name("discord-gateway".into()).spawn(move || {
+            let result = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime.block_on(run(config, tx, thread_state, metrics, manager_tx)),
+                Err(e) => Err(ConnectionError::Thread(e.to_string())),
+            };
+            let _ = done_tx.send(result);
+        });
+        let (finished, events) = match spawned {
+            Ok(_) => (finished, events),
+            Err(e) => {
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(Err(ConnectionError::Thread(e.to_string())));
+                (rx, events)
+            }
+        };
+        Connection { events, state, finished, shard_manager }
+    }
+
+    /// Closes the connection (if it was established).
+    pub async fn shutdown(&mut self) {
+        if let Ok(manager) = (&mut self.shard_manager).await {
+            manager.shutdown_all().await;
+        }
+    }
+}
+
+async fn run(
+    config: ConnectionConfig,
+    tx: mpsc::UnboundedSender<Dispatch>,
+    state: Arc<SessionState>,
+    metrics: Arc<GatewayMetrics>,
+    manager_tx: oneshot::Sender<Arc<ShardManager>>,
+) -> Result<(), ConnectionError> {
+    let mut http = HttpBuilder::new(&config.token);
+    if let Some(url) = &config.api_url {
+        // The rate limiter would send requests to discord.com itself: off when proxied.
+        http = http.proxy(url.trim_end_matches('/')).ratelimiter_disabled(true);
+    }
+    let forwarder = Forwarder { tx, seq: AtomicU64::new(0), state: state.clone(), metrics: metrics.clone() };
+    let mut client = ClientBuilder::new_with_http(http.build(), intents())
+        .raw_event_handler(forwarder)
+        .event_handler(StageWatcher { state, metrics: metrics.clone() })
+        .await
+        .map_err(ConnectionError::Build)?;
+    let _ = manager_tx.send(client.shard_manager.clone());
+
+    // Heartbeat latency, as serenity measures it.
+    let manager = client.shard_manager.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            let runners = manager.runners.lock().await;
+            if let Some(latency) = runners.values().find_map(|r| r.latency) {
+                metrics.heartbeat_latency.set(latency.as_secs_f64());
+            }
+        }
+    });
+
+    let result = match config.shard {
+        Some([id, total]) => client.start_shard(id, total).await,
+        None => client.start().await,
+    };
+    // Let the handler tasks spawned for the last events run before the runtime goes away.
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
+    result.map_err(classify)
+}

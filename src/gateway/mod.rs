@@ -1,0 +1,71 @@
+//! The gateway side of a pod: the Discord connection ([`connection`]), the conversion of its
+//! events ([`convert`]), and [`GatewayActor`], which feeds them to the pipeline in order.
+
+pub mod connection;
+pub mod convert;
+
+use actix::prelude::*;
+use gateway_actors::event::Dispatch;
+use gateway_actors::Pipeline;
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use std::sync::Arc;
+
+/// The connection's metrics, in the pod's registry.
+pub struct GatewayMetrics {
+    pub connected: IntGauge,
+    pub heartbeat_latency: Gauge,
+    pub reconnects: IntCounter,
+    pub resumes: IntCounter,
+    pub events: IntCounterVec,
+}
+
+impl GatewayMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let connected = IntGauge::new("gateway_connected", "1 while the Discord gateway connection is up.")?;
+        let heartbeat_latency = Gauge::new("gateway_heartbeat_latency_seconds", "Last heartbeat round trip to the gateway.")?;
+        let reconnects = IntCounter::new("gateway_reconnects_total", "Gateway connections lost (serenity reconnects).")?;
+        let resumes = IntCounter::new("gateway_resumes_total", "Sessions resumed after a lost connection.")?;
+        let events = IntCounterVec::new(Opts::new("gateway_events_total", "Dispatches received from the gateway, by type."), &["type"])?;
+        registry.register(Box::new(connected.clone()))?;
+        registry.register(Box::new(heartbeat_latency.clone()))?;
+        registry.register(Box::new(reconnects.clone()))?;
+        registry.register(Box::new(resumes.clone()))?;
+        registry.register(Box::new(events.clone()))?;
+        Ok(GatewayMetrics { connected, heartbeat_latency, reconnects, resumes, events })
+    }
+}
+
+/// Feeds the connection's events to the pipeline, one at a time, in order: while the pipeline
+/// is full, the actor (and so the stream) waits.
+pub struct GatewayActor {
+    pipeline: Arc<Pipeline>,
+    /// Told when every event of the connection has been submitted.
+    finished: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl GatewayActor {
+    pub fn new(pipeline: Arc<Pipeline>, finished: tokio::sync::oneshot::Sender<()>) -> Self {
+        GatewayActor { pipeline, finished: Some(finished) }
+    }
+}
+
+impl Actor for GatewayActor {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(finished) = self.finished.take() {
+            let _ = finished.send(());
+        }
+    }
+}
+
+impl StreamHandler<Dispatch> for GatewayActor {
+    fn handle(&mut self, dispatch: Dispatch, ctx: &mut Self::Context) {
+        let pipeline = self.pipeline.clone();
+        ctx.wait(async move { pipeline.submit(dispatch).await }.into_actor(self));
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,130 @@
+//! `guild-gateway serve`: a live gateway pod.
+//!
+//! The Discord connection feeds the [`GatewayActor`], which submits each event to the pipeline
+//! in order. With `SHARD_STRATEGY=discord` the pod identifies as shard
+//! `[POD_ORDINAL, NUM_GATEWAY_PODS]` and Discord sends it only its own guilds' events.
+//! SIGTERM/SIGINT: close the connection, submit what it had received, drain, exit 0. A fatal
+//! gateway error (bad token, bad intents) ends the pod with a clear message and status 1.
+
+use crate::config::PodConfig;
+use crate::gateway::connection::{Connection, ConnectionConfig};
+use crate::gateway::{GatewayActor, GatewayMetrics};
+use crate::http::{self, HttpState};
+use crate::signals::shutdown_signal;
+use actix::prelude::*;
+use anyhow::Context as _;
+use clap::Args;
+use gateway_actors::metrics::Metrics;
+use gateway_actors::shard::Strategy;
+use gateway_actors::Pipeline;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The bot's token (required)
+    #[arg(long, env = "DISCORD_TOKEN", hide_env_values = true)]
+    pub discord_token: Option<String>,
+    /// Base URL of a Discord-compatible API (a local fake-discord, an HTTP proxy) [default: discord.com]
+    #[arg(long, env = "DISCORD_API_URL")]
+    pub discord_api_url: Option<String>,
+}
+
+/// The validated Discord settings.
+pub struct DiscordSettings {
+    pub token: String,
+    pub api_url: Option<String>,
+}
+
+impl ServeArgs {
+    pub fn validate(&self) -> Result<DiscordSettings, crate::config::ConfigError> {
+        let token = match self.discord_token.as_deref().map(str::trim) {
+            Some(t) if !t.is_empty() => t.to_owned(),
+            _ => {
+                return Err(crate::config::ConfigError {
+                    variable: "DISCORD_TOKEN",
+                    value: String::new(),
+                    problem: "required: the bot's token".into(),
+                })
+            }
+        };
+        let api_url = match self.discord_api_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => Some(url.to_owned()),
+            Some(url) => {
+                return Err(crate::config::ConfigError {
+                    variable: "DISCORD_API_URL",
+                    value: url.to_owned(),
+                    problem: "must be an http:// or https:// URL".into(),
+                })
+            }
+        };
+        Ok(DiscordSettings { token, api_url })
+    }
+}
+
+pub async fn run(config: PodConfig, discord: DiscordSettings) -> anyhow::Result<ExitCode> {
+    let signal = shutdown_signal()?;
+    let sharding = config.sharding;
+    let metrics = Arc::new(Metrics::new(sharding.ordinal, sharding.pods).context("registering metrics")?);
+    let gateway_metrics = Arc::new(GatewayMetrics::register(&metrics.registry).context("registering metrics")?);
+    let pipeline = Arc::new(
+        Pipeline::start(config.pipeline.clone(), metrics)
+            .with_context(|| format!("opening the pod's database {}", config.database.display()))?,
+    );
+    let shard = (sharding.strategy == Strategy::Discord).then_some([sharding.ordinal, sharding.pods]);
+    let mut connection = Connection::start(
+        ConnectionConfig { token: discord.token, api_url: discord.api_url, shard },
+        gateway_metrics,
+    );
+    let server = http::start(
+        config.http_addr,
+        HttpState { pipeline: pipeline.clone(), sharding, gateway: Some(connection.state.clone()) },
+    )?;
+    tracing::info!(pod = sharding.ordinal, pods = sharding.pods, strategy = %sharding.strategy, ?shard,
+        database = %config.database.display(), "serving");
+
+    let (submitted_tx, submitted) = tokio::sync::oneshot::channel();
+    let mut events = std::mem::replace(&mut connection.events, tokio::sync::mpsc::unbounded_channel().1);
+    let events = futures_util::stream::poll_fn(move |cx| events.poll_recv(cx));
+    let feeder_pipeline = pipeline.clone();
+    GatewayActor::create(move |ctx| {
+        ctx.add_stream(events);
+        GatewayActor::new(feeder_pipeline, submitted_tx)
+    });
+
+    tokio::pin!(signal);
+    let outcome = tokio::select! {
+        name = &mut signal => {
+            tracing::info!("{name}: closing the Discord connection and draining");
+            connection.shutdown().await;
+            match tokio::time::timeout(Duration::from_secs(10), &mut connection.finished).await {
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the connection ended with an error while closing"),
+                Err(_) => tracing::warn!("the connection did not close within 10 s"),
+                _ => {}
+            }
+            Ok(())
+        }
+        finished = &mut connection.finished => match finished {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(crate::gateway::connection::ConnectionError::Thread("the connection thread ended".into())),
+        },
+    };
+    // Everything the connection received is submitted, then committed.
+    if tokio::time::timeout(Duration::from_secs(10), submitted).await.is_err() {
+        tracing::warn!("events were still arriving 10 s after the connection closed");
+    }
+    pipeline.drain().await;
+    let status = pipeline.status();
+    tracing::info!(events_done = status.events_done, last_seq_committed = ?status.last_seq_committed, "drained");
+    server.stop(true).await;
+    match outcome {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
