@@ -4,15 +4,19 @@
 //! runs the chosen mode inside an actix System on a multi-threaded tokio runtime (actors on the
 //! System's thread and their own threads, I/O on the runtime's workers).
 
+#![recursion_limit = "256"] // serde_json::json! of a whole GUILD_CREATE in the synthetic stream
+
 mod config;
 mod fake_discord;
 mod gateway;
 mod http;
 mod logging;
+mod probe;
 mod replay;
 mod serve;
 mod shard_of;
 mod signals;
+mod simulate;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -34,6 +38,8 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Serve a local Discord-compatible API and gateway from a recorded stream (for tests and development)
     FakeDiscord(fake_discord::FakeDiscordArgs),
+    /// Run a whole deployment locally: a fake Discord and N `serve` pods, until all is committed
+    Simulate(simulate::SimulateArgs),
     /// Print the pod that owns each guild id: `GUILD_ID ORDINAL` per line
     ShardOf(shard_of::ShardOfArgs),
 }
@@ -53,6 +59,14 @@ fn main() -> ExitCode {
             logging::init(format);
             match run_in_system(fake_discord::run(args)) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Command::Simulate(args) => {
+            // The progress lines are the output; logs only for trouble.
+            logging::init_with_default(config::LogFormat::Text, "warn");
+            match run_in_system(simulate::run(args)) {
+                Ok(code) => code,
                 Err(e) => fail(e),
             }
         }

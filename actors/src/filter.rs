@@ -8,7 +8,7 @@
 //! is the bound.) Guild-less events (DMs) are owned by
 //! pod 0 and store nothing.
 
-use crate::event::{Event, Id};
+use crate::event::{Event, EventKind, Id};
 use crate::guild::{FlushWaiting, GuildActor, GuildDeps, GuildEvent, GuildSlot, Stop};
 use crate::metrics::Metrics;
 use crate::pipeline::Overflow;
@@ -106,7 +106,9 @@ impl Handler<Route> for ShardFilter {
             // Every pod needs to know the bot, to leave its own moderation actions unlogged.
             self.deps.bot_user_id.store(bot_user_id.0, Ordering::Relaxed);
         }
-        if !self.sharding.owns(dispatch.guild_id.map(|id| id.0)) {
+        // Session events (READY, RESUMED) concern every pod; the rest go by guild.
+        let session_event = matches!(dispatch.kind, EventKind::Ready | EventKind::Resumed);
+        if !session_event && !self.sharding.owns(dispatch.guild_id.map(|id| id.0)) {
             counters.foreign.inc();
             self.finish(event);
             return;

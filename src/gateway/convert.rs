@@ -2,7 +2,7 @@
 //! serenity, and only the fields the handlers use are carried over.
 
 use gateway_actors::event::{
-    AuditEntry, Author, Channel, Dispatch, Emoji, Event, EventKind, GuildCreate, Id, MessageCreate, MessageUpdate,
+    decode_dispatch, AuditEntry, Author, Channel, Dispatch, Emoji, Event, EventKind, GuildCreate, Id, MessageCreate, MessageUpdate,
     Reaction, ReferencedMessage, TimeoutChange,
 };
 use serenity::model::channel::{GuildChannel, ReactionType};
@@ -143,6 +143,17 @@ pub fn to_dispatch(event: &SEvent, seq: Option<u64>) -> Dispatch {
                 timeout_change,
             };
             (EventKind::GuildAuditLogEntryCreate, g(e.guild_id), Event::AuditEntry(converted))
+        }
+        SEvent::Unknown(unknown) if EventKind::from_name(&unknown.kind) != EventKind::Other => {
+            // serenity could not decode a type we handle (a field it requires is missing):
+            // decode it ourselves rather than lose it.
+            match decode_dispatch(&unknown.kind, seq, &unknown.value.to_string()) {
+                Ok(dispatch) => return dispatch,
+                Err(e) => {
+                    tracing::warn!(event = %unknown.kind, error = %e, "undecodable dispatch skipped");
+                    (EventKind::from_name(&unknown.kind), None, Event::Other)
+                }
+            }
         }
         other => {
             // Rarer types: their name and guild from their JSON form (each is serialized once).

@@ -1,0 +1,280 @@
+//! `guild-gateway simulate`: a whole deployment on one machine. A fake Discord (in this
+//! process) and N pods (`serve` child processes, each with its own database and HTTP port)
+//! share a bot's traffic; the run ends when every pod has committed everything it was sent,
+//! with a per-pod summary. A pod that dies fails the run, naming the pod.
+
+mod synthetic;
+
+use crate::fake_discord::{self, FakeOptions, Recording};
+use crate::probe::http_get;
+use anyhow::{bail, Context as _};
+use clap::Args;
+use gateway_actors::shard::Strategy;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Number of pods
+    #[arg(long, default_value = "3")]
+    pub pods: u32,
+    /// md5 or discord
+    #[arg(long, default_value = "md5")]
+    pub strategy: String,
+    /// A recorded stream (NDJSON) instead of a synthetic one
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+    /// Synthetic stream: number of guilds
+    #[arg(long, default_value = "300")]
+    pub guilds: u32,
+    /// Synthetic stream: number of messages
+    #[arg(long, default_value = "100000")]
+    pub messages: u64,
+    /// Where the pods' databases and logs go (their previous files there are replaced)
+    #[arg(long, default_value = "./data/simulate")]
+    pub data_dir: PathBuf,
+    /// Dispatches per second per session (default: as fast as the pods read)
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// Give up after this many seconds
+    #[arg(long, default_value = "900")]
+    pub timeout_secs: u64,
+}
+
+struct Pod {
+    ordinal: u32,
+    child: Child,
+    http: SocketAddr,
+    database: PathBuf,
+    log: PathBuf,
+}
+
+/// What one pod reported when it finished.
+#[derive(Default, Clone)]
+struct PodStatus {
+    session_id: Option<String>,
+    last_seq_committed: u64,
+    events_accepted: u64,
+    events_done: u64,
+    in_flight: u64,
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        // Only our own children, by PID: a pod still running when we leave is stopped.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let strategy: Strategy = args.strategy.parse().map_err(|e| anyhow::anyhow!("--strategy: {e}"))?;
+    if args.pods == 0 {
+        bail!("--pods must be at least 1");
+    }
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let events = match &args.events {
+        Some(path) => path.clone(),
+        None => {
+            let path = args.data_dir.join(format!("synthetic-{}g-{}m.ndjson", args.guilds, args.messages));
+            eprintln!("generating a synthetic stream: {} guilds, {} messages -> {}", args.guilds, args.messages, path.display());
+            let n = synthetic::write(&path, args.guilds.max(1), args.messages)?;
+            eprintln!("  {n} events");
+            path
+        }
+    };
+    let recording = Recording::load(&events)?;
+    let total_frames = recording.frames.len();
+    let token = "simulate-token".to_string();
+    let options = FakeOptions {
+        token: token.clone(),
+        bot_user_id: 1_000_000_000_000_000_001,
+        heartbeat_interval: Duration::from_secs(5),
+        drop_at_seq: None,
+        rate: args.rate,
+    };
+    let fake = fake_discord::start("127.0.0.1:0".parse()?, recording, options).await?;
+    eprintln!("fake Discord on http://{} ({total_frames} events per full session)", fake.addr);
+
+    let exe = std::env::current_exe().context("locating the guild-gateway binary")?;
+    let mut pods = Vec::new();
+    for ordinal in 0..args.pods {
+        let database = args.data_dir.join(format!("gateway-{ordinal}.sqlite3"));
+        remove_database(&database)?;
+        let log = args.data_dir.join(format!("gateway-{ordinal}.log"));
+        let http = free_addr()?;
+        let child = Command::new(&exe)
+            .arg("serve")
+            .env("POD_ORDINAL", ordinal.to_string())
+            .env("NUM_GATEWAY_PODS", args.pods.to_string())
+            .env("SHARD_STRATEGY", strategy.as_str())
+            .env("DATABASE_URL", &database)
+            .env("HTTP_ADDR", http.to_string())
+            .env("DISCORD_TOKEN", &token)
+            .env("DISCORD_API_URL", format!("http://{}", fake.addr))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?)
+            .spawn()
+            .with_context(|| format!("starting pod {ordinal}"))?;
+        println!("pod {ordinal}: pid {}, http://{http}, database {}, log {}", child.id(), database.display(), log.display());
+        pods.push(Pod { ordinal, child, http, database, log });
+    }
+
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.timeout_secs);
+    let live = std::io::stderr().is_terminal();
+    let mut last_progress = Instant::now();
+    let statuses = loop {
+        for pod in &mut pods {
+            if let Some(status) = pod.child.try_wait().context("checking a pod")? {
+                bail!(
+                    "pod {} (pid {}) died with {status} before committing everything it was sent; see {}",
+                    pod.ordinal,
+                    pod.child.id(),
+                    pod.log.display()
+                );
+            }
+        }
+        let statuses: Vec<Option<PodStatus>> = futures_util::future::join_all(pods.iter().map(|p| pod_status(p.http))).await;
+        let sessions = fake.session_views();
+        let finished = pods.iter().zip(&statuses).all(|(_, status)| {
+            let Some(status) = status else { return false };
+            let Some(session) = sessions.iter().find(|s| Some(&s.session_id) == status.session_id.as_ref()) else { return false };
+            session.done && status.last_seq_committed == session.last_seq_sent && status.in_flight == 0
+        });
+        if last_progress.elapsed() >= Duration::from_secs(1) || finished {
+            last_progress = Instant::now();
+            let line: Vec<String> = pods
+                .iter()
+                .zip(&statuses)
+                .map(|(p, s)| match s {
+                    Some(s) => format!("pod {}: {} events", p.ordinal, s.events_done),
+                    None => format!("pod {}: starting", p.ordinal),
+                })
+                .collect();
+            let elapsed = started.elapsed().as_secs_f64();
+            if live {
+                eprint!("\r{:>6.1}s  {}   ", elapsed, line.join("  |  "));
+            } else {
+                eprintln!("{:>6.1}s  {}", elapsed, line.join("  |  "));
+            }
+        }
+        if finished {
+            if live {
+                eprintln!();
+            }
+            break statuses.into_iter().map(Option::unwrap_or_default).collect::<Vec<_>>();
+        }
+        if Instant::now() > deadline {
+            bail!("the pods did not finish within {} s", args.timeout_secs);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+
+    // Scrape before stopping, then stop every pod with SIGTERM (they drain and exit 0).
+    let mut metrics = Vec::new();
+    for pod in &pods {
+        metrics.push(http_get(pod.http, "/metrics").await.map(|(_, body)| body).unwrap_or_default());
+    }
+    for pod in &mut pods {
+        stop(pod)?;
+    }
+
+    println!();
+    println!(
+        "{:>4} {:>7} {:>10} {:>10} {:>10} {:>10} {:>13} {:>13} {:>11} {:>11} {:>10}",
+        "pod", "guilds", "received", "owned", "foreign", "committed", "message_stats", "message_cache", "channels", "mod_actions", "events/s"
+    );
+    for ((pod, status), page) in pods.iter().zip(&statuses).zip(&metrics) {
+        let counts = row_counts(&pod.database)?;
+        println!(
+            "{:>4} {:>7} {:>10} {:>10} {:>10} {:>10} {:>13} {:>13} {:>11} {:>11} {:>10.0}",
+            pod.ordinal,
+            counts[0],
+            status.events_accepted,
+            metric_sum(page, "guild_gateway_events_owned_total"),
+            metric_sum(page, "guild_gateway_events_foreign_total"),
+            status.events_done,
+            counts[1],
+            counts[2],
+            counts[3],
+            counts[4],
+            status.events_done as f64 / elapsed.max(1e-9),
+        );
+    }
+    println!("\nall {} pods committed everything they were sent in {elapsed:.1} s ({} strategy)", pods.len(), strategy);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn pod_status(addr: SocketAddr) -> Option<PodStatus> {
+    let (code, body) = http_get(addr, "/status").await.ok()?;
+    if code != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    Some(PodStatus {
+        session_id: v["session_id"].as_str().map(str::to_owned),
+        last_seq_committed: v["last_seq_committed"].as_u64().unwrap_or(0),
+        events_accepted: v["events_accepted"].as_u64().unwrap_or(0),
+        events_done: v["events_done"].as_u64().unwrap_or(0),
+        in_flight: v["in_flight"].as_u64().unwrap_or(u64::MAX),
+    })
+}
+
+fn stop(pod: &mut Pod) -> anyhow::Result<()> {
+    let pid = pod.child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    for _ in 0..300 {
+        if let Some(status) = pod.child.try_wait()? {
+            if !status.success() {
+                bail!("pod {} exited with {status} on SIGTERM; see {}", pod.ordinal, pod.log.display());
+            }
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("pod {} did not stop within 30 s of SIGTERM", pod.ordinal)
+}
+
+fn remove_database(path: &Path) -> anyhow::Result<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", file.display())),
+        }
+    }
+    Ok(())
+}
+
+fn row_counts(db: &Path) -> anyhow::Result<[i64; 5]> {
+    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("opening {}", db.display()))?;
+    let mut counts = [0; 5];
+    for (i, table) in ["guilds", "message_stats", "message_cache", "channel_info", "mod_actions"].iter().enumerate() {
+        counts[i] = gateway_actors::store::count_rows(&conn, table).with_context(|| format!("counting {table}"))?;
+    }
+    Ok(counts)
+}
+
+/// The sum of a labelled counter's series in a Prometheus text page.
+fn metric_sum(page: &str, name: &str) -> u64 {
+    page.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?)
+}

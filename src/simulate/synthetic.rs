@@ -1,0 +1,195 @@
+//! A synthetic gateway stream with a realistic shape: a few hundred guilds of skewed
+//! activity (a few busy, many quiet), human and bot messages with markdown, code and links,
+//! replies, reactions, edits, deletes, DMs, and moderation events with their audit entries.
+//! Deterministic for given sizes, so runs compare.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+
+const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
+const START_MS: u64 = 1_736_000_000_000;
+
+const TEXTS: &[&str] = &[
+    "hello everyone, how is the deploy going?",
+    "I think the reducer is wrong here, can someone check",
+    "merci beaucoup, ça marche très bien maintenant",
+    "check this out https://github.com/facebook/react/issues/123",
+    "`npm install` fixed it for me",
+    "```rust\nfn main() {\n    println!(\"hi\");\n}\n```",
+    "see [the docs](https://docs.rs/serenity) for the details",
+    "สวัสดีครับ ทุกคน",
+    "日本語のテキストも少しあります",
+    "lol 😂 that's great 👍🏽",
+    "can we talk about the release tomorrow? 1️⃣ 2️⃣",
+    "> quoted text\nand my answer below",
+];
+
+/// A tiny deterministic PRNG (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn snowflake(ms: u64, low: u64) -> u64 {
+    ((ms - DISCORD_EPOCH_MS) << 22) | (low & 0x3F_FFFF)
+}
+
+struct Guild {
+    id: u64,
+    channels: Vec<u64>,
+    members: Vec<u64>,
+}
+
+/// Writes `messages` messages (plus the other events) over `guilds` guilds to `path`;
+/// returns the number of events.
+pub fn write(path: &Path, guilds: u32, messages: u64) -> anyhow::Result<u64> {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (u64::from(guilds) << 32) ^ messages);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut seq = 0u64;
+    let mut line = String::with_capacity(1024);
+    let mut emit = |out: &mut std::io::BufWriter<std::fs::File>, t: &str, d: &str| -> anyhow::Result<()> {
+        seq += 1;
+        line.clear();
+        write!(line, r#"{{"op":0,"t":"{t}","s":{seq},"d":{d}}}"#)?;
+        out.write_all(line.as_bytes())?;
+        out.write_all(b"\n")?;
+        Ok(())
+    };
+
+    let mut all = Vec::new();
+    for g in 0..u64::from(guilds) {
+        // Guild ids minted over a year, so both shard functions spread them.
+        let id = snowflake(START_MS - 365 * 86_400_000 + rng.below(365 * 86_400_000), g);
+        let category = id + 1;
+        let channels: Vec<u64> = (2..6).map(|c| id + c).collect();
+        let members: Vec<u64> = (0..20).map(|m| 1_000_000_000_000_000 + g * 100 + m).collect();
+        let thread = id + 9;
+        let channel_json = |cid: u64, kind: u8, name: String, parent: Option<u64>| {
+            serde_json::json!({
+                "id": cid.to_string(), "type": kind, "guild_id": id.to_string(), "name": name, "position": 0,
+                "permission_overwrites": [], "nsfw": false, "parent_id": parent.map(|p| p.to_string()),
+                "topic": null, "last_message_id": null, "rate_limit_per_user": 0
+            })
+        };
+        let mut chans = vec![channel_json(category, 4, "General".into(), None)];
+        for (i, c) in channels.iter().enumerate() {
+            chans.push(channel_json(*c, [0, 0, 2, 5][i], format!("chan-{g}-{i}"), Some(category)));
+        }
+        let d = serde_json::json!({
+            "id": id.to_string(), "name": format!("Guild {g}"), "icon": null, "splash": null, "discovery_splash": null,
+            "owner_id": members[0].to_string(), "afk_channel_id": null, "afk_timeout": 300, "verification_level": 0,
+            "default_message_notifications": 0, "explicit_content_filter": 0,
+            "roles": [{"id": id.to_string(), "name": "@everyone", "color": 0, "hoist": false, "icon": null,
+                "unicode_emoji": null, "position": 0, "permissions": "0", "managed": false, "mentionable": false, "flags": 0}],
+            "emojis": [], "features": [], "mfa_level": 0, "application_id": null, "system_channel_id": null,
+            "system_channel_flags": 0, "rules_channel_id": null, "max_members": 500000, "vanity_url_code": null,
+            "description": null, "banner": null, "premium_tier": 0, "premium_subscription_count": 0,
+            "preferred_locale": "en-US", "public_updates_channel_id": null, "max_video_channel_users": 25,
+            "nsfw_level": 0, "stickers": [], "premium_progress_bar_enabled": false, "safety_alerts_channel_id": null,
+            "joined_at": "2025-01-05T00:43:47.557+00:00", "large": false, "unavailable": false, "member_count": 20,
+            "voice_states": [], "members": [], "channels": chans,
+            "threads": [{"id": thread.to_string(), "type": 11, "guild_id": id.to_string(), "name": format!("thread-{g}"),
+                "nsfw": false, "parent_id": channels[0].to_string(), "owner_id": members[0].to_string(),
+                "message_count": 0, "member_count": 1, "rate_limit_per_user": 0, "flags": 0, "last_message_id": null,
+                "thread_metadata": {"archived": false, "auto_archive_duration": 1440,
+                    "archive_timestamp": "2025-01-05T00:44:23.910+00:00", "locked": false}}],
+            "presences": [], "stage_instances": [], "guild_scheduled_events": []
+        })
+        .to_string();
+        emit(&mut out, "GUILD_CREATE", &d)?;
+        let mut all_channels = channels.clone();
+        all_channels.push(thread);
+        all.push(Guild { id, channels: all_channels, members });
+    }
+
+    // Skewed activity: guild i is picked with weight ~ 1/(i+1).
+    let weights: Vec<f64> = (0..all.len()).map(|i| 1.0 / (i as f64 + 1.0)).collect();
+    let total: f64 = weights.iter().sum();
+    let mut cumulative = Vec::with_capacity(weights.len());
+    let mut acc = 0.0;
+    for w in &weights {
+        acc += w / total;
+        cumulative.push(acc);
+    }
+    let mut recent: Vec<(usize, u64)> = Vec::new();
+    let mut clock = START_MS;
+    for n in 0..messages {
+        clock += 1 + rng.below(20);
+        let r = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+        let gi = cumulative.partition_point(|&c| c < r).min(all.len() - 1);
+        let guild = &all[gi];
+        let channel = guild.channels[rng.below(guild.channels.len() as u64) as usize];
+        let author = guild.members[rng.below(guild.members.len() as u64) as usize];
+        let id = snowflake(clock, n);
+        let content = serde_json::to_string(TEXTS[rng.below(TEXTS.len() as u64) as usize])?;
+        let bot = rng.below(20) == 0;
+        let timestamp = gateway_actors::store::iso8601(std::time::UNIX_EPOCH + std::time::Duration::from_millis(clock));
+        let common = format!(
+            r#""timestamp":"{timestamp}","edited_timestamp":null,"tts":false,"mention_everyone":false,"mentions":[],"mention_roles":[],"attachments":[],"embeds":[],"pinned":false,"type":0"#
+        );
+        let reply = match recent.last() {
+            Some(&(_, prev)) if rng.below(10) == 0 => format!(
+                r#","message_reference":{{"message_id":"{prev}","channel_id":"{channel}"}},"referenced_message":{{"id":"{prev}","channel_id":"{channel}","author":{{"id":"{author}","username":"u","discriminator":"0","global_name":null,"avatar":null}},"content":"earlier","timestamp":"{timestamp}","edited_timestamp":null,"tts":false,"mention_everyone":false,"mentions":[],"mention_roles":[],"attachments":[],"embeds":[],"pinned":false,"type":0}}"#
+            ),
+            _ => String::new(),
+        };
+        if rng.below(200) == 0 {
+            // A DM: no guild.
+            emit(&mut out, "MESSAGE_CREATE", &format!(
+                r#"{{"id":"{id}","channel_id":"{}","author":{{"id":"{author}","username":"u{author}","discriminator":"0","global_name":null,"avatar":null}},"content":{content},{common}}}"#,
+                id + 7
+            ))?;
+            continue;
+        }
+        emit(&mut out, "MESSAGE_CREATE", &format!(
+            r#"{{"id":"{id}","channel_id":"{channel}","guild_id":"{}","author":{{"id":"{author}","username":"u{author}","discriminator":"0","global_name":null,"avatar":null,"bot":{bot}}},"content":{content},{common}{reply}}}"#,
+            guild.id
+        ))?;
+        recent.push((gi, id));
+        if recent.len() > 64 {
+            recent.remove(0);
+        }
+        let roll = rng.below(100);
+        let (rgi, target) = recent[rng.below(recent.len() as u64) as usize];
+        let rg = &all[rgi];
+        let user = rg.members[rng.below(rg.members.len() as u64) as usize];
+        if roll < 10 {
+            emit(&mut out, "MESSAGE_REACTION_ADD", &format!(
+                r#"{{"user_id":"{user}","channel_id":"{}","message_id":"{target}","guild_id":"{}","emoji":{{"id":null,"name":"👍"}},"burst":false,"type":0}}"#,
+                rg.channels[0], rg.id
+            ))?;
+        } else if roll < 12 {
+            emit(&mut out, "MESSAGE_REACTION_REMOVE", &format!(
+                r#"{{"user_id":"{user}","channel_id":"{}","message_id":"{target}","guild_id":"{}","emoji":{{"id":null,"name":"👍"}},"burst":false,"type":0}}"#,
+                rg.channels[0], rg.id
+            ))?;
+        } else if roll < 15 {
+            emit(&mut out, "MESSAGE_UPDATE", &format!(
+                r#"{{"id":"{target}","channel_id":"{}","guild_id":"{}","content":"edited: {}"}}"#,
+                rg.channels[0], rg.id, n
+            ))?;
+        } else if roll < 17 {
+            emit(&mut out, "MESSAGE_DELETE", &format!(r#"{{"id":"{target}","channel_id":"{}","guild_id":"{}"}}"#, rg.channels[0], rg.id))?;
+        } else if roll == 17 && rng.below(10) == 0 {
+            // A ban with its audit log entry.
+            let entry = snowflake(clock, n + 1);
+            emit(&mut out, "GUILD_BAN_ADD", &format!(r#"{{"guild_id":"{}","user":{{"id":"{user}","username":"u","discriminator":"0","global_name":null,"avatar":null}}}}"#, rg.id))?;
+            emit(&mut out, "GUILD_AUDIT_LOG_ENTRY_CREATE", &format!(
+                r#"{{"guild_id":"{}","id":"{entry}","action_type":22,"target_id":"{user}","user_id":"{}","reason":"spam","changes":null}}"#,
+                rg.id, rg.members[0]
+            ))?;
+        }
+    }
+    out.flush()?;
+    Ok(seq)
+}
