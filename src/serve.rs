@@ -112,9 +112,10 @@ pub async fn run(config: PodConfig, discord: DiscordSettings) -> anyhow::Result<
             Err(_) => Err(crate::gateway::connection::ConnectionError::Thread("the connection thread ended".into())),
         },
     };
-    // Everything the connection received is submitted, then committed.
-    if tokio::time::timeout(Duration::from_secs(10), submitted).await.is_err() {
-        tracing::warn!("events were still arriving 10 s after the connection closed");
+    // Everything the connection received is submitted (the stream ends when the connection's
+    // thread does), then committed.
+    if tokio::time::timeout(Duration::from_secs(5), submitted).await.is_err() {
+        tracing::warn!("the connection's events were still arriving 5 s after it closed");
     }
     pipeline.drain().await;
     let status = pipeline.status();

@@ -10,38 +10,11 @@ use common::*;
 /// second replay changes nothing.
 fn sample_into_pods(pods: u32, strategy: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let expected = expected();
     let dbs: Vec<_> = (0..pods).map(|k| dir.path().join(format!("pod-{k}/gateway.sqlite3"))).collect();
     for (k, db) in dbs.iter().enumerate() {
         replay(db, k as u32, pods, strategy, &sample_stream());
     }
-
-    let per_pod: Vec<_> = dbs.iter().map(|db| comparable_rows(db)).collect();
-    let guild_ids: Vec<String> = expected["guilds"]
-        .as_array()
-        .expect("guild list")
-        .iter()
-        .map(|g| g.as_str().expect("id").to_owned())
-        .collect();
-    let owner = owners(&guild_ids, pods, strategy);
-
-    for table in ["message_stats", "channel_info", "message_cache", "guilds", "mod_actions"] {
-        let mut union = Vec::new();
-        for (k, rows) in per_pod.iter().enumerate() {
-            for row in &rows[table] {
-                let guild = row_guild(table, row);
-                assert_eq!(owner.get(&guild), Some(&(k as u32)), "{table} row of guild {guild} is in pod {k}'s database ({pods} pods, {strategy})");
-                union.push(row.clone());
-            }
-        }
-        let want = expected[table].as_array().expect("table rows").clone();
-        let (got, want) = (sorted(union), sorted(want));
-        if got != want {
-            let missing: Vec<_> = want.iter().filter(|r| !got.contains(r)).take(5).collect();
-            let extra: Vec<_> = got.iter().filter(|r| !want.contains(r)).take(5).collect();
-            panic!("{table} with {pods} pods ({strategy}): {} rows, expected {}\nmissing: {missing:#?}\nextra: {extra:#?}", got.len(), want.len());
-        }
-    }
+    assert_expected_rows(&dbs, strategy);
 
     let before: Vec<_> = dbs.iter().map(|db| all_rows(db)).collect();
     for (k, db) in dbs.iter().enumerate() {

@@ -4,23 +4,10 @@ mod common;
 
 use common::*;
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// Kills the child (by its PID only) if a test panics before stopping it.
-struct Pod(Child);
-
-impl Drop for Pod {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
-    assert!(status.success());
-}
+use common::Proc as Pod;
 
 #[test]
 fn metrics_pass_promtool_and_probes_answer() {

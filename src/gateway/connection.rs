@@ -63,6 +63,8 @@ pub enum ConnectionError {
     Authentication,
     #[error("Discord rejected the gateway intents (invalid or not enabled for this bot)")]
     Intents,
+    #[error("cannot reach the Discord API at {api}: {source}")]
+    Unreachable { api: String, source: serenity::Error },
     #[error("building the Discord client: {0}")]
     Build(serenity::Error),
     #[error("the Discord connection failed: {0}")]
@@ -101,8 +103,13 @@ impl RawEventHandler for Forwarder {
         let seq = match &event {
             Event::Ready(ready) => {
                 if let Ok(mut id) = self.state.session_id.lock() {
+                    if id.is_some() {
+                        // A new session after a lost one: serenity re-identified.
+                        self.metrics.reconnects.inc();
+                    }
                     *id = Some(ready.ready.session_id.clone());
                 }
+                self.metrics.connected.set(1);
                 self.seq.store(1, Ordering::SeqCst);
                 self.state.ready.store(true, Ordering::SeqCst);
                 Some(1)
@@ -110,6 +117,7 @@ impl RawEventHandler for Forwarder {
             // RESUMED repeats the last seq instead of taking a new one.
             Event::Resumed(_) => {
                 self.state.ready.store(true, Ordering::SeqCst);
+                self.metrics.connected.set(1);
                 self.metrics.resumes.inc();
                 None
             }
@@ -134,7 +142,6 @@ impl EventHandler for StageWatcher {
         self.metrics.connected.set(i64::from(connected));
         if update.old == ConnectionStage::Connected && !connected {
             self.state.ready.store(false, Ordering::SeqCst);
-            self.metrics.reconnects.inc();
             tracing::warn!(stage = ?update.new, "gateway connection lost; serenity is reconnecting");
         }
     }
@@ -190,13 +197,28 @@ async fn run(
     metrics: Arc<GatewayMetrics>,
     manager_tx: oneshot::Sender<Arc<ShardManager>>,
 ) -> Result<(), ConnectionError> {
-    let mut http = HttpBuilder::new(&config.token);
-    if let Some(url) = &config.api_url {
-        // The rate limiter would send requests to discord.com itself: off when proxied.
-        http = http.proxy(url.trim_end_matches('/')).ratelimiter_disabled(true);
+    let http = || {
+        let builder = HttpBuilder::new(&config.token);
+        match &config.api_url {
+            // The rate limiter would send requests to discord.com itself: off when proxied.
+            Some(url) => builder.proxy(url.trim_end_matches('/')).ratelimiter_disabled(true).build(),
+            None => builder.build(),
+        }
+    };
+    // Ask for the gateway URL first: serenity, when this fails, falls back to Discord's public
+    // gateway host, which must never happen when DISCORD_API_URL points elsewhere, and a
+    // rejected token must end the pod rather than loop.
+    if let Err(e) = http().get_gateway().await {
+        return Err(match classify(e) {
+            ConnectionError::Other(e) => ConnectionError::Unreachable {
+                api: config.api_url.clone().unwrap_or_else(|| "https://discord.com".into()),
+                source: e,
+            },
+            fatal => fatal,
+        });
     }
     let forwarder = Forwarder { tx, seq: AtomicU64::new(0), state: state.clone(), metrics: metrics.clone() };
-    let mut client = ClientBuilder::new_with_http(http.build(), intents())
+    let mut client = ClientBuilder::new_with_http(http(), intents())
         .raw_event_handler(forwarder)
         .event_handler(StageWatcher { state, metrics: metrics.clone() })
         .await

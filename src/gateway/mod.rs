@@ -23,7 +23,7 @@ impl GatewayMetrics {
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let connected = IntGauge::new("gateway_connected", "1 while the Discord gateway connection is up.")?;
         let heartbeat_latency = Gauge::new("gateway_heartbeat_latency_seconds", "Last heartbeat round trip to the gateway.")?;
-        let reconnects = IntCounter::new("gateway_reconnects_total", "Gateway connections lost (serenity reconnects).")?;
+        let reconnects = IntCounter::new("gateway_reconnects_total", "New gateway sessions after the first (serenity re-identified after a lost session).")?;
         let resumes = IntCounter::new("gateway_resumes_total", "Sessions resumed after a lost connection.")?;
         let events = IntCounterVec::new(Opts::new("gateway_events_total", "Dispatches received from the gateway, by type."), &["type"])?;
         registry.register(Box::new(connected.clone()))?;

@@ -185,3 +185,83 @@ pub fn owners(ids: &[String], pods: u32, strategy: &str) -> BTreeMap<String, u32
         })
         .collect()
 }
+
+/// The pods' databases (pod k's at `dbs[k]`) hold exactly the sample's expected rows between
+/// them, each guild's rows in its owner's database only.
+pub fn assert_expected_rows(dbs: &[PathBuf], strategy: &str) {
+    let pods = dbs.len() as u32;
+    let expected = expected();
+    let per_pod: Vec<_> = dbs.iter().map(|db| comparable_rows(db)).collect();
+    let guild_ids: Vec<String> = expected["guilds"]
+        .as_array()
+        .expect("guild list")
+        .iter()
+        .map(|g| g.as_str().expect("id").to_owned())
+        .collect();
+    let owner = owners(&guild_ids, pods, strategy);
+    for table in ["message_stats", "channel_info", "message_cache", "guilds", "mod_actions"] {
+        let mut union = Vec::new();
+        for (k, rows) in per_pod.iter().enumerate() {
+            for row in &rows[table] {
+                let guild = row_guild(table, row);
+                assert_eq!(owner.get(&guild), Some(&(k as u32)), "{table} row of guild {guild} is in pod {k}'s database ({pods} pods, {strategy})");
+                union.push(row.clone());
+            }
+        }
+        let want = expected[table].as_array().expect("table rows").clone();
+        let (got, want) = (sorted(union), sorted(want));
+        if got != want {
+            let missing: Vec<_> = want.iter().filter(|r| !got.contains(r)).take(5).collect();
+            let extra: Vec<_> = got.iter().filter(|r| !want.contains(r)).take(5).collect();
+            panic!("{table} with {pods} pods ({strategy}): {} rows, expected {}\nmissing: {missing:#?}\nextra: {extra:#?}", got.len(), want.len());
+        }
+    }
+}
+
+/// The guild a sample dispatch belongs to (GUILD_CREATE: its id), or None for DMs.
+pub fn dispatch_guild(line: &Value) -> Option<u64> {
+    let d = &line["d"];
+    let id = if line["t"] == "GUILD_CREATE" { &d["id"] } else { &d["guild_id"] };
+    id.as_str().and_then(|s| s.parse().ok())
+}
+
+/// The sample's dispatches, parsed.
+pub fn sample_lines() -> Vec<Value> {
+    std::fs::read_to_string(sample_stream())
+        .expect("sample stream")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("sample line is JSON"))
+        .collect()
+}
+
+/// The value of one series in a Prometheus text page (0 if absent).
+pub fn metric(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The sum of every series of a metric.
+pub fn metric_total(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Kills the child (by its PID only) if a test ends before stopping it.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends SIGTERM to a child we started.
+pub fn sigterm(child: &std::process::Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+}

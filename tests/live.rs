@@ -1,0 +1,242 @@
+//! Live pods: real serenity against `guild-gateway fake-discord`, all on 127.0.0.1.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const TOKEN: &str = "live-test-token";
+
+fn start_fake(extra: &[&str]) -> (Proc, u16) {
+    let port = free_port();
+    let fake = Proc(
+        gateway()
+            .args(["fake-discord", "--listen", &format!("127.0.0.1:{port}"), "--token", TOKEN, "--events"])
+            .arg(sample_stream())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting fake-discord"),
+    );
+    wait_for(Duration::from_secs(20), || http_get(port, "/fake/sessions").ok().filter(|(c, _)| *c == 200))
+        .expect("fake-discord answers");
+    (fake, port)
+}
+
+struct LivePod {
+    proc: Proc,
+    port: u16,
+    db: PathBuf,
+}
+
+fn start_pod(dir: &std::path::Path, fake_port: u16, ordinal: u32, pods: u32, strategy: &str, token: &str) -> LivePod {
+    let port = free_port();
+    let db = dir.join(format!("gateway-{ordinal}.sqlite3"));
+    let proc = Proc(
+        gateway()
+            .arg("serve")
+            .env("POD_ORDINAL", ordinal.to_string())
+            .env("NUM_GATEWAY_PODS", pods.to_string())
+            .env("SHARD_STRATEGY", strategy)
+            .env("DATABASE_URL", &db)
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("DISCORD_TOKEN", token)
+            .env("DISCORD_API_URL", format!("http://127.0.0.1:{fake_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting serve"),
+    );
+    LivePod { proc, port, db }
+}
+
+fn json(port: u16, path: &str) -> Option<Value> {
+    let (code, body) = http_get(port, path).ok()?;
+    (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+}
+
+/// Waits until every pod has committed everything its session was sent; returns the sessions.
+fn wait_all_committed(pods: &[LivePod], fake_port: u16) -> Vec<Value> {
+    wait_for(Duration::from_secs(60), || {
+        let sessions = json(fake_port, "/fake/sessions")?;
+        let sessions = sessions.as_array()?.clone();
+        for pod in pods {
+            let status = json(pod.port, "/status")?;
+            let session = sessions.iter().find(|s| s["session_id"] == status["session_id"])?;
+            let committed = session["done"] == true
+                && status["last_seq_committed"] == session["last_seq_sent"]
+                && status["in_flight"] == 0;
+            if !committed {
+                return None;
+            }
+        }
+        Some(sessions)
+    })
+    .expect("every pod commits what it was sent")
+}
+
+fn stop_all(pods: &mut [LivePod]) {
+    for pod in pods.iter() {
+        sigterm(&pod.proc.0);
+    }
+    for pod in pods.iter_mut() {
+        let status = wait_exit(&mut pod.proc.0, Duration::from_secs(30));
+        assert!(status.success(), "a pod exited with {status} on SIGTERM");
+    }
+}
+
+fn three_pods(strategy: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (_fake, fake_port) = start_fake(&[]);
+    let mut pods: Vec<LivePod> = (0..3).map(|k| start_pod(dir.path(), fake_port, k, 3, strategy, TOKEN)).collect();
+    let sessions = wait_all_committed(&pods, fake_port);
+    assert_eq!(sessions.len(), 3, "one session per pod: {sessions:?}");
+
+    let lines = sample_lines();
+    let total = lines.len() as f64;
+    let dms = lines.iter().filter(|l| l["t"] == "MESSAGE_CREATE" && dispatch_guild(l).is_none()).count() as f64;
+    let guild_ids: Vec<String> = lines.iter().filter_map(dispatch_guild).map(|g| g.to_string()).collect();
+    let owner = owners(&guild_ids, 3, strategy);
+    for (k, pod) in pods.iter().enumerate() {
+        let (_, page) = http_get(pod.port, "/metrics").unwrap();
+        let owned_lines: Vec<&Value> = lines
+            .iter()
+            .filter(|l| match dispatch_guild(l) {
+                Some(g) => owner[&g.to_string()] == k as u32,
+                None => k == 0,
+            })
+            .collect();
+        let received = metric_total(&page, "guild_gateway_events_received_total");
+        let foreign = metric_total(&page, "guild_gateway_events_foreign_total");
+        // Each session starts with READY, counted as received and owned by every pod.
+        let owned_messages = owned_lines.iter().filter(|l| l["t"] == "MESSAGE_CREATE").count() as f64;
+        assert_eq!(metric(&page, "guild_gateway_events_owned_total{type=\"MESSAGE_CREATE\"}"), owned_messages, "pod {k}: owned MESSAGE_CREATE (DMs on pod 0 only)");
+        if strategy == "discord" {
+            // Discord (here the fake) routed to this pod only its own guilds' events.
+            assert_eq!(received, owned_lines.len() as f64 + 1.0, "pod {k} received {received}");
+            assert_eq!(foreign, 0.0, "pod {k} received foreign events");
+        } else {
+            assert_eq!(received, total + 1.0, "pod {k}: md5 pods receive everything");
+            assert_eq!(foreign, total - owned_lines.len() as f64, "pod {k}: foreign events");
+        }
+        assert_eq!(metric(&page, "guild_gateway_gateway_connected"), 1.0);
+        assert_eq!(http_get(pod.port, "/readyz").unwrap().0, 200);
+    }
+    assert!(dms > 0.0);
+    stop_all(&mut pods);
+    let dbs: Vec<PathBuf> = pods.iter().map(|p| p.db.clone()).collect();
+    assert_expected_rows(&dbs, strategy);
+}
+
+#[test]
+fn three_live_pods_md5() {
+    three_pods("md5");
+}
+
+#[test]
+fn three_live_pods_discord_receive_only_their_guilds() {
+    three_pods("discord");
+}
+
+#[test]
+fn a_dropped_session_resumes_and_the_rows_stay_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_fake, fake_port) = start_fake(&["--drop-at-seq", "200"]);
+    let mut pods = vec![start_pod(dir.path(), fake_port, 0, 1, "md5", TOKEN)];
+    let sessions = wait_all_committed(&pods, fake_port);
+    assert_eq!(sessions.len(), 1, "resumed, not re-identified: {sessions:?}");
+    assert_eq!(sessions[0]["connections"], 2, "the session was dropped once and resumed");
+    let (_, page) = http_get(pods[0].port, "/metrics").unwrap();
+    assert_eq!(metric(&page, "guild_gateway_gateway_resumes_total"), 1.0);
+    stop_all(&mut pods);
+    assert_expected_rows(&[pods[0].db.clone()], "md5");
+}
+
+#[test]
+fn a_wrong_token_stops_the_pod_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_fake, fake_port) = start_fake(&[]);
+    let mut pod = start_pod(dir.path(), fake_port, 0, 1, "md5", "not-the-token");
+    let status = wait_exit(&mut pod.proc.0, Duration::from_secs(30));
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(pod.proc.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("Discord rejected the token (DISCORD_TOKEN)"), "{stderr}");
+
+    // No token at all: refused before anything starts.
+    let out = gateway().arg("serve").env("DATABASE_URL", dir.path().join("x.sqlite3")).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("DISCORD_TOKEN"), "{stderr}");
+    assert!(!dir.path().join("x.sqlite3").exists());
+}
+
+#[test]
+fn live_metrics_pass_promtool() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_fake, fake_port) = start_fake(&[]);
+    let mut pods = vec![start_pod(dir.path(), fake_port, 0, 1, "md5", TOKEN)];
+    wait_all_committed(&pods, fake_port);
+    let (_, page) = http_get(pods[0].port, "/metrics").unwrap();
+    assert!(page.contains("guild_gateway_gateway_heartbeat_latency_seconds"));
+    assert!(page.contains("guild_gateway_gateway_events_total{type=\"MESSAGE_CREATE\"} 300"));
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (scripts/test installs it)");
+    std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), page.as_bytes()).unwrap();
+    drop(promtool.stdin.take());
+    let out = promtool.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    stop_all(&mut pods);
+}
+
+#[test]
+fn simulate_fails_naming_a_pod_killed_with_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    // A paced synthetic stream, so the run is still going when the pod is killed.
+    let mut sim = Proc(
+        gateway()
+            .args(["simulate", "--pods", "3", "--guilds", "30", "--messages", "20000", "--rate", "1000", "--data-dir"])
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = sim.0.stdout.take().unwrap();
+    let mut pid = None;
+    let mut http = None;
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    for line in lines.by_ref().take(10) {
+        let line = line.unwrap();
+        // "pod 1: pid N, http://127.0.0.1:P, ..."
+        if let Some(rest) = line.strip_prefix("pod 1: pid ") {
+            let (p, rest) = rest.split_once(',').unwrap();
+            pid = Some(p.to_owned());
+            let port = rest.split("127.0.0.1:").nth(1).unwrap().split(',').next().unwrap();
+            http = Some(port.parse::<u16>().unwrap());
+            break;
+        }
+    }
+    let (pid, http) = (pid.expect("simulate names pod 1's pid"), http.unwrap());
+    // Keep reading its output so it never writes to a closed pipe.
+    std::thread::spawn(move || for _ in lines {});
+    // Kill it once it is connected and working.
+    wait_for(Duration::from_secs(30), || json(http, "/status").filter(|s| s["events_done"].as_u64() > Some(10)))
+        .expect("pod 1 processes events");
+    assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    let status = wait_exit(&mut sim.0, Duration::from_secs(60));
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(sim.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains(&format!("pod 1 (pid {pid}) died")), "{stderr}");
+}
