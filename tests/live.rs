@@ -177,6 +177,19 @@ fn a_wrong_token_stops_the_pod_with_a_clear_message() {
 }
 
 #[test]
+fn disallowed_intents_stop_the_pod_instead_of_looping() {
+    let dir = tempfile::tempdir().unwrap();
+    // Guilds only (1): the pod asks for message content and more.
+    let (_fake, fake_port) = start_fake(&["--allowed-intents", "1"]);
+    let mut pod = start_pod(dir.path(), fake_port, 0, 1, "md5", TOKEN);
+    let status = wait_exit(&mut pod.proc.0, Duration::from_secs(30));
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(pod.proc.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("Discord rejected the gateway intents"), "{stderr}");
+}
+
+#[test]
 fn live_metrics_pass_promtool() {
     let dir = tempfile::tempdir().unwrap();
     let (_fake, fake_port) = start_fake(&[]);

@@ -21,6 +21,7 @@ mod close {
     pub const AUTHENTICATION_FAILED: u16 = 4004;
     pub const ALREADY_AUTHENTICATED: u16 = 4005;
     pub const INVALID_SHARD: u16 = 4010;
+    pub const DISALLOWED_INTENTS: u16 = 4014;
 }
 
 type Ws = WebSocketStream<TcpStream>;
@@ -131,6 +132,10 @@ async fn handle_client_frame(
             let token = d.get("token").and_then(Value::as_str).unwrap_or_default();
             if !fake.token_ok(token) {
                 return Err((close::AUTHENTICATION_FAILED, "Authentication failed."));
+            }
+            let intents = d.get("intents").and_then(Value::as_u64).unwrap_or(0);
+            if intents & !fake.options.allowed_intents != 0 {
+                return Err((close::DISALLOWED_INTENTS, "Disallowed intent(s)."));
             }
             let shard = match d.get("shard") {
                 None | Some(Value::Null) => [0, 1],

@@ -102,6 +102,8 @@ pub struct FakeOptions {
     pub drop_at_seq: Option<u64>,
     /// Dispatches per second per session (None: as fast as the client reads).
     pub rate: Option<u32>,
+    /// Intents this bot may use; an Identify asking for more is closed with 4014.
+    pub allowed_intents: u64,
 }
 
 /// A session's state, which outlives its connections.
@@ -255,6 +257,9 @@ pub struct FakeDiscordArgs {
     /// Dispatches per second per session [default: as fast as clients read]
     #[arg(long)]
     pub rate: Option<u32>,
+    /// Intents the bot may use (bit mask); an Identify asking for others is closed with 4014
+    #[arg(long, default_value_t = u64::MAX)]
+    pub allowed_intents: u64,
 }
 
 impl FakeDiscordArgs {
@@ -265,6 +270,7 @@ impl FakeDiscordArgs {
             heartbeat_interval: Duration::from_millis(self.heartbeat_ms.max(100)),
             drop_at_seq: self.drop_at_seq,
             rate: self.rate,
+            allowed_intents: self.allowed_intents,
         }
     }
 }

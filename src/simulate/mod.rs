@@ -97,6 +97,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         heartbeat_interval: Duration::from_secs(5),
         drop_at_seq: None,
         rate: args.rate,
+        allowed_intents: u64::MAX,
     };
     let fake = fake_discord::start("127.0.0.1:0".parse()?, recording, options).await?;
     eprintln!("fake Discord on http://{} ({total_frames} events per full session)", fake.addr);
