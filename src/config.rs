@@ -48,6 +48,9 @@ pub struct PodArgs {
     /// Seconds a guild actor may stay idle before it is stopped (passivated)
     #[arg(long, env = "GUILD_IDLE_SECS", global = true, default_value = "300")]
     pub guild_idle_secs: String,
+    /// Seconds a moderation event and its audit log entry wait for each other
+    #[arg(long, env = "AUDIT_WINDOW_SECS", global = true, default_value = "5")]
+    pub audit_window_secs: String,
     /// Threads that run guild actors
     #[arg(long, env = "GUILD_WORKERS", global = true, default_value = "1")]
     pub guild_workers: String,
@@ -157,6 +160,7 @@ impl PodArgs {
         pipeline.max_batch = number("WRITER_MAX_BATCH", &self.writer_max_batch, 1, 1 << 20)?;
         pipeline.max_in_flight = number("MAX_IN_FLIGHT", &self.max_in_flight, 1, 1 << 26)?;
         pipeline.guild_idle = Duration::from_secs(parse_number("GUILD_IDLE_SECS", &self.guild_idle_secs, 1, 1 << 32)?);
+        pipeline.audit_window = Duration::from_secs(parse_number("AUDIT_WINDOW_SECS", &self.audit_window_secs, 0, 3600)?);
         pipeline.guild_workers = number("GUILD_WORKERS", &self.guild_workers, 0, 256)?;
         pipeline.cache_expiry = CacheExpiry {
             content_ttl: Duration::from_secs(60 * parse_number("CACHE_CONTENT_TTL_MINUTES", &self.cache_content_ttl_minutes, 1, 1 << 24)?),

@@ -253,3 +253,51 @@ fn simulate_fails_naming_a_pod_killed_with_sigkill() {
     std::io::Read::read_to_string(sim.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains(&format!("pod 1 (pid {pid}) died")), "{stderr}");
 }
+
+/// The fake answers misbehaving clients with Discord's close codes.
+#[tokio::test(flavor = "current_thread")]
+async fn fake_discord_closes_bad_clients_with_discords_codes() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (_fake, port) = start_fake(&[]);
+    let url = format!("ws://127.0.0.1:{port}/?v=10&encoding=json");
+    let cases: [(&str, u16); 5] = [
+        ("not json", 4002),
+        (r#"{"op":3,"d":{}}"#, 4003),
+        (r#"{"op":2,"d":{"token":"wrong","intents":1}}"#, 4004),
+        (r#"{"op":2,"d":{"token":"live-test-token","intents":1,"shard":[3,3]}}"#, 4010),
+        (r#"{"op":99,"d":null}"#, 4003),
+    ];
+    for (frame, code) in cases {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("connects");
+        let hello = ws.next().await.expect("hello").expect("a frame");
+        assert!(hello.to_text().unwrap().contains(r#""op":10"#), "{hello:?}");
+        ws.send(Message::Text(frame.into())).await.unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(Ok(msg)) = ws.next().await {
+                if let Message::Close(Some(close)) = msg {
+                    return Some(u16::from(close.code));
+                }
+            }
+            None
+        })
+        .await
+        .expect("closed within 10 s");
+        assert_eq!(closed, Some(code), "{frame}");
+    }
+    // Heartbeats are answered, and a wrong token on REST is a 401.
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    ws.next().await.unwrap().unwrap();
+    ws.send(Message::Text(r#"{"op":1,"d":null}"#.into())).await.unwrap();
+    let ack = ws.next().await.unwrap().unwrap();
+    assert!(ack.to_text().unwrap().contains(r#""op":11"#));
+    let response = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(s, "GET /api/v10/gateway HTTP/1.0\r\nAuthorization: Bot wrong\r\n\r\n").unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    };
+    assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+}

@@ -39,7 +39,8 @@ pub fn gateway() -> Command {
     for var in [
         "POD_ORDINAL", "NUM_GATEWAY_PODS", "SHARD_STRATEGY", "DATABASE_URL", "HTTP_ADDR", "LOG_FORMAT",
         "HOSTNAME", "GUILD_MAILBOX_CAPACITY", "WRITER_MAILBOX_CAPACITY", "WRITER_MAX_BATCH",
-        "MAX_IN_FLIGHT", "GUILD_IDLE_SECS", "GUILD_WORKERS", "RUST_LOG",
+        "MAX_IN_FLIGHT", "GUILD_IDLE_SECS", "GUILD_WORKERS", "RUST_LOG", "DISCORD_TOKEN", "DISCORD_API_URL",
+        "AUDIT_WINDOW_SECS",
     ] {
         cmd.env_remove(var);
     }
