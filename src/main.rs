@@ -4,8 +4,6 @@
 //! runs the chosen mode inside an actix System on a multi-threaded tokio runtime (actors on the
 //! System's thread and their own threads, I/O on the runtime's workers).
 
-#![recursion_limit = "256"] // serde_json::json! of a whole GUILD_CREATE in the synthetic stream
-
 mod config;
 mod fake_discord;
 mod gateway;

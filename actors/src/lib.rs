@@ -1,3 +1,5 @@
+#![recursion_limit = "256"] // serde_json::json! of a whole GUILD_CREATE in `synthetic`
+
 //! guild-gateway's actor pipeline, from a decoded gateway dispatch to a committed SQLite row.
 //!
 //! Read top-down: [`event`] decodes dispatches, [`shard`] decides ownership, [`pipeline`]
@@ -16,6 +18,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod shard;
 pub mod stats;
+pub mod synthetic;
 pub mod store;
 pub mod writer;
 

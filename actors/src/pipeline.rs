@@ -96,7 +96,7 @@ impl Pipeline {
     pub fn start(config: PipelineConfig, metrics: Arc<Metrics>) -> Result<Pipeline, StoreError> {
         let conn = store::open_writer(&config.database)?;
         let reads = store::read_pool(&config.database, config.read_pool_size)?;
-        let progress = Arc::new(Progress::new(config.max_in_flight));
+        let progress = Arc::new(Progress::new(config.max_in_flight, Some(metrics.event_latency_seconds.clone())));
 
         let writer_thread = Arbiter::new();
         let writer_config = WriterConfig {

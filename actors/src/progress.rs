@@ -5,8 +5,10 @@
 //! is the gateway seq of the newest ticket before which everything has finished. The window
 //! size is bounded by a semaphore, which is also the source's backpressure.
 
+use prometheus::Histogram;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 use tokio::sync::{Notify, Semaphore};
 
 /// An accepted event's place in arrival order.
@@ -22,24 +24,33 @@ pub struct Snapshot {
     pub in_flight: u64,
 }
 
+struct Slot {
+    seq: Option<u64>,
+    accepted: Instant,
+    done: bool,
+}
+
 #[derive(Default)]
 struct Window {
     first: u64,
-    // (seq, done) of tickets first.. in order.
-    slots: VecDeque<(Option<u64>, bool)>,
+    // Tickets first.. in order.
+    slots: VecDeque<Slot>,
     snapshot: Snapshot,
 }
 
 pub struct Progress {
     window: Mutex<Window>,
+    /// Accepted-to-done time of each event.
+    latency: Option<Histogram>,
     admission: Arc<Semaphore>,
     idle: Notify,
 }
 
 impl Progress {
-    pub fn new(max_in_flight: usize) -> Self {
+    pub fn new(max_in_flight: usize, latency: Option<Histogram>) -> Self {
         Progress {
             window: Mutex::new(Window::default()),
+            latency,
             admission: Arc::new(Semaphore::new(max_in_flight.max(1))),
             idle: Notify::new(),
         }
@@ -63,7 +74,7 @@ impl Progress {
     fn begin(&self, seq: Option<u64>) -> Ticket {
         let mut w = self.lock();
         let ticket = Ticket(w.first + w.slots.len() as u64);
-        w.slots.push_back((seq, false));
+        w.slots.push_back(Slot { seq, accepted: Instant::now(), done: false });
         w.snapshot.events_accepted += 1;
         w.snapshot.in_flight += 1;
         if seq.is_some() {
@@ -74,24 +85,29 @@ impl Progress {
 
     /// Marks an event finished: committed, deliberately skipped, or shed.
     pub fn complete(&self, ticket: Ticket) {
-        let idle = {
+        let (idle, accepted) = {
             let mut w = self.lock();
             let Some(index) = ticket.0.checked_sub(w.first) else { return };
-            match w.slots.get_mut(index as usize) {
-                Some(slot) if !slot.1 => slot.1 = true,
+            let accepted = match w.slots.get_mut(index as usize) {
+                Some(slot) if !slot.done => {
+                    slot.done = true;
+                    slot.accepted
+                }
                 _ => return,
-            }
+            };
             w.snapshot.events_done += 1;
             w.snapshot.in_flight -= 1;
-            while let Some(&(seq, true)) = w.slots.front() {
-                w.slots.pop_front();
-                w.first += 1;
-                if seq.is_some() {
-                    w.snapshot.last_seq_committed = seq;
+            while w.slots.front().is_some_and(|s| s.done) {
+                if let Some(Slot { seq: Some(seq), .. }) = w.slots.pop_front() {
+                    w.snapshot.last_seq_committed = Some(seq);
                 }
+                w.first += 1;
             }
-            w.snapshot.in_flight == 0
+            (w.snapshot.in_flight == 0, accepted)
         };
+        if let Some(latency) = &self.latency {
+            latency.observe(accepted.elapsed().as_secs_f64());
+        }
         self.admission.add_permits(1);
         if idle {
             self.idle.notify_waiters();
@@ -122,7 +138,7 @@ mod tests {
 
     #[test]
     fn committed_seq_waits_for_the_oldest_unfinished_event() {
-        let p = Progress::new(10);
+        let p = Progress::new(10, None);
         let a = p.begin(Some(1));
         let b = p.begin(Some(2));
         let c = p.begin(None);

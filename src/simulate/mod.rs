@@ -3,8 +3,6 @@
 //! share a bot's traffic; the run ends when every pod has committed everything it was sent,
 //! with a per-pod summary. A pod that dies fails the run, naming the pod.
 
-mod synthetic;
-
 use crate::fake_discord::{self, FakeOptions, Recording};
 use crate::probe::http_get;
 use anyhow::{bail, Context as _};
@@ -83,7 +81,8 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         None => {
             let path = args.data_dir.join(format!("synthetic-{}g-{}m.ndjson", args.guilds, args.messages));
             eprintln!("generating a synthetic stream: {} guilds, {} messages -> {}", args.guilds, args.messages, path.display());
-            let n = synthetic::write(&path, args.guilds.max(1), args.messages)?;
+            let n = gateway_actors::synthetic::write_file(&path, args.guilds, args.messages)
+                .with_context(|| format!("writing {}", path.display()))?;
             eprintln!("  {n} events");
             path
         }

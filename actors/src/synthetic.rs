@@ -1,16 +1,17 @@
 //! A synthetic gateway stream with a realistic shape: a few hundred guilds of skewed
 //! activity (a few busy, many quiet), human and bot messages with markdown, code and links,
 //! replies, reactions, edits, deletes, DMs, and moderation events with their audit entries.
-//! Deterministic for given sizes, so runs compare.
+//! Deterministic for given sizes, so runs compare. Used by `simulate` and the benches.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
+use std::io::Write;
 use std::path::Path;
 
 const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
 const START_MS: u64 = 1_736_000_000_000;
 
-const TEXTS: &[&str] = &[
+/// Message texts used when the caller has none (the benches use the TypeScript bot's).
+pub const DEFAULT_TEXTS: &[&str] = &[
     "hello everyone, how is the deploy going?",
     "I think the reducer is wrong here, can someone check",
     "merci beaucoup, ça marche très bien maintenant",
@@ -52,15 +53,29 @@ struct Guild {
 
 /// Writes `messages` messages (plus the other events) over `guilds` guilds to `path`;
 /// returns the number of events.
-pub fn write(path: &Path, guilds: u32, messages: u64) -> anyhow::Result<u64> {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (u64::from(guilds) << 32) ^ messages);
+pub fn write_file(path: &Path, guilds: u32, messages: u64) -> std::io::Result<u64> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let n = generate(&mut out, guilds, messages, DEFAULT_TEXTS)?;
+    out.flush()?;
+    Ok(n)
+}
+
+/// Writes the stream as NDJSON to `out`, message contents drawn from `texts`; returns the
+/// number of events.
+pub fn generate<W: Write, S: AsRef<str>>(mut out: W, guilds: u32, messages: u64, texts: &[S]) -> std::io::Result<u64> {
+    let guilds = guilds.max(1);
+    let texts: Vec<&str> = if texts.is_empty() {
+        DEFAULT_TEXTS.to_vec()
+    } else {
+        texts.iter().map(AsRef::as_ref).collect()
+    };
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (u64::from(guilds) << 32) ^ messages);
     let mut seq = 0u64;
     let mut line = String::with_capacity(1024);
-    let mut emit = |out: &mut std::io::BufWriter<std::fs::File>, t: &str, d: &str| -> anyhow::Result<()> {
+    let mut emit = |out: &mut W, t: &str, d: &str| -> std::io::Result<()> {
         seq += 1;
         line.clear();
-        write!(line, r#"{{"op":0,"t":"{t}","s":{seq},"d":{d}}}"#)?;
+        let _ = write!(line, r#"{{"op":0,"t":"{t}","s":{seq},"d":{d}}}"#);
         out.write_all(line.as_bytes())?;
         out.write_all(b"\n")?;
         Ok(())
@@ -131,9 +146,9 @@ pub fn write(path: &Path, guilds: u32, messages: u64) -> anyhow::Result<u64> {
         let channel = guild.channels[rng.below(guild.channels.len() as u64) as usize];
         let author = guild.members[rng.below(guild.members.len() as u64) as usize];
         let id = snowflake(clock, n);
-        let content = serde_json::to_string(TEXTS[rng.below(TEXTS.len() as u64) as usize])?;
+        let content = serde_json::to_string(texts[rng.below(texts.len() as u64) as usize])?;
         let bot = rng.below(20) == 0;
-        let timestamp = gateway_actors::store::iso8601(std::time::UNIX_EPOCH + std::time::Duration::from_millis(clock));
+        let timestamp = crate::store::iso8601(std::time::UNIX_EPOCH + std::time::Duration::from_millis(clock));
         let common = format!(
             r#""timestamp":"{timestamp}","edited_timestamp":null,"tts":false,"mention_everyone":false,"mentions":[],"mention_roles":[],"attachments":[],"embeds":[],"pinned":false,"type":0"#
         );
@@ -190,6 +205,5 @@ pub fn write(path: &Path, guilds: u32, messages: u64) -> anyhow::Result<u64> {
             ))?;
         }
     }
-    out.flush()?;
     Ok(seq)
 }
