@@ -17,6 +17,11 @@ mod signals;
 mod simulate;
 
 use clap::{Parser, Subcommand};
+
+// Guild actors allocate write ops that the writer thread frees; mimalloc handles that
+// cross-thread traffic without glibc's arena lock (measured in BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]

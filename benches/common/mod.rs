@@ -3,6 +3,10 @@
 
 #![allow(dead_code)] // each bench uses a part
 
+// The allocator the binary uses, so the benches measure what runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use gateway_actors::event::{decode_frame, Event, Id};
 use gateway_actors::handlers::GuildState;
 use gateway_actors::metrics::Metrics;

@@ -181,8 +181,10 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 
     // Scrape before stopping, then stop every pod with SIGTERM (they drain and exit 0).
     let mut metrics = Vec::new();
+    let mut cpu = Vec::new();
     for pod in &pods {
         metrics.push(http_get(pod.http, "/metrics").await.map(|(_, body)| body).unwrap_or_default());
+        cpu.push(cpu_seconds(pod.child.id()));
     }
     for pod in &mut pods {
         stop(pod)?;
@@ -190,13 +192,13 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 
     println!();
     println!(
-        "{:>4} {:>7} {:>10} {:>10} {:>10} {:>10} {:>13} {:>13} {:>11} {:>11} {:>10}",
-        "pod", "guilds", "received", "owned", "foreign", "committed", "message_stats", "message_cache", "channels", "mod_actions", "events/s"
+        "{:>4} {:>7} {:>10} {:>10} {:>10} {:>10} {:>13} {:>13} {:>11} {:>11} {:>10} {:>7}",
+        "pod", "guilds", "received", "owned", "foreign", "committed", "message_stats", "message_cache", "channels", "mod_actions", "events/s", "cpu s"
     );
-    for ((pod, status), page) in pods.iter().zip(&statuses).zip(&metrics) {
+    for (((pod, status), page), cpu) in pods.iter().zip(&statuses).zip(&metrics).zip(&cpu) {
         let counts = row_counts(&pod.database)?;
         println!(
-            "{:>4} {:>7} {:>10} {:>10} {:>10} {:>10} {:>13} {:>13} {:>11} {:>11} {:>10.0}",
+            "{:>4} {:>7} {:>10} {:>10} {:>10} {:>10} {:>13} {:>13} {:>11} {:>11} {:>10.0} {:>7.2}",
             pod.ordinal,
             counts[0],
             status.events_accepted,
@@ -208,6 +210,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             counts[3],
             counts[4],
             status.events_done as f64 / elapsed.max(1e-9),
+            cpu,
         );
     }
     println!("\nall {} pods committed everything they were sent in {elapsed:.1} s ({} strategy)", pods.len(), strategy);
@@ -242,6 +245,15 @@ fn stop(pod: &mut Pod) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     bail!("pod {} did not stop within 30 s of SIGTERM", pod.ordinal)
+}
+
+/// User + system CPU time of a process so far (Linux /proc; clock ticks of 1/100 s).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn remove_database(path: &Path) -> anyhow::Result<()> {
