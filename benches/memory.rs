@@ -17,14 +17,11 @@ fn rss_bytes() -> u64 {
     pages * 4096
 }
 
-extern "C" {
-    // glibc: give freed memory back to the OS, so RSS shows what is still in use.
-    fn malloc_trim(pad: usize) -> i32;
-}
-
+/// RSS after asking the allocator (mimalloc, as in the binary) to return freed memory, so the
+/// figure shows what is still in use rather than what the allocator keeps for later.
 fn trimmed_rss() -> u64 {
-    // SAFETY: malloc_trim only releases free heap pages; it has no preconditions.
-    unsafe { malloc_trim(0) };
+    // SAFETY: mi_collect only frees unused pages of the calling thread's and abandoned heaps.
+    unsafe { libmimalloc_sys::mi_collect(true) };
     rss_bytes()
 }
 

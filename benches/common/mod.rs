@@ -13,6 +13,7 @@ use gateway_actors::metrics::Metrics;
 use gateway_actors::moderation::ModerationLog;
 use gateway_actors::shard::{Sharding, Strategy};
 use gateway_actors::store::{self, Op};
+use gateway_actors::pipeline::Overflow;
 use gateway_actors::{Pipeline, PipelineConfig};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -63,9 +64,11 @@ pub fn run_actors(lines: &Arc<Vec<String>>, dir: &Path, sharding: Sharding, tune
     let db = fresh_db(dir);
     in_system(async {
         let mut config = PipelineConfig::new(sharding, db);
+        // As `replay`: every event is committed, none shed (a busy guild's queue may grow).
+        config.overflow = Overflow::Queue;
         tune(&mut config);
         let metrics = Arc::new(Metrics::new(sharding.ordinal, sharding.pods).expect("metrics"));
-        let pipeline = Arc::new(Pipeline::start(config, metrics).expect("pipeline"));
+        let pipeline = Arc::new(Pipeline::start(config, metrics.clone()).expect("pipeline"));
         let started = Instant::now();
         let feeder = {
             let (pipeline, lines) = (pipeline.clone(), lines.clone());
@@ -77,7 +80,9 @@ pub fn run_actors(lines: &Arc<Vec<String>>, dir: &Path, sharding: Sharding, tune
         };
         feeder.await.expect("feeder");
         pipeline.drain().await;
-        started.elapsed()
+        let elapsed = started.elapsed();
+        assert_eq!(metrics.shed.get(), 0, "the bench must commit every event");
+        elapsed
     })
 }
 
