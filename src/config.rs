@@ -51,6 +51,9 @@ pub struct PodArgs {
     /// Seconds a moderation event and its audit log entry wait for each other
     #[arg(long, env = "AUDIT_WINDOW_SECS", global = true, default_value = "5")]
     pub audit_window_secs: String,
+    /// SQLite WAL pages before an automatic checkpoint; 0 when Litestream checkpoints (Kubernetes)
+    #[arg(long, env = "SQLITE_WAL_AUTOCHECKPOINT", global = true, default_value = "1000")]
+    pub sqlite_wal_autocheckpoint: String,
     /// Threads that run guild actors
     #[arg(long, env = "GUILD_WORKERS", global = true, default_value = "1")]
     pub guild_workers: String,
@@ -161,6 +164,8 @@ impl PodArgs {
         pipeline.max_in_flight = number("MAX_IN_FLIGHT", &self.max_in_flight, 1, 1 << 26)?;
         pipeline.guild_idle = Duration::from_secs(parse_number("GUILD_IDLE_SECS", &self.guild_idle_secs, 1, 1 << 32)?);
         pipeline.audit_window = Duration::from_secs(parse_number("AUDIT_WINDOW_SECS", &self.audit_window_secs, 0, 3600)?);
+        pipeline.wal_autocheckpoint =
+            parse_number("SQLITE_WAL_AUTOCHECKPOINT", &self.sqlite_wal_autocheckpoint, 0, 1 << 30)? as u32;
         pipeline.guild_workers = number("GUILD_WORKERS", &self.guild_workers, 0, 256)?;
         pipeline.cache_expiry = CacheExpiry {
             content_ttl: Duration::from_secs(60 * parse_number("CACHE_CONTENT_TTL_MINUTES", &self.cache_content_ttl_minutes, 1, 1 << 24)?),

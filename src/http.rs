@@ -38,6 +38,8 @@ struct Status {
 
 async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
     state.pipeline.refresh_gauges();
+    let ready = readiness(&state).await.is_ok();
+    state.pipeline.metrics().ready.set(i64::from(ready));
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.pipeline.metrics().render())
@@ -47,15 +49,23 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().body("ok\n")
 }
 
-async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
+/// Ready: the database takes writes and, in `serve`, the Discord session is up.
+async fn readiness(state: &HttpState) -> Result<(), String> {
     if let Err(e) = state.pipeline.check_writable(Duration::from_secs(2)).await {
-        return HttpResponse::ServiceUnavailable().body(format!("not ready: database not writable: {e}\n"));
+        return Err(format!("database not writable: {e}"));
     }
     match &state.gateway {
         Some(session) if !session.ready.load(Ordering::SeqCst) => {
-            HttpResponse::ServiceUnavailable().body("not ready: the Discord session is not READY or RESUMED\n")
+            Err("the Discord session is not READY or RESUMED".into())
         }
-        _ => HttpResponse::Ok().body("ready\n"),
+        _ => Ok(()),
+    }
+}
+
+async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
+    match readiness(&state).await {
+        Ok(()) => HttpResponse::Ok().body("ready\n"),
+        Err(e) => HttpResponse::ServiceUnavailable().body(format!("not ready: {e}\n")),
     }
 }
 

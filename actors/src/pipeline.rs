@@ -53,6 +53,8 @@ pub struct PipelineConfig {
     pub cache_expiry: CacheExpiry,
     pub cache_expiry_interval: Duration,
     pub read_pool_size: u32,
+    /// WAL pages before SQLite checkpoints by itself; 0 leaves checkpoints to Litestream.
+    pub wal_autocheckpoint: u32,
     /// Bench/test seam; `None` in production.
     pub slow_hook: Option<SlowGuildHook>,
 }
@@ -77,6 +79,7 @@ impl PipelineConfig {
             },
             cache_expiry_interval: Duration::from_secs(60),
             read_pool_size: 4,
+            wal_autocheckpoint: 1000,
             slow_hook: None,
         }
     }
@@ -95,6 +98,8 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn start(config: PipelineConfig, metrics: Arc<Metrics>) -> Result<Pipeline, StoreError> {
         let conn = store::open_writer(&config.database)?;
+        conn.pragma_update(None, "wal_autocheckpoint", config.wal_autocheckpoint)
+            .map_err(|source| StoreError::Prepare { path: config.database.clone(), source })?;
         let reads = store::read_pool(&config.database, config.read_pool_size)?;
         let progress = Arc::new(Progress::new(config.max_in_flight, Some(metrics.event_latency_seconds.clone())));
 
@@ -165,6 +170,11 @@ impl Pipeline {
     /// Refreshes gauges that are read rather than counted, before a scrape.
     pub fn refresh_gauges(&self) {
         self.metrics.database_size_bytes.set(store::database_size(&self.database) as i64);
+        let status = self.progress.snapshot();
+        let seq = |s: Option<u64>| s.map_or(0, |s| s as i64);
+        self.metrics.last_seq_received.set(seq(status.last_seq_received));
+        self.metrics.last_seq_committed.set(seq(status.last_seq_committed));
+        self.metrics.events_in_flight.set(status.in_flight as i64);
     }
 
     /// Whether the database takes writes now (bounded by `timeout`).

@@ -1,0 +1,21 @@
+# guild-gateway: multi-stage build, small non-root runtime image.
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+# Dependencies first, so code changes do not rebuild them.
+COPY Cargo.toml Cargo.lock ./
+COPY actors/Cargo.toml actors/Cargo.toml
+RUN mkdir -p src actors/src benches \
+    && echo 'fn main() {}' > src/main.rs && touch actors/src/lib.rs \
+    && for b in shard pipeline isolation memory latency; do echo 'fn main() {}' > benches/$b.rs; done \
+    && cargo build --release --locked --bin guild-gateway || true
+COPY schema.sql ./
+COPY actors actors
+COPY src src
+RUN touch src/main.rs actors/src/lib.rs && cargo build --release --locked --bin guild-gateway
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/guild-gateway /usr/local/bin/guild-gateway
+USER 10001:10001
+EXPOSE 3000
+ENTRYPOINT ["/usr/local/bin/guild-gateway"]
+CMD ["serve"]
