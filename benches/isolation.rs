@@ -40,15 +40,7 @@ fn others_done(lines: &Arc<Vec<String>>, dir: &Path, slow: Option<(Id, u64)>) ->
         let metrics = Arc::new(Metrics::new(0, 1).expect("metrics"));
         let pipeline = Arc::new(Pipeline::start(config, metrics.clone()).expect("pipeline"));
         let started = Instant::now();
-        let feeder = {
-            let (pipeline, lines) = (pipeline.clone(), lines.clone());
-            tokio::spawn(async move {
-                for line in lines.iter() {
-                    pipeline.submit(decode_frame(line).expect("decodes")).await;
-                }
-            })
-        };
-        feeder.await.expect("feeder");
+        feed(&pipeline, lines).await;
         let total = lines.len() as u64;
         match slow {
             None => pipeline.drain().await,

@@ -70,20 +70,24 @@ pub fn run_actors(lines: &Arc<Vec<String>>, dir: &Path, sharding: Sharding, tune
         let metrics = Arc::new(Metrics::new(sharding.ordinal, sharding.pods).expect("metrics"));
         let pipeline = Arc::new(Pipeline::start(config, metrics.clone()).expect("pipeline"));
         let started = Instant::now();
-        let feeder = {
-            let (pipeline, lines) = (pipeline.clone(), lines.clone());
-            tokio::spawn(async move {
-                for line in lines.iter() {
-                    pipeline.submit(decode_frame(line).expect("the stream decodes")).await;
-                }
-            })
-        };
-        feeder.await.expect("feeder");
+        feed(&pipeline, lines).await;
         pipeline.drain().await;
         let elapsed = started.elapsed();
         assert_eq!(metrics.shed.get(), 0, "the bench must commit every event");
         elapsed
     })
+}
+
+/// Decodes and submits every line from a runtime worker thread, as `replay` does.
+pub async fn feed(pipeline: &Arc<Pipeline>, lines: &Arc<Vec<String>>) {
+    let (pipeline, lines) = (pipeline.clone(), lines.clone());
+    tokio::spawn(async move {
+        for line in lines.iter() {
+            pipeline.submit(decode_frame(line).expect("the stream decodes")).await;
+        }
+    })
+    .await
+    .expect("the feeder task");
 }
 
 /// The same work in a plain single-threaded loop: the same decoding, handlers, moderation log

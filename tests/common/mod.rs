@@ -276,3 +276,22 @@ pub fn tool(name: &str) -> PathBuf {
         PathBuf::from(name)
     }
 }
+
+/// `promtool check metrics` on an exposition page; panics with its report on problems.
+pub fn assert_promtool_accepts(page: &str) {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (scripts/test installs it)");
+    promtool.stdin.take().expect("stdin").write_all(page.as_bytes()).expect("writing to promtool");
+    let out = promtool.wait_with_output().expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
