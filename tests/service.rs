@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::Proc as Pod;

@@ -131,7 +131,7 @@ impl Handler<Route> for ShardFilter {
             self.metrics.shed.inc();
             let shed = self.metrics.shed.get();
             // Log the first and then every 1000th, so a stuck guild cannot flood the log.
-            if shed == 1 || shed % 1000 == 0 {
+            if shed == 1 || shed.is_multiple_of(1000) {
                 tracing::warn!(guild_id = %guild_id, event = kind.name(), seq, shed_total = shed,
                     "guild mailbox full ({capacity} events): event shed");
             }

@@ -63,10 +63,9 @@ impl Progress {
 
     /// Waits for room in the window, then accepts an event.
     pub async fn admit(&self, seq: Option<u64>) -> Ticket {
-        match self.admission.acquire().await {
-            Ok(permit) => permit.forget(),
-            // Never closed; accept rather than lose the event.
-            Err(_) => {}
+        // The semaphore is never closed; if it were, accepting beats losing the event.
+        if let Ok(permit) = self.admission.acquire().await {
+            permit.forget();
         }
         self.begin(seq)
     }

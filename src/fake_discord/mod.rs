@@ -120,7 +120,8 @@ pub struct Session {
 
 impl Session {
     pub fn done(&self) -> bool {
-        self.last_seq_sent >= self.frames.len() as u64 + 1
+        // READY is seq 1, the last frame seq len + 1.
+        self.last_seq_sent > self.frames.len() as u64
     }
 }
 
