@@ -11,6 +11,7 @@ mod http;
 mod logging;
 mod probe;
 mod replay;
+mod reshard;
 mod serve;
 mod shard_of;
 mod signals;
@@ -43,6 +44,8 @@ enum Command {
     FakeDiscord(fake_discord::FakeDiscordArgs),
     /// Run a whole deployment locally: a fake Discord and N `serve` pods, until all is committed
     Simulate(simulate::SimulateArgs),
+    /// Split pod databases (or the TypeScript bot's file) into those of a new pod count
+    Reshard(reshard::ReshardArgs),
     /// Print the pod that owns each guild id: `GUILD_ID ORDINAL` per line
     ShardOf(shard_of::ShardOfArgs),
 }
@@ -65,6 +68,10 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
+        Command::Reshard(args) => match reshard::run(args) {
+            Ok(code) => code,
+            Err(e) => fail(e),
+        },
         Command::Simulate(args) => {
             // The progress lines are the output; logs only for trouble.
             logging::init_with_default(config::LogFormat::Text, "warn");

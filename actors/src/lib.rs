@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod moderation;
 pub mod pipeline;
 pub mod progress;
+pub mod reshard;
 pub mod shard;
 pub mod stats;
 pub mod synthetic;

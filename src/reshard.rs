@@ -1,0 +1,63 @@
+//! `guild-gateway reshard`: moves every guild's rows to its owner under a new pod count (or
+//! strategy): N old pod databases, or the TypeScript bot's single file, in; M new ones out.
+//! Run it with the pods stopped (deploy/RUNBOOK.md, "Scaling").
+
+use crate::config::{parse_number, parse_strategy};
+use anyhow::Context as _;
+use clap::Args;
+use gateway_actors::reshard::reshard;
+use gateway_actors::store;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Args)]
+pub struct ReshardArgs {
+    /// The new number of pods
+    #[arg(long)]
+    pub pods: String,
+    /// The new strategy: md5 or discord
+    #[arg(long, default_value = "md5")]
+    pub strategy: String,
+    /// Where gateway-0.sqlite3 ... gateway-(N-1).sqlite3 are written (they must not exist)
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The databases to split: every old pod's file, or the TypeScript bot's one file
+    #[arg(required = true)]
+    pub sources: Vec<PathBuf>,
+}
+
+pub fn run(args: ReshardArgs) -> anyhow::Result<ExitCode> {
+    let pods = parse_number("--pods", &args.pods, 1, 1 << 16)? as u32;
+    let strategy = parse_strategy("--strategy", &args.strategy)?;
+    for source in &args.sources {
+        anyhow::ensure!(source.is_file(), "source {} is not a file", source.display());
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let report = reshard(&args.sources, strategy, pods, &args.out)?;
+
+    let mut source_rows = std::collections::BTreeMap::new();
+    for source in &args.sources {
+        let conn = rusqlite::Connection::open_with_flags(source, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("opening {}", source.display()))?;
+        for table in report.rows.keys() {
+            // A table the source lacks (the TypeScript file) counts 0.
+            *source_rows.entry(*table).or_insert(0) += store::count_rows(&conn, table).unwrap_or(0);
+        }
+    }
+    println!("{:<18} {:>10} {:>10}   per new pod", "table", "sources", "new");
+    let mut short = false;
+    for (table, per_pod) in &report.rows {
+        let total: i64 = per_pod.iter().sum();
+        let before = source_rows.get(table).copied().unwrap_or(0);
+        short |= total < before;
+        println!("{table:<18} {before:>10} {total:>10}   {per_pod:?}");
+    }
+    for target in &report.targets {
+        println!("wrote {}", target.display());
+    }
+    if short {
+        // Rows are dropped only when sources overlap (the same row in two files).
+        println!("note: fewer rows than the sources hold: some rows were in more than one source");
+    }
+    Ok(ExitCode::SUCCESS)
+}
