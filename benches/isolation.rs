@@ -48,7 +48,8 @@ fn others_done(lines: &Arc<Vec<String>>, dir: &Path, slow: Option<(Id, u64)>) ->
                 // The slow guild's events done so far: all it has started but the last two
                 // (one may be sleeping, one committing).
                 let slow_done = slow_calls.load(Ordering::Relaxed).saturating_sub(2);
-                if pipeline.status().events_done >= total - slow_events + slow_done.min(slow_events) {
+                if pipeline.status().events_done >= total - slow_events + slow_done.min(slow_events)
+                {
                     break;
                 }
                 tokio::time::sleep(Duration::from_micros(200)).await;
@@ -72,17 +73,31 @@ fn isolation(c: &mut Criterion) {
     let mut ranked: Vec<(Id, u64)> = per_guild.into_iter().collect();
     ranked.sort_by_key(|&(id, n)| (std::cmp::Reverse(n), id));
     let slow = ranked[10];
-    eprintln!("isolation: {} events, slow guild {} with {} of them ({} guilds)", lines.len(), slow.0, slow.1, ranked.len());
+    eprintln!(
+        "isolation: {} events, slow guild {} with {} of them ({} guilds)",
+        lines.len(),
+        slow.0,
+        slow.1,
+        ranked.len()
+    );
     let dir = tempfile::tempdir().expect("temp dir");
     let mut group = c.benchmark_group("isolation");
     group.throughput(Throughput::Elements(lines.len() as u64 - slow.1));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(10));
     group.bench_function("no_slow_guild", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| others_done(&lines, dir.path(), None)).sum())
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| others_done(&lines, dir.path(), None))
+                .sum()
+        })
     });
     group.bench_function("one_slow_guild", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| others_done(&lines, dir.path(), Some(slow))).sum())
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| others_done(&lines, dir.path(), Some(slow)))
+                .sum()
+        })
     });
     group.finish();
 }

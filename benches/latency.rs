@@ -28,14 +28,20 @@ fn quantile(metrics: &Metrics, q: f64) -> f64 {
 }
 
 fn main() {
-    let rate: u64 = std::env::var("BENCH_RATE").ok().and_then(|r| r.parse().ok()).unwrap_or(60_000);
+    let rate: u64 = std::env::var("BENCH_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(60_000);
     let lines = Arc::new(stream(1000, 50_000));
     let dir = tempfile::tempdir().expect("temp dir");
     in_system(async {
         let config = PipelineConfig::new(one_pod(), dir.path().join("latency.sqlite3"));
         let metrics = Arc::new(Metrics::new(0, 1).expect("metrics"));
         let pipeline = Arc::new(Pipeline::start(config, metrics.clone()).expect("pipeline"));
-        let decoded: Vec<_> = lines.iter().map(|l| decode_frame(l).expect("decodes")).collect();
+        let decoded: Vec<_> = lines
+            .iter()
+            .map(|l| decode_frame(l).expect("decodes"))
+            .collect();
         let started = Instant::now();
         let feeder = {
             let pipeline = pipeline.clone();

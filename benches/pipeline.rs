@@ -18,9 +18,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn pipeline(c: &mut Criterion) {
-    let messages = std::env::var("BENCH_MESSAGES").ok().and_then(|m| m.parse().ok()).unwrap_or(50_000);
+    let messages = std::env::var("BENCH_MESSAGES")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(50_000);
     let lines = Arc::new(stream(1000, messages));
-    let workers: Option<usize> = std::env::var("BENCH_GUILD_WORKERS").ok().and_then(|w| w.parse().ok());
+    let workers: Option<usize> = std::env::var("BENCH_GUILD_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok());
     let tune = move |config: &mut gateway_actors::PipelineConfig| {
         if let Some(w) = workers {
             config.guild_workers = w;
@@ -32,14 +37,30 @@ fn pipeline(c: &mut Criterion) {
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(15));
     group.bench_function("actors", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| run_actors(&lines, dir.path(), one_pod(), tune)).sum())
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| run_actors(&lines, dir.path(), one_pod(), tune))
+                .sum()
+        })
     });
-    let third = Sharding { strategy: Strategy::Md5, ordinal: 0, pods: 3 };
+    let third = Sharding {
+        strategy: Strategy::Md5,
+        ordinal: 0,
+        pods: 3,
+    };
     group.bench_function("actors_one_of_three", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| run_actors(&lines, dir.path(), third, tune)).sum())
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| run_actors(&lines, dir.path(), third, tune))
+                .sum()
+        })
     });
     group.bench_function("plain_loop", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| run_plain_loop(&lines, dir.path(), one_pod())).sum())
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| run_plain_loop(&lines, dir.path(), one_pod()))
+                .sum()
+        })
     });
     group.finish();
 }

@@ -25,7 +25,12 @@ pub struct PodArgs {
     #[arg(long, env = "SHARD_STRATEGY", global = true, default_value = "md5")]
     pub shard_strategy: String,
     /// Path of this pod's SQLite file (parent directories are created)
-    #[arg(long, env = "DATABASE_URL", global = true, default_value = "./data/gateway.sqlite3")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        global = true,
+        default_value = "./data/gateway.sqlite3"
+    )]
     pub database_url: String,
     /// Listen address for /metrics, /healthz, /readyz and /status
     #[arg(long, env = "HTTP_ADDR", global = true, default_value = "0.0.0.0:3000")]
@@ -34,10 +39,20 @@ pub struct PodArgs {
     #[arg(long, env = "LOG_FORMAT", global = true, default_value = "text")]
     pub log_format: String,
     /// Events queued per guild before that guild's events are shed
-    #[arg(long, env = "GUILD_MAILBOX_CAPACITY", global = true, default_value = "1024")]
+    #[arg(
+        long,
+        env = "GUILD_MAILBOX_CAPACITY",
+        global = true,
+        default_value = "1024"
+    )]
     pub guild_mailbox_capacity: String,
     /// Write commands queued for the SQLite writer before guild actors wait
-    #[arg(long, env = "WRITER_MAILBOX_CAPACITY", global = true, default_value = "8192")]
+    #[arg(
+        long,
+        env = "WRITER_MAILBOX_CAPACITY",
+        global = true,
+        default_value = "8192"
+    )]
     pub writer_mailbox_capacity: String,
     /// Most write commands committed in one transaction
     #[arg(long, env = "WRITER_MAX_BATCH", global = true, default_value = "2000")]
@@ -52,19 +67,39 @@ pub struct PodArgs {
     #[arg(long, env = "AUDIT_WINDOW_SECS", global = true, default_value = "5")]
     pub audit_window_secs: String,
     /// SQLite WAL pages before an automatic checkpoint; 0 when Litestream checkpoints (Kubernetes)
-    #[arg(long, env = "SQLITE_WAL_AUTOCHECKPOINT", global = true, default_value = "1000")]
+    #[arg(
+        long,
+        env = "SQLITE_WAL_AUTOCHECKPOINT",
+        global = true,
+        default_value = "1000"
+    )]
     pub sqlite_wal_autocheckpoint: String,
     /// Threads that run guild actors
     #[arg(long, env = "GUILD_WORKERS", global = true, default_value = "1")]
     pub guild_workers: String,
     /// Minutes without a touch after which message_cache content is cleared
-    #[arg(long, env = "CACHE_CONTENT_TTL_MINUTES", global = true, default_value = "60")]
+    #[arg(
+        long,
+        env = "CACHE_CONTENT_TTL_MINUTES",
+        global = true,
+        default_value = "60"
+    )]
     pub cache_content_ttl_minutes: String,
     /// Hours after creation at which message_cache rows are deleted
-    #[arg(long, env = "CACHE_RETENTION_HOURS", global = true, default_value = "24")]
+    #[arg(
+        long,
+        env = "CACHE_RETENTION_HOURS",
+        global = true,
+        default_value = "24"
+    )]
     pub cache_retention_hours: String,
     /// Seconds between runs of the message_cache expiry job
-    #[arg(long, env = "CACHE_EXPIRY_INTERVAL_SECS", global = true, default_value = "60")]
+    #[arg(
+        long,
+        env = "CACHE_EXPIRY_INTERVAL_SECS",
+        global = true,
+        default_value = "60"
+    )]
     pub cache_expiry_interval_secs: String,
 }
 
@@ -94,15 +129,27 @@ pub struct ConfigError {
 }
 
 fn bad(variable: &'static str, value: &str, problem: impl Into<String>) -> ConfigError {
-    ConfigError { variable, value: value.to_owned(), problem: problem.into() }
+    ConfigError {
+        variable,
+        value: value.to_owned(),
+        problem: problem.into(),
+    }
 }
 
 /// A whole number, without sign, within `min..=max`.
-pub fn parse_number(variable: &'static str, value: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
-    let n: u64 = value
-        .trim()
-        .parse()
-        .map_err(|_| bad(variable, value, format!("not a whole number from {min} to {max}")))?;
+pub fn parse_number(
+    variable: &'static str,
+    value: &str,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let n: u64 = value.trim().parse().map_err(|_| {
+        bad(
+            variable,
+            value,
+            format!("not a whole number from {min} to {max}"),
+        )
+    })?;
     if n < min || n > max {
         return Err(bad(variable, value, format!("must be from {min} to {max}")));
     }
@@ -110,7 +157,13 @@ pub fn parse_number(variable: &'static str, value: &str, min: u64, max: u64) -> 
 }
 
 pub fn parse_strategy(variable: &'static str, value: &str) -> Result<Strategy, ConfigError> {
-    value.parse().map_err(|_| bad(variable, value, "unknown strategy (expected md5 or discord)"))
+    value.parse().map_err(|_| {
+        bad(
+            variable,
+            value,
+            "unknown strategy (expected md5 or discord)",
+        )
+    })
 }
 
 /// The ordinal of a StatefulSet pod from its hostname (`gateway-2` -> 2).
@@ -126,7 +179,10 @@ impl PodArgs {
         let pods = parse_number("NUM_GATEWAY_PODS", &self.num_gateway_pods, 1, MAX_PODS)? as u32;
         let ordinal = match &self.pod_ordinal {
             Some(value) => parse_number("POD_ORDINAL", value, 0, MAX_PODS)? as u32,
-            None => std::env::var("HOSTNAME").ok().and_then(|h| ordinal_from_hostname(&h)).unwrap_or(0),
+            None => std::env::var("HOSTNAME")
+                .ok()
+                .and_then(|h| ordinal_from_hostname(&h))
+                .unwrap_or(0),
         };
         if ordinal >= pods {
             return Err(bad(
@@ -137,7 +193,11 @@ impl PodArgs {
         }
         let strategy = parse_strategy("SHARD_STRATEGY", &self.shard_strategy)?;
         if self.database_url.trim().is_empty() {
-            return Err(bad("DATABASE_URL", &self.database_url, "must be a file path"));
+            return Err(bad(
+                "DATABASE_URL",
+                &self.database_url,
+                "must be a file path",
+            ));
         }
         // Accept sqlite: URLs as the TypeScript deployment wrote them.
         let database = PathBuf::from(
@@ -146,34 +206,91 @@ impl PodArgs {
                 .or_else(|| self.database_url.strip_prefix("sqlite:"))
                 .unwrap_or(&self.database_url),
         );
-        let http_addr = self
-            .http_addr
-            .parse()
-            .map_err(|_| bad("HTTP_ADDR", &self.http_addr, "not an address such as 0.0.0.0:3000"))?;
+        let http_addr = self.http_addr.parse().map_err(|_| {
+            bad(
+                "HTTP_ADDR",
+                &self.http_addr,
+                "not an address such as 0.0.0.0:3000",
+            )
+        })?;
         let log_format = match self.log_format.as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
             other => return Err(bad("LOG_FORMAT", other, "expected text or json")),
         };
-        let number = |variable, value: &str, min, max| parse_number(variable, value, min, max).map(|n| n as usize);
-        let sharding = Sharding { strategy, ordinal, pods };
+        let number = |variable, value: &str, min, max| {
+            parse_number(variable, value, min, max).map(|n| n as usize)
+        };
+        let sharding = Sharding {
+            strategy,
+            ordinal,
+            pods,
+        };
         let mut pipeline = PipelineConfig::new(sharding, database.clone());
-        pipeline.guild_mailbox = number("GUILD_MAILBOX_CAPACITY", &self.guild_mailbox_capacity, 1, 1 << 24)?;
-        pipeline.writer_mailbox = number("WRITER_MAILBOX_CAPACITY", &self.writer_mailbox_capacity, 1, 1 << 24)?;
+        pipeline.guild_mailbox = number(
+            "GUILD_MAILBOX_CAPACITY",
+            &self.guild_mailbox_capacity,
+            1,
+            1 << 24,
+        )?;
+        pipeline.writer_mailbox = number(
+            "WRITER_MAILBOX_CAPACITY",
+            &self.writer_mailbox_capacity,
+            1,
+            1 << 24,
+        )?;
         pipeline.max_batch = number("WRITER_MAX_BATCH", &self.writer_max_batch, 1, 1 << 20)?;
         pipeline.max_in_flight = number("MAX_IN_FLIGHT", &self.max_in_flight, 1, 1 << 26)?;
-        pipeline.guild_idle = Duration::from_secs(parse_number("GUILD_IDLE_SECS", &self.guild_idle_secs, 1, 1 << 32)?);
-        pipeline.audit_window = Duration::from_secs(parse_number("AUDIT_WINDOW_SECS", &self.audit_window_secs, 0, 3600)?);
-        pipeline.wal_autocheckpoint =
-            parse_number("SQLITE_WAL_AUTOCHECKPOINT", &self.sqlite_wal_autocheckpoint, 0, 1 << 30)? as u32;
+        pipeline.guild_idle = Duration::from_secs(parse_number(
+            "GUILD_IDLE_SECS",
+            &self.guild_idle_secs,
+            1,
+            1 << 32,
+        )?);
+        pipeline.audit_window = Duration::from_secs(parse_number(
+            "AUDIT_WINDOW_SECS",
+            &self.audit_window_secs,
+            0,
+            3600,
+        )?);
+        pipeline.wal_autocheckpoint = parse_number(
+            "SQLITE_WAL_AUTOCHECKPOINT",
+            &self.sqlite_wal_autocheckpoint,
+            0,
+            1 << 30,
+        )? as u32;
         pipeline.guild_workers = number("GUILD_WORKERS", &self.guild_workers, 0, 256)?;
         pipeline.cache_expiry = CacheExpiry {
-            content_ttl: Duration::from_secs(60 * parse_number("CACHE_CONTENT_TTL_MINUTES", &self.cache_content_ttl_minutes, 1, 1 << 24)?),
-            retention: Duration::from_secs(3600 * parse_number("CACHE_RETENTION_HOURS", &self.cache_retention_hours, 1, 1 << 20)?),
+            content_ttl: Duration::from_secs(
+                60 * parse_number(
+                    "CACHE_CONTENT_TTL_MINUTES",
+                    &self.cache_content_ttl_minutes,
+                    1,
+                    1 << 24,
+                )?,
+            ),
+            retention: Duration::from_secs(
+                3600 * parse_number(
+                    "CACHE_RETENTION_HOURS",
+                    &self.cache_retention_hours,
+                    1,
+                    1 << 20,
+                )?,
+            ),
         };
-        pipeline.cache_expiry_interval =
-            Duration::from_secs(parse_number("CACHE_EXPIRY_INTERVAL_SECS", &self.cache_expiry_interval_secs, 1, 1 << 24)?);
-        Ok(PodConfig { sharding, database, http_addr, log_format, pipeline })
+        pipeline.cache_expiry_interval = Duration::from_secs(parse_number(
+            "CACHE_EXPIRY_INTERVAL_SECS",
+            &self.cache_expiry_interval_secs,
+            1,
+            1 << 24,
+        )?);
+        Ok(PodConfig {
+            sharding,
+            database,
+            http_addr,
+            log_format,
+            pipeline,
+        })
     }
 }
 

@@ -1,13 +1,13 @@
 //! The pod's HTTP endpoints (actix-web, in the same System as the actors):
 //! `/metrics` (Prometheus text), `/healthz` (liveness), `/readyz` (readiness), `/status` (JSON).
 
-use anyhow::Context as _;
+use crate::gateway::connection::SessionState;
 use actix_web::{web, App, HttpResponse, HttpServer};
+use anyhow::Context as _;
 use gateway_actors::shard::Sharding;
 use gateway_actors::Pipeline;
 use serde::Serialize;
 use std::net::SocketAddr;
-use crate::gateway::connection::SessionState;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,7 +84,10 @@ async fn status(state: web::Data<HttpState>) -> HttpResponse {
         guild_actors: m.guild_actors.get(),
         events_shed: m.shed.get(),
         session_id: state.gateway.as_ref().and_then(|g| g.session_id()),
-        gateway_ready: state.gateway.as_ref().map(|g| g.ready.load(Ordering::SeqCst)),
+        gateway_ready: state
+            .gateway
+            .as_ref()
+            .map(|g| g.ready.load(Ordering::SeqCst)),
     })
 }
 

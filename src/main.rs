@@ -26,7 +26,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "guild-gateway", version, about = "A sharded Discord gateway pod: events -> actors -> SQLite")]
+#[command(
+    name = "guild-gateway",
+    version,
+    about = "A sharded Discord gateway pod: events -> actors -> SQLite"
+)]
 struct Cli {
     #[command(flatten)]
     pod: config::PodArgs,
@@ -53,10 +57,12 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::ShardOf(args) => match shard_of::run(args, &cli.pod.num_gateway_pods, &cli.pod.shard_strategy) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(e),
-        },
+        Command::ShardOf(args) => {
+            match shard_of::run(args, &cli.pod.num_gateway_pods, &cli.pod.shard_strategy) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
         Command::FakeDiscord(args) => {
             let format = match cli.pod.validate() {
                 Ok(config) => config.log_format,
@@ -81,7 +87,8 @@ fn main() -> ExitCode {
             }
         }
         Command::Serve(args) => {
-            let (config, discord) = match cli.pod.validate().and_then(|c| Ok((c, args.validate()?))) {
+            let (config, discord) = match cli.pod.validate().and_then(|c| Ok((c, args.validate()?)))
+            {
                 Ok(settings) => settings,
                 Err(e) => return fail(e.into()),
             };

@@ -13,11 +13,11 @@ use gateway_actors::event::decode_frame;
 use gateway_actors::metrics::Metrics;
 use gateway_actors::pipeline::Overflow;
 use gateway_actors::{Pipeline, PipelineConfig};
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
-use std::io::{BufRead, BufReader, Read};
 use tokio::sync::{mpsc, watch};
 
 #[derive(Debug, Args)]
@@ -42,18 +42,32 @@ pub async fn run(config: PodConfig, args: ReplayArgs) -> anyhow::Result<ExitCode
     let input: Box<dyn Read + Send> = if args.file.as_os_str() == "-" {
         Box::new(std::io::stdin())
     } else {
-        Box::new(std::fs::File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?)
+        Box::new(
+            std::fs::File::open(&args.file)
+                .with_context(|| format!("opening {}", args.file.display()))?,
+        )
     };
     let sharding = config.sharding;
-    let metrics = Arc::new(Metrics::new(sharding.ordinal, sharding.pods).context("registering metrics")?);
+    let metrics =
+        Arc::new(Metrics::new(sharding.ordinal, sharding.pods).context("registering metrics")?);
     // An archive must load completely: a busy guild's mailbox grows (within MAX_IN_FLIGHT)
     // instead of shedding.
-    let pipeline_config = PipelineConfig { overflow: Overflow::Queue, ..config.pipeline.clone() };
-    let pipeline = Arc::new(
-        Pipeline::start(pipeline_config, metrics)
-            .with_context(|| format!("opening the pod's database {}", config.database.display()))?,
-    );
-    let server = http::start(config.http_addr, HttpState { pipeline: pipeline.clone(), sharding, gateway: None })?;
+    let pipeline_config = PipelineConfig {
+        overflow: Overflow::Queue,
+        ..config.pipeline.clone()
+    };
+    let pipeline =
+        Arc::new(Pipeline::start(pipeline_config, metrics).with_context(|| {
+            format!("opening the pod's database {}", config.database.display())
+        })?);
+    let server = http::start(
+        config.http_addr,
+        HttpState {
+            pipeline: pipeline.clone(),
+            sharding,
+            gateway: None,
+        },
+    )?;
     tracing::info!(pod = sharding.ordinal, pods = sharding.pods, strategy = %sharding.strategy,
         database = %config.database.display(), "replaying {}", args.file.display());
 
@@ -96,7 +110,11 @@ pub async fn run(config: PodConfig, args: ReplayArgs) -> anyhow::Result<ExitCode
     if let Ok(pipeline) = Arc::try_unwrap(pipeline) {
         pipeline.shutdown();
     }
-    Ok(if outcome.malformed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if outcome.malformed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Reads lines on a plain thread: a blocked read of an open stdin must not keep the runtime

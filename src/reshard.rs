@@ -30,21 +30,32 @@ pub fn run(args: ReshardArgs) -> anyhow::Result<ExitCode> {
     let pods = parse_number("--pods", &args.pods, 1, 1 << 16)? as u32;
     let strategy = parse_strategy("--strategy", &args.strategy)?;
     for source in &args.sources {
-        anyhow::ensure!(source.is_file(), "source {} is not a file", source.display());
+        anyhow::ensure!(
+            source.is_file(),
+            "source {} is not a file",
+            source.display()
+        );
     }
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let report = reshard(&args.sources, strategy, pods, &args.out)?;
 
     let mut source_rows = std::collections::BTreeMap::new();
     for source in &args.sources {
-        let conn = rusqlite::Connection::open_with_flags(source, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .with_context(|| format!("opening {}", source.display()))?;
+        let conn = rusqlite::Connection::open_with_flags(
+            source,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .with_context(|| format!("opening {}", source.display()))?;
         for table in report.rows.keys() {
             // A table the source lacks (the TypeScript file) counts 0.
             *source_rows.entry(*table).or_insert(0) += store::count_rows(&conn, table).unwrap_or(0);
         }
     }
-    println!("{:<18} {:>10} {:>10}   per new pod", "table", "sources", "new");
+    println!(
+        "{:<18} {:>10} {:>10}   per new pod",
+        "table", "sources", "new"
+    );
     let mut short = false;
     for (table, per_pod) in &report.rows {
         let total: i64 = per_pod.iter().sum();

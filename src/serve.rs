@@ -51,7 +51,9 @@ impl ServeArgs {
         };
         let api_url = match self.discord_api_url.as_deref().map(str::trim) {
             None | Some("") => None,
-            Some(url) if url.starts_with("http://") || url.starts_with("https://") => Some(url.to_owned()),
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                Some(url.to_owned())
+            }
             Some(url) => {
                 return Err(crate::config::ConfigError {
                     variable: "DISCORD_API_URL",
@@ -67,26 +69,36 @@ impl ServeArgs {
 pub async fn run(config: PodConfig, discord: DiscordSettings) -> anyhow::Result<ExitCode> {
     let signal = shutdown_signal()?;
     let sharding = config.sharding;
-    let metrics = Arc::new(Metrics::new(sharding.ordinal, sharding.pods).context("registering metrics")?);
-    let gateway_metrics = Arc::new(GatewayMetrics::register(&metrics.registry).context("registering metrics")?);
+    let metrics =
+        Arc::new(Metrics::new(sharding.ordinal, sharding.pods).context("registering metrics")?);
+    let gateway_metrics =
+        Arc::new(GatewayMetrics::register(&metrics.registry).context("registering metrics")?);
     let pipeline = Arc::new(
         Pipeline::start(config.pipeline.clone(), metrics)
             .with_context(|| format!("opening the pod's database {}", config.database.display()))?,
     );
-    let shard = (sharding.strategy == Strategy::Discord).then_some([sharding.ordinal, sharding.pods]);
-    let mut connection = Connection::start(
-        ConnectionConfig { token: discord.token, api_url: discord.api_url, shard },
+    let shard =
+        (sharding.strategy == Strategy::Discord).then_some([sharding.ordinal, sharding.pods]);
+    let (mut connection, mut events) = Connection::start(
+        ConnectionConfig {
+            token: discord.token,
+            api_url: discord.api_url,
+            shard,
+        },
         gateway_metrics,
     );
     let server = http::start(
         config.http_addr,
-        HttpState { pipeline: pipeline.clone(), sharding, gateway: Some(connection.state.clone()) },
+        HttpState {
+            pipeline: pipeline.clone(),
+            sharding,
+            gateway: Some(connection.state.clone()),
+        },
     )?;
     tracing::info!(pod = sharding.ordinal, pods = sharding.pods, strategy = %sharding.strategy, ?shard,
         database = %config.database.display(), "serving");
 
     let (submitted_tx, submitted) = tokio::sync::oneshot::channel();
-    let mut events = std::mem::replace(&mut connection.events, tokio::sync::mpsc::unbounded_channel().1);
     let events = futures_util::stream::poll_fn(move |cx| events.poll_recv(cx));
     let feeder_pipeline = pipeline.clone();
     GatewayActor::create(move |ctx| {
@@ -114,7 +126,10 @@ pub async fn run(config: PodConfig, discord: DiscordSettings) -> anyhow::Result<
     };
     // Everything the connection received is submitted (the stream ends when the connection's
     // thread does), then committed.
-    if tokio::time::timeout(Duration::from_secs(5), submitted).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), submitted)
+        .await
+        .is_err()
+    {
         tracing::warn!("the connection's events were still arriving 5 s after it closed");
     }
     pipeline.drain().await;

@@ -9,40 +9,73 @@ fn assert_rejected(env: &[(&str, &str)], variable: &str, value: &str) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("sub/gateway.sqlite3");
     let mut cmd = gateway();
-    cmd.arg("replay").arg(sample_stream()).env("DATABASE_URL", &db).env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()));
+    cmd.arg("replay")
+        .arg(sample_stream())
+        .env("DATABASE_URL", &db)
+        .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()));
     for (k, v) in env {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{env:?} was accepted");
-    assert_eq!(stderr.lines().count(), 1, "{env:?}: expected one line, got:\n{stderr}");
-    assert!(stderr.contains(variable) && stderr.contains(value), "{env:?}: {stderr}");
-    assert!(!db.exists() && !db.parent().unwrap().exists(), "{env:?}: the database was touched");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "{env:?}: expected one line, got:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(variable) && stderr.contains(value),
+        "{env:?}: {stderr}"
+    );
+    assert!(
+        !db.exists() && !db.parent().unwrap().exists(),
+        "{env:?}: the database was touched"
+    );
 }
 
 #[test]
 fn bad_pod_counts() {
     assert_rejected(&[("NUM_GATEWAY_PODS", "0")], "NUM_GATEWAY_PODS", "\"0\"");
     assert_rejected(&[("NUM_GATEWAY_PODS", "-2")], "NUM_GATEWAY_PODS", "\"-2\"");
-    assert_rejected(&[("NUM_GATEWAY_PODS", "three")], "NUM_GATEWAY_PODS", "\"three\"");
+    assert_rejected(
+        &[("NUM_GATEWAY_PODS", "three")],
+        "NUM_GATEWAY_PODS",
+        "\"three\"",
+    );
 }
 
 #[test]
 fn bad_ordinals() {
-    assert_rejected(&[("NUM_GATEWAY_PODS", "3"), ("POD_ORDINAL", "3")], "POD_ORDINAL", "\"3\"");
+    assert_rejected(
+        &[("NUM_GATEWAY_PODS", "3"), ("POD_ORDINAL", "3")],
+        "POD_ORDINAL",
+        "\"3\"",
+    );
     assert_rejected(&[("POD_ORDINAL", "-1")], "POD_ORDINAL", "\"-1\"");
     assert_rejected(&[("POD_ORDINAL", "1.5")], "POD_ORDINAL", "\"1.5\"");
     // The HOSTNAME fallback is validated too.
-    assert_rejected(&[("NUM_GATEWAY_PODS", "3"), ("HOSTNAME", "gateway-4")], "POD_ORDINAL", "\"4\"");
+    assert_rejected(
+        &[("NUM_GATEWAY_PODS", "3"), ("HOSTNAME", "gateway-4")],
+        "POD_ORDINAL",
+        "\"4\"",
+    );
 }
 
 #[test]
 fn bad_strategy_format_and_address() {
-    assert_rejected(&[("SHARD_STRATEGY", "crc32")], "SHARD_STRATEGY", "\"crc32\"");
+    assert_rejected(
+        &[("SHARD_STRATEGY", "crc32")],
+        "SHARD_STRATEGY",
+        "\"crc32\"",
+    );
     assert_rejected(&[("LOG_FORMAT", "xml")], "LOG_FORMAT", "\"xml\"");
     assert_rejected(&[("HTTP_ADDR", "localhost")], "HTTP_ADDR", "\"localhost\"");
-    assert_rejected(&[("GUILD_MAILBOX_CAPACITY", "0")], "GUILD_MAILBOX_CAPACITY", "\"0\"");
+    assert_rejected(
+        &[("GUILD_MAILBOX_CAPACITY", "0")],
+        "GUILD_MAILBOX_CAPACITY",
+        "\"0\"",
+    );
 }
 
 #[test]
@@ -57,7 +90,10 @@ fn flags_mirror_the_variables() {
         ("--http-addr", "HTTP_ADDR"),
         ("--log-format", "LOG_FORMAT"),
     ] {
-        assert!(help.contains(flag) && help.contains(&format!("env: {var}")), "--help lacks {flag} / {var}:\n{help}");
+        assert!(
+            help.contains(flag) && help.contains(&format!("env: {var}")),
+            "--help lacks {flag} / {var}:\n{help}"
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("gateway.sqlite3");
@@ -88,8 +124,12 @@ fn hostname_gives_the_ordinal() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let status = wait_for(std::time::Duration::from_secs(20), || http_get(port, "/status").ok().filter(|(c, _)| *c == 200));
-    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = wait_for(std::time::Duration::from_secs(20), || {
+        http_get(port, "/status").ok().filter(|(c, _)| *c == 200)
+    });
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let exit = wait_exit(&mut child, std::time::Duration::from_secs(30));
     let (_, body) = status.expect("/status answered");
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -21,35 +21,62 @@ fn render(target: &str) -> String {
         .arg(deploy_dir().join(target))
         .output()
         .expect("kubectl is installed");
-    assert!(out.status.success(), "kubectl kustomize {target}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {target}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 fn documents(rendered: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(rendered).map(|d| Value::deserialize(d).unwrap()).collect()
+    serde_yaml::Deserializer::from_str(rendered)
+        .map(|d| Value::deserialize(d).unwrap())
+        .collect()
 }
 
 use serde::Deserialize;
 
 fn find<'a>(docs: &'a [Value], kind: &str, name_prefix: &str) -> Vec<&'a Value> {
     docs.iter()
-        .filter(|d| d["kind"] == kind && d["metadata"]["name"].as_str().is_some_and(|n| n.starts_with(name_prefix)))
+        .filter(|d| {
+            d["kind"] == kind
+                && d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(name_prefix))
+        })
         .collect()
 }
 
 fn container<'a>(pod_spec: &'a Value, list: &str, name: &str) -> &'a Value {
-    pod_spec[list].as_sequence().unwrap().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{list} {name}"))
+    pod_spec[list]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("{list} {name}"))
 }
 
 /// The names a container's environment provides: `env` names and the keys of `envFrom`
 /// ConfigMaps.
 fn env_names(c: &Value, docs: &[Value]) -> BTreeSet<String> {
-    let mut names: BTreeSet<String> = c["env"].as_sequence().into_iter().flatten().filter_map(|e| e["name"].as_str().map(str::to_owned)).collect();
+    let mut names: BTreeSet<String> = c["env"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["name"].as_str().map(str::to_owned))
+        .collect();
     for from in c["envFrom"].as_sequence().into_iter().flatten() {
         let cm = from["configMapRef"]["name"].as_str().expect("configMapRef");
         let map = find(docs, "ConfigMap", cm);
         assert_eq!(map.len(), 1, "ConfigMap {cm} exists once");
-        names.extend(map[0]["data"].as_mapping().unwrap().keys().filter_map(|k| k.as_str().map(str::to_owned)));
+        names.extend(
+            map[0]["data"]
+                .as_mapping()
+                .unwrap()
+                .keys()
+                .filter_map(|k| k.as_str().map(str::to_owned)),
+        );
     }
     names
 }
@@ -58,17 +85,30 @@ fn env_names(c: &Value, docs: &[Value]) -> BTreeSet<String> {
 fn every_kustomization_renders_and_validates() {
     for target in TARGETS {
         let rendered = render(target);
-        assert!(!rendered.contains("CONFIG_SERVICE_URL"), "{target} mentions CONFIG_SERVICE_URL");
+        assert!(
+            !rendered.contains("CONFIG_SERVICE_URL"),
+            "{target} mentions CONFIG_SERVICE_URL"
+        );
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), &rendered).unwrap();
         let out = Command::new(tool("kubernetes-validate"))
             .arg(file.path())
             .output()
             .expect("kubernetes-validate is installed (scripts/test installs it)");
-        let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         // A CRD (ServiceMonitor) has no schema offline: that is reported, not an error.
-        assert!(out.status.success(), "kubernetes-validate {target}:\n{report}");
-        assert!(!report.to_lowercase().contains("error"), "kubernetes-validate {target}:\n{report}");
+        assert!(
+            out.status.success(),
+            "kubernetes-validate {target}:\n{report}"
+        );
+        assert!(
+            !report.to_lowercase().contains("error"),
+            "kubernetes-validate {target}:\n{report}"
+        );
     }
 }
 
@@ -83,79 +123,206 @@ fn the_wiring_is_complete() {
         assert_eq!(spec["podManagementPolicy"], "Parallel", "{target}");
         assert_eq!(spec["serviceName"], "gateway", "{target}");
         let svc = find(&docs, "Service", "gateway");
-        assert_eq!(svc[0]["spec"]["clusterIP"], "None", "{target}: headless Service");
-        assert_eq!(find(&docs, "PodDisruptionBudget", "gateway").len(), 1, "{target}: PDB");
+        assert_eq!(
+            svc[0]["spec"]["clusterIP"], "None",
+            "{target}: headless Service"
+        );
+        assert_eq!(
+            find(&docs, "PodDisruptionBudget", "gateway").len(),
+            1,
+            "{target}: PDB"
+        );
         let pod = &spec["template"]["spec"];
-        assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() >= 30, "{target}: grace period");
-        assert_eq!(spec["template"]["metadata"]["annotations"]["prometheus.io/scrape"], "true");
+        assert!(
+            pod["terminationGracePeriodSeconds"].as_u64().unwrap() >= 30,
+            "{target}: grace period"
+        );
+        assert_eq!(
+            spec["template"]["metadata"]["annotations"]["prometheus.io/scrape"],
+            "true"
+        );
 
         // One source of NUM_GATEWAY_PODS: the gateway-sharding ConfigMap, equal to replicas.
-        let sources: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "ConfigMap" && !d["data"]["NUM_GATEWAY_PODS"].is_null()).collect();
+        let sources: Vec<&Value> = docs
+            .iter()
+            .filter(|d| d["kind"] == "ConfigMap" && !d["data"]["NUM_GATEWAY_PODS"].is_null())
+            .collect();
         assert_eq!(sources.len(), 1, "{target}: NUM_GATEWAY_PODS defined once");
-        assert_eq!(sources[0]["metadata"]["name"], "gateway-sharding", "{target}: a stable name the HTTP services can use");
-        let pods: u64 = sources[0]["data"]["NUM_GATEWAY_PODS"].as_str().unwrap().parse().unwrap();
-        assert_eq!(spec["replicas"].as_u64(), Some(pods), "{target}: replicas == NUM_GATEWAY_PODS");
+        assert_eq!(
+            sources[0]["metadata"]["name"], "gateway-sharding",
+            "{target}: a stable name the HTTP services can use"
+        );
+        let pods: u64 = sources[0]["data"]["NUM_GATEWAY_PODS"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            spec["replicas"].as_u64(),
+            Some(pods),
+            "{target}: replicas == NUM_GATEWAY_PODS"
+        );
 
         let gateway = container(pod, "containers", "gateway");
         let env = gateway["env"].as_sequence().unwrap();
-        assert!(env.iter().all(|e| e["name"] != "NUM_GATEWAY_PODS"), "{target}: NUM_GATEWAY_PODS only from the ConfigMap");
-        let ordinal = env.iter().find(|e| e["name"] == "POD_ORDINAL").expect("POD_ORDINAL");
-        assert_eq!(ordinal["valueFrom"]["fieldRef"]["fieldPath"], "metadata.labels['apps.kubernetes.io/pod-index']");
+        assert!(
+            env.iter().all(|e| e["name"] != "NUM_GATEWAY_PODS"),
+            "{target}: NUM_GATEWAY_PODS only from the ConfigMap"
+        );
+        let ordinal = env
+            .iter()
+            .find(|e| e["name"] == "POD_ORDINAL")
+            .expect("POD_ORDINAL");
+        assert_eq!(
+            ordinal["valueFrom"]["fieldRef"]["fieldPath"],
+            "metadata.labels['apps.kubernetes.io/pod-index']"
+        );
         let gateway_env = env_names(gateway, &docs);
-        for name in ["POD_ORDINAL", "NUM_GATEWAY_PODS", "SHARD_STRATEGY", "DATABASE_URL", "DISCORD_TOKEN", "HTTP_ADDR"] {
+        for name in [
+            "POD_ORDINAL",
+            "NUM_GATEWAY_PODS",
+            "SHARD_STRATEGY",
+            "DATABASE_URL",
+            "DISCORD_TOKEN",
+            "HTTP_ADDR",
+        ] {
             assert!(gateway_env.contains(name), "{target}: gateway lacks {name}");
         }
         let token = env.iter().find(|e| e["name"] == "DISCORD_TOKEN").unwrap();
-        assert!(token["valueFrom"]["secretKeyRef"].is_mapping(), "{target}: DISCORD_TOKEN from a Secret");
-        let db = env.iter().find(|e| e["name"] == "DATABASE_URL").unwrap()["value"].as_str().unwrap().to_owned();
+        assert!(
+            token["valueFrom"]["secretKeyRef"].is_mapping(),
+            "{target}: DISCORD_TOKEN from a Secret"
+        );
+        let db = env.iter().find(|e| e["name"] == "DATABASE_URL").unwrap()["value"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         assert_eq!(gateway["startupProbe"]["httpGet"]["path"], "/healthz");
         assert_eq!(gateway["livenessProbe"]["httpGet"]["path"], "/healthz");
         assert_eq!(gateway["readinessProbe"]["httpGet"]["path"], "/readyz");
-        assert!(gateway["resources"]["requests"].is_mapping() && gateway["resources"]["limits"].is_mapping());
+        assert!(
+            gateway["resources"]["requests"].is_mapping()
+                && gateway["resources"]["limits"].is_mapping()
+        );
 
         // Litestream: the config's variables reach both containers that read it.
         let config_map = find(&docs, "ConfigMap", "gateway-litestream");
         let config = config_map[0]["data"]["litestream.yml"].as_str().unwrap();
-        let settings: String = config.lines().filter(|l| !l.trim_start().starts_with('#')).collect::<Vec<_>>().join("\n");
+        let settings: String = config
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
         let vars: BTreeSet<String> = settings
             .split("${")
             .skip(1)
             .filter_map(|rest| rest.split_once('}').map(|(v, _)| v.to_owned()))
             .collect();
-        assert!(vars.contains("POD_NAME") && vars.contains("LITESTREAM_BUCKET"), "{vars:?}");
-        assert!(config.contains(&format!("path: {db}")), "{target}: Litestream replicates DATABASE_URL ({db})");
+        assert!(
+            vars.contains("POD_NAME") && vars.contains("LITESTREAM_BUCKET"),
+            "{vars:?}"
+        );
+        assert!(
+            config.contains(&format!("path: {db}")),
+            "{target}: Litestream replicates DATABASE_URL ({db})"
+        );
         let restore = container(pod, "initContainers", "litestream-restore");
         let sidecar = container(pod, "containers", "litestream");
-        let args = |c: &Value| c["args"].as_sequence().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect::<Vec<_>>();
+        let args = |c: &Value| {
+            c["args"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
         for flag in ["restore", "-if-db-not-exists", "-if-replica-exists"] {
-            assert!(args(restore).contains(&flag.to_string()), "{target}: restore {flag}");
+            assert!(
+                args(restore).contains(&flag.to_string()),
+                "{target}: restore {flag}"
+            );
         }
         assert_eq!(args(sidecar)[0], "replicate");
         for (role, c) in [("init", restore), ("sidecar", sidecar)] {
             let names = env_names(c, &docs);
-            for var in vars.iter().chain(["LITESTREAM_ACCESS_KEY_ID".to_string(), "LITESTREAM_SECRET_ACCESS_KEY".to_string()].iter()) {
-                assert!(names.contains(var), "{target}: the {role} container lacks {var}");
+            for var in vars.iter().chain(
+                [
+                    "LITESTREAM_ACCESS_KEY_ID".to_string(),
+                    "LITESTREAM_SECRET_ACCESS_KEY".to_string(),
+                ]
+                .iter(),
+            ) {
+                assert!(
+                    names.contains(var),
+                    "{target}: the {role} container lacks {var}"
+                );
             }
-            let pod_name = c["env"].as_sequence().unwrap().iter().find(|e| e["name"] == "POD_NAME").unwrap();
-            assert_eq!(pod_name["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name", "{target}: POD_NAME is the pod's name");
-            let mounts: Vec<&str> = c["volumeMounts"].as_sequence().unwrap().iter().filter_map(|m| m["mountPath"].as_str()).collect();
-            assert!(mounts.contains(&"/data") && db.starts_with("/data/"), "{target}: {role} sees the database volume");
+            let pod_name = c["env"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == "POD_NAME")
+                .unwrap();
+            assert_eq!(
+                pod_name["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name",
+                "{target}: POD_NAME is the pod's name"
+            );
+            let mounts: Vec<&str> = c["volumeMounts"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .filter_map(|m| m["mountPath"].as_str())
+                .collect();
+            assert!(
+                mounts.contains(&"/data") && db.starts_with("/data/"),
+                "{target}: {role} sees the database volume"
+            );
         }
         // The replica path is per pod: distinct for every ordinal.
-        let path_template = config.lines().find_map(|l| l.trim().strip_prefix("path: gateway/")).expect("replica path");
-        let paths: BTreeSet<String> = (0..pods).map(|k| path_template.replace("${POD_NAME}", &format!("gateway-{k}"))).collect();
-        assert_eq!(paths.len() as u64, pods, "{target}: one replica path per pod");
+        let path_template = config
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("path: gateway/"))
+            .expect("replica path");
+        let paths: BTreeSet<String> = (0..pods)
+            .map(|k| path_template.replace("${POD_NAME}", &format!("gateway-{k}")))
+            .collect();
+        assert_eq!(
+            paths.len() as u64,
+            pods,
+            "{target}: one replica path per pod"
+        );
 
         // Hardened containers.
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
-        for c in pod["containers"].as_sequence().unwrap().iter().chain(pod["initContainers"].as_sequence().unwrap()) {
+        for c in pod["containers"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .chain(pod["initContainers"].as_sequence().unwrap())
+        {
             let sc = &c["securityContext"];
-            assert_eq!(sc["readOnlyRootFilesystem"], true, "{target}: {:?}", c["name"]);
-            assert_eq!(sc["allowPrivilegeEscalation"], false, "{target}: {:?}", c["name"]);
-            assert_eq!(sc["capabilities"]["drop"][0], "ALL", "{target}: {:?}", c["name"]);
+            assert_eq!(
+                sc["readOnlyRootFilesystem"], true,
+                "{target}: {:?}",
+                c["name"]
+            );
+            assert_eq!(
+                sc["allowPrivilegeEscalation"], false,
+                "{target}: {:?}",
+                c["name"]
+            );
+            assert_eq!(
+                sc["capabilities"]["drop"][0], "ALL",
+                "{target}: {:?}",
+                c["name"]
+            );
         }
         let monitors = find(&docs, "ServiceMonitor", "gateway").len();
-        assert_eq!(monitors, usize::from(target == "overlays/production"), "{target}: ServiceMonitor only where the component is used");
+        assert_eq!(
+            monitors,
+            usize::from(target == "overlays/production"),
+            "{target}: ServiceMonitor only where the component is used"
+        );
     }
 }
 
@@ -168,8 +335,15 @@ fn referenced_metrics(prefix: &str) -> BTreeSet<String> {
     let text = monitoring("dashboard.json") + &monitoring("alerts.yaml");
     let mut names = BTreeSet::new();
     for (i, _) in text.match_indices(prefix) {
-        let name: String = text[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-        let base = ["_bucket", "_sum", "_count"].iter().fold(name.clone(), |n, s| n.strip_suffix(s).map(str::to_owned).unwrap_or(n));
+        let name: String = text[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .fold(name.clone(), |n, s| {
+                n.strip_suffix(s).map(str::to_owned).unwrap_or(n)
+            });
         names.insert(base);
     }
     names
@@ -179,10 +353,24 @@ fn referenced_metrics(prefix: &str) -> BTreeSet<String> {
 fn alerts_pass_promtool_and_use_exported_metrics() {
     let alerts: Value = serde_yaml::from_str(&monitoring("alerts.yaml")).unwrap();
     let rules = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(rules.path(), serde_yaml::to_string(&alerts["spec"]).unwrap()).unwrap();
-    let out = Command::new("promtool").args(["check", "rules"]).arg(rules.path()).output().expect("promtool");
-    assert!(out.status.success(), "promtool check rules: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let dashboard: serde_json::Value = serde_json::from_str(&monitoring("dashboard.json")).expect("the dashboard is JSON");
+    std::fs::write(
+        rules.path(),
+        serde_yaml::to_string(&alerts["spec"]).unwrap(),
+    )
+    .unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(rules.path())
+        .output()
+        .expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check rules: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&monitoring("dashboard.json")).expect("the dashboard is JSON");
     assert!(dashboard["panels"].as_array().unwrap().len() >= 10);
 
     // A live pod's exposition (serve adds the gateway_* metrics to replay's).
@@ -191,14 +379,24 @@ fn alerts_pass_promtool_and_use_exported_metrics() {
         let port = free_port();
         let fake = Proc(
             gateway()
-                .args(["fake-discord", "--listen", &format!("127.0.0.1:{port}"), "--token", "t", "--events"])
+                .args([
+                    "fake-discord",
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                    "--token",
+                    "t",
+                    "--events",
+                ])
                 .arg(sample_stream())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn()
                 .unwrap(),
         );
-        wait_for(std::time::Duration::from_secs(20), || http_get(port, "/fake/sessions").ok()).expect("fake starts");
+        wait_for(std::time::Duration::from_secs(20), || {
+            http_get(port, "/fake/sessions").ok()
+        })
+        .expect("fake starts");
         (fake, port)
     };
     let port = free_port();
@@ -216,12 +414,20 @@ fn alerts_pass_promtool_and_use_exported_metrics() {
     );
     let page = wait_for(std::time::Duration::from_secs(30), || {
         let (_, page) = http_get(port, "/metrics").ok()?;
-        page.contains("guild_gateway_gateway_connected 1").then_some(page)
+        page.contains("guild_gateway_gateway_connected 1")
+            .then_some(page)
     })
     .expect("the pod connects");
-    let exported: BTreeSet<&str> = page.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split_whitespace().next()).collect();
+    let exported: BTreeSet<&str> = page
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
     for metric in referenced_metrics("guild_gateway_") {
-        assert!(exported.contains(metric.as_str()), "the dashboard or alerts use {metric}, which the service does not export");
+        assert!(
+            exported.contains(metric.as_str()),
+            "the dashboard or alerts use {metric}, which the service does not export"
+        );
     }
     sigterm(&pod.0);
     wait_exit(&mut pod.0, std::time::Duration::from_secs(30));

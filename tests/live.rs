@@ -14,7 +14,14 @@ fn start_fake(extra: &[&str]) -> (Proc, u16) {
     let port = free_port();
     let fake = Proc(
         gateway()
-            .args(["fake-discord", "--listen", &format!("127.0.0.1:{port}"), "--token", TOKEN, "--events"])
+            .args([
+                "fake-discord",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--token",
+                TOKEN,
+                "--events",
+            ])
             .arg(sample_stream())
             .args(extra)
             .stdout(Stdio::null())
@@ -22,8 +29,12 @@ fn start_fake(extra: &[&str]) -> (Proc, u16) {
             .spawn()
             .expect("starting fake-discord"),
     );
-    wait_for(Duration::from_secs(20), || http_get(port, "/fake/sessions").ok().filter(|(c, _)| *c == 200))
-        .expect("fake-discord answers");
+    wait_for(Duration::from_secs(20), || {
+        http_get(port, "/fake/sessions")
+            .ok()
+            .filter(|(c, _)| *c == 200)
+    })
+    .expect("fake-discord answers");
     (fake, port)
 }
 
@@ -33,7 +44,14 @@ struct LivePod {
     db: PathBuf,
 }
 
-fn start_pod(dir: &std::path::Path, fake_port: u16, ordinal: u32, pods: u32, strategy: &str, token: &str) -> LivePod {
+fn start_pod(
+    dir: &std::path::Path,
+    fake_port: u16,
+    ordinal: u32,
+    pods: u32,
+    strategy: &str,
+    token: &str,
+) -> LivePod {
     let port = free_port();
     let db = dir.join(format!("gateway-{ordinal}.sqlite3"));
     let proc = Proc(
@@ -56,7 +74,9 @@ fn start_pod(dir: &std::path::Path, fake_port: u16, ordinal: u32, pods: u32, str
 
 fn json(port: u16, path: &str) -> Option<Value> {
     let (code, body) = http_get(port, path).ok()?;
-    (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+    (code == 200)
+        .then(|| serde_json::from_str(&body).ok())
+        .flatten()
 }
 
 /// Waits until every pod has committed everything its session was sent; returns the sessions.
@@ -66,7 +86,9 @@ fn wait_all_committed(pods: &[LivePod], fake_port: u16) -> Vec<Value> {
         let sessions = sessions.as_array()?.clone();
         for pod in pods {
             let status = json(pod.port, "/status")?;
-            let session = sessions.iter().find(|s| s["session_id"] == status["session_id"])?;
+            let session = sessions
+                .iter()
+                .find(|s| s["session_id"] == status["session_id"])?;
             let committed = session["done"] == true
                 && status["last_seq_committed"] == session["last_seq_sent"]
                 && status["in_flight"] == 0;
@@ -92,14 +114,23 @@ fn stop_all(pods: &mut [LivePod]) {
 fn three_pods(strategy: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (_fake, fake_port) = start_fake(&[]);
-    let mut pods: Vec<LivePod> = (0..3).map(|k| start_pod(dir.path(), fake_port, k, 3, strategy, TOKEN)).collect();
+    let mut pods: Vec<LivePod> = (0..3)
+        .map(|k| start_pod(dir.path(), fake_port, k, 3, strategy, TOKEN))
+        .collect();
     let sessions = wait_all_committed(&pods, fake_port);
     assert_eq!(sessions.len(), 3, "one session per pod: {sessions:?}");
 
     let lines = sample_lines();
     let total = lines.len() as f64;
-    let dms = lines.iter().filter(|l| l["t"] == "MESSAGE_CREATE" && dispatch_guild(l).is_none()).count() as f64;
-    let guild_ids: Vec<String> = lines.iter().filter_map(dispatch_guild).map(|g| g.to_string()).collect();
+    let dms = lines
+        .iter()
+        .filter(|l| l["t"] == "MESSAGE_CREATE" && dispatch_guild(l).is_none())
+        .count() as f64;
+    let guild_ids: Vec<String> = lines
+        .iter()
+        .filter_map(dispatch_guild)
+        .map(|g| g.to_string())
+        .collect();
     let owner = owners(&guild_ids, 3, strategy);
     for (k, pod) in pods.iter().enumerate() {
         let (_, page) = http_get(pod.port, "/metrics").unwrap();
@@ -113,15 +144,37 @@ fn three_pods(strategy: &str) {
         let received = metric_total(&page, "guild_gateway_events_received_total");
         let foreign = metric_total(&page, "guild_gateway_events_foreign_total");
         // Each session starts with READY, counted as received and owned by every pod.
-        let owned_messages = owned_lines.iter().filter(|l| l["t"] == "MESSAGE_CREATE").count() as f64;
-        assert_eq!(metric(&page, "guild_gateway_events_owned_total{type=\"MESSAGE_CREATE\"}"), owned_messages, "pod {k}: owned MESSAGE_CREATE (DMs on pod 0 only)");
+        let owned_messages = owned_lines
+            .iter()
+            .filter(|l| l["t"] == "MESSAGE_CREATE")
+            .count() as f64;
+        assert_eq!(
+            metric(
+                &page,
+                "guild_gateway_events_owned_total{type=\"MESSAGE_CREATE\"}"
+            ),
+            owned_messages,
+            "pod {k}: owned MESSAGE_CREATE (DMs on pod 0 only)"
+        );
         if strategy == "discord" {
             // Discord (here the fake) routed to this pod only its own guilds' events.
-            assert_eq!(received, owned_lines.len() as f64 + 1.0, "pod {k} received {received}");
+            assert_eq!(
+                received,
+                owned_lines.len() as f64 + 1.0,
+                "pod {k} received {received}"
+            );
             assert_eq!(foreign, 0.0, "pod {k} received foreign events");
         } else {
-            assert_eq!(received, total + 1.0, "pod {k}: md5 pods receive everything");
-            assert_eq!(foreign, total - owned_lines.len() as f64, "pod {k}: foreign events");
+            assert_eq!(
+                received,
+                total + 1.0,
+                "pod {k}: md5 pods receive everything"
+            );
+            assert_eq!(
+                foreign,
+                total - owned_lines.len() as f64,
+                "pod {k}: foreign events"
+            );
         }
         assert_eq!(metric(&page, "guild_gateway_gateway_connected"), 1.0);
         assert_eq!(http_get(pod.port, "/readyz").unwrap().0, 200);
@@ -148,8 +201,15 @@ fn a_dropped_session_resumes_and_the_rows_stay_exact() {
     let (_fake, fake_port) = start_fake(&["--drop-at-seq", "200"]);
     let mut pods = vec![start_pod(dir.path(), fake_port, 0, 1, "md5", TOKEN)];
     let sessions = wait_all_committed(&pods, fake_port);
-    assert_eq!(sessions.len(), 1, "resumed, not re-identified: {sessions:?}");
-    assert_eq!(sessions[0]["connections"], 2, "the session was dropped once and resumed");
+    assert_eq!(
+        sessions.len(),
+        1,
+        "resumed, not re-identified: {sessions:?}"
+    );
+    assert_eq!(
+        sessions[0]["connections"], 2,
+        "the session was dropped once and resumed"
+    );
     let (_, page) = http_get(pods[0].port, "/metrics").unwrap();
     assert_eq!(metric(&page, "guild_gateway_gateway_resumes_total"), 1.0);
     stop_all(&mut pods);
@@ -165,10 +225,17 @@ fn a_wrong_token_stops_the_pod_with_a_clear_message() {
     assert!(!status.success());
     let mut stderr = String::new();
     std::io::Read::read_to_string(pod.proc.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    assert!(stderr.contains("Discord rejected the token (DISCORD_TOKEN)"), "{stderr}");
+    assert!(
+        stderr.contains("Discord rejected the token (DISCORD_TOKEN)"),
+        "{stderr}"
+    );
 
     // No token at all: refused before anything starts.
-    let out = gateway().arg("serve").env("DATABASE_URL", dir.path().join("x.sqlite3")).output().unwrap();
+    let out = gateway()
+        .arg("serve")
+        .env("DATABASE_URL", dir.path().join("x.sqlite3"))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -186,7 +253,10 @@ fn disallowed_intents_stop_the_pod_instead_of_looping() {
     assert!(!status.success());
     let mut stderr = String::new();
     std::io::Read::read_to_string(pod.proc.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    assert!(stderr.contains("Discord rejected the gateway intents"), "{stderr}");
+    assert!(
+        stderr.contains("Discord rejected the gateway intents"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -208,7 +278,18 @@ fn simulate_fails_naming_a_pod_killed_with_sigkill() {
     // A paced synthetic stream, so the run is still going when the pod is killed.
     let mut sim = Proc(
         gateway()
-            .args(["simulate", "--pods", "3", "--guilds", "30", "--messages", "20000", "--rate", "1000", "--data-dir"])
+            .args([
+                "simulate",
+                "--pods",
+                "3",
+                "--guilds",
+                "30",
+                "--messages",
+                "20000",
+                "--rate",
+                "1000",
+                "--data-dir",
+            ])
             .arg(dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -225,7 +306,13 @@ fn simulate_fails_naming_a_pod_killed_with_sigkill() {
         if let Some(rest) = line.strip_prefix("pod 1: pid ") {
             let (p, rest) = rest.split_once(',').unwrap();
             pid = Some(p.to_owned());
-            let port = rest.split("127.0.0.1:").nth(1).unwrap().split(',').next().unwrap();
+            let port = rest
+                .split("127.0.0.1:")
+                .nth(1)
+                .unwrap()
+                .split(',')
+                .next()
+                .unwrap();
             http = Some(port.parse::<u16>().unwrap());
             break;
         }
@@ -234,14 +321,23 @@ fn simulate_fails_naming_a_pod_killed_with_sigkill() {
     // Keep reading its output so it never writes to a closed pipe.
     std::thread::spawn(move || for _ in lines {});
     // Kill it once it is connected and working.
-    wait_for(Duration::from_secs(30), || json(http, "/status").filter(|s| s["events_done"].as_u64() > Some(10)))
-        .expect("pod 1 processes events");
-    assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    wait_for(Duration::from_secs(30), || {
+        json(http, "/status").filter(|s| s["events_done"].as_u64() > Some(10))
+    })
+    .expect("pod 1 processes events");
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap()
+        .success());
     let status = wait_exit(&mut sim.0, Duration::from_secs(60));
     assert!(!status.success());
     let mut stderr = String::new();
     std::io::Read::read_to_string(sim.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    assert!(stderr.contains(&format!("pod 1 (pid {pid}) died")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("pod 1 (pid {pid}) died")),
+        "{stderr}"
+    );
 }
 
 /// The fake answers misbehaving clients with Discord's close codes.
@@ -255,11 +351,16 @@ async fn fake_discord_closes_bad_clients_with_discords_codes() {
         ("not json", 4002),
         (r#"{"op":3,"d":{}}"#, 4003),
         (r#"{"op":2,"d":{"token":"wrong","intents":1}}"#, 4004),
-        (r#"{"op":2,"d":{"token":"live-test-token","intents":1,"shard":[3,3]}}"#, 4010),
+        (
+            r#"{"op":2,"d":{"token":"live-test-token","intents":1,"shard":[3,3]}}"#,
+            4010,
+        ),
         (r#"{"op":99,"d":null}"#, 4003),
     ];
     for (frame, code) in cases {
-        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("connects");
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+            .await
+            .expect("connects");
         let hello = ws.next().await.expect("hello").expect("a frame");
         assert!(hello.to_text().unwrap().contains(r#""op":10"#), "{hello:?}");
         ws.send(Message::Text(frame.into())).await.unwrap();
@@ -278,13 +379,19 @@ async fn fake_discord_closes_bad_clients_with_discords_codes() {
     // Heartbeats are answered, and a wrong token on REST is a 401.
     let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     ws.next().await.unwrap().unwrap();
-    ws.send(Message::Text(r#"{"op":1,"d":null}"#.into())).await.unwrap();
+    ws.send(Message::Text(r#"{"op":1,"d":null}"#.into()))
+        .await
+        .unwrap();
     let ack = ws.next().await.unwrap().unwrap();
     assert!(ack.to_text().unwrap().contains(r#""op":11"#));
     let response = {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(s, "GET /api/v10/gateway HTTP/1.0\r\nAuthorization: Bot wrong\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET /api/v10/gateway HTTP/1.0\r\nAuthorization: Bot wrong\r\n\r\n"
+        )
+        .unwrap();
         let mut r = String::new();
         s.read_to_string(&mut r).unwrap();
         r

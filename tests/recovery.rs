@@ -44,7 +44,11 @@ impl Rig {
         wait_for(Duration::from_secs(30), || {
             let mut s = std::net::TcpStream::connect(("127.0.0.1", s3_port)).ok()?;
             use std::io::{Read, Write};
-            write!(s, "PUT /guild-gateway HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n").ok()?;
+            write!(
+                s,
+                "PUT /guild-gateway HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
+            )
+            .ok()?;
             let mut r = String::new();
             s.read_to_string(&mut r).ok()?;
             r.starts_with("HTTP/1.1 200").then_some(())
@@ -57,26 +61,55 @@ impl Rig {
         let fake_port = free_port();
         let fake = Proc(
             gateway()
-                .args(["fake-discord", "--listen", &format!("127.0.0.1:{fake_port}"), "--token", TOKEN, "--rate", &RATE.to_string(), "--events"])
+                .args([
+                    "fake-discord",
+                    "--listen",
+                    &format!("127.0.0.1:{fake_port}"),
+                    "--token",
+                    TOKEN,
+                    "--rate",
+                    &RATE.to_string(),
+                    "--events",
+                ])
                 .arg(&events)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap(),
         );
-        wait_for(Duration::from_secs(20), || http_get(fake_port, "/fake/sessions").ok()).expect("fake-discord starts");
+        wait_for(Duration::from_secs(20), || {
+            http_get(fake_port, "/fake/sessions").ok()
+        })
+        .expect("fake-discord starts");
 
         // deploy/'s Litestream configuration, with this test's database path and metrics port.
-        let shipped = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/base/litestream.yml")).unwrap();
+        let shipped = std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/base/litestream.yml"),
+        )
+        .unwrap();
         let litestream_metrics = free_port();
         let db = dir.path().join("data/gateway.sqlite3");
-        assert!(shipped.contains("/data/gateway.sqlite3") && shipped.contains("addr: \":9090\""), "the shipped config changed shape");
+        assert!(
+            shipped.contains("/data/gateway.sqlite3") && shipped.contains("addr: \":9090\""),
+            "the shipped config changed shape"
+        );
         let rendered = shipped
             .replace("/data/gateway.sqlite3", db.to_str().unwrap())
-            .replace("addr: \":9090\"", &format!("addr: \"127.0.0.1:{litestream_metrics}\""));
+            .replace(
+                "addr: \":9090\"",
+                &format!("addr: \"127.0.0.1:{litestream_metrics}\""),
+            );
         let config = dir.path().join("litestream.yml");
         std::fs::write(&config, rendered).unwrap();
-        Rig { dir, _s3: s3, s3_port, _fake: fake, fake_port, config, litestream_metrics }
+        Rig {
+            dir,
+            _s3: s3,
+            s3_port,
+            _fake: fake,
+            fake_port,
+            config,
+            litestream_metrics,
+        }
     }
 
     /// `litestream` with the environment the StatefulSet gives its containers.
@@ -85,7 +118,10 @@ impl Rig {
         cmd.args(args)
             .env_remove("AWS_CA_BUNDLE") // litestream refuses to start with it set
             .env("LITESTREAM_BUCKET", "guild-gateway")
-            .env("LITESTREAM_ENDPOINT", format!("http://127.0.0.1:{}", self.s3_port))
+            .env(
+                "LITESTREAM_ENDPOINT",
+                format!("http://127.0.0.1:{}", self.s3_port),
+            )
             .env("LITESTREAM_REGION", "us-east-1")
             .env("LITESTREAM_FORCE_PATH_STYLE", "true")
             .env("POD_NAME", "gateway-0")
@@ -97,14 +133,25 @@ impl Rig {
     }
 
     fn replicate(&self) -> Proc {
-        Proc(self.litestream(&["replicate", "-config", self.config.to_str().unwrap()]).spawn().expect("litestream is installed"))
+        Proc(
+            self.litestream(&["replicate", "-config", self.config.to_str().unwrap()])
+                .spawn()
+                .expect("litestream is installed"),
+        )
     }
 
     /// What the init container runs.
     fn restore(&self) -> Duration {
         let started = Instant::now();
         let status = self
-            .litestream(&["restore", "-if-db-not-exists", "-if-replica-exists", "-config", self.config.to_str().unwrap(), self.db().to_str().unwrap()])
+            .litestream(&[
+                "restore",
+                "-if-db-not-exists",
+                "-if-replica-exists",
+                "-config",
+                self.config.to_str().unwrap(),
+                self.db().to_str().unwrap(),
+            ])
             .status()
             .unwrap();
         assert!(status.success(), "litestream restore: {status}");
@@ -119,7 +166,10 @@ impl Rig {
                 .env("DATABASE_URL", self.db())
                 .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
                 .env("DISCORD_TOKEN", TOKEN)
-                .env("DISCORD_API_URL", format!("http://127.0.0.1:{}", self.fake_port))
+                .env(
+                    "DISCORD_API_URL",
+                    format!("http://127.0.0.1:{}", self.fake_port),
+                )
                 .env("SQLITE_WAL_AUTOCHECKPOINT", "0")
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -132,17 +182,24 @@ impl Rig {
 
 fn status(port: u16) -> Option<Value> {
     let (code, body) = http_get(port, "/status").ok()?;
-    (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+    (code == 200)
+        .then(|| serde_json::from_str(&body).ok())
+        .flatten()
 }
 
 fn wait_events_done(port: u16, at_least: u64) {
-    wait_for(Duration::from_secs(60), || status(port).filter(|s| s["events_done"].as_u64() >= Some(at_least)))
-        .unwrap_or_else(|| panic!("the pod did not reach {at_least} events"));
+    wait_for(Duration::from_secs(60), || {
+        status(port).filter(|s| s["events_done"].as_u64() >= Some(at_least))
+    })
+    .unwrap_or_else(|| panic!("the pod did not reach {at_least} events"));
 }
 
 fn wait_ready(port: u16) -> Duration {
     let started = Instant::now();
-    wait_for(Duration::from_secs(60), || http_get(port, "/readyz").ok().filter(|(c, _)| *c == 200)).expect("the pod becomes ready");
+    wait_for(Duration::from_secs(60), || {
+        http_get(port, "/readyz").ok().filter(|(c, _)| *c == 200)
+    })
+    .expect("the pod becomes ready");
     started.elapsed()
 }
 
@@ -156,14 +213,24 @@ fn message_ids(db: &Path) -> BTreeSet<String> {
         }
     }
     let conn = rusqlite::Connection::open(copy.path().join("db")).unwrap();
-    let mut stmt = conn.prepare("SELECT message_id FROM message_cache").unwrap();
-    let ids = stmt.query_map([], |r| r.get::<_, String>(0)).unwrap().map(Result::unwrap).collect();
+    let mut stmt = conn
+        .prepare("SELECT message_id FROM message_cache")
+        .unwrap();
+    let ids = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     ids
 }
 
 fn litestream_metric_names(port: u16) -> BTreeSet<String> {
     let (_, page) = http_get(port, "/metrics").expect("litestream serves metrics");
-    page.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect()
+    page.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
@@ -175,11 +242,20 @@ fn a_killed_pod_with_a_lost_volume_comes_back_from_its_replica() {
     wait_events_done(port, 6000);
 
     // The alerts use Litestream's own metrics: they must exist.
-    let alerts = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/monitoring/alerts.yaml")).unwrap();
+    let alerts = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/monitoring/alerts.yaml"),
+    )
+    .unwrap();
     let exported = litestream_metric_names(rig.litestream_metrics);
     for (i, _) in alerts.match_indices("litestream_") {
-        let name: String = alerts[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-        assert!(exported.contains(&name), "the alerts use {name}, which litestream does not export: {exported:?}");
+        let name: String = alerts[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        assert!(
+            exported.contains(&name),
+            "the alerts use {name}, which litestream does not export: {exported:?}"
+        );
     }
 
     // The node is lost: pod and sidecar die at once, then the volume is gone.
@@ -195,7 +271,10 @@ fn a_killed_pod_with_a_lost_volume_comes_back_from_its_replica() {
     let restore_time = rig.restore();
     let restored = message_ids(&rig.db());
     assert!(!restored.is_empty(), "nothing was replicated");
-    assert!(restored.is_subset(&committed), "the restore holds rows that were never committed");
+    assert!(
+        restored.is_subset(&committed),
+        "the restore holds rows that were never committed"
+    );
     let lost = committed.len() - restored.len();
     let (mut pod, port) = rig.pod();
     let _litestream = rig.replicate();
@@ -231,12 +310,20 @@ fn sigterm_under_load_loses_nothing_committed() {
 
     sigterm(&pod.0);
     let exit = wait_exit(&mut pod.0, Duration::from_secs(30));
-    assert!(exit.success(), "the pod drains and exits 0 on SIGTERM: {exit}");
+    assert!(
+        exit.success(),
+        "the pod drains and exits 0 on SIGTERM: {exit}"
+    );
     // Let the sidecar ship the last frames (sync-interval 1s), then stop it as Kubernetes would.
     let synced = wait_for(Duration::from_secs(30), || {
         let (_, page) = http_get(rig.litestream_metrics, "/metrics").ok()?;
         // Uploads (PUTs) happen only for new data: none for 3 s means it has shipped it all.
-        let puts = |page: &str| metric(page, "litestream_replica_operation_total{operation=\"PUT\",replica_type=\"s3\"}");
+        let puts = |page: &str| {
+            metric(
+                page,
+                "litestream_replica_operation_total{operation=\"PUT\",replica_type=\"s3\"}",
+            )
+        };
         let before = puts(&page);
         std::thread::sleep(Duration::from_secs(3));
         let (_, page) = http_get(rig.litestream_metrics, "/metrics").ok()?;
@@ -250,8 +337,15 @@ fn sigterm_under_load_loses_nothing_committed() {
 
     std::fs::remove_dir_all(rig.db().parent().unwrap()).unwrap();
     rig.restore();
-    assert_eq!(all_rows(&rig.db()), committed, "the restore differs from what the pod committed");
-    println!("SIGTERM under load: {} messages committed, all restored", committed_ids.len());
+    assert_eq!(
+        all_rows(&rig.db()),
+        committed,
+        "the restore differs from what the pod committed"
+    );
+    println!(
+        "SIGTERM under load: {} messages committed, all restored",
+        committed_ids.len()
+    );
 
     // And it comes back and carries on.
     let (mut pod, port) = rig.pod();
@@ -279,7 +373,10 @@ fn a_corrupt_database_is_refused_with_a_clear_error() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("failed its integrity check") && stderr.contains("RUNBOOK"), "{stderr}");
+    assert!(
+        stderr.contains("failed its integrity check") && stderr.contains("RUNBOOK"),
+        "{stderr}"
+    );
     // The file is left as it was, for inspection.
     assert_eq!(std::fs::read(&db).unwrap(), vec![0x5Au8; 4096 * 4]);
 }

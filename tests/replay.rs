@@ -4,13 +4,14 @@ mod common;
 
 use common::*;
 
-
 /// Replays the sample into every pod of an N-pod deployment and checks: the union of the pods'
 /// rows is exactly the expected rows; each guild's rows are in its owner's database only; a
 /// second replay changes nothing.
 fn sample_into_pods(pods: u32, strategy: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let dbs: Vec<_> = (0..pods).map(|k| dir.path().join(format!("pod-{k}/gateway.sqlite3"))).collect();
+    let dbs: Vec<_> = (0..pods)
+        .map(|k| dir.path().join(format!("pod-{k}/gateway.sqlite3")))
+        .collect();
     for (k, db) in dbs.iter().enumerate() {
         replay(db, k as u32, pods, strategy, &sample_stream());
     }
@@ -21,7 +22,10 @@ fn sample_into_pods(pods: u32, strategy: &str) {
         replay(db, k as u32, pods, strategy, &sample_stream());
     }
     let after: Vec<_> = dbs.iter().map(|db| all_rows(db)).collect();
-    assert_eq!(before, after, "a second replay changed rows ({pods} pods, {strategy})");
+    assert_eq!(
+        before, after,
+        "a second replay changed rows ({pods} pods, {strategy})"
+    );
 }
 
 #[test]
@@ -53,10 +57,18 @@ fn sample_into_3_pods_discord_strategy() {
 fn guilds_spread_over_pods() {
     // Guard against a vacuous ownership check: with 3 pods, more than one pod owns guilds.
     let expected = expected();
-    let ids: Vec<String> = expected["guilds"].as_array().unwrap().iter().map(|g| g.as_str().unwrap().to_owned()).collect();
+    let ids: Vec<String> = expected["guilds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap().to_owned())
+        .collect();
     let owners = owners(&ids, 3, "md5");
     let distinct: std::collections::BTreeSet<_> = owners.values().collect();
-    assert!(distinct.len() > 1, "all sample guilds on one pod: {owners:?}");
+    assert!(
+        distinct.len() > 1,
+        "all sample guilds on one pod: {owners:?}"
+    );
 }
 
 #[test]
@@ -65,7 +77,10 @@ fn malformed_lines_are_reported_and_skipped() {
     let stream = std::fs::read_to_string(sample_stream()).unwrap();
     let mut lines: Vec<&str> = stream.lines().collect();
     lines.insert(1, "{not json");
-    lines.insert(3, r#"{"op":0,"t":"MESSAGE_CREATE","s":9999,"d":{"id":"oops"}}"#);
+    lines.insert(
+        3,
+        r#"{"op":0,"t":"MESSAGE_CREATE","s":9999,"d":{"id":"oops"}}"#,
+    );
     let file = dir.path().join("broken.ndjson");
     std::fs::write(&file, lines.join("\n")).unwrap();
     let db = dir.path().join("gateway.sqlite3");
@@ -79,20 +94,32 @@ fn malformed_lines_are_reported_and_skipped() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a malformed line must fail the run");
     assert!(stderr.contains("line 2: not a gateway frame"), "{stderr}");
-    assert!(stderr.contains("line 4: bad MESSAGE_CREATE payload"), "{stderr}");
+    assert!(
+        stderr.contains("line 4: bad MESSAGE_CREATE payload"),
+        "{stderr}"
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("2 malformed"), "summary: {stdout}");
     // Everything else was processed.
     let rows = comparable_rows(&db);
-    assert_eq!(rows["message_stats"].len(), expected()["message_stats"].as_array().unwrap().len());
+    assert_eq!(
+        rows["message_stats"].len(),
+        expected()["message_stats"].as_array().unwrap().len()
+    );
 }
 
 #[test]
 fn shard_of_prints_one_line_per_id_in_order() {
-    let ids: Vec<String> = (0..5000u64).map(|i| (1325263406417087088 + i * 7919).to_string()).collect();
+    let ids: Vec<String> = (0..5000u64)
+        .map(|i| (1325263406417087088 + i * 7919).to_string())
+        .collect();
     let mut with_odd = ids.clone();
     with_odd.push("not-a-number".into());
-    let out = gateway().args(["shard-of", "--pods", "7", "--"]).args(&with_odd).output().unwrap();
+    let out = gateway()
+        .args(["shard-of", "--pods", "7", "--"])
+        .args(&with_odd)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -103,9 +130,28 @@ fn shard_of_prints_one_line_per_id_in_order() {
         assert!(ordinal.parse::<u32>().unwrap() < 7);
     }
     // discord strategy: (id >> 22) % pods, and a clear error for a non-numeric id.
-    let out = gateway().args(["shard-of", "--pods", "3", "--strategy", "discord", "1325263406417087088"]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("1325263406417087088 {}\n", (1325263406417087088u64 >> 22) % 3));
-    let out = gateway().args(["shard-of", "--strategy", "discord", "abc"]).output().unwrap();
+    let out = gateway()
+        .args([
+            "shard-of",
+            "--pods",
+            "3",
+            "--strategy",
+            "discord",
+            "1325263406417087088",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "1325263406417087088 {}\n",
+            (1325263406417087088u64 >> 22) % 3
+        )
+    );
+    let out = gateway()
+        .args(["shard-of", "--strategy", "discord", "abc"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"abc\" is not a numeric snowflake"));
     // pods from NUM_GATEWAY_PODS, ids from stdin.
@@ -117,12 +163,19 @@ fn shard_of_prints_one_line_per_id_in_order() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"55273423993581201\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"55273423993581201\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     // From shard_vectors.json: 55273423993581201 -> 9 with 16 pods.
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "55273423993581201 9\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "55273423993581201 9\n"
+    );
 }
-
 
 #[test]
 fn replay_never_sheds_even_with_a_tiny_mailbox() {
@@ -138,7 +191,11 @@ fn replay_never_sheds_even_with_a_tiny_mailbox() {
         .env("WRITER_MAX_BATCH", "1")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains(" 0 shed"));
     let rows = comparable_rows(&db);
     assert_eq!(

@@ -13,14 +13,20 @@ fn reshard(sources: &[PathBuf], pods: u32, out: &std::path::Path) -> String {
         .args(sources)
         .output()
         .unwrap();
-    assert!(out_run.status.success(), "reshard: {}", String::from_utf8_lossy(&out_run.stderr));
+    assert!(
+        out_run.status.success(),
+        "reshard: {}",
+        String::from_utf8_lossy(&out_run.stderr)
+    );
     String::from_utf8(out_run.stdout).unwrap()
 }
 
 #[test]
 fn resharding_moves_every_row_to_its_new_owner() {
     let dir = tempfile::tempdir().unwrap();
-    let old: Vec<PathBuf> = (0..3).map(|k| dir.path().join(format!("old/gateway-{k}.sqlite3"))).collect();
+    let old: Vec<PathBuf> = (0..3)
+        .map(|k| dir.path().join(format!("old/gateway-{k}.sqlite3")))
+        .collect();
     for (k, db) in old.iter().enumerate() {
         replay(db, k as u32, 3, "md5", &sample_stream());
     }
@@ -28,28 +34,45 @@ fn resharding_moves_every_row_to_its_new_owner() {
         let mut union = std::collections::BTreeMap::new();
         for db in dbs {
             for (table, rows) in all_rows(db) {
-                union.entry(table).or_insert_with(Vec::new).extend(rows.into_iter().map(|mut r| {
-                    // mod_actions ids are each file's own sequence; the rest of the row must match.
-                    if table == "mod_actions" {
-                        r.as_object_mut().unwrap().remove("id");
-                    }
-                    r
-                }));
+                union
+                    .entry(table)
+                    .or_insert_with(Vec::new)
+                    .extend(rows.into_iter().map(|mut r| {
+                        // mod_actions ids are each file's own sequence; the rest of the row must match.
+                        if table == "mod_actions" {
+                            r.as_object_mut().unwrap().remove("id");
+                        }
+                        r
+                    }));
             }
         }
-        union.into_iter().map(|(t, rows)| (t, sorted(rows))).collect::<std::collections::BTreeMap<_, _>>()
+        union
+            .into_iter()
+            .map(|(t, rows)| (t, sorted(rows)))
+            .collect::<std::collections::BTreeMap<_, _>>()
     };
     let before = union_of(&old);
     for pods in [2u32, 5] {
         let out = dir.path().join(format!("new-{pods}"));
         let summary = reshard(&old, pods, &out);
         assert!(summary.contains("message_stats"), "{summary}");
-        let new: Vec<PathBuf> = (0..pods).map(|k| out.join(format!("gateway-{k}.sqlite3"))).collect();
+        let new: Vec<PathBuf> = (0..pods)
+            .map(|k| out.join(format!("gateway-{k}.sqlite3")))
+            .collect();
         assert_expected_rows(&new, "md5");
-        assert_eq!(union_of(&new), before, "{pods} pods: every row of every table moved, none lost or added");
+        assert_eq!(
+            union_of(&new),
+            before,
+            "{pods} pods: every row of every table moved, none lost or added"
+        );
     }
     // The targets must be new files.
-    let again = gateway().args(["reshard", "--pods", "2", "--out"]).arg(dir.path().join("new-2")).args(&old).output().unwrap();
+    let again = gateway()
+        .args(["reshard", "--pods", "2", "--out"])
+        .arg(dir.path().join("new-2"))
+        .args(&old)
+        .output()
+        .unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 }
@@ -73,6 +96,8 @@ fn the_single_file_of_the_typescript_deployment_splits_by_owner() {
     drop(conn);
     let out = dir.path().join("split");
     reshard(&[single], 3, &out);
-    let new: Vec<PathBuf> = (0..3).map(|k| out.join(format!("gateway-{k}.sqlite3"))).collect();
+    let new: Vec<PathBuf> = (0..3)
+        .map(|k| out.join(format!("gateway-{k}.sqlite3")))
+        .collect();
     assert_expected_rows(&new, "md5");
 }

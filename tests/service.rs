@@ -13,17 +13,15 @@ use common::Proc as Pod;
 fn metrics_pass_promtool_and_probes_answer() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut pod = Pod(
-        gateway()
-            .args(["replay", "--linger"])
-            .arg(sample_stream())
-            .env("DATABASE_URL", dir.path().join("gateway.sqlite3"))
-            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut pod = Pod(gateway()
+        .args(["replay", "--linger"])
+        .arg(sample_stream())
+        .env("DATABASE_URL", dir.path().join("gateway.sqlite3"))
+        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
     let status = wait_for(Duration::from_secs(20), || {
         let (_, body) = http_get(port, "/status").ok()?;
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
@@ -66,19 +64,17 @@ fn sigterm_drains_everything_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("gateway.sqlite3");
     let port = free_port();
-    let mut pod = Pod(
-        gateway()
-            .args(["replay", "-"])
-            .env("DATABASE_URL", &db)
-            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-            // Large batches, so events are still queued when the signal arrives.
-            .env("WRITER_MAX_BATCH", "100000")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut pod = Pod(gateway()
+        .args(["replay", "-"])
+        .env("DATABASE_URL", &db)
+        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        // Large batches, so events are still queued when the signal arrives.
+        .env("WRITER_MAX_BATCH", "100000")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
     wait_for(Duration::from_secs(20), || http_get(port, "/healthz").ok()).expect("the pod starts");
     let stream = std::fs::read(sample_stream()).unwrap();
     // Keep stdin open: the pod must stop because of the signal, not end of input.

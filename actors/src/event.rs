@@ -37,7 +37,9 @@ impl<'de> Deserialize<'de> for Id {
                 f.write_str("a snowflake (decimal string or integer)")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Id, E> {
-                v.parse().map(Id).map_err(|_| E::custom(format!("invalid snowflake {v:?}")))
+                v.parse()
+                    .map(Id)
+                    .map_err(|_| E::custom(format!("invalid snowflake {v:?}")))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Id, E> {
                 Ok(Id(v))
@@ -120,18 +122,32 @@ pub struct Dispatch {
 pub enum Event {
     GuildCreate(GuildCreate),
     ChannelUpsert(Channel),
-    ChannelDelete { id: Id },
+    ChannelDelete {
+        id: Id,
+    },
     MessageCreate(Box<MessageCreate>),
     MessageUpdate(MessageUpdate),
-    MessageDelete { ids: Vec<Id> },
+    MessageDelete {
+        ids: Vec<Id>,
+    },
     Reaction(Reaction),
     /// READY: who the bot is (its own moderation actions are not logged).
-    Ready { bot_user_id: Id },
+    Ready {
+        bot_user_id: Id,
+    },
     /// GUILD_BAN_ADD (`added`) or GUILD_BAN_REMOVE.
-    Ban { user_id: Id, added: bool },
-    MemberRemove { user_id: Id },
+    Ban {
+        user_id: Id,
+        added: bool,
+    },
+    MemberRemove {
+        user_id: Id,
+    },
     /// GUILD_MEMBER_UPDATE; `timeout_until_ms`: communication_disabled_until, Unix ms.
-    MemberUpdate { user_id: Id, timeout_until_ms: Option<i64> },
+    MemberUpdate {
+        user_id: Id,
+        timeout_until_ms: Option<i64>,
+    },
     AuditEntry(AuditEntry),
     Other,
 }
@@ -310,7 +326,13 @@ struct AuditPayload {
 pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
@@ -331,11 +353,20 @@ pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
         b'Z' | b'z' => 0,
         sign @ (b'+' | b'-') => {
             let (h, m) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
-            if *sign == b'+' { h * 60 + m } else { -(h * 60 + m) }
+            if *sign == b'+' {
+                h * 60 + m
+            } else {
+                -(h * 60 + m)
+            }
         }
         _ => return None,
     };
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
     // Days from the civil date (Howard Hinnant's algorithm).
@@ -367,7 +398,10 @@ pub enum DecodeError {
     #[error("dispatch without data (d)")]
     MissingData,
     #[error("bad {kind} payload: {source}")]
-    Payload { kind: &'static str, source: serde_json::Error },
+    Payload {
+        kind: &'static str,
+        source: serde_json::Error,
+    },
 }
 
 #[derive(Deserialize)]
@@ -415,7 +449,10 @@ pub fn decode_frame(text: &str) -> Result<Dispatch, DecodeError> {
 /// Decodes the `d` payload of a dispatch of type `name`.
 pub fn decode_dispatch(name: &str, seq: Option<u64>, data: &str) -> Result<Dispatch, DecodeError> {
     let kind = EventKind::from_name(name);
-    let payload = |source| DecodeError::Payload { kind: kind.name(), source };
+    let payload = |source| DecodeError::Payload {
+        kind: kind.name(),
+        source,
+    };
     let (guild_id, event) = match kind {
         EventKind::GuildCreate => {
             let g: GuildCreate = serde_json::from_str(data).map_err(payload)?;
@@ -455,11 +492,22 @@ pub fn decode_dispatch(name: &str, seq: Option<u64>, data: &str) -> Result<Dispa
         }
         EventKind::Ready => {
             let r: ReadyPayload = serde_json::from_str(data).map_err(payload)?;
-            (None, Event::Ready { bot_user_id: r.user.id })
+            (
+                None,
+                Event::Ready {
+                    bot_user_id: r.user.id,
+                },
+            )
         }
         EventKind::GuildBanAdd | EventKind::GuildBanRemove => {
             let b: UserScoped = serde_json::from_str(data).map_err(payload)?;
-            (b.guild_id, Event::Ban { user_id: b.user.id, added: kind == EventKind::GuildBanAdd })
+            (
+                b.guild_id,
+                Event::Ban {
+                    user_id: b.user.id,
+                    added: kind == EventKind::GuildBanAdd,
+                },
+            )
         }
         EventKind::GuildMemberRemove => {
             let m: UserScoped = serde_json::from_str(data).map_err(payload)?;
@@ -469,11 +517,19 @@ pub fn decode_dispatch(name: &str, seq: Option<u64>, data: &str) -> Result<Dispa
             let m: MemberUpdate = serde_json::from_str(data).map_err(payload)?;
             let timeout_until_ms = match m.communication_disabled_until {
                 Some(t) => Some(parse_timestamp_ms(&t).ok_or_else(|| {
-                    payload(serde::de::Error::custom(format!("bad communication_disabled_until {t:?}")))
+                    payload(serde::de::Error::custom(format!(
+                        "bad communication_disabled_until {t:?}"
+                    )))
                 })?),
                 None => None,
             };
-            (m.guild_id, Event::MemberUpdate { user_id: m.user.id, timeout_until_ms })
+            (
+                m.guild_id,
+                Event::MemberUpdate {
+                    user_id: m.user.id,
+                    timeout_until_ms,
+                },
+            )
         }
         EventKind::GuildAuditLogEntryCreate => {
             let a: AuditPayload = serde_json::from_str(data).map_err(payload)?;
@@ -482,7 +538,13 @@ pub fn decode_dispatch(name: &str, seq: Option<u64>, data: &str) -> Result<Dispa
                 .iter()
                 .flatten()
                 .find(|c| c.key == "communication_disabled_until")
-                .map(|c| if c.new_value.is_some() { TimeoutChange::Set } else { TimeoutChange::Cleared });
+                .map(|c| {
+                    if c.new_value.is_some() {
+                        TimeoutChange::Set
+                    } else {
+                        TimeoutChange::Cleared
+                    }
+                });
             let entry = AuditEntry {
                 id: a.id,
                 action: a.action_type,
@@ -500,7 +562,12 @@ pub fn decode_dispatch(name: &str, seq: Option<u64>, data: &str) -> Result<Dispa
             (scoped.and_then(|s| s.guild_id), Event::Other)
         }
     };
-    Ok(Dispatch { kind, seq, guild_id, event })
+    Ok(Dispatch {
+        kind,
+        seq,
+        guild_id,
+        event,
+    })
 }
 
 #[cfg(test)]
@@ -513,8 +580,13 @@ mod tests {
             r#"{"op":0,"t":"MESSAGE_CREATE","s":3,"d":{"id":"175928847299117063","channel_id":"1","guild_id":"2","author":{"id":"3","bot":true},"content":"hi","reactions":[{},{}]}}"#,
         )
         .unwrap();
-        assert_eq!((d.kind, d.seq, d.guild_id), (EventKind::MessageCreate, Some(3), Some(Id(2))));
-        let Event::MessageCreate(m) = d.event else { panic!("not a message") };
+        assert_eq!(
+            (d.kind, d.seq, d.guild_id),
+            (EventKind::MessageCreate, Some(3), Some(Id(2)))
+        );
+        let Event::MessageCreate(m) = d.event else {
+            panic!("not a message")
+        };
         assert!(m.author.bot);
         assert_eq!(m.reactions, 2);
         assert_eq!(m.id.timestamp_ms(), 1462015105796);
@@ -522,24 +594,41 @@ mod tests {
 
     #[test]
     fn unknown_events_keep_their_guild() {
-        let d = decode_frame(r#"{"op":0,"t":"SOMETHING_NEW","s":9,"d":{"guild_id":"42"}}"#).unwrap();
+        let d =
+            decode_frame(r#"{"op":0,"t":"SOMETHING_NEW","s":9,"d":{"guild_id":"42"}}"#).unwrap();
         assert_eq!((d.kind, d.guild_id), (EventKind::Other, Some(Id(42))));
     }
 
     #[test]
     fn timestamps_parse_to_unix_ms() {
         assert_eq!(parse_timestamp_ms("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_timestamp_ms("2025-01-05T00:43:47.557+00:00"), Some(1736037827557));
-        assert_eq!(parse_timestamp_ms("2025-01-05T02:43:47.557+02:00"), Some(1736037827557));
-        assert_eq!(parse_timestamp_ms("2099-01-01T00:00:00.000000+00:00"), Some(4070908800000));
+        assert_eq!(
+            parse_timestamp_ms("2025-01-05T00:43:47.557+00:00"),
+            Some(1736037827557)
+        );
+        assert_eq!(
+            parse_timestamp_ms("2025-01-05T02:43:47.557+02:00"),
+            Some(1736037827557)
+        );
+        assert_eq!(
+            parse_timestamp_ms("2099-01-01T00:00:00.000000+00:00"),
+            Some(4070908800000)
+        );
         assert_eq!(parse_timestamp_ms("yesterday"), None);
     }
 
     #[test]
     fn malformed_frames_say_why() {
         assert!(matches!(decode_frame("{"), Err(DecodeError::Frame(_))));
-        assert!(matches!(decode_frame(r#"{"op":11}"#), Err(DecodeError::NotDispatch(11))));
-        let err = decode_frame(r#"{"op":0,"t":"MESSAGE_CREATE","s":1,"d":{"id":"x"}}"#).unwrap_err();
-        assert!(err.to_string().starts_with("bad MESSAGE_CREATE payload"), "{err}");
+        assert!(matches!(
+            decode_frame(r#"{"op":11}"#),
+            Err(DecodeError::NotDispatch(11))
+        ));
+        let err =
+            decode_frame(r#"{"op":0,"t":"MESSAGE_CREATE","s":1,"d":{"id":"x"}}"#).unwrap_err();
+        assert!(
+            err.to_string().starts_with("bad MESSAGE_CREATE payload"),
+            "{err}"
+        );
     }
 }

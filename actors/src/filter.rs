@@ -58,7 +58,16 @@ impl ShardFilter {
     ) -> Self {
         let metrics = deps.metrics.clone();
         let progress = deps.progress.clone();
-        ShardFilter { sharding, mailbox_capacity, overflow, guilds: HashMap::new(), workers, deps, metrics, progress }
+        ShardFilter {
+            sharding,
+            mailbox_capacity,
+            overflow,
+            guilds: HashMap::new(),
+            workers,
+            deps,
+            metrics,
+            progress,
+        }
     }
 
     fn finish(&self, event: GuildEvent) {
@@ -76,20 +85,21 @@ fn guild_entry<'a>(
     guild_id: Id,
     ctx: &Context<ShardFilter>,
 ) -> &'a GuildEntry {
-        guilds.entry(guild_id).or_insert_with(|| {
-            let filter = ctx.address();
-            let slot = Arc::new(GuildSlot::default());
-            let actor_slot = slot.clone();
-            let deps = deps.clone();
-            let make = move |_: &mut Context<GuildActor>| GuildActor::new(guild_id, actor_slot, filter, deps);
-            let addr = if workers.is_empty() {
-                GuildActor::create(make)
-            } else {
-                let worker = &workers[(guild_id.0 % workers.len() as u64) as usize];
-                GuildActor::start_in_arbiter(worker, make)
-            };
-            GuildEntry { addr, slot }
-        })
+    guilds.entry(guild_id).or_insert_with(|| {
+        let filter = ctx.address();
+        let slot = Arc::new(GuildSlot::default());
+        let actor_slot = slot.clone();
+        let deps = deps.clone();
+        let make =
+            move |_: &mut Context<GuildActor>| GuildActor::new(guild_id, actor_slot, filter, deps);
+        let addr = if workers.is_empty() {
+            GuildActor::create(make)
+        } else {
+            let worker = &workers[(guild_id.0 % workers.len() as u64) as usize];
+            GuildActor::start_in_arbiter(worker, make)
+        };
+        GuildEntry { addr, slot }
+    })
 }
 
 impl Actor for ShardFilter {
@@ -104,7 +114,9 @@ impl Handler<Route> for ShardFilter {
         counters.received.inc();
         if let Event::Ready { bot_user_id } = dispatch.event {
             // Every pod needs to know the bot, to leave its own moderation actions unlogged.
-            self.deps.bot_user_id.store(bot_user_id.0, Ordering::Relaxed);
+            self.deps
+                .bot_user_id
+                .store(bot_user_id.0, Ordering::Relaxed);
         }
         // Session events (READY, RESUMED) concern every pod; the rest go by guild.
         let session_event = matches!(dispatch.kind, EventKind::Ready | EventKind::Resumed);
@@ -125,7 +137,8 @@ impl Handler<Route> for ShardFilter {
         };
         let capacity = self.mailbox_capacity;
         let entry = guild_entry(&mut self.guilds, &self.workers, &self.deps, guild_id, ctx);
-        if self.overflow == Overflow::Shed && entry.slot.queued.load(Ordering::Acquire) >= capacity {
+        if self.overflow == Overflow::Shed && entry.slot.queued.load(Ordering::Acquire) >= capacity
+        {
             let kind = event.dispatch.kind;
             let seq = event.dispatch.seq;
             self.metrics.shed.inc();
@@ -149,7 +162,9 @@ impl Handler<Passivate> for ShardFilter {
     fn handle(&mut self, msg: Passivate, _: &mut Self::Context) {
         // Only the current actor of the guild, and only if nothing reached it meanwhile: the
         // filter is the only sender, so after removal no event can follow the Stop.
-        let Some(entry) = self.guilds.get(&msg.guild_id) else { return };
+        let Some(entry) = self.guilds.get(&msg.guild_id) else {
+            return;
+        };
         if Arc::ptr_eq(&entry.slot, &msg.slot)
             && entry.slot.queued.load(Ordering::Acquire) == 0
             && entry.slot.unwritten.load(Ordering::Acquire) == 0

@@ -76,7 +76,12 @@ pub struct GuildActor {
 }
 
 impl GuildActor {
-    pub fn new(guild_id: Id, slot: Arc<GuildSlot>, filter: Addr<ShardFilter>, deps: GuildDeps) -> Self {
+    pub fn new(
+        guild_id: Id,
+        slot: Arc<GuildSlot>,
+        filter: Addr<ShardFilter>,
+        deps: GuildDeps,
+    ) -> Self {
         GuildActor {
             state: GuildState::new(guild_id),
             moderation: ModerationLog::new(guild_id, deps.audit_window, Default::default()),
@@ -89,11 +94,16 @@ impl GuildActor {
 
     fn restore(&mut self) {
         let guild_id = self.state.guild_id();
-        let restored = self.deps.reads.get().map_err(|e| e.to_string()).and_then(|conn| {
-            let channels = store::load_channels(&conn, guild_id).map_err(|e| e.to_string())?;
-            let timeouts = store::load_timeouts(&conn, guild_id).map_err(|e| e.to_string())?;
-            Ok((channels, timeouts))
-        });
+        let restored = self
+            .deps
+            .reads
+            .get()
+            .map_err(|e| e.to_string())
+            .and_then(|conn| {
+                let channels = store::load_channels(&conn, guild_id).map_err(|e| e.to_string())?;
+                let timeouts = store::load_timeouts(&conn, guild_id).map_err(|e| e.to_string())?;
+                Ok((channels, timeouts))
+            });
         match restored {
             Ok((channels, timeouts)) => {
                 self.state = GuildState::with_channels(guild_id, channels);
@@ -113,9 +123,18 @@ impl GuildActor {
 
     fn process(&mut self, event: GuildEvent, ctx: &mut Context<Self>) {
         let GuildEvent { ticket, dispatch } = event;
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         let bot = self.bot_user_id();
-        match self.moderation.handle(ticket, &dispatch.event, dispatch.seq, Instant::now(), now_ms, bot) {
+        match self.moderation.handle(
+            ticket,
+            &dispatch.event,
+            dispatch.seq,
+            Instant::now(),
+            now_ms,
+            bot,
+        ) {
             Ok(resolutions) => {
                 self.apply_resolutions(resolutions, ctx);
                 self.schedule_expiry(ctx);
@@ -152,15 +171,25 @@ impl GuildActor {
 
     fn schedule_expiry(&mut self, ctx: &mut Context<Self>) {
         if let Some(deadline) = self.moderation.next_deadline() {
-            ctx.run_later(deadline.saturating_duration_since(Instant::now()), |act, ctx| {
-                let resolutions = act.moderation.expire(Instant::now());
-                act.apply_resolutions(resolutions, ctx);
-            });
+            ctx.run_later(
+                deadline.saturating_duration_since(Instant::now()),
+                |act, ctx| {
+                    let resolutions = act.moderation.expire(Instant::now());
+                    act.apply_resolutions(resolutions, ctx);
+                },
+            );
         }
     }
 
     /// Hands ops to the writer; `dequeue` marks the current mailbox event as handed on.
-    fn write(&mut self, ticket: Ticket, also: Option<Ticket>, ops: Vec<Op>, dequeue: bool, ctx: &mut Context<Self>) {
+    fn write(
+        &mut self,
+        ticket: Ticket,
+        also: Option<Ticket>,
+        ops: Vec<Op>,
+        dequeue: bool,
+        ctx: &mut Context<Self>,
+    ) {
         let unwritten = self.slot.unwritten.clone();
         match self.deps.writer.permits.clone().try_acquire_owned() {
             Ok(permit) => {
@@ -172,25 +201,29 @@ impl GuildActor {
             Err(_) => {
                 // The writer is full: hold this guild's mailbox until there is room.
                 let permits = self.deps.writer.permits.clone();
-                ctx.wait(async move { permits.acquire_owned().await.ok() }.into_actor(self).map(
-                    move |permit, act, _| {
-                        match permit {
-                            Some(permit) => act.deps.writer.send(ticket, also, ops, unwritten, permit),
-                            None => {
-                                // The semaphore is never closed; if it were, say so loudly.
-                                act.deps.metrics.handler_errors.inc();
-                                tracing::error!("writer link closed; event not written");
-                                act.complete(ticket);
-                                if let Some(t) = also {
-                                    act.complete(t);
+                ctx.wait(
+                    async move { permits.acquire_owned().await.ok() }
+                        .into_actor(self)
+                        .map(move |permit, act, _| {
+                            match permit {
+                                Some(permit) => {
+                                    act.deps.writer.send(ticket, also, ops, unwritten, permit)
+                                }
+                                None => {
+                                    // The semaphore is never closed; if it were, say so loudly.
+                                    act.deps.metrics.handler_errors.inc();
+                                    tracing::error!("writer link closed; event not written");
+                                    act.complete(ticket);
+                                    if let Some(t) = also {
+                                        act.complete(t);
+                                    }
                                 }
                             }
-                        }
-                        if dequeue {
-                            act.dequeued();
-                        }
-                    },
-                ));
+                            if dequeue {
+                                act.dequeued();
+                            }
+                        }),
+                );
             }
         }
     }
@@ -219,7 +252,10 @@ impl Actor for GuildActor {
                 && act.slot.queued.load(Ordering::Acquire) == 0
                 && act.slot.unwritten.load(Ordering::Acquire) == 0;
             if idle {
-                act.filter.do_send(Passivate { guild_id: act.state.guild_id(), slot: act.slot.clone() });
+                act.filter.do_send(Passivate {
+                    guild_id: act.state.guild_id(),
+                    slot: act.slot.clone(),
+                });
             }
         });
     }
@@ -233,7 +269,11 @@ impl Handler<GuildEvent> for GuildActor {
     type Result = ();
     fn handle(&mut self, event: GuildEvent, ctx: &mut Self::Context) {
         self.last_event = Instant::now();
-        let delay = self.deps.slow_hook.as_ref().and_then(|hook| hook(self.state.guild_id()));
+        let delay = self
+            .deps
+            .slow_hook
+            .as_ref()
+            .and_then(|hook| hook(self.state.guild_id()));
         match delay {
             None => self.process(event, ctx),
             Some(delay) => ctx.wait(

@@ -26,14 +26,26 @@ pub struct GuildState {
 
 impl GuildState {
     pub fn new(guild_id: Id) -> Self {
-        GuildState { guild_id, channels: HashMap::new() }
+        GuildState {
+            guild_id,
+            channels: HashMap::new(),
+        }
     }
 
     /// State restored from the database (after passivation or a restart).
     pub fn with_channels(guild_id: Id, rows: Vec<ChannelRow>) -> Self {
         let channels = rows
             .into_iter()
-            .map(|r| (r.id, ChannelState { name: r.name, kind: r.kind, parent_id: r.parent_id }))
+            .map(|r| {
+                (
+                    r.id,
+                    ChannelState {
+                        name: r.name,
+                        kind: r.kind,
+                        parent_id: r.parent_id,
+                    },
+                )
+            })
             .collect();
         GuildState { guild_id, channels }
     }
@@ -50,14 +62,22 @@ impl GuildState {
                     self.remember(c);
                 }
                 let mut ops = vec![Op::EnsureGuild(self.guild_id)];
-                ops.extend(g.channels.iter().chain(&g.threads).map(|c| self.upsert_op(c)));
+                ops.extend(
+                    g.channels
+                        .iter()
+                        .chain(&g.threads)
+                        .map(|c| self.upsert_op(c)),
+                );
                 ops
             }
             Event::ChannelUpsert(c) => {
                 self.remember(c);
                 vec![
                     self.upsert_op(c),
-                    Op::RenameParent { parent_id: c.id, name: c.name.clone() },
+                    Op::RenameParent {
+                        parent_id: c.id,
+                        name: c.name.clone(),
+                    },
                 ]
             }
             Event::ChannelDelete { id } => {
@@ -69,9 +89,15 @@ impl GuildState {
                 Some(content) => {
                     let mut ops = Vec::with_capacity(2);
                     if !content.is_empty() {
-                        ops.push(Op::UpdateMessageStats { message_id: m.id, stats: message_stats(content) });
+                        ops.push(Op::UpdateMessageStats {
+                            message_id: m.id,
+                            stats: message_stats(content),
+                        });
                     }
-                    ops.push(Op::UpdateCache { message_id: m.id, content: content.clone() });
+                    ops.push(Op::UpdateCache {
+                        message_id: m.id,
+                        content: content.clone(),
+                    });
                     ops
                 }
                 // A partial update (embeds resolved, pins...) changes nothing we store.
@@ -97,7 +123,11 @@ impl GuildState {
     fn remember(&mut self, c: &Channel) {
         self.channels.insert(
             c.id,
-            ChannelState { name: c.name.clone(), kind: Some(c.kind), parent_id: c.parent_id },
+            ChannelState {
+                name: c.name.clone(),
+                kind: Some(c.kind),
+                parent_id: c.parent_id,
+            },
         );
     }
 

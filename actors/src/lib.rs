@@ -19,8 +19,8 @@ pub mod progress;
 pub mod reshard;
 pub mod shard;
 pub mod stats;
-pub mod synthetic;
 pub mod store;
+pub mod synthetic;
 pub mod writer;
 
 pub use pipeline::{Pipeline, PipelineConfig};

@@ -5,7 +5,8 @@
 
 use crate::event::EventKind;
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry,
 };
 
 /// Counters for one event type, resolved once so the hot path does no label lookup.
@@ -41,11 +42,12 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(pod_ordinal: u32, pods: u32) -> Result<Self, prometheus::Error> {
         let registry = Registry::new_custom(Some("guild_gateway".into()), None)?;
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        };
+        let counter_vec =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
         let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
             let c = IntCounter::new(name, help)?;
             registry.register(Box::new(c.clone()))?;
@@ -56,16 +58,33 @@ impl Metrics {
             registry.register(Box::new(g.clone()))?;
             Ok(g)
         };
-        let histogram = |name: &str, help: &str, buckets: Vec<f64>| -> Result<Histogram, prometheus::Error> {
-            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
-            registry.register(Box::new(h.clone()))?;
-            Ok(h)
-        };
+        let histogram =
+            |name: &str, help: &str, buckets: Vec<f64>| -> Result<Histogram, prometheus::Error> {
+                let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
+                registry.register(Box::new(h.clone()))?;
+                Ok(h)
+            };
 
-        let received = counter_vec("events_received_total", "Dispatches received, by event type.", &["type"])?;
-        let owned = counter_vec("events_owned_total", "Dispatches of guilds this pod owns (and DMs on pod 0), by event type.", &["type"])?;
-        let foreign = counter_vec("events_foreign_total", "Dispatches of guilds other pods own, dropped by the shard filter, by event type.", &["type"])?;
-        let skipped = counter_vec("events_skipped_total", "Owned dispatches that store nothing (unhandled types, DMs), by event type.", &["type"])?;
+        let received = counter_vec(
+            "events_received_total",
+            "Dispatches received, by event type.",
+            &["type"],
+        )?;
+        let owned = counter_vec(
+            "events_owned_total",
+            "Dispatches of guilds this pod owns (and DMs on pod 0), by event type.",
+            &["type"],
+        )?;
+        let foreign = counter_vec(
+            "events_foreign_total",
+            "Dispatches of guilds other pods own, dropped by the shard filter, by event type.",
+            &["type"],
+        )?;
+        let skipped = counter_vec(
+            "events_skipped_total",
+            "Owned dispatches that store nothing (unhandled types, DMs), by event type.",
+            &["type"],
+        )?;
         let by_kind = EventKind::ALL
             .iter()
             .map(|k| KindCounters {
@@ -78,35 +97,77 @@ impl Metrics {
 
         let metrics = Metrics {
             by_kind,
-            processed: counter("events_processed_total", "Dispatches fully processed: committed, skipped, foreign or shed.")?,
-            handler_errors: counter("handler_errors_total", "Writes that failed and were rolled back.")?,
-            shed: counter("events_shed_total", "Owned dispatches dropped because their guild's mailbox was full.")?,
-            guild_actors: gauge("guild_actors", "Guild actors alive (guilds not passivated).")?,
-            guild_mailbox_depth: gauge("guild_mailbox_depth", "Dispatches queued in all guild mailboxes together.")?,
-            writer_queue_depth: gauge("writer_queue_depth", "Write commands queued for or held by the SQLite writer.")?,
-            writer_batch_size: histogram("writer_batch_size", "Write commands per committed transaction.", exponential_buckets(1.0, 2.0, 14)?)?,
-            writer_commit_seconds: histogram("writer_commit_seconds", "Time to apply and commit one batch.", exponential_buckets(0.0001, 2.0, 16)?)?,
+            processed: counter(
+                "events_processed_total",
+                "Dispatches fully processed: committed, skipped, foreign or shed.",
+            )?,
+            handler_errors: counter(
+                "handler_errors_total",
+                "Writes that failed and were rolled back.",
+            )?,
+            shed: counter(
+                "events_shed_total",
+                "Owned dispatches dropped because their guild's mailbox was full.",
+            )?,
+            guild_actors: gauge(
+                "guild_actors",
+                "Guild actors alive (guilds not passivated).",
+            )?,
+            guild_mailbox_depth: gauge(
+                "guild_mailbox_depth",
+                "Dispatches queued in all guild mailboxes together.",
+            )?,
+            writer_queue_depth: gauge(
+                "writer_queue_depth",
+                "Write commands queued for or held by the SQLite writer.",
+            )?,
+            writer_batch_size: histogram(
+                "writer_batch_size",
+                "Write commands per committed transaction.",
+                exponential_buckets(1.0, 2.0, 14)?,
+            )?,
+            writer_commit_seconds: histogram(
+                "writer_commit_seconds",
+                "Time to apply and commit one batch.",
+                exponential_buckets(0.0001, 2.0, 16)?,
+            )?,
             event_latency_seconds: histogram(
                 "event_latency_seconds",
                 "Time from accepting a dispatch to its commit (or skip).",
                 exponential_buckets(0.00005, 1.5, 32)?,
             )?,
-            database_size_bytes: gauge("database_size_bytes", "Size of the SQLite database and its WAL.")?,
-            last_seq_received: gauge("last_seq_received", "Gateway seq of the newest event accepted.")?,
-            last_seq_committed: gauge("last_seq_committed", "Gateway seq before which every event is committed or skipped.")?,
+            database_size_bytes: gauge(
+                "database_size_bytes",
+                "Size of the SQLite database and its WAL.",
+            )?,
+            last_seq_received: gauge(
+                "last_seq_received",
+                "Gateway seq of the newest event accepted.",
+            )?,
+            last_seq_committed: gauge(
+                "last_seq_committed",
+                "Gateway seq before which every event is committed or skipped.",
+            )?,
             events_in_flight: gauge("events_in_flight", "Events accepted and not yet committed.")?,
-            ready: gauge("ready", "1 when /readyz answers ready (database writable, gateway session up).")?,
+            ready: gauge(
+                "ready",
+                "1 when /readyz answers ready (database writable, gateway session up).",
+            )?,
             pod_ordinal: gauge("pod_ordinal", "This pod's ordinal.")?,
             pods: gauge("pods", "Number of gateway pods (NUM_GATEWAY_PODS).")?,
-            cache_expired: counter_vec("message_cache_expired_total", "message_cache rows changed by the expiry job.", &["change"])?,
+            cache_expired: counter_vec(
+                "message_cache_expired_total",
+                "message_cache rows changed by the expiry job.",
+                &["change"],
+            )?,
             registry,
         };
         metrics.pod_ordinal.set(i64::from(pod_ordinal));
         metrics.pods.set(i64::from(pods));
         #[cfg(target_os = "linux")]
-        metrics
-            .registry
-            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        metrics.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(metrics)
     }
 

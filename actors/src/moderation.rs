@@ -38,17 +38,27 @@ impl Action {
             Action::Ban => entry.action == audit_action::MEMBER_BAN_ADD,
             Action::Unban => entry.action == audit_action::MEMBER_BAN_REMOVE,
             Action::Kick => entry.action == audit_action::MEMBER_KICK,
-            Action::Timeout => entry.action == audit_action::MEMBER_UPDATE && entry.timeout_change == Some(TimeoutChange::Set),
+            Action::Timeout => {
+                entry.action == audit_action::MEMBER_UPDATE
+                    && entry.timeout_change == Some(TimeoutChange::Set)
+            }
             Action::TimeoutRemoved => {
-                entry.action == audit_action::MEMBER_UPDATE && entry.timeout_change == Some(TimeoutChange::Cleared)
+                entry.action == audit_action::MEMBER_UPDATE
+                    && entry.timeout_change == Some(TimeoutChange::Cleared)
             }
         }
     }
 
     fn is_relevant(entry: &AuditEntry) -> bool {
-        [Action::Ban, Action::Unban, Action::Kick, Action::Timeout, Action::TimeoutRemoved]
-            .iter()
-            .any(|a| a.matches(entry))
+        [
+            Action::Ban,
+            Action::Unban,
+            Action::Kick,
+            Action::Timeout,
+            Action::TimeoutRemoved,
+        ]
+        .iter()
+        .any(|a| a.matches(entry))
     }
 }
 
@@ -88,8 +98,17 @@ pub struct ModerationLog<T> {
 
 impl<T> ModerationLog<T> {
     pub fn new(guild_id: Id, window: Duration, timeouts: HashMap<Id, i64>) -> Self {
-        let timeouts = timeouts.into_iter().map(|(user, until)| (user, Some(until))).collect();
-        ModerationLog { guild_id, window, pending: Vec::new(), held: VecDeque::new(), timeouts }
+        let timeouts = timeouts
+            .into_iter()
+            .map(|(user, until)| (user, Some(until)))
+            .collect();
+        ModerationLog {
+            guild_id,
+            window,
+            pending: Vec::new(),
+            held: VecDeque::new(),
+            timeouts,
+        }
     }
 
     /// Is anything waiting? (A guild with waiting work is not idle.)
@@ -109,17 +128,25 @@ impl<T> ModerationLog<T> {
         bot_user_id: Option<Id>,
     ) -> Result<Vec<Resolution<T>>, T> {
         let (action, user_id, duration, unmatched_key, state) = match event {
-            Event::AuditEntry(entry) => return Ok(self.on_entry(token, entry.clone(), now, bot_user_id)),
+            Event::AuditEntry(entry) => {
+                return Ok(self.on_entry(token, entry.clone(), now, bot_user_id))
+            }
             Event::Ban { user_id, added } => {
                 let action = if *added { Action::Ban } else { Action::Unban };
                 let key = seq.map(|s| format!("{}:{user_id}:s{s}", action.name()));
                 (action, *user_id, None, key, None)
             }
             Event::MemberRemove { user_id } => (Action::Kick, *user_id, None, None, None),
-            Event::MemberUpdate { user_id, timeout_until_ms } => {
+            Event::MemberUpdate {
+                user_id,
+                timeout_until_ms,
+            } => {
                 let previous = self.timeouts.get(user_id).copied().flatten();
                 if previous == *timeout_until_ms {
-                    return Ok(vec![Resolution { tokens: vec![token], ops: Vec::new() }]);
+                    return Ok(vec![Resolution {
+                        tokens: vec![token],
+                        ops: Vec::new(),
+                    }]);
                 }
                 self.timeouts.insert(*user_id, *timeout_until_ms);
                 let state = Some(Op::SetMemberTimeout {
@@ -143,13 +170,29 @@ impl<T> ModerationLog<T> {
                         state,
                     ),
                     // A change that is not a timeout (one that expired, or set in the past).
-                    _ => return Ok(vec![Resolution { tokens: vec![token], ops: state.into_iter().collect() }]),
+                    _ => {
+                        return Ok(vec![Resolution {
+                            tokens: vec![token],
+                            ops: state.into_iter().collect(),
+                        }])
+                    }
                 }
             }
             _ => return Err(token),
         };
-        let pending = Pending { token, since: now, action, user_id, duration, unmatched_key, state };
-        let found = self.held.iter().position(|h| h.entry.target_id == Some(user_id) && action.matches(&h.entry));
+        let pending = Pending {
+            token,
+            since: now,
+            action,
+            user_id,
+            duration,
+            unmatched_key,
+            state,
+        };
+        let found = self
+            .held
+            .iter()
+            .position(|h| h.entry.target_id == Some(user_id) && action.matches(&h.entry));
         Ok(match found.and_then(|i| self.held.remove(i)) {
             Some(held) => vec![self.resolve(pending, Some(held), bot_user_id)],
             None => {
@@ -159,15 +202,28 @@ impl<T> ModerationLog<T> {
         })
     }
 
-    fn on_entry(&mut self, token: T, entry: AuditEntry, now: Instant, bot_user_id: Option<Id>) -> Vec<Resolution<T>> {
+    fn on_entry(
+        &mut self,
+        token: T,
+        entry: AuditEntry,
+        now: Instant,
+        bot_user_id: Option<Id>,
+    ) -> Vec<Resolution<T>> {
         if !Action::is_relevant(&entry) {
-            return vec![Resolution { tokens: vec![token], ops: Vec::new() }];
+            return vec![Resolution {
+                tokens: vec![token],
+                ops: Vec::new(),
+            }];
         }
         let found = self
             .pending
             .iter()
             .position(|p| entry.target_id == Some(p.user_id) && p.action.matches(&entry));
-        let held = Held { token, since: now, entry };
+        let held = Held {
+            token,
+            since: now,
+            entry,
+        };
         match found {
             Some(i) => {
                 let pending = self.pending.remove(i);
@@ -196,7 +252,10 @@ impl<T> ModerationLog<T> {
         }
         while self.held.front().is_some_and(|h| expired(h.since)) {
             if let Some(held) = self.held.pop_front() {
-                out.push(Resolution { tokens: vec![held.token], ops: Vec::new() });
+                out.push(Resolution {
+                    tokens: vec![held.token],
+                    ops: Vec::new(),
+                });
             }
         }
         out
@@ -204,24 +263,44 @@ impl<T> ModerationLog<T> {
 
     /// Resolves everything now: no more events will come (end of a replay, shutdown).
     pub fn flush(&mut self) -> Vec<Resolution<T>> {
-        let mut out: Vec<_> = std::mem::take(&mut self.pending).into_iter().map(|p| self.resolve(p, None, None)).collect();
-        out.extend(self.held.drain(..).map(|h| Resolution { tokens: vec![h.token], ops: Vec::new() }));
+        let mut out: Vec<_> = std::mem::take(&mut self.pending)
+            .into_iter()
+            .map(|p| self.resolve(p, None, None))
+            .collect();
+        out.extend(self.held.drain(..).map(|h| Resolution {
+            tokens: vec![h.token],
+            ops: Vec::new(),
+        }));
         out
     }
 
     /// When the oldest waiting item expires.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let oldest = self.pending.iter().map(|p| p.since).chain(self.held.iter().map(|h| h.since)).min()?;
+        let oldest = self
+            .pending
+            .iter()
+            .map(|p| p.since)
+            .chain(self.held.iter().map(|h| h.since))
+            .min()?;
         Some(oldest + self.window)
     }
 
-    fn resolve(&self, pending: Pending<T>, held: Option<Held<T>>, bot_user_id: Option<Id>) -> Resolution<T> {
+    fn resolve(
+        &self,
+        pending: Pending<T>,
+        held: Option<Held<T>>,
+        bot_user_id: Option<Id>,
+    ) -> Resolution<T> {
         let mut tokens = vec![pending.token];
         let mut ops: Vec<Op> = pending.state.into_iter().collect();
         let row = match &held {
             // The bot's own actions are not logged.
             Some(h) if h.entry.executor_id.is_some() && h.entry.executor_id == bot_user_id => None,
-            Some(h) => Some((h.entry.executor_id, h.entry.reason.clone().unwrap_or_default(), Some(format!("audit:{}", h.entry.id)))),
+            Some(h) => Some((
+                h.entry.executor_id,
+                h.entry.reason.clone().unwrap_or_default(),
+                Some(format!("audit:{}", h.entry.id)),
+            )),
             // A member who left without a kick entry was not kicked.
             None if pending.action == Action::Kick => None,
             None => Some((None, String::new(), pending.unmatched_key)),
@@ -299,7 +378,12 @@ mod tests {
             .iter()
             .flat_map(|r| &r.ops)
             .filter_map(|op| match op {
-                Op::InsertModAction { action, executor_id, reason, .. } => Some((*action, *executor_id, reason.clone())),
+                Op::InsertModAction {
+                    action,
+                    executor_id,
+                    reason,
+                    ..
+                } => Some((*action, *executor_id, reason.clone())),
                 _ => None,
             })
             .collect()
@@ -309,15 +393,37 @@ mod tests {
     fn pairs_in_either_order() {
         let t0 = Instant::now();
         let mut log = log();
-        let ban = Event::Ban { user_id: USER, added: true };
-        assert!(log.handle(1, &ban, Some(1), t0, 0, Some(BOT)).unwrap().is_empty());
-        let r = log.handle(2, &entry(10, 22, MOD, None), Some(2), t0, 0, Some(BOT)).unwrap();
+        let ban = Event::Ban {
+            user_id: USER,
+            added: true,
+        };
+        assert!(log
+            .handle(1, &ban, Some(1), t0, 0, Some(BOT))
+            .unwrap()
+            .is_empty());
+        let r = log
+            .handle(2, &entry(10, 22, MOD, None), Some(2), t0, 0, Some(BOT))
+            .unwrap();
         assert_eq!(mod_rows(&r), vec![("ban", Some(MOD), "raid".to_string())]);
         assert_eq!(r[0].tokens, vec![1, 2]);
 
-        let r = log.handle(3, &entry(11, 23, MOD, None), Some(3), t0, 0, Some(BOT)).unwrap();
+        let r = log
+            .handle(3, &entry(11, 23, MOD, None), Some(3), t0, 0, Some(BOT))
+            .unwrap();
         assert!(r.is_empty());
-        let r = log.handle(4, &Event::Ban { user_id: USER, added: false }, Some(4), t0, 0, Some(BOT)).unwrap();
+        let r = log
+            .handle(
+                4,
+                &Event::Ban {
+                    user_id: USER,
+                    added: false,
+                },
+                Some(4),
+                t0,
+                0,
+                Some(BOT),
+            )
+            .unwrap();
         assert_eq!(mod_rows(&r), vec![("unban", Some(MOD), "raid".to_string())]);
         assert!(!log.is_waiting());
     }
@@ -326,8 +432,27 @@ mod tests {
     fn unmatched_events_are_written_when_the_window_closes_and_leaves_are_not_kicks() {
         let t0 = Instant::now();
         let mut log = log();
-        log.handle(1, &Event::Ban { user_id: USER, added: true }, Some(7), t0, 0, None).unwrap();
-        log.handle(2, &Event::MemberRemove { user_id: USER }, Some(8), t0, 0, None).unwrap();
+        log.handle(
+            1,
+            &Event::Ban {
+                user_id: USER,
+                added: true,
+            },
+            Some(7),
+            t0,
+            0,
+            None,
+        )
+        .unwrap();
+        log.handle(
+            2,
+            &Event::MemberRemove { user_id: USER },
+            Some(8),
+            t0,
+            0,
+            None,
+        )
+        .unwrap();
         assert!(log.expire(t0 + Duration::from_secs(4)).is_empty());
         let r = log.expire(t0 + Duration::from_secs(5));
         assert_eq!(mod_rows(&r), vec![("ban", None, String::new())]);
@@ -339,18 +464,42 @@ mod tests {
     fn timeouts_only_on_change_and_the_bot_is_not_logged() {
         let t0 = Instant::now();
         let mut log = log();
-        let set = Event::MemberUpdate { user_id: USER, timeout_until_ms: Some(600_000) };
-        assert!(log.handle(1, &set, None, t0, 0, Some(BOT)).unwrap().is_empty());
+        let set = Event::MemberUpdate {
+            user_id: USER,
+            timeout_until_ms: Some(600_000),
+        };
+        assert!(log
+            .handle(1, &set, None, t0, 0, Some(BOT))
+            .unwrap()
+            .is_empty());
         // The same value again writes nothing.
         let r = log.handle(2, &set, None, t0, 0, Some(BOT)).unwrap();
         assert_eq!(r.len(), 1);
         assert!(r[0].ops.is_empty());
         // The entry, by the bot itself: resolved, not logged, the state still saved.
-        let r = log.handle(3, &entry(12, 24, BOT, Some(TimeoutChange::Set)), None, t0, 0, Some(BOT)).unwrap();
+        let r = log
+            .handle(
+                3,
+                &entry(12, 24, BOT, Some(TimeoutChange::Set)),
+                None,
+                t0,
+                0,
+                Some(BOT),
+            )
+            .unwrap();
         assert!(mod_rows(&r).is_empty());
-        assert!(matches!(r[0].ops[..], [Op::SetMemberTimeout { until_ms: Some(600_000), .. }]));
+        assert!(matches!(
+            r[0].ops[..],
+            [Op::SetMemberTimeout {
+                until_ms: Some(600_000),
+                ..
+            }]
+        ));
         // Cleared while in the future: timeout_removed with its duration unset.
-        let clear = Event::MemberUpdate { user_id: USER, timeout_until_ms: None };
+        let clear = Event::MemberUpdate {
+            user_id: USER,
+            timeout_until_ms: None,
+        };
         log.handle(4, &clear, None, t0, 1000, Some(BOT)).unwrap();
         let r = log.flush();
         assert_eq!(mod_rows(&r), vec![("timeout_removed", None, String::new())]);

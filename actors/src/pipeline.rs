@@ -99,9 +99,15 @@ impl Pipeline {
     pub fn start(config: PipelineConfig, metrics: Arc<Metrics>) -> Result<Pipeline, StoreError> {
         let conn = store::open_writer(&config.database)?;
         conn.pragma_update(None, "wal_autocheckpoint", config.wal_autocheckpoint)
-            .map_err(|source| StoreError::Prepare { path: config.database.clone(), source })?;
+            .map_err(|source| StoreError::Prepare {
+                path: config.database.clone(),
+                source,
+            })?;
         let reads = store::read_pool(&config.database, config.read_pool_size)?;
-        let progress = Arc::new(Progress::new(config.max_in_flight, Some(metrics.event_latency_seconds.clone())));
+        let progress = Arc::new(Progress::new(
+            config.max_in_flight,
+            Some(metrics.event_latency_seconds.clone()),
+        ));
 
         let writer_thread = Arbiter::new();
         let writer_config = WriterConfig {
@@ -136,7 +142,15 @@ impl Pipeline {
 
         let mut arbiters = workers;
         arbiters.push(writer_thread);
-        Ok(Pipeline { filter, writer, progress, reads, metrics, database: config.database, arbiters })
+        Ok(Pipeline {
+            filter,
+            writer,
+            progress,
+            reads,
+            metrics,
+            database: config.database,
+            arbiters,
+        })
     }
 
     /// Accepts one dispatch, waiting while `max_in_flight` events are unfinished.
@@ -169,11 +183,17 @@ impl Pipeline {
 
     /// Refreshes gauges that are read rather than counted, before a scrape.
     pub fn refresh_gauges(&self) {
-        self.metrics.database_size_bytes.set(store::database_size(&self.database) as i64);
+        self.metrics
+            .database_size_bytes
+            .set(store::database_size(&self.database) as i64);
         let status = self.progress.snapshot();
         let seq = |s: Option<u64>| s.map_or(0, |s| s as i64);
-        self.metrics.last_seq_received.set(seq(status.last_seq_received));
-        self.metrics.last_seq_committed.set(seq(status.last_seq_committed));
+        self.metrics
+            .last_seq_received
+            .set(seq(status.last_seq_received));
+        self.metrics
+            .last_seq_committed
+            .set(seq(status.last_seq_committed));
         self.metrics.events_in_flight.set(status.in_flight as i64);
     }
 

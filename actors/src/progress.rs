@@ -73,7 +73,11 @@ impl Progress {
     fn begin(&self, seq: Option<u64>) -> Ticket {
         let mut w = self.lock();
         let ticket = Ticket(w.first + w.slots.len() as u64);
-        w.slots.push_back(Slot { seq, accepted: Instant::now(), done: false });
+        w.slots.push_back(Slot {
+            seq,
+            accepted: Instant::now(),
+            done: false,
+        });
         w.snapshot.events_accepted += 1;
         w.snapshot.in_flight += 1;
         if seq.is_some() {
@@ -86,7 +90,9 @@ impl Progress {
     pub fn complete(&self, ticket: Ticket) {
         let (idle, accepted) = {
             let mut w = self.lock();
-            let Some(index) = ticket.0.checked_sub(w.first) else { return };
+            let Some(index) = ticket.0.checked_sub(w.first) else {
+                return;
+            };
             let accepted = match w.slots.get_mut(index as usize) {
                 Some(slot) if !slot.done => {
                     slot.done = true;
@@ -151,6 +157,14 @@ mod tests {
         assert_eq!(p.snapshot().last_seq_committed, Some(2));
         p.complete(c);
         let s = p.snapshot();
-        assert_eq!((s.last_seq_committed, s.last_seq_received, s.in_flight, s.events_done), (Some(4), Some(4), 0, 4));
+        assert_eq!(
+            (
+                s.last_seq_committed,
+                s.last_seq_received,
+                s.in_flight,
+                s.events_done
+            ),
+            (Some(4), Some(4), 0, 4)
+        );
     }
 }

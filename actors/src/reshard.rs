@@ -22,7 +22,10 @@ const TABLES: [(&str, &str); 7] = [
     ("mod_actions", "guild_id"),
     ("member_timeouts", "guild_id"),
     // Reactions belong to the guild of their message.
-    ("message_reactions", "(SELECT s.guild_id FROM src.message_stats s WHERE s.message_id = t.message_id)"),
+    (
+        "message_reactions",
+        "(SELECT s.guild_id FROM src.message_stats s WHERE s.message_id = t.message_id)",
+    ),
 ];
 
 /// Rows per table, in the sources and in the new databases.
@@ -40,30 +43,56 @@ pub enum ReshardError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("copying {table} from {source_path}: {error}")]
-    Copy { table: &'static str, source_path: PathBuf, error: rusqlite::Error },
+    Copy {
+        table: &'static str,
+        source_path: PathBuf,
+        error: rusqlite::Error,
+    },
 }
 
 fn columns(conn: &Connection, schema: &str, table: &str) -> rusqlite::Result<Vec<String>> {
     let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1, ?2)")?;
-    let names = stmt.query_map([table, schema], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
+    let names = stmt
+        .query_map([table, schema], |r| r.get::<_, String>(0))?
+        .collect::<Result<_, _>>()?;
     Ok(names)
 }
 
 /// Writes `out_dir/gateway-k.sqlite3` for every k < pods from `sources`.
-pub fn reshard(sources: &[PathBuf], strategy: Strategy, pods: u32, out_dir: &Path) -> Result<ReshardReport, ReshardError> {
-    let targets: Vec<PathBuf> = (0..pods).map(|k| out_dir.join(format!("gateway-{k}.sqlite3"))).collect();
+pub fn reshard(
+    sources: &[PathBuf],
+    strategy: Strategy,
+    pods: u32,
+    out_dir: &Path,
+) -> Result<ReshardReport, ReshardError> {
+    let targets: Vec<PathBuf> = (0..pods)
+        .map(|k| out_dir.join(format!("gateway-{k}.sqlite3")))
+        .collect();
     if let Some(existing) = targets.iter().find(|t| t.exists()) {
         return Err(ReshardError::TargetExists(existing.clone()));
     }
-    let mut report = ReshardReport { targets: targets.clone(), rows: BTreeMap::new() };
+    let mut report = ReshardReport {
+        targets: targets.clone(),
+        rows: BTreeMap::new(),
+    };
     for (ordinal, target) in targets.iter().enumerate() {
         let conn = store::open_writer(target)?;
         // owner(guild_id) in SQL: the same function the pods and the HTTP services use.
-        conn.create_scalar_function("owner", 1, FunctionFlags::SQLITE_DETERMINISTIC | FunctionFlags::SQLITE_UTF8, move |ctx| {
-            let guild: Option<String> = ctx.get(0)?;
-            Ok(guild.and_then(|g| owner_of_str(strategy, &g, pods).ok()).map(i64::from))
-        })
-        .map_err(|source| StoreError::Prepare { path: target.clone(), source })?;
+        conn.create_scalar_function(
+            "owner",
+            1,
+            FunctionFlags::SQLITE_DETERMINISTIC | FunctionFlags::SQLITE_UTF8,
+            move |ctx| {
+                let guild: Option<String> = ctx.get(0)?;
+                Ok(guild
+                    .and_then(|g| owner_of_str(strategy, &g, pods).ok())
+                    .map(i64::from))
+            },
+        )
+        .map_err(|source| StoreError::Prepare {
+            path: target.clone(),
+            source,
+        })?;
         for source_path in sources {
             copy_owned(&conn, source_path, ordinal as u32)?;
         }
@@ -76,8 +105,13 @@ pub fn reshard(sources: &[PathBuf], strategy: Strategy, pods: u32, out_dir: &Pat
 }
 
 fn copy_owned(conn: &Connection, source_path: &Path, ordinal: u32) -> Result<(), ReshardError> {
-    let copy_error = |table, error| ReshardError::Copy { table, source_path: source_path.to_owned(), error };
-    conn.execute("ATTACH DATABASE ?1 AS src", [source_path.to_string_lossy()]).map_err(|e| copy_error("(attach)", e))?;
+    let copy_error = |table, error| ReshardError::Copy {
+        table,
+        source_path: source_path.to_owned(),
+        error,
+    };
+    conn.execute("ATTACH DATABASE ?1 AS src", [source_path.to_string_lossy()])
+        .map_err(|e| copy_error("(attach)", e))?;
     let result = (|| {
         for (table, guild_expr) in TABLES {
             let source_columns = columns(conn, "src", table).map_err(|e| copy_error(table, e))?;
@@ -96,10 +130,12 @@ fn copy_owned(conn: &Connection, source_path: &Path, ordinal: u32) -> Result<(),
                 "INSERT OR IGNORE INTO main.\"{table}\" ({list}) SELECT {} FROM src.\"{table}\" t WHERE owner({guild_expr}) = ?1",
                 shared.iter().map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", ")
             );
-            conn.execute(&sql, [ordinal]).map_err(|e| copy_error(table, e))?;
+            conn.execute(&sql, [ordinal])
+                .map_err(|e| copy_error(table, e))?;
         }
         Ok(())
     })();
-    conn.execute("DETACH DATABASE src", []).map_err(|e| copy_error("(detach)", e))?;
+    conn.execute("DETACH DATABASE src", [])
+        .map_err(|e| copy_error("(detach)", e))?;
     result
 }

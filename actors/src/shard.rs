@@ -134,10 +134,23 @@ mod tests {
     fn numeric_and_string_forms_agree() {
         for id in [0u64, 7, 1325263406417087088, u64::MAX] {
             for pods in 1..8 {
-                let s = Sharding { strategy: Strategy::Md5, ordinal: 0, pods };
-                assert_eq!(s.owner(id), owner_of_str(Strategy::Md5, &id.to_string(), pods).unwrap());
-                let d = Sharding { strategy: Strategy::Discord, ..s };
-                assert_eq!(d.owner(id), owner_of_str(Strategy::Discord, &id.to_string(), pods).unwrap());
+                let s = Sharding {
+                    strategy: Strategy::Md5,
+                    ordinal: 0,
+                    pods,
+                };
+                assert_eq!(
+                    s.owner(id),
+                    owner_of_str(Strategy::Md5, &id.to_string(), pods).unwrap()
+                );
+                let d = Sharding {
+                    strategy: Strategy::Discord,
+                    ..s
+                };
+                assert_eq!(
+                    d.owner(id),
+                    owner_of_str(Strategy::Discord, &id.to_string(), pods).unwrap()
+                );
             }
         }
     }
@@ -153,7 +166,11 @@ mod tests {
 
     #[test]
     fn guildless_events_belong_to_pod_zero() {
-        let s = |ordinal| Sharding { strategy: Strategy::Md5, ordinal, pods: 3 };
+        let s = |ordinal| Sharding {
+            strategy: Strategy::Md5,
+            ordinal,
+            pods: 3,
+        };
         assert!(s(0).owns(None));
         assert!(!s(1).owns(None));
     }

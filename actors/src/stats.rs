@@ -55,7 +55,9 @@ fn markdown_regex() -> &'static Regex {
 /// The label and url of a token the markdown-link alternative matched.
 fn markdown_link(token: &str) -> Option<(&str, &str)> {
     static RE: OnceLock<Regex> = OnceLock::new();
-    let re = RE.get_or_init(|| Regex::new(r"^\[([^\]]+)\]\(([^)]+)\)$").expect("the link pattern is a valid regex"));
+    let re = RE.get_or_init(|| {
+        Regex::new(r"^\[([^\]]+)\]\(([^)]+)\)$").expect("the link pattern is a valid regex")
+    });
     let caps = re.captures(token)?;
     Some((caps.get(1)?.as_str(), caps.get(2)?.as_str()))
 }
@@ -153,7 +155,11 @@ pub fn message_stats(content: &str) -> MessageStats {
 /// `token.slice(3, -4)` (which clamps to "" for a bare "```" matched as inline code), the first
 /// line the language, the other lines the code.
 fn fenced_block(token: &str) -> CodeBlock<'_> {
-    let body = if token.len() >= 7 { &token[3..token.len() - 4] } else { "" };
+    let body = if token.len() >= 7 {
+        &token[3..token.len() - 4]
+    } else {
+        ""
+    };
     let (lang, code) = match body.split_once('\n') {
         Some((lang, code)) => (lang, Some(code)),
         None => (body, None),
@@ -165,7 +171,12 @@ fn fenced_block(token: &str) -> CodeBlock<'_> {
             lines: code.split('\n').count(),
             lang: Some(lang),
         },
-        None => CodeBlock { chars: 0, words: 0, lines: 0, lang: Some(lang) },
+        None => CodeBlock {
+            chars: 0,
+            words: 0,
+            lines: 0,
+            lang: Some(lang),
+        },
     }
 }
 
@@ -182,7 +193,10 @@ mod tests {
     #[test]
     fn bare_triple_backtick_is_an_empty_fence() {
         let s = message_stats("```unterminated\ncode");
-        assert_eq!(s.code_stats, r#"[{"chars":0,"words":0,"lines":0,"lang":""}]"#);
+        assert_eq!(
+            s.code_stats,
+            r#"[{"chars":0,"words":0,"lines":0,"lang":""}]"#
+        );
         assert_eq!(s.word_count, 2);
     }
 

@@ -23,13 +23,22 @@ pub type ReadPool = r2d2::Pool<SqliteConnectionManager>;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("creating the database directory {path}: {source}")]
-    CreateDir { path: PathBuf, source: std::io::Error },
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("opening the database {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("the database {path} failed its integrity check: {detail} (restore it from the replica; see deploy/RUNBOOK.md)")]
     Corrupt { path: PathBuf, detail: String },
     #[error("preparing the database {path}: {source}")]
-    Prepare { path: PathBuf, source: rusqlite::Error },
+    Prepare {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("building the read pool for {path}: {source}")]
     Pool { path: PathBuf, source: r2d2::Error },
     #[error("database error: {0}")]
@@ -40,22 +49,41 @@ pub enum StoreError {
 /// busy_timeout, integrity checked, schema applied.
 pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
     }
-    let conn = Connection::open(path)
-        .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
-    let prepare = |source| StoreError::Prepare { path: path.to_owned(), source };
+    let conn = Connection::open(path).map_err(|source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    let prepare = |source| StoreError::Prepare {
+        path: path.to_owned(),
+        source,
+    };
     conn.busy_timeout(BUSY_TIMEOUT).map_err(prepare)?;
     // A file that is not a database fails here, at the first read.
     let check: Result<String, _> = conn.query_row("PRAGMA quick_check", [], |r| r.get(0));
     match check {
         Ok(ok) if ok == "ok" => {}
-        Ok(detail) => return Err(StoreError::Corrupt { path: path.to_owned(), detail }),
-        Err(e) => return Err(StoreError::Corrupt { path: path.to_owned(), detail: e.to_string() }),
+        Ok(detail) => {
+            return Err(StoreError::Corrupt {
+                path: path.to_owned(),
+                detail,
+            })
+        }
+        Err(e) => {
+            return Err(StoreError::Corrupt {
+                path: path.to_owned(),
+                detail: e.to_string(),
+            })
+        }
     }
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(prepare)?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(prepare)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(prepare)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(prepare)?;
     conn.execute_batch(SCHEMA).map_err(prepare)?;
     Ok(conn)
 }
@@ -68,7 +96,10 @@ pub fn read_pool(path: &Path, size: u32) -> Result<ReadPool, StoreError> {
     r2d2::Pool::builder()
         .max_size(size)
         .build(manager)
-        .map_err(|source| StoreError::Pool { path: path.to_owned(), source })
+        .map_err(|source| StoreError::Pool {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// A `message_stats` row for a new message.
@@ -99,15 +130,35 @@ pub enum Op {
         parent_id: Option<Id>,
     },
     /// A channel was (re)named: its children's category follows.
-    RenameParent { parent_id: Id, name: Option<String> },
+    RenameParent {
+        parent_id: Id,
+        name: Option<String>,
+    },
     DeleteChannel(Id),
     /// Insert or replace a message's stats; its reaction history starts again.
     InsertMessage(Box<MessageRow>),
-    UpdateMessageStats { message_id: Id, stats: MessageStats },
+    UpdateMessageStats {
+        message_id: Id,
+        stats: MessageStats,
+    },
     DeleteMessage(Id),
-    Reaction { message_id: Id, user_id: Id, emoji: String, added: bool },
-    UpsertCache { message_id: Id, guild_id: Id, channel_id: Id, user_id: Id, content: String },
-    UpdateCache { message_id: Id, content: String },
+    Reaction {
+        message_id: Id,
+        user_id: Id,
+        emoji: String,
+        added: bool,
+    },
+    UpsertCache {
+        message_id: Id,
+        guild_id: Id,
+        channel_id: Id,
+        user_id: Id,
+        content: String,
+    },
+    UpdateCache {
+        message_id: Id,
+        content: String,
+    },
     /// A `mod_actions` row; with a `source_key`, written once however often it is delivered.
     InsertModAction {
         guild_id: Id,
@@ -119,7 +170,11 @@ pub enum Op {
         source_key: Option<String>,
     },
     /// A member's communication_disabled_until (None: no timeout).
-    SetMemberTimeout { guild_id: Id, user_id: Id, until_ms: Option<i64> },
+    SetMemberTimeout {
+        guild_id: Id,
+        user_id: Id,
+        until_ms: Option<i64>,
+    },
 }
 
 fn opt_id(id: Option<Id>) -> Option<String> {
@@ -133,7 +188,14 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<()> {
             tx.prepare_cached("INSERT OR IGNORE INTO guilds (id) VALUES (?1)")?
                 .execute([id.to_string()])?;
         }
-        Op::UpsertChannel { id, guild_id, name, category, kind, parent_id } => {
+        Op::UpsertChannel {
+            id,
+            guild_id,
+            name,
+            category,
+            kind,
+            parent_id,
+        } => {
             tx.prepare_cached(
                 "INSERT INTO channel_info (id, name, category, guild_id, channel_type, parent_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -141,14 +203,22 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<()> {
                    guild_id = excluded.guild_id, channel_type = excluded.channel_type,
                    parent_id = excluded.parent_id",
             )?
-            .execute(params![id.to_string(), name, category, guild_id.to_string(), kind, opt_id(*parent_id)])?;
+            .execute(params![
+                id.to_string(),
+                name,
+                category,
+                guild_id.to_string(),
+                kind,
+                opt_id(*parent_id)
+            ])?;
         }
         Op::RenameParent { parent_id, name } => {
             tx.prepare_cached("UPDATE channel_info SET category = ?2 WHERE parent_id = ?1")?
                 .execute(params![parent_id.to_string(), name])?;
         }
         Op::DeleteChannel(id) => {
-            tx.prepare_cached("DELETE FROM channel_info WHERE id = ?1")?.execute([id.to_string()])?;
+            tx.prepare_cached("DELETE FROM channel_info WHERE id = ?1")?
+                .execute([id.to_string()])?;
         }
         Op::InsertMessage(row) => {
             let id = row.message_id.to_string();
@@ -172,7 +242,8 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<()> {
                 row.stats.code_stats,
                 row.stats.link_stats,
             ])?;
-            tx.prepare_cached("DELETE FROM message_reactions WHERE message_id = ?1")?.execute([id])?;
+            tx.prepare_cached("DELETE FROM message_reactions WHERE message_id = ?1")?
+                .execute([id])?;
         }
         Op::UpdateMessageStats { message_id, stats } => {
             tx.prepare_cached(
@@ -189,11 +260,24 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<()> {
         }
         Op::DeleteMessage(id) => {
             let id = id.to_string();
-            tx.prepare_cached("DELETE FROM message_stats WHERE message_id = ?1")?.execute([&id])?;
-            tx.prepare_cached("DELETE FROM message_reactions WHERE message_id = ?1")?.execute([&id])?;
+            tx.prepare_cached("DELETE FROM message_stats WHERE message_id = ?1")?
+                .execute([&id])?;
+            tx.prepare_cached("DELETE FROM message_reactions WHERE message_id = ?1")?
+                .execute([&id])?;
         }
-        Op::Reaction { message_id, user_id, emoji, added } => apply_reaction(tx, *message_id, *user_id, emoji, *added)?,
-        Op::UpsertCache { message_id, guild_id, channel_id, user_id, content } => {
+        Op::Reaction {
+            message_id,
+            user_id,
+            emoji,
+            added,
+        } => apply_reaction(tx, *message_id, *user_id, emoji, *added)?,
+        Op::UpsertCache {
+            message_id,
+            guild_id,
+            channel_id,
+            user_id,
+            content,
+        } => {
             tx.prepare_cached(
                 "INSERT INTO message_cache (message_id, guild_id, channel_id, user_id, content,
                    last_touched, created_at)
@@ -210,11 +294,24 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<()> {
                 now
             ])?;
         }
-        Op::UpdateCache { message_id, content } => {
-            tx.prepare_cached("UPDATE message_cache SET content = ?2, last_touched = ?3 WHERE message_id = ?1")?
-                .execute(params![message_id.to_string(), content, now])?;
+        Op::UpdateCache {
+            message_id,
+            content,
+        } => {
+            tx.prepare_cached(
+                "UPDATE message_cache SET content = ?2, last_touched = ?3 WHERE message_id = ?1",
+            )?
+            .execute(params![message_id.to_string(), content, now])?;
         }
-        Op::InsertModAction { guild_id, user_id, action, executor_id, reason, duration, source_key } => {
+        Op::InsertModAction {
+            guild_id,
+            user_id,
+            action,
+            executor_id,
+            reason,
+            duration,
+            source_key,
+        } => {
             tx.prepare_cached(
                 "INSERT OR IGNORE INTO mod_actions (user_id, guild_id, action_type, executor_id,
                    executor_username, reason, duration, created_at, source_key)
@@ -231,11 +328,19 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<()> {
                 source_key
             ])?;
         }
-        Op::SetMemberTimeout { guild_id, user_id, until_ms: Some(until) } => {
+        Op::SetMemberTimeout {
+            guild_id,
+            user_id,
+            until_ms: Some(until),
+        } => {
             tx.prepare_cached("INSERT OR REPLACE INTO member_timeouts (guild_id, user_id, until_ms) VALUES (?1, ?2, ?3)")?
                 .execute(params![guild_id.to_string(), user_id.to_string(), until])?;
         }
-        Op::SetMemberTimeout { guild_id, user_id, until_ms: None } => {
+        Op::SetMemberTimeout {
+            guild_id,
+            user_id,
+            until_ms: None,
+        } => {
             tx.prepare_cached("DELETE FROM member_timeouts WHERE guild_id = ?1 AND user_id = ?2")?
                 .execute(params![guild_id.to_string(), user_id.to_string()])?;
         }
@@ -246,7 +351,13 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<()> {
 /// A reaction changes react_count only when it changes the (message, user, emoji) state, so a
 /// redelivered add or remove counts once. A remove with no recorded add (a reaction the message
 /// already had when created) still decrements, as the TypeScript bot does, and is recorded.
-fn apply_reaction(tx: &Transaction, message_id: Id, user_id: Id, emoji: &str, added: bool) -> rusqlite::Result<()> {
+fn apply_reaction(
+    tx: &Transaction,
+    message_id: Id,
+    user_id: Id,
+    emoji: &str,
+    added: bool,
+) -> rusqlite::Result<()> {
     let message_id = message_id.to_string();
     let changed = tx
         .prepare_cached(
@@ -303,8 +414,11 @@ pub fn load_channels(conn: &Connection, guild_id: Id) -> rusqlite::Result<Vec<Ch
 
 /// The members of one guild with a timeout set, as (user, until Unix ms).
 pub fn load_timeouts(conn: &Connection, guild_id: Id) -> rusqlite::Result<HashMap<Id, i64>> {
-    let mut stmt = conn.prepare_cached("SELECT user_id, until_ms FROM member_timeouts WHERE guild_id = ?1")?;
-    let rows = stmt.query_map([guild_id.to_string()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut stmt =
+        conn.prepare_cached("SELECT user_id, until_ms FROM member_timeouts WHERE guild_id = ?1")?;
+    let rows = stmt.query_map([guild_id.to_string()], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })?;
     let mut timeouts = HashMap::new();
     for row in rows {
         let (user, until) = row?;
@@ -330,7 +444,11 @@ pub struct Expired {
     pub rows_deleted: usize,
 }
 
-pub fn expire_cache(conn: &Connection, expiry: CacheExpiry, now: SystemTime) -> rusqlite::Result<Expired> {
+pub fn expire_cache(
+    conn: &Connection,
+    expiry: CacheExpiry,
+    now: SystemTime,
+) -> rusqlite::Result<Expired> {
     let cutoff = |age: Duration| iso8601(now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH));
     let contents_cleared = conn
         .prepare_cached("UPDATE message_cache SET content = NULL WHERE content IS NOT NULL AND last_touched < ?1")?
@@ -338,7 +456,10 @@ pub fn expire_cache(conn: &Connection, expiry: CacheExpiry, now: SystemTime) -> 
     let rows_deleted = conn
         .prepare_cached("DELETE FROM message_cache WHERE created_at < ?1")?
         .execute([cutoff(expiry.retention)])?;
-    Ok(Expired { contents_cleared, rows_deleted })
+    Ok(Expired {
+        contents_cleared,
+        rows_deleted,
+    })
 }
 
 /// ISO-8601 UTC with milliseconds, as JavaScript's `toISOString()`; sorts as text.
@@ -363,7 +484,9 @@ pub fn database_size(path: &Path) -> u64 {
 
 /// Count of rows in a table; for status and summaries.
 pub fn count_rows(conn: &Connection, table: &str) -> rusqlite::Result<i64> {
-    conn.query_row(&format!("SELECT COUNT(*) FROM \"{table}\""), [], |r| r.get(0))
+    conn.query_row(&format!("SELECT COUNT(*) FROM \"{table}\""), [], |r| {
+        r.get(0)
+    })
 }
 
 #[cfg(test)]
@@ -388,11 +511,25 @@ mod tests {
         cache_row(&conn, "fresh", ago(5), ago(5));
         cache_row(&conn, "stale", ago(61), ago(61));
         cache_row(&conn, "old", ago(10), ago(25 * 60));
-        let expiry = CacheExpiry { content_ttl: Duration::from_secs(3600), retention: Duration::from_secs(24 * 3600) };
+        let expiry = CacheExpiry {
+            content_ttl: Duration::from_secs(3600),
+            retention: Duration::from_secs(24 * 3600),
+        };
         let expired = expire_cache(&conn, expiry, now).unwrap();
-        assert_eq!(expired, Expired { contents_cleared: 1, rows_deleted: 1 });
+        assert_eq!(
+            expired,
+            Expired {
+                contents_cleared: 1,
+                rows_deleted: 1
+            }
+        );
         let content = |id: &str| -> Option<String> {
-            conn.query_row("SELECT content FROM message_cache WHERE message_id = ?1", [id], |r| r.get(0)).unwrap()
+            conn.query_row(
+                "SELECT content FROM message_cache WHERE message_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap()
         };
         assert_eq!(content("fresh").as_deref(), Some("text"));
         assert_eq!(content("stale"), None);

@@ -62,7 +62,12 @@ pub fn write_file(path: &Path, guilds: u32, messages: u64) -> std::io::Result<u6
 
 /// Writes the stream as NDJSON to `out`, message contents drawn from `texts`; returns the
 /// number of events.
-pub fn generate<W: Write, S: AsRef<str>>(mut out: W, guilds: u32, messages: u64, texts: &[S]) -> std::io::Result<u64> {
+pub fn generate<W: Write, S: AsRef<str>>(
+    mut out: W,
+    guilds: u32,
+    messages: u64,
+    texts: &[S],
+) -> std::io::Result<u64> {
     let guilds = guilds.max(1);
     let texts: Vec<&str> = if texts.is_empty() {
         DEFAULT_TEXTS.to_vec()
@@ -87,7 +92,9 @@ pub fn generate<W: Write, S: AsRef<str>>(mut out: W, guilds: u32, messages: u64,
         let id = snowflake(START_MS - 365 * 86_400_000 + rng.below(365 * 86_400_000), g);
         let category = id + 1;
         let channels: Vec<u64> = (2..6).map(|c| id + c).collect();
-        let members: Vec<u64> = (0..20).map(|m| 1_000_000_000_000_000 + g * 100 + m).collect();
+        let members: Vec<u64> = (0..20)
+            .map(|m| 1_000_000_000_000_000 + g * 100 + m)
+            .collect();
         let thread = id + 9;
         let channel_json = |cid: u64, kind: u8, name: String, parent: Option<u64>| {
             serde_json::json!({
@@ -98,7 +105,12 @@ pub fn generate<W: Write, S: AsRef<str>>(mut out: W, guilds: u32, messages: u64,
         };
         let mut chans = vec![channel_json(category, 4, "General".into(), None)];
         for (i, c) in channels.iter().enumerate() {
-            chans.push(channel_json(*c, [0, 0, 2, 5][i], format!("chan-{g}-{i}"), Some(category)));
+            chans.push(channel_json(
+                *c,
+                [0, 0, 2, 5][i],
+                format!("chan-{g}-{i}"),
+                Some(category),
+            ));
         }
         let d = serde_json::json!({
             "id": id.to_string(), "name": format!("Guild {g}"), "icon": null, "splash": null, "discovery_splash": null,
@@ -124,7 +136,11 @@ pub fn generate<W: Write, S: AsRef<str>>(mut out: W, guilds: u32, messages: u64,
         emit(&mut out, "GUILD_CREATE", &d)?;
         let mut all_channels = channels.clone();
         all_channels.push(thread);
-        all.push(Guild { id, channels: all_channels, members });
+        all.push(Guild {
+            id,
+            channels: all_channels,
+            members,
+        });
     }
 
     // Skewed activity: guild i is picked with weight ~ 1/(i+1).
@@ -148,7 +164,8 @@ pub fn generate<W: Write, S: AsRef<str>>(mut out: W, guilds: u32, messages: u64,
         let id = snowflake(clock, n);
         let content = serde_json::to_string(texts[rng.below(texts.len() as u64) as usize])?;
         let bot = rng.below(20) == 0;
-        let timestamp = crate::store::iso8601(std::time::UNIX_EPOCH + std::time::Duration::from_millis(clock));
+        let timestamp =
+            crate::store::iso8601(std::time::UNIX_EPOCH + std::time::Duration::from_millis(clock));
         let common = format!(
             r#""timestamp":"{timestamp}","edited_timestamp":null,"tts":false,"mention_everyone":false,"mentions":[],"mention_roles":[],"attachments":[],"embeds":[],"pinned":false,"type":0"#
         );
@@ -160,16 +177,24 @@ pub fn generate<W: Write, S: AsRef<str>>(mut out: W, guilds: u32, messages: u64,
         };
         if rng.below(200) == 0 {
             // A DM: no guild.
-            emit(&mut out, "MESSAGE_CREATE", &format!(
-                r#"{{"id":"{id}","channel_id":"{}","author":{{"id":"{author}","username":"u{author}","discriminator":"0","global_name":null,"avatar":null}},"content":{content},{common}}}"#,
-                id + 7
-            ))?;
+            emit(
+                &mut out,
+                "MESSAGE_CREATE",
+                &format!(
+                    r#"{{"id":"{id}","channel_id":"{}","author":{{"id":"{author}","username":"u{author}","discriminator":"0","global_name":null,"avatar":null}},"content":{content},{common}}}"#,
+                    id + 7
+                ),
+            )?;
             continue;
         }
-        emit(&mut out, "MESSAGE_CREATE", &format!(
-            r#"{{"id":"{id}","channel_id":"{channel}","guild_id":"{}","author":{{"id":"{author}","username":"u{author}","discriminator":"0","global_name":null,"avatar":null,"bot":{bot}}},"content":{content},{common}{reply}}}"#,
-            guild.id
-        ))?;
+        emit(
+            &mut out,
+            "MESSAGE_CREATE",
+            &format!(
+                r#"{{"id":"{id}","channel_id":"{channel}","guild_id":"{}","author":{{"id":"{author}","username":"u{author}","discriminator":"0","global_name":null,"avatar":null,"bot":{bot}}},"content":{content},{common}{reply}}}"#,
+                guild.id
+            ),
+        )?;
         recent.push((gi, id));
         if recent.len() > 64 {
             recent.remove(0);
@@ -179,30 +204,60 @@ pub fn generate<W: Write, S: AsRef<str>>(mut out: W, guilds: u32, messages: u64,
         let rg = &all[rgi];
         let user = rg.members[rng.below(rg.members.len() as u64) as usize];
         if roll < 10 {
-            emit(&mut out, "MESSAGE_REACTION_ADD", &format!(
-                r#"{{"user_id":"{user}","channel_id":"{}","message_id":"{target}","guild_id":"{}","emoji":{{"id":null,"name":"👍"}},"burst":false,"type":0}}"#,
-                rg.channels[0], rg.id
-            ))?;
+            emit(
+                &mut out,
+                "MESSAGE_REACTION_ADD",
+                &format!(
+                    r#"{{"user_id":"{user}","channel_id":"{}","message_id":"{target}","guild_id":"{}","emoji":{{"id":null,"name":"👍"}},"burst":false,"type":0}}"#,
+                    rg.channels[0], rg.id
+                ),
+            )?;
         } else if roll < 12 {
-            emit(&mut out, "MESSAGE_REACTION_REMOVE", &format!(
-                r#"{{"user_id":"{user}","channel_id":"{}","message_id":"{target}","guild_id":"{}","emoji":{{"id":null,"name":"👍"}},"burst":false,"type":0}}"#,
-                rg.channels[0], rg.id
-            ))?;
+            emit(
+                &mut out,
+                "MESSAGE_REACTION_REMOVE",
+                &format!(
+                    r#"{{"user_id":"{user}","channel_id":"{}","message_id":"{target}","guild_id":"{}","emoji":{{"id":null,"name":"👍"}},"burst":false,"type":0}}"#,
+                    rg.channels[0], rg.id
+                ),
+            )?;
         } else if roll < 15 {
-            emit(&mut out, "MESSAGE_UPDATE", &format!(
-                r#"{{"id":"{target}","channel_id":"{}","guild_id":"{}","content":"edited: {}"}}"#,
-                rg.channels[0], rg.id, n
-            ))?;
+            emit(
+                &mut out,
+                "MESSAGE_UPDATE",
+                &format!(
+                    r#"{{"id":"{target}","channel_id":"{}","guild_id":"{}","content":"edited: {}"}}"#,
+                    rg.channels[0], rg.id, n
+                ),
+            )?;
         } else if roll < 17 {
-            emit(&mut out, "MESSAGE_DELETE", &format!(r#"{{"id":"{target}","channel_id":"{}","guild_id":"{}"}}"#, rg.channels[0], rg.id))?;
+            emit(
+                &mut out,
+                "MESSAGE_DELETE",
+                &format!(
+                    r#"{{"id":"{target}","channel_id":"{}","guild_id":"{}"}}"#,
+                    rg.channels[0], rg.id
+                ),
+            )?;
         } else if roll == 17 && rng.below(10) == 0 {
             // A ban with its audit log entry.
             let entry = snowflake(clock, n + 1);
-            emit(&mut out, "GUILD_BAN_ADD", &format!(r#"{{"guild_id":"{}","user":{{"id":"{user}","username":"u","discriminator":"0","global_name":null,"avatar":null}}}}"#, rg.id))?;
-            emit(&mut out, "GUILD_AUDIT_LOG_ENTRY_CREATE", &format!(
-                r#"{{"guild_id":"{}","id":"{entry}","action_type":22,"target_id":"{user}","user_id":"{}","reason":"spam","changes":null}}"#,
-                rg.id, rg.members[0]
-            ))?;
+            emit(
+                &mut out,
+                "GUILD_BAN_ADD",
+                &format!(
+                    r#"{{"guild_id":"{}","user":{{"id":"{user}","username":"u","discriminator":"0","global_name":null,"avatar":null}}}}"#,
+                    rg.id
+                ),
+            )?;
+            emit(
+                &mut out,
+                "GUILD_AUDIT_LOG_ENTRY_CREATE",
+                &format!(
+                    r#"{{"guild_id":"{}","id":"{entry}","action_type":22,"target_id":"{user}","user_id":"{}","reason":"spam","changes":null}}"#,
+                    rg.id, rg.members[0]
+                ),
+            )?;
         }
     }
     Ok(seq)

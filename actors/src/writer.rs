@@ -60,8 +60,20 @@ pub struct SqliteWriter {
 }
 
 impl SqliteWriter {
-    pub fn new(conn: Connection, config: WriterConfig, metrics: Arc<Metrics>, progress: Arc<Progress>) -> Self {
-        SqliteWriter { conn, config, pending: Vec::new(), flush_scheduled: false, metrics, progress }
+    pub fn new(
+        conn: Connection,
+        config: WriterConfig,
+        metrics: Arc<Metrics>,
+        progress: Arc<Progress>,
+    ) -> Self {
+        SqliteWriter {
+            conn,
+            config,
+            pending: Vec::new(),
+            flush_scheduled: false,
+            metrics,
+            progress,
+        }
     }
 
     fn flush(&mut self) {
@@ -81,7 +93,9 @@ impl SqliteWriter {
                 }
             }
         }
-        self.metrics.writer_commit_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .writer_commit_seconds
+            .observe(started.elapsed().as_secs_f64());
         self.metrics.writer_batch_size.observe(batch.len() as f64);
         self.metrics.writer_queue_depth.sub(batch.len() as i64);
         for cmd in batch {
@@ -95,7 +109,11 @@ impl SqliteWriter {
     }
 }
 
-fn commit<'a>(conn: &mut Connection, cmds: impl Iterator<Item = &'a WriteCmd>, now: &str) -> rusqlite::Result<()> {
+fn commit<'a>(
+    conn: &mut Connection,
+    cmds: impl Iterator<Item = &'a WriteCmd>,
+    now: &str,
+) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     for cmd in cmds {
         for op in &cmd.ops {
@@ -109,7 +127,9 @@ impl Actor for SqliteWriter {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(self.config.expiry_interval, |_, ctx| ctx.notify(ExpireCache));
+        ctx.run_interval(self.config.expiry_interval, |_, ctx| {
+            ctx.notify(ExpireCache)
+        });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -144,8 +164,14 @@ impl Handler<ExpireCache> for SqliteWriter {
     fn handle(&mut self, _: ExpireCache, _: &mut Self::Context) {
         match store::expire_cache(&self.conn, self.config.cache_expiry, SystemTime::now()) {
             Ok(expired) => {
-                self.metrics.cache_expired.with_label_values(&["content_cleared"]).inc_by(expired.contents_cleared as u64);
-                self.metrics.cache_expired.with_label_values(&["row_deleted"]).inc_by(expired.rows_deleted as u64);
+                self.metrics
+                    .cache_expired
+                    .with_label_values(&["content_cleared"])
+                    .inc_by(expired.contents_cleared as u64);
+                self.metrics
+                    .cache_expired
+                    .with_label_values(&["row_deleted"])
+                    .inc_by(expired.rows_deleted as u64);
                 tracing::debug!(?expired, "message cache expiry");
             }
             Err(e) => tracing::error!(error = %e, "message cache expiry failed"),
@@ -170,7 +196,11 @@ pub struct WriterLink {
 
 impl WriterLink {
     pub fn new(addr: Addr<SqliteWriter>, capacity: usize, metrics: Arc<Metrics>) -> Self {
-        WriterLink { addr, permits: Arc::new(Semaphore::new(capacity.max(1))), metrics }
+        WriterLink {
+            addr,
+            permits: Arc::new(Semaphore::new(capacity.max(1))),
+            metrics,
+        }
     }
 
     /// Sends with a permit already held.
@@ -184,6 +214,12 @@ impl WriterLink {
     ) {
         unwritten.fetch_add(1, Ordering::AcqRel);
         self.metrics.writer_queue_depth.inc();
-        self.addr.do_send(WriteCmd { ticket, also, ops, unwritten, permit });
+        self.addr.do_send(WriteCmd {
+            ticket,
+            also,
+            ops,
+            unwritten,
+            permit,
+        });
     }
 }

@@ -7,7 +7,9 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures")
+        .join(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).expect("fixture is valid JSON")
@@ -20,11 +22,19 @@ fn shard_vectors_match_the_typescript_function() {
     assert!(rows.len() > 50, "the fixture has its rows");
     for row in rows {
         let id = row["guild_id"].as_str().expect("guild_id is a string");
-        assert_eq!(u64::from(md5_u32(id)), row["md5_u32"].as_u64().unwrap(), "md5_u32 of {id:?}");
+        assert_eq!(
+            u64::from(md5_u32(id)),
+            row["md5_u32"].as_u64().unwrap(),
+            "md5_u32 of {id:?}"
+        );
         for (pods, expected) in row["shard"].as_object().expect("shard map") {
             let pods: u32 = pods.parse().unwrap();
             let got = owner_of_str(Strategy::Md5, id, pods).unwrap();
-            assert_eq!(u64::from(got), expected.as_u64().unwrap(), "{id:?} with {pods} pods");
+            assert_eq!(
+                u64::from(got),
+                expected.as_u64().unwrap(),
+                "{id:?} with {pods} pods"
+            );
         }
     }
 }
@@ -47,10 +57,18 @@ fn message_stats_match_the_typescript_bot() {
             "code_stats": got.code_stats, "link_stats": got.link_stats,
         });
         if &got != expected {
-            failures.push(format!("{content:?}\n  expected {expected}\n  got      {got}"));
+            failures.push(format!(
+                "{content:?}\n  expected {expected}\n  got      {got}"
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 /// Why ICU4X: on the fixture's messages without markdown (whose expected counts are those of
@@ -66,16 +84,26 @@ fn icu4x_segmentation_matches_node_where_plain_uax29_does_not() {
     for case in cases.as_array().unwrap() {
         let content = case["content"].as_str().unwrap();
         let expected = &case["expected"];
-        if expected.is_null() || content.contains('`') || content.contains('[') || content.contains("http") {
+        if expected.is_null()
+            || content.contains('`')
+            || content.contains('[')
+            || content.contains("http")
+        {
             continue;
         }
         plain += 1;
-        let (words, chars) = (expected["word_count"].as_u64().unwrap(), expected["char_count"].as_u64().unwrap());
+        let (words, chars) = (
+            expected["word_count"].as_u64().unwrap(),
+            expected["char_count"].as_u64().unwrap(),
+        );
         if count_words(content) as u64 != words || count_graphemes(content) as u64 != chars {
             icu_misses += 1;
         }
         // UAX #29 has no "word-like" flag; a segment with a letter or digit is the usual stand-in.
-        let uax_words = content.split_word_bounds().filter(|w| w.chars().any(char::is_alphanumeric)).count();
+        let uax_words = content
+            .split_word_bounds()
+            .filter(|w| w.chars().any(char::is_alphanumeric))
+            .count();
         if uax_words as u64 != words {
             uax_word_misses += 1;
         }
@@ -88,5 +116,8 @@ fn icu4x_segmentation_matches_node_where_plain_uax29_does_not() {
     );
     assert!(plain > 20, "the fixture has plain messages to compare");
     assert_eq!(icu_misses, 0);
-    assert!(uax_word_misses > 0, "no difference found: the choice of ICU4X would need revisiting");
+    assert!(
+        uax_word_misses > 0,
+        "no difference found: the choice of ICU4X would need revisiting"
+    );
 }

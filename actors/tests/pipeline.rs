@@ -12,13 +12,24 @@ use std::time::Duration;
 
 fn in_system<F: std::future::Future>(f: F) -> F::Output {
     actix_rt::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
     })
     .block_on(f)
 }
 
 fn one_pod(db: &Path) -> PipelineConfig {
-    PipelineConfig::new(Sharding { strategy: Strategy::Md5, ordinal: 0, pods: 1 }, db.to_owned())
+    PipelineConfig::new(
+        Sharding {
+            strategy: Strategy::Md5,
+            ordinal: 0,
+            pods: 1,
+        },
+        db.to_owned(),
+    )
 }
 
 fn message(seq: u64, guild: u64, channel: u64, id: u64) -> String {
@@ -39,7 +50,10 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 fn count(db: &Path, sql: &str) -> i64 {
-    Connection::open(db).unwrap().query_row(sql, [], |r| r.get(0)).unwrap()
+    Connection::open(db)
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap()
 }
 
 #[test]
@@ -56,7 +70,9 @@ fn a_stuck_guild_sheds_its_own_events_and_the_others_keep_flowing() {
         config.guild_mailbox = CAPACITY;
         config.guild_workers = 2;
         // The stuck guild waits an hour per event: it will not finish during this test.
-        config.slow_hook = Some(Arc::new(|guild: Id| (guild.0 == STUCK).then_some(Duration::from_secs(3600))));
+        config.slow_hook = Some(Arc::new(|guild: Id| {
+            (guild.0 == STUCK).then_some(Duration::from_secs(3600))
+        }));
         let metrics = Arc::new(Metrics::new(0, 1).unwrap());
         let pipeline = Pipeline::start(config, metrics.clone()).unwrap();
 
@@ -64,11 +80,15 @@ fn a_stuck_guild_sheds_its_own_events_and_the_others_keep_flowing() {
         let mut stuck_sent = 0;
         for i in 0..OTHER_EVENTS {
             seq += 1;
-            pipeline.submit(decode_frame(&message(seq, 1000 + i % 100, 7, 10_000 + i)).unwrap()).await;
+            pipeline
+                .submit(decode_frame(&message(seq, 1000 + i % 100, 7, 10_000 + i)).unwrap())
+                .await;
             if i % (OTHER_EVENTS / STUCK_EVENTS) == 0 {
                 seq += 1;
                 stuck_sent += 1;
-                pipeline.submit(decode_frame(&message(seq, STUCK, 7, 900_000 + i)).unwrap()).await;
+                pipeline
+                    .submit(decode_frame(&message(seq, STUCK, 7, 900_000 + i)).unwrap())
+                    .await;
             }
         }
         assert_eq!(stuck_sent, STUCK_EVENTS);
@@ -81,8 +101,20 @@ fn a_stuck_guild_sheds_its_own_events_and_the_others_keep_flowing() {
         .await;
         assert_eq!(metrics.shed.get(), STUCK_EVENTS - CAPACITY as u64);
         assert_eq!(metrics.guild_mailbox_depth.get(), CAPACITY as i64);
-        assert_eq!(count(&db, "SELECT COUNT(*) FROM message_stats WHERE guild_id <> '999000000000000001'"), OTHER_EVENTS as i64);
-        assert_eq!(count(&db, "SELECT COUNT(*) FROM message_stats WHERE guild_id = '999000000000000001'"), 0);
+        assert_eq!(
+            count(
+                &db,
+                "SELECT COUNT(*) FROM message_stats WHERE guild_id <> '999000000000000001'"
+            ),
+            OTHER_EVENTS as i64
+        );
+        assert_eq!(
+            count(
+                &db,
+                "SELECT COUNT(*) FROM message_stats WHERE guild_id = '999000000000000001'"
+            ),
+            0
+        );
     });
 }
 
@@ -103,22 +135,42 @@ fn a_passivated_guild_comes_back_with_its_channels() {
         pipeline.submit(decode_frame(&guild_create).unwrap()).await;
         pipeline.drain().await;
         assert_eq!(metrics.guild_actors.get(), 1);
-        eventually("the idle guild actor stops", || metrics.guild_actors.get() == 0).await;
+        eventually("the idle guild actor stops", || {
+            metrics.guild_actors.get() == 0
+        })
+        .await;
 
         // A new actor must know the channels from the database: the category of 502 and
         // that 503 (a stage channel) does not count.
-        pipeline.submit(decode_frame(&message(2, 500, 502, 600)).unwrap()).await;
-        pipeline.submit(decode_frame(&message(3, 500, 503, 601)).unwrap()).await;
+        pipeline
+            .submit(decode_frame(&message(2, 500, 502, 600)).unwrap())
+            .await;
+        pipeline
+            .submit(decode_frame(&message(3, 500, 503, 601)).unwrap())
+            .await;
         pipeline.drain().await;
         assert_eq!(metrics.guild_actors.get(), 1);
         let category: Option<String> = Connection::open(&db)
             .unwrap()
-            .query_row("SELECT channel_category FROM message_stats WHERE message_id = '600'", [], |r| r.get(0))
+            .query_row(
+                "SELECT channel_category FROM message_stats WHERE message_id = '600'",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(category.as_deref(), Some("Lounge"));
-        assert_eq!(count(&db, "SELECT COUNT(*) FROM message_stats WHERE message_id = '601'"), 0);
+        assert_eq!(
+            count(
+                &db,
+                "SELECT COUNT(*) FROM message_stats WHERE message_id = '601'"
+            ),
+            0
+        );
         assert_eq!(count(&db, "SELECT COUNT(*) FROM message_cache"), 2);
-        eventually("and stops again when idle", || metrics.guild_actors.get() == 0).await;
+        eventually("and stops again when idle", || {
+            metrics.guild_actors.get() == 0
+        })
+        .await;
     });
 }
 
@@ -127,18 +179,46 @@ fn reactions_count_once_when_redelivered() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("gateway.sqlite3");
     let reaction = |t: &str, user: u64| {
-        format!(r#"{{"op":0,"t":"{t}","s":null,"d":{{"user_id":"{user}","channel_id":"7","message_id":"700","guild_id":"1","emoji":{{"id":null,"name":"👍"}}}}}}"#)
+        format!(
+            r#"{{"op":0,"t":"{t}","s":null,"d":{{"user_id":"{user}","channel_id":"7","message_id":"700","guild_id":"1","emoji":{{"id":null,"name":"👍"}}}}}}"#
+        )
     };
-    let react_count = || count(&db, "SELECT react_count FROM message_stats WHERE message_id = '700'");
+    let react_count = || {
+        count(
+            &db,
+            "SELECT react_count FROM message_stats WHERE message_id = '700'",
+        )
+    };
     in_system(async {
-        let pipeline = Pipeline::start(one_pod(&db), Arc::new(Metrics::new(0, 1).unwrap())).unwrap();
+        let pipeline =
+            Pipeline::start(one_pod(&db), Arc::new(Metrics::new(0, 1).unwrap())).unwrap();
         let phases: [(&[String], i64); 3] = [
             // user 1 twice (a redelivery) and user 2: two reactions
-            (&[message(1, 1, 7, 700), reaction("MESSAGE_REACTION_ADD", 1), reaction("MESSAGE_REACTION_ADD", 1), reaction("MESSAGE_REACTION_ADD", 2)], 2),
+            (
+                &[
+                    message(1, 1, 7, 700),
+                    reaction("MESSAGE_REACTION_ADD", 1),
+                    reaction("MESSAGE_REACTION_ADD", 1),
+                    reaction("MESSAGE_REACTION_ADD", 2),
+                ],
+                2,
+            ),
             // user 2 removes, redelivered: one left
-            (&[reaction("MESSAGE_REACTION_REMOVE", 2), reaction("MESSAGE_REACTION_REMOVE", 2)], 1),
+            (
+                &[
+                    reaction("MESSAGE_REACTION_REMOVE", 2),
+                    reaction("MESSAGE_REACTION_REMOVE", 2),
+                ],
+                1,
+            ),
             // a remove never added (a reaction from before creation) still counts, down to 0 and no lower
-            (&[reaction("MESSAGE_REACTION_REMOVE", 3), reaction("MESSAGE_REACTION_REMOVE", 4)], 0),
+            (
+                &[
+                    reaction("MESSAGE_REACTION_REMOVE", 3),
+                    reaction("MESSAGE_REACTION_REMOVE", 4),
+                ],
+                0,
+            ),
         ];
         for (lines, expected) in phases {
             for line in lines {

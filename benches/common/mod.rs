@@ -11,9 +11,9 @@ use gateway_actors::event::{decode_frame, Event, Id};
 use gateway_actors::handlers::GuildState;
 use gateway_actors::metrics::Metrics;
 use gateway_actors::moderation::ModerationLog;
+use gateway_actors::pipeline::Overflow;
 use gateway_actors::shard::{Sharding, Strategy};
 use gateway_actors::store::{self, Op};
-use gateway_actors::pipeline::Overflow;
 use gateway_actors::{Pipeline, PipelineConfig};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,8 +23,11 @@ use std::time::{Duration, Instant};
 /// The TypeScript bot's message texts (../shared/fixtures/message_stats.json), so the stats
 /// work is the real one; the synthetic defaults if the fixture is missing.
 pub fn texts() -> Vec<String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/message_stats.json");
-    let parsed: Option<Vec<serde_json::Value>> = std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/message_stats.json");
+    let parsed: Option<Vec<serde_json::Value>> = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
     let texts: Vec<String> = parsed
         .unwrap_or_default()
         .iter()
@@ -33,7 +36,10 @@ pub fn texts() -> Vec<String> {
         .map(str::to_owned)
         .collect();
     if texts.is_empty() {
-        gateway_actors::synthetic::DEFAULT_TEXTS.iter().map(|t| t.to_string()).collect()
+        gateway_actors::synthetic::DEFAULT_TEXTS
+            .iter()
+            .map(|t| t.to_string())
+            .collect()
     } else {
         texts
     }
@@ -43,24 +49,42 @@ pub fn texts() -> Vec<String> {
 /// deletes, DMs and moderation events (gateway_actors::synthetic).
 pub fn stream(guilds: u32, messages: u64) -> Vec<String> {
     let mut buf = Vec::new();
-    gateway_actors::synthetic::generate(&mut buf, guilds, messages, &texts()).expect("writing to memory");
-    String::from_utf8(buf).expect("utf-8").lines().map(str::to_owned).collect()
+    gateway_actors::synthetic::generate(&mut buf, guilds, messages, &texts())
+        .expect("writing to memory");
+    String::from_utf8(buf)
+        .expect("utf-8")
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 pub fn one_pod() -> Sharding {
-    Sharding { strategy: Strategy::Md5, ordinal: 0, pods: 1 }
+    Sharding {
+        strategy: Strategy::Md5,
+        ordinal: 0,
+        pods: 1,
+    }
 }
 
 pub fn in_system<F: std::future::Future>(f: F) -> F::Output {
     actix_rt::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
     })
     .block_on(f)
 }
 
 /// Runs `lines` through a fresh pipeline on a fresh database in `dir`, as `replay` does
 /// (decoding on a runtime worker); returns the time from the first line to the last commit.
-pub fn run_actors(lines: &Arc<Vec<String>>, dir: &Path, sharding: Sharding, tune: impl FnOnce(&mut PipelineConfig)) -> Duration {
+pub fn run_actors(
+    lines: &Arc<Vec<String>>,
+    dir: &Path,
+    sharding: Sharding,
+    tune: impl FnOnce(&mut PipelineConfig),
+) -> Duration {
     let db = fresh_db(dir);
     in_system(async {
         let mut config = PipelineConfig::new(sharding, db);
@@ -83,7 +107,9 @@ pub async fn feed(pipeline: &Arc<Pipeline>, lines: &Arc<Vec<String>>) {
     let (pipeline, lines) = (pipeline.clone(), lines.clone());
     tokio::spawn(async move {
         for line in lines.iter() {
-            pipeline.submit(decode_frame(line).expect("the stream decodes")).await;
+            pipeline
+                .submit(decode_frame(line).expect("the stream decodes"))
+                .await;
         }
     })
     .await
@@ -110,17 +136,23 @@ pub fn run_plain_loop(lines: &[String], dir: &Path, sharding: Sharding) -> Durat
     };
     for line in lines {
         let dispatch = decode_frame(line).expect("the stream decodes");
-        let Some(guild) = dispatch.guild_id else { continue };
+        let Some(guild) = dispatch.guild_id else {
+            continue;
+        };
         if !sharding.owns(Some(guild.0)) || matches!(dispatch.event, Event::Other) {
             continue;
         }
         let (state, moderation) = guilds.entry(guild).or_insert_with(|| {
-            (GuildState::new(guild), ModerationLog::new(guild, Duration::from_secs(5), HashMap::new()))
+            (
+                GuildState::new(guild),
+                ModerationLog::new(guild, Duration::from_secs(5), HashMap::new()),
+            )
         });
-        let ops = match moderation.handle((), &dispatch.event, dispatch.seq, Instant::now(), 0, None) {
-            Ok(resolutions) => resolutions.into_iter().flat_map(|r| r.ops).collect(),
-            Err(()) => state.handle(&dispatch.event),
-        };
+        let ops =
+            match moderation.handle((), &dispatch.event, dispatch.seq, Instant::now(), 0, None) {
+                Ok(resolutions) => resolutions.into_iter().flat_map(|r| r.ops).collect(),
+                Err(()) => state.handle(&dispatch.event),
+            };
         if !ops.is_empty() {
             batch.push(ops);
             if batch.len() >= max_batch {

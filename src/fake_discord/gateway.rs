@@ -37,17 +37,26 @@ struct Attached {
 }
 
 pub async fn serve(fake: Arc<Fake>, stream: TcpStream) {
-    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
     let hello = json!({"op": 10, "s": null, "t": null, "d": {"heartbeat_interval": fake.options.heartbeat_interval.as_millis() as u64}});
     if ws.send(Message::Text(hello.to_string())).await.is_err() {
         return;
     }
     let mut attached: Option<Attached> = None;
-    let mut pace = fake.options.rate.map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(r.max(1)))));
+    let mut pace = fake
+        .options
+        .rate
+        .map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(r.max(1)))));
     let never = Arc::new(Notify::new());
     loop {
-        let sending = attached.as_ref().is_some_and(|a| a.next < fake.sessions()[a.index].frames.len());
-        let drop_requested = attached.as_ref().map_or(never.clone(), |a| a.drop_requested.clone());
+        let sending = attached
+            .as_ref()
+            .is_some_and(|a| a.next < fake.sessions()[a.index].frames.len());
+        let drop_requested = attached
+            .as_ref()
+            .map_or(never.clone(), |a| a.drop_requested.clone());
         tokio::select! {
             biased;
             incoming = ws.next() => {
@@ -106,7 +115,10 @@ async fn tick(pace: &mut Option<tokio::time::Interval>) {
 }
 
 async fn close_with(ws: &mut Ws, code: u16, reason: &str) {
-    let frame = CloseFrame { code: CloseCode::from(code), reason: reason.to_owned().into() };
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.to_owned().into(),
+    };
     let _ = ws.send(Message::Close(Some(frame))).await;
     let _ = ws.flush().await;
 }
@@ -117,13 +129,19 @@ async fn handle_client_frame(
     attached: &mut Option<Attached>,
     text: &str,
 ) -> Result<(), (u16, &'static str)> {
-    let payload: Value = serde_json::from_str(text).map_err(|_| (close::DECODE_ERROR, "invalid JSON"))?;
-    let op = payload.get("op").and_then(Value::as_u64).ok_or((close::DECODE_ERROR, "missing op"))?;
+    let payload: Value =
+        serde_json::from_str(text).map_err(|_| (close::DECODE_ERROR, "invalid JSON"))?;
+    let op = payload
+        .get("op")
+        .and_then(Value::as_u64)
+        .ok_or((close::DECODE_ERROR, "missing op"))?;
     let d = payload.get("d").cloned().unwrap_or(Value::Null);
     match op {
         1 => {
             let ack = json!({"op": 11, "s": null, "t": null, "d": null});
-            ws.send(Message::Text(ack.to_string())).await.map_err(|_| (close::DECODE_ERROR, "send failed"))?;
+            ws.send(Message::Text(ack.to_string()))
+                .await
+                .map_err(|_| (close::DECODE_ERROR, "send failed"))?;
         }
         2 => {
             if attached.is_some() {
@@ -185,9 +203,16 @@ async fn handle_client_frame(
                 "guild_join_requests": [],
                 "geo_ordered_rtc_regions": [],
             }});
-            ws.send(Message::Text(ready.to_string())).await.map_err(|_| (close::DECODE_ERROR, "send failed"))?;
+            ws.send(Message::Text(ready.to_string()))
+                .await
+                .map_err(|_| (close::DECODE_ERROR, "send failed"))?;
             tracing::info!(session = %id, ?shard, "identified");
-            *attached = Some(Attached { index, next: 0, first: true, drop_requested });
+            *attached = Some(Attached {
+                index,
+                next: 0,
+                first: true,
+                drop_requested,
+            });
         }
         6 => {
             if attached.is_some() {
@@ -197,19 +222,28 @@ async fn handle_client_frame(
             if !fake.token_ok(token) {
                 return Err((close::AUTHENTICATION_FAILED, "Authentication failed."));
             }
-            let session_id = d.get("session_id").and_then(Value::as_str).unwrap_or_default();
+            let session_id = d
+                .get("session_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             let seq = d.get("seq").and_then(Value::as_u64).unwrap_or(0);
             let found = {
                 let mut sessions = fake.sessions();
-                sessions.iter_mut().enumerate().find(|(_, s)| s.id == session_id).map(|(index, s)| {
-                    s.connected = true;
-                    s.connections += 1;
-                    (index, s.drop_requested.clone(), s.last_seq_sent)
-                })
+                sessions
+                    .iter_mut()
+                    .enumerate()
+                    .find(|(_, s)| s.id == session_id)
+                    .map(|(index, s)| {
+                        s.connected = true;
+                        s.connections += 1;
+                        (index, s.drop_requested.clone(), s.last_seq_sent)
+                    })
             };
             let Some((index, drop_requested, last_sent)) = found else {
                 let invalid = json!({"op": 9, "s": null, "t": null, "d": false});
-                ws.send(Message::Text(invalid.to_string())).await.map_err(|_| (close::DECODE_ERROR, "send failed"))?;
+                ws.send(Message::Text(invalid.to_string()))
+                    .await
+                    .map_err(|_| (close::DECODE_ERROR, "send failed"))?;
                 return Ok(());
             };
             // Replay what the client missed (seq after its last) up to what had been sent,
@@ -220,15 +254,29 @@ async fn handle_client_frame(
                 let text = {
                     let sessions = fake.sessions();
                     let frame = &fake.recording.frames[sessions[index].frames[next]];
-                    format!(r#"{{"op":0,"t":"{}","s":{},"d":{}}}"#, frame.name, next + 2, frame.data.get())
+                    format!(
+                        r#"{{"op":0,"t":"{}","s":{},"d":{}}}"#,
+                        frame.name,
+                        next + 2,
+                        frame.data.get()
+                    )
                 };
-                ws.send(Message::Text(text)).await.map_err(|_| (close::DECODE_ERROR, "send failed"))?;
+                ws.send(Message::Text(text))
+                    .await
+                    .map_err(|_| (close::DECODE_ERROR, "send failed"))?;
                 next += 1;
             }
             let resumed = json!({"op": 0, "s": last_sent.max(seq), "t": "RESUMED", "d": {}});
-            ws.send(Message::Text(resumed.to_string())).await.map_err(|_| (close::DECODE_ERROR, "send failed"))?;
+            ws.send(Message::Text(resumed.to_string()))
+                .await
+                .map_err(|_| (close::DECODE_ERROR, "send failed"))?;
             tracing::info!(session = %session_id, from_seq = seq, "resumed");
-            *attached = Some(Attached { index, next, first: false, drop_requested });
+            *attached = Some(Attached {
+                index,
+                next,
+                first: false,
+                drop_requested,
+            });
         }
         3 | 4 | 8 | 31 if attached.is_some() => {} // presence, voice, member requests: accepted, ignored
         _ if attached.is_none() => return Err((close::NOT_AUTHENTICATED, "Not authenticated.")),

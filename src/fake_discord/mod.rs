@@ -57,24 +57,36 @@ struct IdOf {
 impl Recording {
     /// Reads an NDJSON stream in the `replay` format.
     pub fn load(path: &Path) -> anyhow::Result<Recording> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("in {}", path.display()))
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Recording> {
         let mut frames = Vec::new();
         let mut channels = HashMap::new();
-        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        for (n, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
             let dispatch = decode_frame(line).with_context(|| format!("line {}", n + 1))?;
-            let wire: WireFrame = serde_json::from_str(line).with_context(|| format!("line {}", n + 1))?;
+            let wire: WireFrame =
+                serde_json::from_str(line).with_context(|| format!("line {}", n + 1))?;
             if wire.t == "GUILD_CREATE" {
-                let of: ChannelsOf = serde_json::from_str(wire.d.get()).with_context(|| format!("line {}", n + 1))?;
+                let of: ChannelsOf = serde_json::from_str(wire.d.get())
+                    .with_context(|| format!("line {}", n + 1))?;
                 for raw in of.channels.into_iter().chain(of.threads) {
-                    let IdOf { id } = serde_json::from_str(raw.get()).with_context(|| format!("line {}: channel id", n + 1))?;
+                    let IdOf { id } = serde_json::from_str(raw.get())
+                        .with_context(|| format!("line {}: channel id", n + 1))?;
                     channels.insert(id.0, raw);
                 }
             }
-            frames.push(Frame { name: wire.t, guild_id: dispatch.guild_id.map(|g| g.0), data: wire.d });
+            frames.push(Frame {
+                name: wire.t,
+                guild_id: dispatch.guild_id.map(|g| g.0),
+                data: wire.d,
+            });
         }
         Ok(Recording { frames, channels })
     }
@@ -165,15 +177,27 @@ impl Fake {
 
     fn token_ok(&self, presented: &str) -> bool {
         let presented = presented.trim();
-        presented == self.options.token || presented.strip_prefix("Bot ") == Some(self.options.token.as_str())
+        presented == self.options.token
+            || presented.strip_prefix("Bot ") == Some(self.options.token.as_str())
     }
 }
 
 /// Binds `listen` and serves until the process ends. Returns the bound address and the state.
-pub async fn start(listen: SocketAddr, recording: Recording, options: FakeOptions) -> anyhow::Result<Arc<Fake>> {
-    let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+pub async fn start(
+    listen: SocketAddr,
+    recording: Recording,
+    options: FakeOptions,
+) -> anyhow::Result<Arc<Fake>> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    let fake = Arc::new(Fake { recording, options, addr, sessions: Mutex::new(Vec::new()) });
+    let fake = Arc::new(Fake {
+        recording,
+        options,
+        addr,
+        sessions: Mutex::new(Vec::new()),
+    });
     let server = fake.clone();
     tokio::spawn(async move {
         loop {
@@ -230,7 +254,11 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 fn new_session_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     format!("{:016x}", h.finish())
 }
 

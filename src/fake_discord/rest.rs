@@ -17,7 +17,13 @@ pub async fn serve(fake: Arc<Fake>, mut stream: TcpStream, head: String) {
     let request_line = lines.next().unwrap_or_default();
     let mut parts = request_line.split_whitespace();
     let method = parts.next().unwrap_or_default().to_owned();
-    let path = parts.next().unwrap_or_default().split('?').next().unwrap_or_default().to_owned();
+    let path = parts
+        .next()
+        .unwrap_or_default()
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     let authorization = lines
         .filter_map(|l| l.split_once(':'))
         .find(|(k, _)| k.trim().eq_ignore_ascii_case("authorization"))
@@ -47,7 +53,10 @@ fn route(fake: &Fake, method: &str, path: &str, authorization: Option<&str>) -> 
         return not_found();
     };
     if !authorization.is_some_and(|a| fake.token_ok(a)) {
-        return (401, json!({"message": "401: Unauthorized", "code": 0}).to_string());
+        return (
+            401,
+            json!({"message": "401: Unauthorized", "code": 0}).to_string(),
+        );
     }
     let bot_id = fake.options.bot_user_id.to_string();
     match (method, api) {
@@ -78,9 +87,15 @@ fn route(fake: &Fake, method: &str, path: &str, authorization: Option<&str>) -> 
 
 fn admin_route(fake: &Fake, method: &str, path: &str) -> (u16, String) {
     match (method, path.trim_end_matches('/')) {
-        ("GET", "sessions") => (200, serde_json::to_string(&fake.session_views()).unwrap_or_else(|_| "[]".into())),
+        ("GET", "sessions") => (
+            200,
+            serde_json::to_string(&fake.session_views()).unwrap_or_else(|_| "[]".into()),
+        ),
         ("POST", other) => {
-            let Some(id) = other.strip_prefix("sessions/").and_then(|rest| rest.strip_suffix("/drop")) else {
+            let Some(id) = other
+                .strip_prefix("sessions/")
+                .and_then(|rest| rest.strip_suffix("/drop"))
+            else {
                 return not_found();
             };
             let sessions = fake.sessions();
@@ -97,7 +112,10 @@ fn admin_route(fake: &Fake, method: &str, path: &str) -> (u16, String) {
 }
 
 fn not_found() -> (u16, String) {
-    (404, json!({"message": "404: Not Found", "code": 0}).to_string())
+    (
+        404,
+        json!({"message": "404: Not Found", "code": 0}).to_string(),
+    )
 }
 
 pub fn bot_user(id: &str) -> serde_json::Value {

@@ -52,7 +52,10 @@ pub struct SessionState {
 
 impl SessionState {
     pub fn session_id(&self) -> Option<String> {
-        self.session_id.lock().map(|s| s.clone()).unwrap_or_default()
+        self.session_id
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -64,7 +67,10 @@ pub enum ConnectionError {
     #[error("Discord rejected the gateway intents (invalid or not enabled for this bot)")]
     Intents,
     #[error("cannot reach the Discord API at {api}: {source}")]
-    Unreachable { api: String, source: serenity::Error },
+    Unreachable {
+        api: String,
+        source: serenity::Error,
+    },
     #[error("building the Discord client: {0}")]
     Build(serenity::Error),
     #[error("the Discord connection failed: {0}")]
@@ -77,11 +83,15 @@ fn classify(e: serenity::Error) -> ConnectionError {
     use serenity::gateway::GatewayError;
     use serenity::http::HttpError;
     match &e {
-        serenity::Error::Gateway(GatewayError::InvalidAuthentication) => ConnectionError::Authentication,
-        serenity::Error::Gateway(GatewayError::InvalidGatewayIntents | GatewayError::DisallowedGatewayIntents) => {
-            ConnectionError::Intents
+        serenity::Error::Gateway(GatewayError::InvalidAuthentication) => {
+            ConnectionError::Authentication
         }
-        serenity::Error::Http(HttpError::UnsuccessfulRequest(r)) if r.status_code.as_u16() == 401 => {
+        serenity::Error::Gateway(
+            GatewayError::InvalidGatewayIntents | GatewayError::DisallowedGatewayIntents,
+        ) => ConnectionError::Intents,
+        serenity::Error::Http(HttpError::UnsuccessfulRequest(r))
+            if r.status_code.as_u16() == 401 =>
+        {
             ConnectionError::Authentication
         }
         _ => ConnectionError::Other(e),
@@ -124,7 +134,10 @@ impl RawEventHandler for Forwarder {
             _ => Some(self.seq.fetch_add(1, Ordering::SeqCst) + 1),
         };
         let dispatch = to_dispatch(&event, seq);
-        self.metrics.events.with_label_values(&[dispatch.kind.name()]).inc();
+        self.metrics
+            .events
+            .with_label_values(&[dispatch.kind.name()])
+            .inc();
         // The receiver is gone only while shutting down.
         let _ = self.tx.send(dispatch);
     }
@@ -149,7 +162,6 @@ impl EventHandler for StageWatcher {
 
 /// A running connection.
 pub struct Connection {
-    pub events: mpsc::UnboundedReceiver<Dispatch>,
     pub state: Arc<SessionState>,
     /// Resolves when the connection ends for good (an error, or after `shutdown`).
     pub finished: oneshot::Receiver<Result<(), ConnectionError>>,
@@ -157,29 +169,46 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Starts the client on its own thread.
-    pub fn start(config: ConnectionConfig, metrics: Arc<GatewayMetrics>) -> Connection {
+    /// Starts the client on its own thread; returns it and the stream of its events, in order.
+    pub fn start(
+        config: ConnectionConfig,
+        metrics: Arc<GatewayMetrics>,
+    ) -> (Connection, mpsc::UnboundedReceiver<Dispatch>) {
         let (tx, events) = mpsc::unbounded_channel();
         let (done_tx, finished) = oneshot::channel();
         let (manager_tx, shard_manager) = oneshot::channel();
         let state = Arc::new(SessionState::default());
         let thread_state = state.clone();
-        let spawned = std::thread::Builder::new().name("discord-gateway".into()).spawn(move || {
-            let result = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime.block_on(run(config, tx, thread_state, metrics, manager_tx)),
-                Err(e) => Err(ConnectionError::Thread(e.to_string())),
-            };
-            let _ = done_tx.send(result);
-        });
-        let (finished, events) = match spawned {
-            Ok(_) => (finished, events),
+        let spawned = std::thread::Builder::new()
+            .name("discord-gateway".into())
+            .spawn(move || {
+                let result = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => {
+                        runtime.block_on(run(config, tx, thread_state, metrics, manager_tx))
+                    }
+                    Err(e) => Err(ConnectionError::Thread(e.to_string())),
+                };
+                let _ = done_tx.send(result);
+            });
+        let finished = match spawned {
+            Ok(_) => finished,
             Err(e) => {
                 let (tx, rx) = oneshot::channel();
                 let _ = tx.send(Err(ConnectionError::Thread(e.to_string())));
-                (rx, events)
+                rx
             }
         };
-        Connection { events, state, finished, shard_manager }
+        (
+            Connection {
+                state,
+                finished,
+                shard_manager,
+            },
+            events,
+        )
     }
 
     /// Closes the connection (if it was established).
@@ -201,7 +230,10 @@ async fn run(
         let builder = HttpBuilder::new(&config.token);
         match &config.api_url {
             // The rate limiter would send requests to discord.com itself: off when proxied.
-            Some(url) => builder.proxy(url.trim_end_matches('/')).ratelimiter_disabled(true).build(),
+            Some(url) => builder
+                .proxy(url.trim_end_matches('/'))
+                .ratelimiter_disabled(true)
+                .build(),
             None => builder.build(),
         }
     };
@@ -211,16 +243,27 @@ async fn run(
     if let Err(e) = http().get_gateway().await {
         return Err(match classify(e) {
             ConnectionError::Other(e) => ConnectionError::Unreachable {
-                api: config.api_url.clone().unwrap_or_else(|| "https://discord.com".into()),
+                api: config
+                    .api_url
+                    .clone()
+                    .unwrap_or_else(|| "https://discord.com".into()),
                 source: e,
             },
             fatal => fatal,
         });
     }
-    let forwarder = Forwarder { tx, seq: AtomicU64::new(0), state: state.clone(), metrics: metrics.clone() };
+    let forwarder = Forwarder {
+        tx,
+        seq: AtomicU64::new(0),
+        state: state.clone(),
+        metrics: metrics.clone(),
+    };
     let mut client = ClientBuilder::new_with_http(http(), intents())
         .raw_event_handler(forwarder)
-        .event_handler(StageWatcher { state, metrics: metrics.clone() })
+        .event_handler(StageWatcher {
+            state,
+            metrics: metrics.clone(),
+        })
         .await
         .map_err(ConnectionError::Build)?;
     let _ = manager_tx.send(client.shard_manager.clone());

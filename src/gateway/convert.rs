@@ -2,8 +2,8 @@
 //! serenity, and only the fields the handlers use are carried over.
 
 use gateway_actors::event::{
-    decode_dispatch, AuditEntry, Author, Channel, Dispatch, Emoji, Event, EventKind, GuildCreate, Id, MessageCreate, MessageUpdate,
-    Reaction, ReferencedMessage, TimeoutChange,
+    decode_dispatch, AuditEntry, Author, Channel, Dispatch, Emoji, Event, EventKind, GuildCreate,
+    Id, MessageCreate, MessageUpdate, Reaction, ReferencedMessage, TimeoutChange,
 };
 use serenity::model::channel::{GuildChannel, ReactionType};
 use serenity::model::event::Event as SEvent;
@@ -21,9 +21,18 @@ fn channel(c: &GuildChannel) -> Channel {
 
 fn emoji(e: &ReactionType) -> Emoji {
     match e {
-        ReactionType::Custom { id, name, .. } => Emoji { id: Some(Id(id.get())), name: name.clone() },
-        ReactionType::Unicode(name) => Emoji { id: None, name: Some(name.clone()) },
-        _ => Emoji { id: None, name: None },
+        ReactionType::Custom { id, name, .. } => Emoji {
+            id: Some(Id(id.get())),
+            name: name.clone(),
+        },
+        ReactionType::Unicode(name) => Emoji {
+            id: None,
+            name: Some(name.clone()),
+        },
+        _ => Emoji {
+            id: None,
+            name: None,
+        },
     }
 }
 
@@ -45,7 +54,13 @@ fn reaction(r: &serenity::model::channel::Reaction, added: bool) -> Option<(Opti
 pub fn to_dispatch(event: &SEvent, seq: Option<u64>) -> Dispatch {
     let g = |id: serenity::model::id::GuildId| Some(Id(id.get()));
     let (kind, guild_id, converted) = match event {
-        SEvent::Ready(r) => (EventKind::Ready, None, Event::Ready { bot_user_id: Id(r.ready.user.id.get()) }),
+        SEvent::Ready(r) => (
+            EventKind::Ready,
+            None,
+            Event::Ready {
+                bot_user_id: Id(r.ready.user.id.get()),
+            },
+        ),
         SEvent::Resumed(_) => (EventKind::Resumed, None, Event::Other),
         SEvent::GuildCreate(e) => {
             let guild = &e.guild;
@@ -54,33 +69,73 @@ pub fn to_dispatch(event: &SEvent, seq: Option<u64>) -> Dispatch {
                 channels: guild.channels.values().map(channel).collect(),
                 threads: guild.threads.iter().map(channel).collect(),
             };
-            (EventKind::GuildCreate, g(guild.id), Event::GuildCreate(create))
+            (
+                EventKind::GuildCreate,
+                g(guild.id),
+                Event::GuildCreate(create),
+            )
         }
-        SEvent::ChannelCreate(e) => (EventKind::ChannelCreate, g(e.channel.guild_id), Event::ChannelUpsert(channel(&e.channel))),
-        SEvent::ChannelUpdate(e) => (EventKind::ChannelUpdate, g(e.channel.guild_id), Event::ChannelUpsert(channel(&e.channel))),
-        SEvent::ChannelDelete(e) => {
-            (EventKind::ChannelDelete, g(e.channel.guild_id), Event::ChannelDelete { id: Id(e.channel.id.get()) })
-        }
-        SEvent::ThreadCreate(e) => (EventKind::ThreadCreate, g(e.thread.guild_id), Event::ChannelUpsert(channel(&e.thread))),
-        SEvent::ThreadUpdate(e) => (EventKind::ThreadUpdate, g(e.thread.guild_id), Event::ChannelUpsert(channel(&e.thread))),
-        SEvent::ThreadDelete(e) => {
-            (EventKind::ThreadDelete, g(e.thread.guild_id), Event::ChannelDelete { id: Id(e.thread.id.get()) })
-        }
+        SEvent::ChannelCreate(e) => (
+            EventKind::ChannelCreate,
+            g(e.channel.guild_id),
+            Event::ChannelUpsert(channel(&e.channel)),
+        ),
+        SEvent::ChannelUpdate(e) => (
+            EventKind::ChannelUpdate,
+            g(e.channel.guild_id),
+            Event::ChannelUpsert(channel(&e.channel)),
+        ),
+        SEvent::ChannelDelete(e) => (
+            EventKind::ChannelDelete,
+            g(e.channel.guild_id),
+            Event::ChannelDelete {
+                id: Id(e.channel.id.get()),
+            },
+        ),
+        SEvent::ThreadCreate(e) => (
+            EventKind::ThreadCreate,
+            g(e.thread.guild_id),
+            Event::ChannelUpsert(channel(&e.thread)),
+        ),
+        SEvent::ThreadUpdate(e) => (
+            EventKind::ThreadUpdate,
+            g(e.thread.guild_id),
+            Event::ChannelUpsert(channel(&e.thread)),
+        ),
+        SEvent::ThreadDelete(e) => (
+            EventKind::ThreadDelete,
+            g(e.thread.guild_id),
+            Event::ChannelDelete {
+                id: Id(e.thread.id.get()),
+            },
+        ),
         SEvent::MessageCreate(e) => {
             let m = &e.message;
             let create = MessageCreate {
                 id: Id(m.id.get()),
                 channel_id: Id(m.channel_id.get()),
                 guild_id: m.guild_id.map(|id| Id(id.get())),
-                author: Author { id: Id(m.author.id.get()), bot: m.author.bot, system: m.author.system },
+                author: Author {
+                    id: Id(m.author.id.get()),
+                    bot: m.author.bot,
+                    system: m.author.system,
+                },
                 webhook_id: m.webhook_id.map(|w| Id(w.get())),
                 content: m.content.clone(),
                 referenced_message: m.referenced_message.as_ref().map(|r| ReferencedMessage {
-                    author: Author { id: Id(r.author.id.get()), bot: r.author.bot, system: r.author.system },
+                    author: Author {
+                        id: Id(r.author.id.get()),
+                        bot: r.author.bot,
+                        system: r.author.system,
+                    },
                 }),
                 reactions: m.reactions.len(),
             };
-            (EventKind::MessageCreate, create.guild_id, Event::MessageCreate(Box::new(create)))
+            (
+                EventKind::MessageCreate,
+                create.guild_id,
+                Event::MessageCreate(Box::new(create)),
+            )
         }
         SEvent::MessageUpdate(e) => {
             let update = MessageUpdate {
@@ -89,49 +144,83 @@ pub fn to_dispatch(event: &SEvent, seq: Option<u64>) -> Dispatch {
                 guild_id: e.guild_id.map(|id| Id(id.get())),
                 content: e.content.clone(),
             };
-            (EventKind::MessageUpdate, update.guild_id, Event::MessageUpdate(update))
+            (
+                EventKind::MessageUpdate,
+                update.guild_id,
+                Event::MessageUpdate(update),
+            )
         }
         SEvent::MessageDelete(e) => (
             EventKind::MessageDelete,
             e.guild_id.map(|id| Id(id.get())),
-            Event::MessageDelete { ids: vec![Id(e.message_id.get())] },
+            Event::MessageDelete {
+                ids: vec![Id(e.message_id.get())],
+            },
         ),
         SEvent::MessageDeleteBulk(e) => (
             EventKind::MessageDeleteBulk,
             e.guild_id.map(|id| Id(id.get())),
-            Event::MessageDelete { ids: e.ids.iter().map(|id| Id(id.get())).collect() },
+            Event::MessageDelete {
+                ids: e.ids.iter().map(|id| Id(id.get())).collect(),
+            },
         ),
         SEvent::ReactionAdd(e) => match reaction(&e.reaction, true) {
             Some((guild, ev)) => (EventKind::MessageReactionAdd, guild, ev),
-            None => (EventKind::MessageReactionAdd, e.reaction.guild_id.map(|id| Id(id.get())), Event::Other),
+            None => (
+                EventKind::MessageReactionAdd,
+                e.reaction.guild_id.map(|id| Id(id.get())),
+                Event::Other,
+            ),
         },
         SEvent::ReactionRemove(e) => match reaction(&e.reaction, false) {
             Some((guild, ev)) => (EventKind::MessageReactionRemove, guild, ev),
-            None => (EventKind::MessageReactionRemove, e.reaction.guild_id.map(|id| Id(id.get())), Event::Other),
+            None => (
+                EventKind::MessageReactionRemove,
+                e.reaction.guild_id.map(|id| Id(id.get())),
+                Event::Other,
+            ),
         },
-        SEvent::GuildBanAdd(e) => {
-            (EventKind::GuildBanAdd, g(e.guild_id), Event::Ban { user_id: Id(e.user.id.get()), added: true })
-        }
-        SEvent::GuildBanRemove(e) => {
-            (EventKind::GuildBanRemove, g(e.guild_id), Event::Ban { user_id: Id(e.user.id.get()), added: false })
-        }
-        SEvent::GuildMemberRemove(e) => {
-            (EventKind::GuildMemberRemove, g(e.guild_id), Event::MemberRemove { user_id: Id(e.user.id.get()) })
-        }
+        SEvent::GuildBanAdd(e) => (
+            EventKind::GuildBanAdd,
+            g(e.guild_id),
+            Event::Ban {
+                user_id: Id(e.user.id.get()),
+                added: true,
+            },
+        ),
+        SEvent::GuildBanRemove(e) => (
+            EventKind::GuildBanRemove,
+            g(e.guild_id),
+            Event::Ban {
+                user_id: Id(e.user.id.get()),
+                added: false,
+            },
+        ),
+        SEvent::GuildMemberRemove(e) => (
+            EventKind::GuildMemberRemove,
+            g(e.guild_id),
+            Event::MemberRemove {
+                user_id: Id(e.user.id.get()),
+            },
+        ),
         SEvent::GuildMemberUpdate(e) => (
             EventKind::GuildMemberUpdate,
             g(e.guild_id),
             Event::MemberUpdate {
                 user_id: Id(e.user.id.get()),
-                timeout_until_ms: e.communication_disabled_until.map(|t| t.unix_timestamp() * 1000 + i64::from(t.nanosecond() / 1_000_000)),
+                timeout_until_ms: e
+                    .communication_disabled_until
+                    .map(|t| t.unix_timestamp() * 1000 + i64::from(t.nanosecond() / 1_000_000)),
             },
         ),
         SEvent::GuildAuditLogEntryCreate(e) => {
             let entry = &e.entry;
             let timeout_change = entry.changes.iter().flatten().find_map(|c| match c {
-                Change::CommunicationDisabledUntil { new, .. } => {
-                    Some(if new.is_some() { TimeoutChange::Set } else { TimeoutChange::Cleared })
-                }
+                Change::CommunicationDisabledUntil { new, .. } => Some(if new.is_some() {
+                    TimeoutChange::Set
+                } else {
+                    TimeoutChange::Cleared
+                }),
                 _ => None,
             });
             let converted = AuditEntry {
@@ -142,7 +231,11 @@ pub fn to_dispatch(event: &SEvent, seq: Option<u64>) -> Dispatch {
                 reason: entry.reason.clone(),
                 timeout_change,
             };
-            (EventKind::GuildAuditLogEntryCreate, g(e.guild_id), Event::AuditEntry(converted))
+            (
+                EventKind::GuildAuditLogEntryCreate,
+                g(e.guild_id),
+                Event::AuditEntry(converted),
+            )
         }
         SEvent::Unknown(unknown) if EventKind::from_name(&unknown.kind) != EventKind::Other => {
             // serenity could not decode a type we handle (a field it requires is missing):
@@ -172,5 +265,10 @@ pub fn to_dispatch(event: &SEvent, seq: Option<u64>) -> Dispatch {
             (kind, guild, Event::Other)
         }
     };
-    Dispatch { kind, seq, guild_id, event: converted }
+    Dispatch {
+        kind,
+        seq,
+        guild_id,
+        event: converted,
+    }
 }

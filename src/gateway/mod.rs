@@ -21,17 +21,41 @@ pub struct GatewayMetrics {
 
 impl GatewayMetrics {
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let connected = IntGauge::new("gateway_connected", "1 while the Discord gateway connection is up.")?;
-        let heartbeat_latency = Gauge::new("gateway_heartbeat_latency_seconds", "Last heartbeat round trip to the gateway.")?;
-        let reconnects = IntCounter::new("gateway_reconnects_total", "New gateway sessions after the first (serenity re-identified after a lost session).")?;
-        let resumes = IntCounter::new("gateway_resumes_total", "Sessions resumed after a lost connection.")?;
-        let events = IntCounterVec::new(Opts::new("gateway_events_total", "Dispatches received from the gateway, by type."), &["type"])?;
+        let connected = IntGauge::new(
+            "gateway_connected",
+            "1 while the Discord gateway connection is up.",
+        )?;
+        let heartbeat_latency = Gauge::new(
+            "gateway_heartbeat_latency_seconds",
+            "Last heartbeat round trip to the gateway.",
+        )?;
+        let reconnects = IntCounter::new(
+            "gateway_reconnects_total",
+            "New gateway sessions after the first (serenity re-identified after a lost session).",
+        )?;
+        let resumes = IntCounter::new(
+            "gateway_resumes_total",
+            "Sessions resumed after a lost connection.",
+        )?;
+        let events = IntCounterVec::new(
+            Opts::new(
+                "gateway_events_total",
+                "Dispatches received from the gateway, by type.",
+            ),
+            &["type"],
+        )?;
         registry.register(Box::new(connected.clone()))?;
         registry.register(Box::new(heartbeat_latency.clone()))?;
         registry.register(Box::new(reconnects.clone()))?;
         registry.register(Box::new(resumes.clone()))?;
         registry.register(Box::new(events.clone()))?;
-        Ok(GatewayMetrics { connected, heartbeat_latency, reconnects, resumes, events })
+        Ok(GatewayMetrics {
+            connected,
+            heartbeat_latency,
+            reconnects,
+            resumes,
+            events,
+        })
     }
 }
 
@@ -45,7 +69,10 @@ pub struct GatewayActor {
 
 impl GatewayActor {
     pub fn new(pipeline: Arc<Pipeline>, finished: tokio::sync::oneshot::Sender<()>) -> Self {
-        GatewayActor { pipeline, finished: Some(finished) }
+        GatewayActor {
+            pipeline,
+            finished: Some(finished),
+        }
     }
 }
 

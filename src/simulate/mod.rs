@@ -71,16 +71,28 @@ impl Drop for Pod {
 }
 
 pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
-    let strategy: Strategy = args.strategy.parse().map_err(|e| anyhow::anyhow!("--strategy: {e}"))?;
+    let strategy: Strategy = args
+        .strategy
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--strategy: {e}"))?;
     if args.pods == 0 {
         bail!("--pods must be at least 1");
     }
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let events = match &args.events {
         Some(path) => path.clone(),
         None => {
-            let path = args.data_dir.join(format!("synthetic-{}g-{}m.ndjson", args.guilds, args.messages));
-            eprintln!("generating a synthetic stream: {} guilds, {} messages -> {}", args.guilds, args.messages, path.display());
+            let path = args.data_dir.join(format!(
+                "synthetic-{}g-{}m.ndjson",
+                args.guilds, args.messages
+            ));
+            eprintln!(
+                "generating a synthetic stream: {} guilds, {} messages -> {}",
+                args.guilds,
+                args.messages,
+                path.display()
+            );
             let n = gateway_actors::synthetic::write_file(&path, args.guilds, args.messages)
                 .with_context(|| format!("writing {}", path.display()))?;
             eprintln!("  {n} events");
@@ -99,7 +111,10 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         allowed_intents: u64::MAX,
     };
     let fake = fake_discord::start("127.0.0.1:0".parse()?, recording, options).await?;
-    eprintln!("fake Discord on http://{} ({total_frames} events per full session)", fake.addr);
+    eprintln!(
+        "fake Discord on http://{} ({total_frames} events per full session)",
+        fake.addr
+    );
 
     let exe = std::env::current_exe().context("locating the guild-gateway binary")?;
     let mut pods = Vec::new();
@@ -120,11 +135,25 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?)
+            .stderr(
+                std::fs::File::create(&log)
+                    .with_context(|| format!("creating {}", log.display()))?,
+            )
             .spawn()
             .with_context(|| format!("starting pod {ordinal}"))?;
-        println!("pod {ordinal}: pid {}, http://{http}, database {}, log {}", child.id(), database.display(), log.display());
-        pods.push(Pod { ordinal, child, http, database, log });
+        println!(
+            "pod {ordinal}: pid {}, http://{http}, database {}, log {}",
+            child.id(),
+            database.display(),
+            log.display()
+        );
+        pods.push(Pod {
+            ordinal,
+            child,
+            http,
+            database,
+            log,
+        });
     }
 
     let started = Instant::now();
@@ -142,12 +171,20 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        let statuses: Vec<Option<PodStatus>> = futures_util::future::join_all(pods.iter().map(|p| pod_status(p.http))).await;
+        let statuses: Vec<Option<PodStatus>> =
+            futures_util::future::join_all(pods.iter().map(|p| pod_status(p.http))).await;
         let sessions = fake.session_views();
         let finished = pods.iter().zip(&statuses).all(|(_, status)| {
             let Some(status) = status else { return false };
-            let Some(session) = sessions.iter().find(|s| Some(&s.session_id) == status.session_id.as_ref()) else { return false };
-            session.done && status.last_seq_committed == session.last_seq_sent && status.in_flight == 0
+            let Some(session) = sessions
+                .iter()
+                .find(|s| Some(&s.session_id) == status.session_id.as_ref())
+            else {
+                return false;
+            };
+            session.done
+                && status.last_seq_committed == session.last_seq_sent
+                && status.in_flight == 0
         });
         if last_progress.elapsed() >= Duration::from_secs(1) || finished {
             last_progress = Instant::now();
@@ -170,7 +207,10 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             if live {
                 eprintln!();
             }
-            break statuses.into_iter().map(Option::unwrap_or_default).collect::<Vec<_>>();
+            break statuses
+                .into_iter()
+                .map(Option::unwrap_or_default)
+                .collect::<Vec<_>>();
         }
         if Instant::now() > deadline {
             bail!("the pods did not finish within {} s", args.timeout_secs);
@@ -183,7 +223,12 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let mut metrics = Vec::new();
     let mut cpu = Vec::new();
     for pod in &pods {
-        metrics.push(http_get(pod.http, "/metrics").await.map(|(_, body)| body).unwrap_or_default());
+        metrics.push(
+            http_get(pod.http, "/metrics")
+                .await
+                .map(|(_, body)| body)
+                .unwrap_or_default(),
+        );
         cpu.push(cpu_seconds(pod.child.id()));
     }
     for pod in &mut pods {
@@ -193,7 +238,18 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     println!();
     println!(
         "{:>4} {:>7} {:>10} {:>10} {:>10} {:>10} {:>13} {:>13} {:>11} {:>11} {:>10} {:>7}",
-        "pod", "guilds", "received", "owned", "foreign", "committed", "message_stats", "message_cache", "channels", "mod_actions", "events/s", "cpu s"
+        "pod",
+        "guilds",
+        "received",
+        "owned",
+        "foreign",
+        "committed",
+        "message_stats",
+        "message_cache",
+        "channels",
+        "mod_actions",
+        "events/s",
+        "cpu s"
     );
     for (((pod, status), page), cpu) in pods.iter().zip(&statuses).zip(&metrics).zip(&cpu) {
         let counts = row_counts(&pod.database)?;
@@ -213,7 +269,11 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             cpu,
         );
     }
-    println!("\nall {} pods committed everything they were sent in {elapsed:.1} s ({} strategy)", pods.len(), strategy);
+    println!(
+        "\nall {} pods committed everything they were sent in {elapsed:.1} s ({} strategy)",
+        pods.len(),
+        strategy
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -238,7 +298,11 @@ fn stop(pod: &mut Pod) -> anyhow::Result<()> {
     for _ in 0..300 {
         if let Some(status) = pod.child.try_wait()? {
             if !status.success() {
-                bail!("pod {} exited with {status} on SIGTERM; see {}", pod.ordinal, pod.log.display());
+                bail!(
+                    "pod {} exited with {status} on SIGTERM; see {}",
+                    pod.ordinal,
+                    pod.log.display()
+                );
             }
             return Ok(());
         }
@@ -251,8 +315,17 @@ fn stop(pod: &mut Pod) -> anyhow::Result<()> {
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
-    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 
@@ -269,11 +342,22 @@ fn remove_database(path: &Path) -> anyhow::Result<()> {
 }
 
 fn row_counts(db: &Path) -> anyhow::Result<[i64; 5]> {
-    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .with_context(|| format!("opening {}", db.display()))?;
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("opening {}", db.display()))?;
     let mut counts = [0; 5];
-    for (i, table) in ["guilds", "message_stats", "message_cache", "channel_info", "mod_actions"].iter().enumerate() {
-        counts[i] = gateway_actors::store::count_rows(&conn, table).with_context(|| format!("counting {table}"))?;
+    for (i, table) in [
+        "guilds",
+        "message_stats",
+        "message_cache",
+        "channel_info",
+        "mod_actions",
+    ]
+    .iter()
+    .enumerate()
+    {
+        counts[i] = gateway_actors::store::count_rows(&conn, table)
+            .with_context(|| format!("counting {table}"))?;
     }
     Ok(counts)
 }

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_guild-gateway");
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures")
+        .join(name)
 }
 
 pub fn sample_stream() -> PathBuf {
@@ -23,7 +25,8 @@ pub fn sample_stream() -> PathBuf {
 }
 
 pub fn expected() -> Value {
-    let text = std::fs::read_to_string(fixture("events.sample.expected.json")).expect("expected rows fixture");
+    let text = std::fs::read_to_string(fixture("events.sample.expected.json"))
+        .expect("expected rows fixture");
     serde_json::from_str(&text).expect("expected rows are JSON")
 }
 
@@ -37,9 +40,22 @@ pub fn free_port() -> u16 {
 pub fn gateway() -> Command {
     let mut cmd = Command::new(BIN);
     for var in [
-        "POD_ORDINAL", "NUM_GATEWAY_PODS", "SHARD_STRATEGY", "DATABASE_URL", "HTTP_ADDR", "LOG_FORMAT",
-        "HOSTNAME", "GUILD_MAILBOX_CAPACITY", "WRITER_MAILBOX_CAPACITY", "WRITER_MAX_BATCH",
-        "MAX_IN_FLIGHT", "GUILD_IDLE_SECS", "GUILD_WORKERS", "RUST_LOG", "DISCORD_TOKEN", "DISCORD_API_URL",
+        "POD_ORDINAL",
+        "NUM_GATEWAY_PODS",
+        "SHARD_STRATEGY",
+        "DATABASE_URL",
+        "HTTP_ADDR",
+        "LOG_FORMAT",
+        "HOSTNAME",
+        "GUILD_MAILBOX_CAPACITY",
+        "WRITER_MAILBOX_CAPACITY",
+        "WRITER_MAX_BATCH",
+        "MAX_IN_FLIGHT",
+        "GUILD_IDLE_SECS",
+        "GUILD_WORKERS",
+        "RUST_LOG",
+        "DISCORD_TOKEN",
+        "DISCORD_API_URL",
         "AUDIT_WINDOW_SECS",
     ] {
         cmd.env_remove(var);
@@ -76,8 +92,14 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    let code = response.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let code = response
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Ok((code, body))
 }
 
@@ -104,7 +126,8 @@ pub fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::proce
 }
 
 pub fn open(db: &Path) -> Connection {
-    Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).expect("opening the pod's database")
+    Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("opening the pod's database")
 }
 
 fn query(conn: &Connection, sql: &str) -> Vec<Value> {
@@ -134,10 +157,34 @@ pub fn comparable_rows(db: &Path) -> BTreeMap<&'static str, Vec<Value>> {
     let conn = open(db);
     let mut tables = BTreeMap::new();
     tables.insert("message_stats", query(&conn, "SELECT message_id, author_id, guild_id, channel_id, channel_category, recipient_id, char_count, word_count, react_count, sent_at, code_stats, link_stats FROM message_stats"));
-    tables.insert("channel_info", query(&conn, "SELECT id, guild_id, name, category FROM channel_info"));
-    tables.insert("message_cache", query(&conn, "SELECT message_id, guild_id, channel_id, user_id, content FROM message_cache"));
-    tables.insert("guilds", query(&conn, "SELECT id FROM guilds").into_iter().map(|r| r["id"].clone()).collect());
-    tables.insert("mod_actions", query(&conn, "SELECT guild_id, user_id, action_type, executor_id, reason FROM mod_actions"));
+    tables.insert(
+        "channel_info",
+        query(
+            &conn,
+            "SELECT id, guild_id, name, category FROM channel_info",
+        ),
+    );
+    tables.insert(
+        "message_cache",
+        query(
+            &conn,
+            "SELECT message_id, guild_id, channel_id, user_id, content FROM message_cache",
+        ),
+    );
+    tables.insert(
+        "guilds",
+        query(&conn, "SELECT id FROM guilds")
+            .into_iter()
+            .map(|r| r["id"].clone())
+            .collect(),
+    );
+    tables.insert(
+        "mod_actions",
+        query(
+            &conn,
+            "SELECT guild_id, user_id, action_type, executor_id, reason FROM mod_actions",
+        ),
+    );
     tables
 }
 
@@ -146,13 +193,25 @@ pub fn comparable_rows(db: &Path) -> BTreeMap<&'static str, Vec<Value>> {
 pub fn all_rows(db: &Path) -> BTreeMap<&'static str, Vec<Value>> {
     let conn = open(db);
     let mut tables = BTreeMap::new();
-    tables.insert("message_stats", query(&conn, "SELECT * FROM message_stats ORDER BY message_id"));
-    tables.insert("channel_info", query(&conn, "SELECT * FROM channel_info ORDER BY id"));
+    tables.insert(
+        "message_stats",
+        query(&conn, "SELECT * FROM message_stats ORDER BY message_id"),
+    );
+    tables.insert(
+        "channel_info",
+        query(&conn, "SELECT * FROM channel_info ORDER BY id"),
+    );
     tables.insert("message_cache", query(&conn, "SELECT message_id, guild_id, channel_id, user_id, content FROM message_cache ORDER BY message_id"));
-    tables.insert("message_reactions", query(&conn, "SELECT * FROM message_reactions ORDER BY 1, 2, 3"));
+    tables.insert(
+        "message_reactions",
+        query(&conn, "SELECT * FROM message_reactions ORDER BY 1, 2, 3"),
+    );
     tables.insert("guilds", query(&conn, "SELECT * FROM guilds ORDER BY id"));
     tables.insert("mod_actions", query(&conn, "SELECT id, user_id, guild_id, action_type, executor_id, reason, duration, source_key FROM mod_actions ORDER BY id"));
-    tables.insert("member_timeouts", query(&conn, "SELECT * FROM member_timeouts ORDER BY 1, 2"));
+    tables.insert(
+        "member_timeouts",
+        query(&conn, "SELECT * FROM member_timeouts ORDER BY 1, 2"),
+    );
     tables
 }
 
@@ -164,7 +223,11 @@ pub fn sorted(mut rows: Vec<Value>) -> Vec<Value> {
 
 /// The guild a row belongs to.
 pub fn row_guild(table: &str, row: &Value) -> String {
-    let v = if table == "guilds" { row } else { &row["guild_id"] };
+    let v = if table == "guilds" {
+        row
+    } else {
+        &row["guild_id"]
+    };
     v.as_str().expect("guild id is text").to_owned()
 }
 
@@ -172,11 +235,22 @@ pub fn row_guild(table: &str, row: &Value) -> String {
 /// tests pin to the TypeScript function).
 pub fn owners(ids: &[String], pods: u32, strategy: &str) -> BTreeMap<String, u32> {
     let out = gateway()
-        .args(["shard-of", "--pods", &pods.to_string(), "--strategy", strategy, "--"])
+        .args([
+            "shard-of",
+            "--pods",
+            &pods.to_string(),
+            "--strategy",
+            strategy,
+            "--",
+        ])
         .args(ids)
         .output()
         .expect("running shard-of");
-    assert!(out.status.success(), "shard-of: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "shard-of: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .expect("utf-8")
         .lines()
@@ -200,7 +274,13 @@ pub fn assert_expected_rows(dbs: &[PathBuf], strategy: &str) {
         .map(|g| g.as_str().expect("id").to_owned())
         .collect();
     let owner = owners(&guild_ids, pods, strategy);
-    for table in ["message_stats", "channel_info", "message_cache", "guilds", "mod_actions"] {
+    for table in [
+        "message_stats",
+        "channel_info",
+        "message_cache",
+        "guilds",
+        "mod_actions",
+    ] {
         let mut union = Vec::new();
         for (k, rows) in per_pod.iter().enumerate() {
             for row in &rows[table] {
@@ -222,7 +302,11 @@ pub fn assert_expected_rows(dbs: &[PathBuf], strategy: &str) {
 /// The guild a sample dispatch belongs to (GUILD_CREATE: its id), or None for DMs.
 pub fn dispatch_guild(line: &Value) -> Option<u64> {
     let d = &line["d"];
-    let id = if line["t"] == "GUILD_CREATE" { &d["id"] } else { &d["guild_id"] };
+    let id = if line["t"] == "GUILD_CREATE" {
+        &d["id"]
+    } else {
+        &d["guild_id"]
+    };
     id.as_str().and_then(|s| s.parse().ok())
 }
 
@@ -238,7 +322,10 @@ pub fn sample_lines() -> Vec<Value> {
 /// The value of one series in a Prometheus text page (0 if absent).
 pub fn metric(page: &str, series: &str) -> f64 {
     page.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
@@ -263,13 +350,18 @@ impl Drop for Proc {
 
 /// Sends SIGTERM to a child we started.
 pub fn sigterm(child: &std::process::Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
     assert!(status.success());
 }
 
 /// A test tool: the project's venv first (scripts/test creates it), then PATH.
 pub fn tool(name: &str) -> PathBuf {
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin").join(name);
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(".venv/bin")
+        .join(name);
     if venv.exists() {
         venv
     } else {
@@ -286,7 +378,12 @@ pub fn assert_promtool_accepts(page: &str) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("promtool is installed (scripts/test installs it)");
-    promtool.stdin.take().expect("stdin").write_all(page.as_bytes()).expect("writing to promtool");
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(page.as_bytes())
+        .expect("writing to promtool");
     let out = promtool.wait_with_output().expect("promtool runs");
     assert!(
         out.status.success(),
