@@ -375,30 +375,7 @@ fn alerts_pass_promtool_and_use_exported_metrics() {
 
     // A live pod's exposition (serve adds the gateway_* metrics to replay's).
     let dir = tempfile::tempdir().unwrap();
-    let (_fake, fake_port) = {
-        let port = free_port();
-        let fake = Proc(
-            gateway()
-                .args([
-                    "fake-discord",
-                    "--listen",
-                    &format!("127.0.0.1:{port}"),
-                    "--token",
-                    "t",
-                    "--events",
-                ])
-                .arg(sample_stream())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        wait_for(std::time::Duration::from_secs(20), || {
-            http_get(port, "/fake/sessions").ok()
-        })
-        .expect("fake starts");
-        (fake, port)
-    };
+    let (_fake, fake_port) = start_fake_discord("t", &[]);
     let port = free_port();
     let mut pod = Proc(
         gateway()

@@ -11,31 +11,7 @@ use std::time::Duration;
 const TOKEN: &str = "live-test-token";
 
 fn start_fake(extra: &[&str]) -> (Proc, u16) {
-    let port = free_port();
-    let fake = Proc(
-        gateway()
-            .args([
-                "fake-discord",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--token",
-                TOKEN,
-                "--events",
-            ])
-            .arg(sample_stream())
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting fake-discord"),
-    );
-    wait_for(Duration::from_secs(20), || {
-        http_get(port, "/fake/sessions")
-            .ok()
-            .filter(|(c, _)| *c == 200)
-    })
-    .expect("fake-discord answers");
-    (fake, port)
+    start_fake_discord(TOKEN, extra)
 }
 
 struct LivePod {

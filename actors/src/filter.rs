@@ -19,9 +19,6 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// One dispatch, accepted by the pipeline.
-pub type Route = GuildEvent;
-
 /// A guild actor reports that it is idle and may be stopped.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -106,9 +103,9 @@ impl Actor for ShardFilter {
     type Context = Context<Self>;
 }
 
-impl Handler<Route> for ShardFilter {
+impl Handler<GuildEvent> for ShardFilter {
     type Result = ();
-    fn handle(&mut self, event: Route, ctx: &mut Self::Context) {
+    fn handle(&mut self, event: GuildEvent, ctx: &mut Self::Context) {
         let dispatch = &event.dispatch;
         let counters = self.metrics.kind(dispatch.kind);
         counters.received.inc();

@@ -11,7 +11,7 @@ use crate::guild::{FlushWaiting, GuildDeps, GuildEvent, SlowGuildHook};
 use crate::metrics::Metrics;
 use crate::progress::{Progress, Snapshot};
 use crate::shard::Sharding;
-use crate::store::{self, CacheExpiry, ReadPool, StoreError};
+use crate::store::{self, CacheExpiry, StoreError};
 use crate::writer::{CheckWritable, SqliteWriter, WriterConfig, WriterLink};
 use actix::prelude::*;
 use std::path::PathBuf;
@@ -89,7 +89,6 @@ pub struct Pipeline {
     filter: Addr<ShardFilter>,
     writer: Addr<SqliteWriter>,
     progress: Arc<Progress>,
-    reads: ReadPool,
     metrics: Arc<Metrics>,
     database: PathBuf,
     arbiters: Vec<Arbiter>,
@@ -123,7 +122,7 @@ impl Pipeline {
         let workers: Vec<Arbiter> = (0..config.guild_workers).map(|_| Arbiter::new()).collect();
         let deps = GuildDeps {
             writer: WriterLink::new(writer.clone(), config.writer_mailbox, metrics.clone()),
-            reads: reads.clone(),
+            reads,
             metrics: metrics.clone(),
             progress: progress.clone(),
             idle_after: config.guild_idle,
@@ -146,7 +145,6 @@ impl Pipeline {
             filter,
             writer,
             progress,
-            reads,
             metrics,
             database: config.database,
             arbiters,
@@ -175,10 +173,6 @@ impl Pipeline {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
-    }
-
-    pub fn reads(&self) -> &ReadPool {
-        &self.reads
     }
 
     /// Refreshes gauges that are read rather than counted, before a scrape.

@@ -203,19 +203,16 @@ pub fn generate<W: Write, S: AsRef<str>>(
         let (rgi, target) = recent[rng.below(recent.len() as u64) as usize];
         let rg = &all[rgi];
         let user = rg.members[rng.below(rg.members.len() as u64) as usize];
-        if roll < 10 {
+        if roll < 12 {
+            // 10% reaction adds, 2% removes.
+            let t = if roll < 10 {
+                "MESSAGE_REACTION_ADD"
+            } else {
+                "MESSAGE_REACTION_REMOVE"
+            };
             emit(
                 &mut out,
-                "MESSAGE_REACTION_ADD",
-                &format!(
-                    r#"{{"user_id":"{user}","channel_id":"{}","message_id":"{target}","guild_id":"{}","emoji":{{"id":null,"name":"👍"}},"burst":false,"type":0}}"#,
-                    rg.channels[0], rg.id
-                ),
-            )?;
-        } else if roll < 12 {
-            emit(
-                &mut out,
-                "MESSAGE_REACTION_REMOVE",
+                t,
                 &format!(
                     r#"{{"user_id":"{user}","channel_id":"{}","message_id":"{target}","guild_id":"{}","emoji":{{"id":null,"name":"👍"}},"burst":false,"type":0}}"#,
                     rg.channels[0], rg.id

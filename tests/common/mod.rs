@@ -392,3 +392,32 @@ pub fn assert_promtool_accepts(page: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `guild-gateway fake-discord` on the sample stream, on a free port; returns it once it answers.
+pub fn start_fake_discord(token: &str, extra: &[&str]) -> (Proc, u16) {
+    let port = free_port();
+    let fake = Proc(
+        gateway()
+            .args([
+                "fake-discord",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--token",
+                token,
+                "--events",
+            ])
+            .arg(sample_stream())
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting fake-discord"),
+    );
+    wait_for(Duration::from_secs(20), || {
+        http_get(port, "/fake/sessions")
+            .ok()
+            .filter(|(c, _)| *c == 200)
+    })
+    .expect("fake-discord answers");
+    (fake, port)
+}
