@@ -1,7 +1,7 @@
 //! `isolation`: 1,000 busy guilds, one of them slow (each of its events takes 50 ms, injected
 //! through the pipeline's `slow_hook` seam). Measures the other guilds' throughput with the
 //! slow guild (`isolation/one_slow_guild`) and without (`isolation/no_slow_guild`), in the same
-//! run; their ratio is the isolation figure. Live-pod settings (`Overflow::Shed`).
+//! run; their ratio is the isolation figure. A live pod's settings.
 
 mod common;
 
@@ -25,9 +25,6 @@ fn others_done(lines: &Arc<Vec<String>>, dir: &Path, slow: Option<(Id, u64)>) ->
     let slow_calls = Arc::new(AtomicU64::new(0));
     in_system(async {
         let mut config = PipelineConfig::new(one_pod(), db);
-        // A live pod's policy (shed a full guild), with mailboxes deep enough that the bench's
-        // burst does not shed the busiest guilds; the slow guild's share fits too.
-        config.guild_mailbox = 16_384;
         if let Some((slow_guild, _)) = slow {
             let calls = slow_calls.clone();
             config.slow_hook = Some(Arc::new(move |guild: Id| {

@@ -38,7 +38,7 @@ pub struct PodArgs {
     /// Log format: text or json
     #[arg(long, env = "LOG_FORMAT", global = true, default_value = "text")]
     pub log_format: String,
-    /// Events queued per guild before that guild's events are shed
+    /// Events in a guild actor's mailbox before the rest wait in its overflow queue (nothing is shed)
     #[arg(
         long,
         env = "GUILD_MAILBOX_CAPACITY",
@@ -63,6 +63,12 @@ pub struct PodArgs {
     /// Seconds a guild actor may stay idle before it is stopped (passivated)
     #[arg(long, env = "GUILD_IDLE_SECS", global = true, default_value = "300")]
     pub guild_idle_secs: String,
+    /// Seconds a guild with queued events may make no progress before it is declared stuck and its events are dropped (counted)
+    #[arg(long, env = "GUILD_STUCK_SECS", global = true, default_value = "120")]
+    pub guild_stuck_secs: String,
+    /// Test seam: delay every event's handling by this many milliseconds (slows the pipeline)
+    #[arg(long, env = "TEST_EVENT_DELAY_MS", global = true, hide = true)]
+    pub test_event_delay_ms: Option<String>,
     /// Seconds a moderation event and its audit log entry wait for each other
     #[arg(long, env = "AUDIT_WINDOW_SECS", global = true, default_value = "5")]
     pub audit_window_secs: String,
@@ -247,6 +253,17 @@ impl PodArgs {
             1,
             1 << 32,
         )?);
+        pipeline.guild_stuck = Duration::from_secs(parse_number(
+            "GUILD_STUCK_SECS",
+            &self.guild_stuck_secs,
+            1,
+            1 << 32,
+        )?);
+        if let Some(value) = &self.test_event_delay_ms {
+            let delay =
+                Duration::from_millis(parse_number("TEST_EVENT_DELAY_MS", value, 0, 60_000)?);
+            pipeline.slow_hook = Some(std::sync::Arc::new(move |_| Some(delay)));
+        }
         pipeline.audit_window = Duration::from_secs(parse_number(
             "AUDIT_WINDOW_SECS",
             &self.audit_window_secs,

@@ -31,7 +31,16 @@ struct Status {
     events_done: u64,
     in_flight: u64,
     guild_actors: i64,
+    /// Dropped because their guild was stuck (the last resort).
     events_shed: u64,
+    /// Queued in a guild's overflow when its mailbox was full (none lost).
+    events_overflowed: u64,
+    /// Rolled back because their writes failed on their own (bad data, a bug).
+    events_failed: u64,
+    guilds_stuck: i64,
+    /// Why commits are failing, while they are: nothing is marked done meanwhile.
+    storage_error: Option<String>,
+    storage_failing_secs: Option<f64>,
     session_id: Option<String>,
     gateway_ready: Option<bool>,
 }
@@ -72,6 +81,7 @@ async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
 async fn status(state: web::Data<HttpState>) -> HttpResponse {
     let p = state.pipeline.status();
     let m = state.pipeline.metrics();
+    let fault = state.pipeline.storage_fault();
     HttpResponse::Ok().json(Status {
         pod_ordinal: state.sharding.ordinal,
         num_pods: state.sharding.pods,
@@ -83,6 +93,11 @@ async fn status(state: web::Data<HttpState>) -> HttpResponse {
         in_flight: p.in_flight,
         guild_actors: m.guild_actors.get(),
         events_shed: m.shed.get(),
+        events_overflowed: m.events_overflowed.get(),
+        events_failed: m.handler_errors.get(),
+        guilds_stuck: m.guilds_stuck.get(),
+        storage_error: fault.as_ref().map(|f| f.error.clone()),
+        storage_failing_secs: fault.as_ref().map(|f| f.since.elapsed().as_secs_f64()),
         session_id: state.gateway.as_ref().and_then(|g| g.session_id()),
         gateway_ready: state
             .gateway

@@ -1,8 +1,11 @@
 //! `guild-gateway replay [FILE|-]`: a recorded gateway stream through the live pipeline.
 //!
-//! Lines are read on their own thread, decoded on a runtime worker and submitted in order; the pipeline's
-//! backpressure paces the reader. Malformed lines are reported (`line N: reason`) and skipped.
-//! SIGTERM/SIGINT stop the reading; everything accepted is still committed before exit.
+//! Lines are read on their own thread, decoded on a runtime worker and submitted in order; the
+//! pipeline's backpressure paces the reader. Malformed lines (bad JSON, invalid UTF-8) are
+//! reported (`line N: reason`) and skipped. A read error or SIGTERM/SIGINT stops the reading;
+//! everything accepted is still committed before exit. If the storage cannot take writes for
+//! `--give-up-after` seconds, the replay stops and says how many events were not committed.
+//! The exit status is 0 only when every line was read, decoded and committed.
 
 use crate::config::PodConfig;
 use crate::http::{self, HttpState};
@@ -11,13 +14,12 @@ use anyhow::Context as _;
 use clap::Args;
 use gateway_actors::event::decode_frame;
 use gateway_actors::metrics::Metrics;
-use gateway_actors::pipeline::Overflow;
-use gateway_actors::{Pipeline, PipelineConfig};
+use gateway_actors::Pipeline;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 #[derive(Debug, Args)]
@@ -28,13 +30,27 @@ pub struct ReplayArgs {
     /// Keep the HTTP server up after the replay, until SIGTERM or SIGINT
     #[arg(long)]
     pub linger: bool,
+    /// Seconds a storage fault (full disk, read-only file) may last before the replay stops
+    /// and exits with the count of events not committed
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub give_up_after: u64,
 }
 
 #[derive(Debug, Default)]
 struct ReadOutcome {
     lines: u64,
     malformed: u64,
-    interrupted: bool,
+    /// Why reading stopped before the end of the input.
+    stopped: Option<String>,
+}
+
+/// One line of input, as the reader thread hands it on.
+enum Line {
+    Text(String),
+    /// Not UTF-8: reported and skipped like any malformed line.
+    Invalid(std::str::Utf8Error),
+    /// The input could not be read further.
+    Failed(std::io::Error),
 }
 
 pub async fn run(config: PodConfig, args: ReplayArgs) -> anyhow::Result<ExitCode> {
@@ -50,16 +66,10 @@ pub async fn run(config: PodConfig, args: ReplayArgs) -> anyhow::Result<ExitCode
     let sharding = config.sharding;
     let metrics =
         Arc::new(Metrics::new(sharding.ordinal, sharding.pods).context("registering metrics")?);
-    // An archive must load completely: a busy guild's mailbox grows (within MAX_IN_FLIGHT)
-    // instead of shedding.
-    let pipeline_config = PipelineConfig {
-        overflow: Overflow::Queue,
-        ..config.pipeline.clone()
-    };
-    let pipeline =
-        Arc::new(Pipeline::start(pipeline_config, metrics).with_context(|| {
-            format!("opening the pod's database {}", config.database.display())
-        })?);
+    let pipeline = Arc::new(
+        Pipeline::start(config.pipeline.clone(), metrics)
+            .with_context(|| format!("opening the pod's database {}", config.database.display()))?,
+    );
     let server = http::start(
         config.http_addr,
         HttpState {
@@ -74,35 +84,66 @@ pub async fn run(config: PodConfig, args: ReplayArgs) -> anyhow::Result<ExitCode
     let started = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
     let reader = tokio::spawn(read_stream(input, pipeline.clone(), stop_rx));
+    let give_up = Duration::from_secs(args.give_up_after);
     tokio::pin!(signal);
     tokio::pin!(reader);
-    let outcome = tokio::select! {
-        result = &mut reader => result,
+    let mut gave_up = None;
+    let mut outcome = tokio::select! {
+        result = &mut reader => result.context("the reader task failed")?,
         name = &mut signal => {
             tracing::info!("{name}: no more events will be taken; draining");
             let _ = stop_tx.send(true);
-            reader.await
+            let mut outcome = reader.await.context("the reader task failed")?;
+            outcome.stopped = Some(format!("interrupted by {name}"));
+            outcome
+        }
+        fault = pipeline.storage_failing_for(give_up) => {
+            let _ = stop_tx.send(true);
+            gave_up = Some(fault);
+            ReadOutcome::default()
+        }
+    };
+    if gave_up.is_none() {
+        tokio::select! {
+            () = pipeline.drain() => {}
+            fault = pipeline.storage_failing_for(give_up) => gave_up = Some(fault),
         }
     }
-    .context("the reader task failed")??;
+    if let Some(fault) = &gave_up {
+        outcome.stopped = Some(format!(
+            "the database has not taken writes for {give_up:?}: {fault}"
+        ));
+    }
 
-    pipeline.drain().await;
     let status = pipeline.status();
     let elapsed = started.elapsed().as_secs_f64();
+    let failed = pipeline.metrics().handler_errors.get();
+    let shed = pipeline.metrics().shed.get();
     println!(
-        "replay {}: {} lines, {} malformed, {} events committed or skipped, {} shed, last seq {}, {:.2} s ({:.0} events/s){}",
+        "replay {}: {} lines, {} malformed, {} events accepted, {} committed or skipped, {} not committed, {} failed (rolled back), {} shed, last seq {}, {:.2} s ({:.0} events/s){}",
         args.file.display(),
         outcome.lines,
         outcome.malformed,
+        status.events_accepted,
         status.events_done,
-        pipeline.metrics().shed.get(),
+        status.in_flight,
+        failed,
+        shed,
         status.last_seq_committed.map_or("-".to_string(), |s| s.to_string()),
         elapsed,
         status.events_done as f64 / elapsed.max(1e-9),
-        if outcome.interrupted { " (interrupted by a signal)" } else { "" },
+        outcome.stopped.as_deref().map(|why| format!(" (stopped early: {why})")).unwrap_or_default(),
     );
+    if gave_up.is_some() {
+        // The writer still holds what it could not commit; nothing more can be done here.
+        eprintln!(
+            "error: {} events were accepted and not committed",
+            status.in_flight
+        );
+        return Ok(ExitCode::FAILURE);
+    }
 
-    if args.linger && !outcome.interrupted {
+    if args.linger && outcome.stopped.is_none() {
         tracing::info!("replay done; lingering until SIGTERM or SIGINT");
         signal.await;
     }
@@ -110,20 +151,42 @@ pub async fn run(config: PodConfig, args: ReplayArgs) -> anyhow::Result<ExitCode
     if let Ok(pipeline) = Arc::try_unwrap(pipeline) {
         pipeline.shutdown();
     }
-    Ok(if outcome.malformed > 0 {
-        ExitCode::FAILURE
-    } else {
+    let complete = outcome.malformed == 0 && outcome.stopped.is_none() && failed == 0 && shed == 0;
+    Ok(if complete {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     })
 }
 
 /// Reads lines on a plain thread: a blocked read of an open stdin must not keep the runtime
 /// from shutting down (tokio's stdin would). Lines reach the decoder through a bounded channel.
-fn spawn_line_reader(input: Box<dyn Read + Send>) -> mpsc::Receiver<std::io::Result<String>> {
+/// A UTF-8 byte order mark at the start is not part of the first line.
+fn spawn_line_reader(input: Box<dyn Read + Send>) -> mpsc::Receiver<Line> {
     let (tx, rx) = mpsc::channel(1024);
     std::thread::spawn(move || {
-        for line in BufReader::with_capacity(1 << 16, input).lines() {
-            let failed = line.is_err();
+        let mut input = BufReader::with_capacity(1 << 16, input);
+        let mut first = true;
+        loop {
+            let mut bytes = Vec::new();
+            let line = match input.read_until(b'\n', &mut bytes) {
+                Ok(0) => break,
+                Ok(_) => {
+                    let mut text: &[u8] = &bytes;
+                    if first {
+                        text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
+                        first = false;
+                    }
+                    let text = text.strip_suffix(b"\n").unwrap_or(text);
+                    let text = text.strip_suffix(b"\r").unwrap_or(text);
+                    match std::str::from_utf8(text) {
+                        Ok(text) => Line::Text(text.to_owned()),
+                        Err(e) => Line::Invalid(e),
+                    }
+                }
+                Err(e) => Line::Failed(e),
+            };
+            let failed = matches!(line, Line::Failed(_));
             if tx.blocking_send(line).is_err() || failed {
                 break;
             }
@@ -136,25 +199,34 @@ async fn read_stream(
     input: Box<dyn Read + Send>,
     pipeline: Arc<Pipeline>,
     mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<ReadOutcome> {
+) -> ReadOutcome {
     let mut lines = spawn_line_reader(input);
     let mut outcome = ReadOutcome::default();
     loop {
         let line = tokio::select! {
             biased;
-            _ = stop.changed() => {
-                outcome.interrupted = true;
-                break;
-            }
+            _ = stop.changed() => break,
             line = lines.recv() => line,
         };
         let Some(line) = line else { break };
-        let line = line.with_context(|| format!("reading line {}", outcome.lines + 1))?;
         outcome.lines += 1;
-        if line.trim().is_empty() {
+        let text = match line {
+            Line::Text(text) => text,
+            Line::Invalid(e) => {
+                outcome.malformed += 1;
+                eprintln!("line {}: not UTF-8: {e}", outcome.lines);
+                continue;
+            }
+            Line::Failed(e) => {
+                outcome.stopped = Some(format!("reading line {}: {e}", outcome.lines));
+                eprintln!("error: reading line {}: {e}", outcome.lines);
+                break;
+            }
+        };
+        if text.trim().is_empty() {
             continue;
         }
-        match decode_frame(&line) {
+        match decode_frame(&text) {
             Ok(dispatch) => pipeline.submit(dispatch).await,
             Err(e) => {
                 outcome.malformed += 1;
@@ -162,5 +234,5 @@ async fn read_stream(
             }
         }
     }
-    Ok(outcome)
+    outcome
 }

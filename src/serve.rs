@@ -66,6 +66,10 @@ impl ServeArgs {
     }
 }
 
+/// At shutdown, how long a storage fault may last before the pod exits without having
+/// committed everything (and says so).
+const STORAGE_GIVE_UP: Duration = Duration::from_secs(20);
+
 pub async fn run(config: PodConfig, discord: DiscordSettings) -> anyhow::Result<ExitCode> {
     let signal = shutdown_signal()?;
     let sharding = config.sharding;
@@ -132,10 +136,20 @@ pub async fn run(config: PodConfig, discord: DiscordSettings) -> anyhow::Result<
     {
         tracing::warn!("the connection's events were still arriving 5 s after it closed");
     }
-    pipeline.drain().await;
+    let lost = tokio::select! {
+        () = pipeline.drain() => None,
+        fault = pipeline.storage_failing_for(STORAGE_GIVE_UP) => Some(fault),
+    };
     let status = pipeline.status();
-    tracing::info!(events_done = status.events_done, last_seq_committed = ?status.last_seq_committed, "drained");
     server.stop(true).await;
+    if let Some(fault) = lost {
+        eprintln!(
+            "error: {} accepted events are not committed: the database has not taken writes for {STORAGE_GIVE_UP:?} ({fault})",
+            status.in_flight
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    tracing::info!(events_done = status.events_done, last_seq_committed = ?status.last_seq_committed, "drained");
     match outcome {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {

@@ -124,8 +124,15 @@ fn hostname_gives_the_ordinal() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // Wait for the whole stream: a replay stopped early by the signal exits non-zero.
+    let events = std::fs::read_to_string(sample_stream())
+        .unwrap()
+        .lines()
+        .count();
     let status = wait_for(std::time::Duration::from_secs(20), || {
-        http_get(port, "/status").ok().filter(|(c, _)| *c == 200)
+        http_get(port, "/status")
+            .ok()
+            .filter(|(c, body)| *c == 200 && body.contains(&format!("\"events_done\":{events},")))
     });
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -407,8 +407,9 @@ pub enum DecodeError {
 #[derive(Deserialize)]
 struct Frame<'a> {
     op: u8,
+    /// Owned only when the name has JSON escapes (valid, if unusual).
     #[serde(default, borrow)]
-    t: Option<&'a str>,
+    t: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     s: Option<u64>,
     #[serde(default, borrow)]
@@ -443,7 +444,7 @@ pub fn decode_frame(text: &str) -> Result<Dispatch, DecodeError> {
     }
     let name = frame.t.ok_or(DecodeError::MissingType)?;
     let data = frame.d.ok_or(DecodeError::MissingData)?;
-    decode_dispatch(name, frame.s, data.get())
+    decode_dispatch(&name, frame.s, data.get())
 }
 
 /// Decodes the `d` payload of a dispatch of type `name`.

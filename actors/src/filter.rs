@@ -1,46 +1,43 @@
 //! `ShardFilter`: the gate every dispatch passes.
 //!
-//! It counts each dispatch by type, drops those of guilds another pod owns, and forwards the
-//! rest to the guild's actor, starting it if needed. It never waits on a guild: when a guild's
-//! mailbox is full, the event is shed (counted in `events_shed_total`, logged) and the filter
-//! moves on, so one stuck guild cannot stall the others. (A replay asks for
-//! [`Overflow::Queue`] instead: it enqueues beyond the bound, and the reader's in-flight limit
-//! is the bound.) Guild-less events (DMs) are owned by
-//! pod 0 and store nothing.
+//! It counts each dispatch by type, drops those of guilds another pod owns, and offers the
+//! rest to the guild's [`GuildInbox`], starting the guild's actor if needed. It never waits on
+//! a guild: a full mailbox spills into the inbox's overflow (nothing is lost, order holds), and
+//! only a guild that makes no progress for the stuck timeout has its events dropped, counted
+//! in `events_shed_total` and logged. Guild-less events (DMs) are owned by pod 0 and store
+//! nothing.
 
 use crate::event::{Event, EventKind, Id};
-use crate::guild::{FlushWaiting, GuildActor, GuildDeps, GuildEvent, GuildSlot, Stop};
+use crate::guild::{FlushWaiting, GuildActor, GuildDeps, Stop};
+use crate::inbox::{GuildEvent, GuildInbox, Offered, Passivate};
+use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
-use crate::pipeline::Overflow;
 use crate::progress::Progress;
 use crate::shard::Sharding;
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-/// A guild actor reports that it is idle and may be stopped.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Passivate {
-    pub guild_id: Id,
-    pub slot: Arc<GuildSlot>,
-}
+use std::time::{Duration, Instant};
 
 struct GuildEntry {
     addr: Addr<GuildActor>,
-    slot: Arc<GuildSlot>,
+    inbox: Arc<GuildInbox>,
 }
 
 pub struct ShardFilter {
     sharding: Sharding,
+    /// Events a guild's mailbox holds before the rest wait in its overflow.
     mailbox_capacity: usize,
-    overflow: Overflow,
+    /// A guild with events queued that hands none on for this long is declared stuck.
+    stuck_after: Duration,
+    /// Active guilds: those with an actor. A passivated guild is absent until its next event.
     guilds: HashMap<Id, GuildEntry>,
     workers: Vec<ArbiterHandle>,
     deps: GuildDeps,
     metrics: Arc<Metrics>,
     progress: Arc<Progress>,
+    drop_log: LogLimit,
 }
 
 impl ShardFilter {
@@ -49,7 +46,7 @@ impl ShardFilter {
     pub fn new(
         sharding: Sharding,
         mailbox_capacity: usize,
-        overflow: Overflow,
+        stuck_after: Duration,
         workers: Vec<ArbiterHandle>,
         deps: GuildDeps,
     ) -> Self {
@@ -58,18 +55,56 @@ impl ShardFilter {
         ShardFilter {
             sharding,
             mailbox_capacity,
-            overflow,
+            stuck_after,
             guilds: HashMap::new(),
             workers,
             deps,
             metrics,
             progress,
+            drop_log: LogLimit::new(Duration::from_secs(10)),
         }
     }
 
     fn finish(&self, event: GuildEvent) {
         self.metrics.processed.inc();
         self.progress.complete(event.ticket);
+    }
+
+    /// The last resort: an event of a stuck guild is dropped, counted and logged.
+    fn drop_event(&mut self, guild_id: Id, event: GuildEvent, why: &'static str) {
+        self.metrics.shed.inc();
+        if let Some(suppressed) = self.drop_log.allow() {
+            tracing::error!(guild_id = %guild_id, event = event.dispatch.kind.name(),
+                seq = event.dispatch.seq, shed_total = self.metrics.shed.get(), suppressed,
+                "{why}: event dropped");
+        }
+        self.finish(event);
+    }
+
+    /// Declares stuck every guild that handed nothing on for `stuck_after` with events queued,
+    /// and drops its overflow. Nothing is declared stuck while storage fails.
+    fn check_stuck(&mut self) {
+        let Some(healthy_since) = self.deps.health.healthy_since() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut dropped = Vec::new();
+        for (guild_id, entry) in &self.guilds {
+            if let Some(events) = entry
+                .inbox
+                .drop_if_stuck(now, self.stuck_after, healthy_since)
+            {
+                tracing::error!(guild_id = %guild_id, overflow_dropped = events.len(),
+                    stuck_secs = self.stuck_after.as_secs_f64(),
+                    "guild made no progress: declared stuck; its new events are dropped until it recovers");
+                self.metrics.guilds_stuck.inc();
+                self.metrics.guild_overflow_depth.sub(events.len() as i64);
+                dropped.extend(events.into_iter().map(|e| (*guild_id, e)));
+            }
+        }
+        for (guild_id, event) in dropped {
+            self.drop_event(guild_id, event, "the guild is stuck");
+        }
     }
 }
 
@@ -83,24 +118,30 @@ fn guild_entry<'a>(
     ctx: &Context<ShardFilter>,
 ) -> &'a GuildEntry {
     guilds.entry(guild_id).or_insert_with(|| {
-        let filter = ctx.address();
-        let slot = Arc::new(GuildSlot::default());
-        let actor_slot = slot.clone();
+        let passivate = ctx.address().recipient();
+        let inbox = Arc::new(GuildInbox::default());
+        let actor_inbox = inbox.clone();
         let deps = deps.clone();
-        let make =
-            move |_: &mut Context<GuildActor>| GuildActor::new(guild_id, actor_slot, filter, deps);
+        let make = move |_: &mut Context<GuildActor>| {
+            GuildActor::new(guild_id, actor_inbox, passivate, deps)
+        };
         let addr = if workers.is_empty() {
             GuildActor::create(make)
         } else {
             let worker = &workers[(guild_id.0 % workers.len() as u64) as usize];
             GuildActor::start_in_arbiter(worker, make)
         };
-        GuildEntry { addr, slot }
+        GuildEntry { addr, inbox }
     })
 }
 
 impl Actor for ShardFilter {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let every = (self.stuck_after / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        ctx.run_interval(every, |act, _| act.check_stuck());
+    }
 }
 
 impl Handler<GuildEvent> for ShardFilter {
@@ -134,23 +175,18 @@ impl Handler<GuildEvent> for ShardFilter {
         };
         let capacity = self.mailbox_capacity;
         let entry = guild_entry(&mut self.guilds, &self.workers, &self.deps, guild_id, ctx);
-        if self.overflow == Overflow::Shed && entry.slot.queued.load(Ordering::Acquire) >= capacity
+        let addr = entry.addr.clone();
+        match entry
+            .inbox
+            .offer(event, capacity, |event| addr.do_send(event))
         {
-            let kind = event.dispatch.kind;
-            let seq = event.dispatch.seq;
-            self.metrics.shed.inc();
-            let shed = self.metrics.shed.get();
-            // Log the first and then every 1000th, so a stuck guild cannot flood the log.
-            if shed == 1 || shed.is_multiple_of(1000) {
-                tracing::warn!(guild_id = %guild_id, event = kind.name(), seq, shed_total = shed,
-                    "guild mailbox full ({capacity} events): event shed");
+            Offered::Mailbox => self.metrics.guild_mailbox_depth.inc(),
+            Offered::Overflow => {
+                self.metrics.events_overflowed.inc();
+                self.metrics.guild_overflow_depth.inc();
             }
-            self.finish(event);
-            return;
+            Offered::Refused(event) => self.drop_event(guild_id, event, "the guild is stuck"),
         }
-        entry.slot.queued.fetch_add(1, Ordering::AcqRel);
-        self.metrics.guild_mailbox_depth.inc();
-        entry.addr.do_send(event);
     }
 }
 
@@ -162,9 +198,9 @@ impl Handler<Passivate> for ShardFilter {
         let Some(entry) = self.guilds.get(&msg.guild_id) else {
             return;
         };
-        if Arc::ptr_eq(&entry.slot, &msg.slot)
-            && entry.slot.queued.load(Ordering::Acquire) == 0
-            && entry.slot.unwritten.load(Ordering::Acquire) == 0
+        if Arc::ptr_eq(&entry.inbox, &msg.inbox)
+            && entry.inbox.is_empty()
+            && entry.inbox.unwritten.load(Ordering::Acquire) == 0
         {
             if let Some(entry) = self.guilds.remove(&msg.guild_id) {
                 entry.addr.do_send(Stop);

@@ -8,39 +8,23 @@
 //! waiting or uncommitted it asks the filter to passivate it; the filter decides, so no event
 //! can race the stop.
 
-use crate::event::{Dispatch, Id};
-use crate::filter::{Passivate, ShardFilter};
+use crate::event::Id;
 use crate::handlers::GuildState;
+use crate::health::StorageHealth;
+use crate::inbox::{GuildEvent, GuildInbox, Passivate};
 use crate::metrics::Metrics;
 use crate::moderation::{ModerationLog, Resolution};
 use crate::progress::{Progress, Ticket};
 use crate::store::{self, Op, ReadPool};
 use crate::writer::WriterLink;
 use actix::prelude::*;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A test and bench seam: returns a delay to wait (asynchronously) before handling an event of
 /// the given guild, to simulate a slow guild. Production passes `None` and pays one branch.
 pub type SlowGuildHook = Arc<dyn Fn(Id) -> Option<Duration> + Send + Sync>;
-
-/// Counters shared by the filter and one guild actor.
-#[derive(Default)]
-pub struct GuildSlot {
-    /// Events sent by the filter and not yet handed on (the mailbox bound).
-    pub queued: AtomicUsize,
-    /// Write commands sent to the writer and not yet committed.
-    pub unwritten: Arc<AtomicUsize>,
-}
-
-/// One event for a guild actor.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct GuildEvent {
-    pub ticket: Ticket,
-    pub dispatch: Dispatch,
-}
 
 /// The filter agreed to passivation: stop now.
 #[derive(Message)]
@@ -59,6 +43,7 @@ pub struct GuildDeps {
     pub reads: ReadPool,
     pub metrics: Arc<Metrics>,
     pub progress: Arc<Progress>,
+    pub health: Arc<StorageHealth>,
     pub idle_after: Duration,
     pub audit_window: Duration,
     /// The bot's user id from READY (0 until known).
@@ -69,8 +54,10 @@ pub struct GuildDeps {
 pub struct GuildActor {
     state: GuildState,
     moderation: ModerationLog<Ticket>,
-    slot: Arc<GuildSlot>,
-    filter: Addr<ShardFilter>,
+    /// Shared with the filter: the mailbox count and the overflow this actor pulls from.
+    inbox: Arc<GuildInbox>,
+    /// Where to ask for passivation (the filter decides, so no event races the stop).
+    passivate: Recipient<Passivate>,
     deps: GuildDeps,
     last_event: Instant,
 }
@@ -78,15 +65,15 @@ pub struct GuildActor {
 impl GuildActor {
     pub fn new(
         guild_id: Id,
-        slot: Arc<GuildSlot>,
-        filter: Addr<ShardFilter>,
+        inbox: Arc<GuildInbox>,
+        passivate: Recipient<Passivate>,
         deps: GuildDeps,
     ) -> Self {
         GuildActor {
             state: GuildState::new(guild_id),
             moderation: ModerationLog::new(guild_id, deps.audit_window, Default::default()),
-            slot,
-            filter,
+            inbox,
+            passivate,
             deps,
             last_event: Instant::now(),
         }
@@ -138,14 +125,14 @@ impl GuildActor {
             Ok(resolutions) => {
                 self.apply_resolutions(resolutions, ctx);
                 self.schedule_expiry(ctx);
-                self.dequeued();
+                self.dequeued(ctx);
             }
             Err(ticket) => {
                 let ops = self.state.handle(&dispatch.event);
                 if ops.is_empty() {
                     self.deps.metrics.kind(dispatch.kind).skipped.inc();
                     self.complete(ticket);
-                    self.dequeued();
+                    self.dequeued(ctx);
                 } else {
                     self.write(ticket, None, ops, true, ctx);
                 }
@@ -190,12 +177,12 @@ impl GuildActor {
         dequeue: bool,
         ctx: &mut Context<Self>,
     ) {
-        let unwritten = self.slot.unwritten.clone();
+        let unwritten = self.inbox.unwritten.clone();
         match self.deps.writer.permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 self.deps.writer.send(ticket, also, ops, unwritten, permit);
                 if dequeue {
-                    self.dequeued();
+                    self.dequeued(ctx);
                 }
             }
             Err(_) => {
@@ -204,7 +191,7 @@ impl GuildActor {
                 ctx.wait(
                     async move { permits.acquire_owned().await.ok() }
                         .into_actor(self)
-                        .map(move |permit, act, _| {
+                        .map(move |permit, act, ctx| {
                             match permit {
                                 Some(permit) => {
                                     act.deps.writer.send(ticket, also, ops, unwritten, permit)
@@ -220,7 +207,7 @@ impl GuildActor {
                                 }
                             }
                             if dequeue {
-                                act.dequeued();
+                                act.dequeued(ctx);
                             }
                         }),
                 );
@@ -233,9 +220,20 @@ impl GuildActor {
         self.deps.progress.complete(ticket);
     }
 
-    fn dequeued(&self) {
-        self.slot.queued.fetch_sub(1, Ordering::AcqRel);
-        self.deps.metrics.guild_mailbox_depth.dec();
+    /// The current mailbox event is handed on: the oldest overflow event takes its place.
+    fn dequeued(&self, ctx: &mut Context<Self>) {
+        let me = ctx.address();
+        let handed = self.inbox.handed_on(|next| me.do_send(next));
+        let metrics = &self.deps.metrics;
+        metrics.guild_mailbox_depth.dec();
+        if handed.pulled {
+            metrics.guild_overflow_depth.dec();
+            metrics.guild_mailbox_depth.inc();
+        }
+        if handed.recovered {
+            metrics.guilds_stuck.dec();
+            tracing::warn!(guild_id = %self.state.guild_id(), "stuck guild is making progress again");
+        }
     }
 }
 
@@ -249,12 +247,12 @@ impl Actor for GuildActor {
         ctx.run_interval(check_every, |act, _| {
             let idle = act.last_event.elapsed() >= act.deps.idle_after
                 && !act.moderation.is_waiting()
-                && act.slot.queued.load(Ordering::Acquire) == 0
-                && act.slot.unwritten.load(Ordering::Acquire) == 0;
+                && act.inbox.is_empty()
+                && act.inbox.unwritten.load(Ordering::Acquire) == 0;
             if idle {
-                act.filter.do_send(Passivate {
+                act.passivate.do_send(Passivate {
                     guild_id: act.state.guild_id(),
-                    slot: act.slot.clone(),
+                    inbox: act.inbox.clone(),
                 });
             }
         });

@@ -37,6 +37,12 @@ pub struct Metrics {
     pub pod_ordinal: IntGauge,
     pub pods: IntGauge,
     pub cache_expired: IntCounterVec,
+    // What happens when the pod is busy or its storage fails.
+    pub events_overflowed: IntCounter,
+    pub guild_overflow_depth: IntGauge,
+    pub guilds_stuck: IntGauge,
+    pub storage_failing: IntGauge,
+    pub write_retries: IntCounterVec,
 }
 
 impl Metrics {
@@ -107,7 +113,7 @@ impl Metrics {
             )?,
             shed: counter(
                 "events_shed_total",
-                "Owned dispatches dropped because their guild's mailbox was full.",
+                "Owned dispatches dropped because their guild made no progress for GUILD_STUCK_SECS.",
             )?,
             guild_actors: gauge(
                 "guild_actors",
@@ -159,6 +165,27 @@ impl Metrics {
                 "message_cache_expired_total",
                 "message_cache rows changed by the expiry job.",
                 &["change"],
+            )?,
+            events_overflowed: counter(
+                "events_overflowed_total",
+                "Dispatches queued in a guild's overflow because its mailbox was full (none lost).",
+            )?,
+            guild_overflow_depth: gauge(
+                "guild_overflow_depth",
+                "Dispatches waiting in all guilds' overflow queues together.",
+            )?,
+            guilds_stuck: gauge(
+                "guilds_stuck",
+                "Guilds declared stuck (no progress for GUILD_STUCK_SECS): their new events are dropped.",
+            )?,
+            storage_failing: gauge(
+                "storage_failing",
+                "1 while commits fail (lock, full disk, read-only, I/O); the writer keeps retrying.",
+            )?,
+            write_retries: counter_vec(
+                "write_retries_total",
+                "Commits retried after a failure, by cause (transient: a lock; storage: disk or I/O).",
+                &["cause"],
             )?,
             registry,
         };

@@ -7,7 +7,9 @@
 
 use crate::event::Dispatch;
 use crate::filter::ShardFilter;
-use crate::guild::{FlushWaiting, GuildDeps, GuildEvent, SlowGuildHook};
+use crate::guild::{FlushWaiting, GuildDeps, SlowGuildHook};
+use crate::health::{StorageFault, StorageHealth};
+use crate::inbox::GuildEvent;
 use crate::metrics::Metrics;
 use crate::progress::{Progress, Snapshot};
 use crate::shard::Sharding;
@@ -18,26 +20,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The policy for an event whose guild's mailbox is full. The filter never waits either way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Overflow {
-    /// Drop it, counted in `events_shed_total` and logged: a live pod, where one stuck guild
-    /// must not take the memory and the in-flight budget of all the others.
-    Shed,
-    /// Enqueue it anyway, bounded only by `max_in_flight`: a replay, where an archive must
-    /// load completely and the reader simply waits when the pipeline is full.
-    Queue,
-}
-
 /// Tuning and placement of one pod's pipeline.
 #[derive(Clone)]
 pub struct PipelineConfig {
     pub sharding: Sharding,
     pub database: PathBuf,
-    /// Events queued per guild before `overflow` applies.
+    /// Events in a guild actor's mailbox before the rest wait in its overflow queue.
     pub guild_mailbox: usize,
-    /// What the filter does with an event for a guild whose mailbox is full.
-    pub overflow: Overflow,
+    /// A guild with events queued that hands none on for this long is declared stuck, and
+    /// its queued and new events are dropped (counted) until it progresses again.
+    pub guild_stuck: Duration,
     /// Write commands queued for the writer before guild actors wait.
     pub writer_mailbox: usize,
     /// Most write commands in one transaction.
@@ -66,7 +58,7 @@ impl PipelineConfig {
             sharding,
             database,
             guild_mailbox: 1024,
-            overflow: Overflow::Shed,
+            guild_stuck: Duration::from_secs(120),
             writer_mailbox: 8192,
             max_batch: 2000,
             max_in_flight: 65536,
@@ -89,13 +81,17 @@ pub struct Pipeline {
     filter: Addr<ShardFilter>,
     writer: Addr<SqliteWriter>,
     progress: Arc<Progress>,
+    health: Arc<StorageHealth>,
     metrics: Arc<Metrics>,
     database: PathBuf,
     arbiters: Vec<Arbiter>,
+    /// This process is the database's only writer while the pipeline lives.
+    _lock: store::WriterLock,
 }
 
 impl Pipeline {
     pub fn start(config: PipelineConfig, metrics: Arc<Metrics>) -> Result<Pipeline, StoreError> {
+        let lock = store::lock_writer(&config.database)?;
         let conn = store::open_writer(&config.database)?;
         conn.pragma_update(None, "wal_autocheckpoint", config.wal_autocheckpoint)
             .map_err(|source| StoreError::Prepare {
@@ -108,15 +104,16 @@ impl Pipeline {
             Some(metrics.event_latency_seconds.clone()),
         ));
 
+        let health = Arc::new(StorageHealth::default());
         let writer_thread = Arbiter::new();
         let writer_config = WriterConfig {
             max_batch: config.max_batch.max(1),
             cache_expiry: config.cache_expiry,
             expiry_interval: config.cache_expiry_interval,
         };
-        let (w_metrics, w_progress) = (metrics.clone(), progress.clone());
+        let (w_health, w_metrics, w_progress) = (health.clone(), metrics.clone(), progress.clone());
         let writer = SqliteWriter::start_in_arbiter(&writer_thread.handle(), move |_| {
-            SqliteWriter::new(conn, writer_config, w_metrics, w_progress)
+            SqliteWriter::new(conn, writer_config, w_health, w_metrics, w_progress)
         });
 
         let workers: Vec<Arbiter> = (0..config.guild_workers).map(|_| Arbiter::new()).collect();
@@ -125,6 +122,7 @@ impl Pipeline {
             reads,
             metrics: metrics.clone(),
             progress: progress.clone(),
+            health: health.clone(),
             idle_after: config.guild_idle,
             audit_window: config.audit_window,
             bot_user_id: Default::default(),
@@ -133,7 +131,7 @@ impl Pipeline {
         let filter = ShardFilter::new(
             config.sharding,
             config.guild_mailbox.max(1),
-            config.overflow,
+            config.guild_stuck,
             workers.iter().map(|a| a.handle()).collect(),
             deps,
         )
@@ -145,14 +143,18 @@ impl Pipeline {
             filter,
             writer,
             progress,
+            health,
             metrics,
             database: config.database,
             arbiters,
+            _lock: lock,
         })
     }
 
-    /// Accepts one dispatch, waiting while `max_in_flight` events are unfinished.
+    /// Accepts one dispatch, waiting while `max_in_flight` events are unfinished or the
+    /// storage cannot take writes.
     pub async fn submit(&self, dispatch: Dispatch) {
+        self.health.wait_until_writable().await;
         let ticket = self.progress.admit(dispatch.seq).await;
         self.filter.do_send(GuildEvent { ticket, dispatch });
     }
@@ -169,6 +171,24 @@ impl Pipeline {
 
     pub fn status(&self) -> Snapshot {
         self.progress.snapshot()
+    }
+
+    /// Resolves with the error once commits have failed persistently (not a mere lock) for
+    /// `limit`: for callers that must give up waiting for a drain.
+    pub async fn storage_failing_for(&self, limit: Duration) -> String {
+        loop {
+            if let Some(fault) = self.health.fault() {
+                if fault.persistent && fault.since.elapsed() >= limit {
+                    return fault.error;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Why commits are failing, while they are.
+    pub fn storage_fault(&self) -> Option<StorageFault> {
+        self.health.fault()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

@@ -41,6 +41,11 @@ pub enum StoreError {
     },
     #[error("building the read pool for {path}: {source}")]
     Pool { path: PathBuf, source: r2d2::Error },
+    #[error("the database {path} is in use by another process (one writer per file): {source}")]
+    Locked {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
 }
@@ -86,6 +91,44 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
         .map_err(prepare)?;
     conn.execute_batch(SCHEMA).map_err(prepare)?;
     Ok(conn)
+}
+
+/// An exclusive lock on a database file, held as long as this value lives.
+pub struct WriterLock {
+    _file: std::fs::File,
+}
+
+/// Takes the one-writer lock of the database at `path` (on `PATH.lock` beside it: SQLite's own
+/// locks on the database file would be released if another descriptor of it were closed).
+/// A second process on the same file gets [`StoreError::Locked`].
+pub fn lock_writer(path: &Path) -> Result<WriterLock, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+    let locked = |source| StoreError::Locked {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(locked)?;
+    file.try_lock().map_err(|e| {
+        locked(match e {
+            std::fs::TryLockError::WouldBlock => std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                format!("{} is held", lock_path.display()),
+            ),
+            std::fs::TryLockError::Error(e) => e,
+        })
+    })?;
+    Ok(WriterLock { _file: file })
 }
 
 /// A pool of read-only connections for the guild actors' lookups and the HTTP status.

@@ -3,9 +3,15 @@
 //! It runs on its own thread (SQLite calls block) and group-commits: commands accumulate while
 //! its mailbox has more, and one transaction commits them all, either when the mailbox runs
 //! dry or when a batch reaches its maximum. An event counts as done only after its commit.
+//! A commit that fails for a storage reason (a lock held too long, a full disk, a read-only
+//! file) keeps its commands pending and is retried with backoff, visibly in [`StorageHealth`];
+//! only a command that fails on its own (bad data, a bug) is rolled back and dropped, counted
+//! in `handler_errors_total`.
 //! The mailbox is bounded by [`WriterLink`]'s semaphore, because actix's own bound is not
 //! enforced for `do_send` (see ../shared/NOTES.md).
 
+use crate::health::StorageHealth;
+use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::progress::{Progress, Ticket};
 use crate::store::{self, CacheExpiry, Op};
@@ -50,11 +56,57 @@ pub struct WriterConfig {
     pub expiry_interval: Duration,
 }
 
+/// What a failed commit means for the commands in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Another connection holds the lock (past busy_timeout): retry soon; it will pass.
+    Transient,
+    /// The storage cannot take writes (full, read-only, I/O error): retry until it can, and
+    /// stop taking events meanwhile.
+    Storage,
+    /// This command cannot be applied (a bug, or data SQLite refuses): roll it back alone.
+    Command,
+}
+
+fn classify(e: &rusqlite::Error) -> Failure {
+    use rusqlite::ErrorCode as C;
+    match e.sqlite_error_code() {
+        Some(C::DatabaseBusy | C::DatabaseLocked) => Failure::Transient,
+        Some(
+            C::DiskFull
+            | C::ReadOnly
+            | C::SystemIoFailure
+            | C::CannotOpen
+            | C::PermissionDenied
+            | C::DatabaseCorrupt
+            | C::NotADatabase
+            | C::OutOfMemory
+            | C::FileLockingProtocolFailed
+            | C::NoLargeFileSupport,
+        ) => Failure::Storage,
+        _ => Failure::Command,
+    }
+}
+
+/// The first retry of a failed commit waits this long, doubling up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 pub struct SqliteWriter {
     conn: Connection,
     config: WriterConfig,
+    /// Commands received and not yet committed, in arrival order. Bounded by the
+    /// [`WriterLink`] semaphore, so it also holds what waits out a storage fault.
     pending: Vec<WriteCmd>,
+    /// A `Flush` is queued behind the mailbox: whatever arrives before it joins the batch
+    /// (group commit).
     flush_scheduled: bool,
+    /// While a storage fault lasts: the wait before the next retry. No other commit is tried
+    /// meanwhile, so commands keep their order.
+    backoff: Option<Duration>,
+    health: Arc<StorageHealth>,
+    storage_log: LogLimit,
+    command_log: LogLimit,
     metrics: Arc<Metrics>,
     progress: Arc<Progress>,
 }
@@ -63,6 +115,7 @@ impl SqliteWriter {
     pub fn new(
         conn: Connection,
         config: WriterConfig,
+        health: Arc<StorageHealth>,
         metrics: Arc<Metrics>,
         progress: Arc<Progress>,
     ) -> Self {
@@ -71,42 +124,110 @@ impl SqliteWriter {
             config,
             pending: Vec::new(),
             flush_scheduled: false,
+            backoff: None,
+            health,
+            storage_log: LogLimit::new(Duration::from_secs(10)),
+            command_log: LogLimit::new(Duration::from_secs(10)),
             metrics,
             progress,
         }
     }
 
-    fn flush(&mut self) {
-        if self.pending.is_empty() {
+    /// Commits everything pending. A batch that fails for a storage reason stays pending and
+    /// is retried with backoff; a batch with a bad command is split so the others commit.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.pending.is_empty() || self.backoff.is_some() {
             return;
         }
         let started = Instant::now();
-        let batch = std::mem::take(&mut self.pending);
         let now = store::iso8601(SystemTime::now());
-        if let Err(e) = commit(&mut self.conn, batch.iter(), &now) {
-            // One bad command must not cost the others: retry each alone and count failures.
-            tracing::warn!(error = %e, commands = batch.len(), "batch failed, retrying its commands one by one");
-            for cmd in &batch {
-                if let Err(e) = commit(&mut self.conn, std::iter::once(cmd), &now) {
-                    self.metrics.handler_errors.inc();
-                    tracing::error!(error = %e, "write failed; the event's changes were rolled back");
+        let batch_size = self.pending.len();
+        let committed = match commit(&mut self.conn, self.pending.iter(), &now) {
+            Ok(()) => batch_size,
+            Err(e) => match classify(&e) {
+                Failure::Command => self.commit_one_by_one(&now, ctx),
+                failure => {
+                    self.storage_failed(&e, failure, ctx);
+                    0
+                }
+            },
+        };
+        if committed > 0 {
+            self.metrics
+                .writer_commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+            self.metrics.writer_batch_size.observe(committed as f64);
+        }
+        if self.backoff.is_none() {
+            if let Some(lasted) = self.health.succeeded() {
+                self.metrics.storage_failing.set(0);
+                self.storage_log.reset();
+                tracing::info!(
+                    lasted_secs = lasted.as_secs_f64(),
+                    "the database takes writes again"
+                );
+            }
+        }
+        for cmd in self.pending.drain(..committed) {
+            finish(&self.metrics, &self.progress, cmd);
+        }
+    }
+
+    /// After a batch failed on one of its commands: commits each alone, in order. A command
+    /// that fails on its own is rolled back, counted and dropped; a storage failure stops the
+    /// loop and keeps the rest pending. Returns how many leading commands are done.
+    fn commit_one_by_one(&mut self, now: &str, ctx: &mut Context<Self>) -> usize {
+        for (index, cmd) in self.pending.iter().enumerate() {
+            if let Err(e) = commit(&mut self.conn, std::iter::once(cmd), now) {
+                match classify(&e) {
+                    Failure::Command => {
+                        self.metrics.handler_errors.inc();
+                        if let Some(suppressed) = self.command_log.allow() {
+                            tracing::error!(error = %e, suppressed,
+                                "an event's writes failed and were rolled back");
+                        }
+                    }
+                    failure => {
+                        self.storage_failed(&e, failure, ctx);
+                        return index;
+                    }
                 }
             }
         }
-        self.metrics
-            .writer_commit_seconds
-            .observe(started.elapsed().as_secs_f64());
-        self.metrics.writer_batch_size.observe(batch.len() as f64);
-        self.metrics.writer_queue_depth.sub(batch.len() as i64);
-        for cmd in batch {
-            cmd.unwritten.fetch_sub(1, Ordering::AcqRel);
-            for ticket in std::iter::once(cmd.ticket).chain(cmd.also) {
-                self.metrics.processed.inc();
-                self.progress.complete(ticket);
-            }
-            // Dropping the command releases its writer-mailbox permit.
-        }
+        self.pending.len()
     }
+
+    fn storage_failed(&mut self, e: &rusqlite::Error, failure: Failure, ctx: &mut Context<Self>) {
+        let persistent = failure == Failure::Storage;
+        let cause = if persistent { "storage" } else { "transient" };
+        self.health.failed(e.to_string(), persistent);
+        self.metrics.storage_failing.set(1);
+        self.metrics.write_retries.with_label_values(&[cause]).inc();
+        let backoff = self
+            .backoff
+            .map_or(FIRST_BACKOFF, |b| (b * 2).min(MAX_BACKOFF));
+        self.backoff = Some(backoff);
+        if let Some(suppressed) = self.storage_log.allow() {
+            tracing::error!(error = %e, cause, pending = self.pending.len(), suppressed,
+                retry_in_ms = backoff.as_millis() as u64,
+                "commit failed; nothing is marked done, retrying");
+        }
+        ctx.run_later(backoff, |act, ctx| {
+            act.backoff = None;
+            act.flush(ctx);
+        });
+    }
+}
+
+/// A committed (or rolled back) command's events are done.
+fn finish(metrics: &Metrics, progress: &Progress, cmd: WriteCmd) {
+    metrics.writer_queue_depth.dec();
+    cmd.unwritten.fetch_sub(1, Ordering::AcqRel);
+    for ticket in std::iter::once(cmd.ticket).chain(cmd.also) {
+        metrics.processed.inc();
+        progress.complete(ticket);
+    }
+    // Dropping the command releases its writer-mailbox permit.
 }
 
 fn commit<'a>(
@@ -132,8 +253,10 @@ impl Actor for SqliteWriter {
         });
     }
 
-    fn stopped(&mut self, _: &mut Self::Context) {
-        self.flush();
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        // A last attempt; what still fails stays uncommitted and is reported as such.
+        self.backoff = None;
+        self.flush(ctx);
     }
 }
 
@@ -142,7 +265,7 @@ impl Handler<WriteCmd> for SqliteWriter {
     fn handle(&mut self, cmd: WriteCmd, ctx: &mut Self::Context) {
         self.pending.push(cmd);
         if self.pending.len() >= self.config.max_batch {
-            self.flush();
+            self.flush(ctx);
         } else if !self.flush_scheduled {
             // Runs once the mailbox has been drained: everything queued meanwhile joins the batch.
             self.flush_scheduled = true;
@@ -153,15 +276,18 @@ impl Handler<WriteCmd> for SqliteWriter {
 
 impl Handler<Flush> for SqliteWriter {
     type Result = ();
-    fn handle(&mut self, _: Flush, _: &mut Self::Context) {
+    fn handle(&mut self, _: Flush, ctx: &mut Self::Context) {
         self.flush_scheduled = false;
-        self.flush();
+        self.flush(ctx);
     }
 }
 
 impl Handler<ExpireCache> for SqliteWriter {
     type Result = ();
     fn handle(&mut self, _: ExpireCache, _: &mut Self::Context) {
+        if self.backoff.is_some() {
+            return; // the database is failing; expiry can wait for the next round
+        }
         match store::expire_cache(&self.conn, self.config.cache_expiry, SystemTime::now()) {
             Ok(expired) => {
                 self.metrics
@@ -182,6 +308,13 @@ impl Handler<ExpireCache> for SqliteWriter {
 impl Handler<CheckWritable> for SqliteWriter {
     type Result = Result<(), String>;
     fn handle(&mut self, _: CheckWritable, _: &mut Self::Context) -> Self::Result {
+        if let Some(fault) = self.health.fault() {
+            return Err(format!(
+                "commits failing for {:.0} s: {}",
+                fault.since.elapsed().as_secs_f64(),
+                fault.error
+            ));
+        }
         store::check_writable(&self.conn).map_err(|e| e.to_string())
     }
 }

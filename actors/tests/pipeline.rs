@@ -57,7 +57,7 @@ fn count(db: &Path, sql: &str) -> i64 {
 }
 
 #[test]
-fn a_stuck_guild_sheds_its_own_events_and_the_others_keep_flowing() {
+fn a_stuck_guild_is_dropped_after_the_stuck_timeout_and_the_others_keep_flowing() {
     const STUCK: u64 = 999_000_000_000_000_001;
     // Larger than any other guild's share (20 events), so only the stuck guild overflows.
     const CAPACITY: usize = 64;
@@ -69,6 +69,7 @@ fn a_stuck_guild_sheds_its_own_events_and_the_others_keep_flowing() {
         let mut config = one_pod(&db);
         config.guild_mailbox = CAPACITY;
         config.guild_workers = 2;
+        config.guild_stuck = Duration::from_secs(1);
         // The stuck guild waits an hour per event: it will not finish during this test.
         config.slow_hook = Some(Arc::new(|guild: Id| {
             (guild.0 == STUCK).then_some(Duration::from_secs(3600))
@@ -77,7 +78,7 @@ fn a_stuck_guild_sheds_its_own_events_and_the_others_keep_flowing() {
         let pipeline = Pipeline::start(config, metrics.clone()).unwrap();
 
         let mut seq = 0;
-        let mut stuck_sent = 0;
+        let mut stuck_sent = 0u64;
         for i in 0..OTHER_EVENTS {
             seq += 1;
             pipeline
@@ -94,13 +95,29 @@ fn a_stuck_guild_sheds_its_own_events_and_the_others_keep_flowing() {
         assert_eq!(stuck_sent, STUCK_EVENTS);
 
         // Everything except what the stuck guild holds completes: its mailbox (CAPACITY
-        // events, one of them in its handler) and nothing more, since the rest was shed.
+        // events, one of them in its handler) and nothing more, since once the stuck timeout
+        // passed its overflow was dropped, counted.
         eventually("every other guild's events are done", || {
             pipeline.status().in_flight == CAPACITY as u64
         })
         .await;
         assert_eq!(metrics.shed.get(), STUCK_EVENTS - CAPACITY as u64);
+        assert_eq!(
+            metrics.events_overflowed.get(),
+            STUCK_EVENTS - CAPACITY as u64
+        );
         assert_eq!(metrics.guild_mailbox_depth.get(), CAPACITY as i64);
+        assert_eq!(metrics.guild_overflow_depth.get(), 0);
+        assert_eq!(metrics.guilds_stuck.get(), 1);
+        // A stuck guild's new events are dropped at once, counted.
+        seq += 1;
+        pipeline
+            .submit(decode_frame(&message(seq, STUCK, 7, 999_999)).unwrap())
+            .await;
+        eventually("the new event of the stuck guild is dropped", || {
+            metrics.shed.get() == STUCK_EVENTS - CAPACITY as u64 + 1
+        })
+        .await;
         assert_eq!(
             count(
                 &db,
@@ -227,5 +244,153 @@ fn reactions_count_once_when_redelivered() {
             pipeline.drain().await;
             assert_eq!(react_count(), expected);
         }
+    });
+}
+
+fn update(seq: u64, guild: u64, channel: u64, id: u64, content: &str) -> String {
+    format!(
+        r#"{{"op":0,"t":"MESSAGE_UPDATE","s":{seq},"d":{{"id":"{id}","channel_id":"{channel}","guild_id":"{guild}","content":"{content}"}}}}"#
+    )
+}
+
+#[test]
+fn a_burst_for_one_guild_overflows_in_order_and_loses_nothing() {
+    const BUSY: u64 = 777;
+    // 10,000 messages, each created then edited: an edit applied before its create would be
+    // overwritten by the create, so the final contents prove per-guild order.
+    const BURST_MESSAGES: u64 = 10_000;
+    const OTHER_GUILDS: u64 = 100;
+    const OTHER_EVENTS: u64 = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gateway.sqlite3");
+    in_system(async {
+        // A live pod's settings: the default mailbox (1024) and stuck timeout (far longer than
+        // this test's hiccup).
+        let mut config = one_pod(&db);
+        config.guild_workers = 2;
+        // The busy guild's first event hangs for 2 s, so its burst piles up behind it.
+        let hiccup = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        config.slow_hook = Some(Arc::new(move |guild: Id| {
+            (guild.0 == BUSY && hiccup.swap(false, std::sync::atomic::Ordering::SeqCst))
+                .then_some(Duration::from_secs(2))
+        }));
+        let metrics = Arc::new(Metrics::new(0, 1).unwrap());
+        let pipeline = Pipeline::start(config, metrics.clone()).unwrap();
+
+        let mut seq = 0;
+        for i in 0..BURST_MESSAGES {
+            seq += 1;
+            let frame = message(seq, BUSY, 7, 1_000_000 + i);
+            pipeline.submit(decode_frame(&frame).unwrap()).await;
+            seq += 1;
+            let frame = update(seq, BUSY, 7, 1_000_000 + i, &format!("edited {i}"));
+            pipeline.submit(decode_frame(&frame).unwrap()).await;
+        }
+        for i in 0..OTHER_EVENTS {
+            seq += 1;
+            let frame = message(seq, 1000 + i % OTHER_GUILDS, 8, 5_000_000 + i);
+            pipeline.submit(decode_frame(&frame).unwrap()).await;
+        }
+        let others = "SELECT COUNT(*) FROM message_stats WHERE guild_id <> '777'";
+        eventually("the other guilds are committed", || {
+            count(&db, others) == OTHER_EVENTS as i64
+        })
+        .await;
+        // ... while the busy guild still has a backlog waiting in its overflow.
+        assert!(
+            metrics.guild_overflow_depth.get() > 0,
+            "the busy guild had drained before the others were committed"
+        );
+
+        pipeline.drain().await;
+        assert_eq!(metrics.shed.get(), 0);
+        assert_eq!(metrics.guilds_stuck.get(), 0);
+        assert!(metrics.events_overflowed.get() >= 2 * BURST_MESSAGES - 1024);
+        assert_eq!(metrics.guild_overflow_depth.get(), 0);
+        assert_eq!(metrics.guild_mailbox_depth.get(), 0);
+        let busy = "SELECT COUNT(*) FROM message_stats WHERE guild_id = '777'";
+        assert_eq!(count(&db, busy), BURST_MESSAGES as i64);
+        let out_of_order = "SELECT COUNT(*) FROM message_cache
+            WHERE guild_id = '777' AND content <> 'edited ' || (CAST(message_id AS INTEGER) - 1000000)";
+        assert_eq!(count(&db, out_of_order), 0);
+        assert_eq!(pipeline.status().in_flight, 0);
+    });
+}
+
+#[test]
+fn a_lock_held_past_busy_timeout_delays_commits_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gateway.sqlite3");
+    in_system(async {
+        let metrics = Arc::new(Metrics::new(0, 1).unwrap());
+        let pipeline = Pipeline::start(one_pod(&db), metrics.clone()).unwrap();
+        pipeline
+            .submit(decode_frame(&message(1, 1, 7, 1)).unwrap())
+            .await;
+        pipeline.drain().await;
+
+        // Another connection holds the write lock for longer than the writer's busy_timeout.
+        let holder = Connection::open(&db).unwrap();
+        holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        for seq in 2..=100 {
+            pipeline
+                .submit(decode_frame(&message(seq, 1, 7, seq)).unwrap())
+                .await;
+        }
+        let busy = gateway_actors::store::BUSY_TIMEOUT + Duration::from_secs(1);
+        eventually("the writer reports the lock", || {
+            pipeline.storage_fault().is_some()
+        })
+        .await;
+        tokio::time::sleep(busy).await;
+        let fault = pipeline
+            .storage_fault()
+            .expect("still failing while the lock is held");
+        assert!(!fault.persistent, "a lock is transient: {fault:?}");
+        let status = pipeline.status();
+        assert_eq!(
+            status.last_seq_committed,
+            Some(1),
+            "nothing after the lock is done"
+        );
+        assert_eq!(status.in_flight, 99);
+        assert!(pipeline
+            .check_writable(Duration::from_secs(1))
+            .await
+            .is_err());
+
+        holder.execute_batch("ROLLBACK").unwrap();
+        pipeline.drain().await;
+        assert!(pipeline.storage_fault().is_none());
+        assert_eq!(pipeline.status().last_seq_committed, Some(100));
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM message_stats"), 100);
+        assert_eq!(metrics.handler_errors.get(), 0);
+        assert!(
+            metrics
+                .write_retries
+                .with_label_values(&["transient"])
+                .get()
+                >= 1
+        );
+        drop(holder);
+    });
+}
+
+#[test]
+fn a_second_pipeline_on_the_same_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gateway.sqlite3");
+    in_system(async {
+        let first = Pipeline::start(one_pod(&db), Arc::new(Metrics::new(0, 1).unwrap())).unwrap();
+        let second = Pipeline::start(one_pod(&db), Arc::new(Metrics::new(0, 1).unwrap()));
+        let error = second
+            .err()
+            .expect("the second writer is refused")
+            .to_string();
+        assert!(error.contains(&db.display().to_string()), "{error}");
+        assert!(error.contains("in use by another process"), "{error}");
+        first.shutdown();
+        // Once the first is gone, the file can be opened again.
+        Pipeline::start(one_pod(&db), Arc::new(Metrics::new(0, 1).unwrap())).unwrap();
     });
 }

@@ -11,7 +11,6 @@ use gateway_actors::event::{decode_frame, Event, Id};
 use gateway_actors::handlers::GuildState;
 use gateway_actors::metrics::Metrics;
 use gateway_actors::moderation::ModerationLog;
-use gateway_actors::pipeline::Overflow;
 use gateway_actors::shard::{Sharding, Strategy};
 use gateway_actors::store::{self, Op};
 use gateway_actors::{Pipeline, PipelineConfig};
@@ -88,8 +87,6 @@ pub fn run_actors(
     let db = fresh_db(dir);
     in_system(async {
         let mut config = PipelineConfig::new(sharding, db);
-        // As `replay`: every event is committed, none shed (a busy guild's queue may grow).
-        config.overflow = Overflow::Queue;
         tune(&mut config);
         let metrics = Arc::new(Metrics::new(sharding.ordinal, sharding.pods).expect("metrics"));
         let pipeline = Arc::new(Pipeline::start(config, metrics.clone()).expect("pipeline"));

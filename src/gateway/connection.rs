@@ -4,6 +4,13 @@
 //! runtime those tasks can run out of order; on this thread's single-threaded runtime they run
 //! in spawn order (FIFO), and the handler passes the event on before its first `.await`, so the
 //! pipeline receives events in the order the gateway sent them.
+//!
+//! The queue to the pipeline is bounded ([`EVENT_QUEUE`]). When it is full the handler blocks
+//! this thread, and so the whole connection: serenity stops reading the socket, and TCP holds
+//! the rest at Discord's side. Memory stays bounded and nothing is dropped. Heartbeats stop
+//! too while the pipeline cannot keep up, so after a long stall Discord may close the
+//! connection as a zombie; serenity then resumes the session and Discord replays everything
+//! after the last seq serenity saw, which the pipeline had already accepted.
 
 use super::convert::to_dispatch;
 use super::GatewayMetrics;
@@ -14,10 +21,15 @@ use serenity::client::{ClientBuilder, Context, EventHandler, RawEventHandler};
 use serenity::gateway::{ConnectionStage, ShardStageUpdateEvent};
 use serenity::http::HttpBuilder;
 use serenity::model::event::Event;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+
+/// Events decoded and waiting for the pipeline, at most.
+pub const EVENT_QUEUE: usize = 1024;
 
 /// The intents of the TypeScript bot.
 pub fn intents() -> GatewayIntents {
@@ -99,7 +111,7 @@ fn classify(e: serenity::Error) -> ConnectionError {
 }
 
 struct Forwarder {
-    tx: mpsc::UnboundedSender<Dispatch>,
+    tx: mpsc::Sender<Dispatch>,
     /// Dispatches since READY (READY is 1): the gateway seq, which serenity does not expose.
     seq: AtomicU64,
     state: Arc<SessionState>,
@@ -138,8 +150,39 @@ impl RawEventHandler for Forwarder {
             .events
             .with_label_values(&[dispatch.kind.name()])
             .inc();
-        // The receiver is gone only while shutting down.
-        let _ = self.tx.send(dispatch);
+        match self.tx.try_send(dispatch) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(dispatch)) => {
+                // Block this thread (see the module docs): the connection waits for the pipeline.
+                self.metrics.backpressure_waits.inc();
+                if block_on(self.tx.send(dispatch)).is_err() {
+                    tracing::warn!("an event arrived after the pipeline stopped taking events");
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::warn!("an event arrived after the pipeline stopped taking events");
+            }
+        }
+    }
+}
+
+/// Runs a future to completion on this thread, parking it in between: a bounded channel's
+/// `send` never needs the runtime that this thread is running (and blocking it is the point).
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = TaskContext::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
     }
 }
 
@@ -173,8 +216,8 @@ impl Connection {
     pub fn start(
         config: ConnectionConfig,
         metrics: Arc<GatewayMetrics>,
-    ) -> (Connection, mpsc::UnboundedReceiver<Dispatch>) {
-        let (tx, events) = mpsc::unbounded_channel();
+    ) -> (Connection, mpsc::Receiver<Dispatch>) {
+        let (tx, events) = mpsc::channel(EVENT_QUEUE);
         let (done_tx, finished) = oneshot::channel();
         let (manager_tx, shard_manager) = oneshot::channel();
         let state = Arc::new(SessionState::default());
@@ -221,7 +264,7 @@ impl Connection {
 
 async fn run(
     config: ConnectionConfig,
-    tx: mpsc::UnboundedSender<Dispatch>,
+    tx: mpsc::Sender<Dispatch>,
     state: Arc<SessionState>,
     metrics: Arc<GatewayMetrics>,
     manager_tx: oneshot::Sender<Arc<ShardManager>>,

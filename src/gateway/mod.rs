@@ -17,6 +17,7 @@ pub struct GatewayMetrics {
     pub reconnects: IntCounter,
     pub resumes: IntCounter,
     pub events: IntCounterVec,
+    pub backpressure_waits: IntCounter,
 }
 
 impl GatewayMetrics {
@@ -44,6 +45,11 @@ impl GatewayMetrics {
             ),
             &["type"],
         )?;
+        let backpressure_waits = IntCounter::new(
+            "gateway_backpressure_waits_total",
+            "Times the connection waited because the pipeline's event queue was full.",
+        )?;
+        registry.register(Box::new(backpressure_waits.clone()))?;
         registry.register(Box::new(connected.clone()))?;
         registry.register(Box::new(heartbeat_latency.clone()))?;
         registry.register(Box::new(reconnects.clone()))?;
@@ -55,6 +61,7 @@ impl GatewayMetrics {
             reconnects,
             resumes,
             events,
+            backpressure_waits,
         })
     }
 }

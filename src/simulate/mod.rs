@@ -40,6 +40,9 @@ pub struct SimulateArgs {
     /// Give up after this many seconds
     #[arg(long, default_value = "900")]
     pub timeout_secs: u64,
+    /// Exit 0 even if a pod dropped (shed) events of a stuck guild
+    #[arg(long)]
+    pub allow_shed: bool,
 }
 
 struct Pod {
@@ -58,6 +61,9 @@ struct PodStatus {
     events_accepted: u64,
     events_done: u64,
     in_flight: u64,
+    events_shed: u64,
+    events_overflowed: u64,
+    events_failed: u64,
 }
 
 impl Drop for Pod {
@@ -237,13 +243,16 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 
     println!();
     println!(
-        "{:>4} {:>7} {:>10} {:>10} {:>10} {:>10} {:>13} {:>13} {:>11} {:>11} {:>10} {:>7}",
+        "{:>4} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>6} {:>6} {:>13} {:>13} {:>11} {:>11} {:>10} {:>7}",
         "pod",
         "guilds",
         "received",
         "owned",
         "foreign",
         "committed",
+        "overflowed",
+        "shed",
+        "failed",
         "message_stats",
         "message_cache",
         "channels",
@@ -254,13 +263,16 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     for (((pod, status), page), cpu) in pods.iter().zip(&statuses).zip(&metrics).zip(&cpu) {
         let counts = row_counts(&pod.database)?;
         println!(
-            "{:>4} {:>7} {:>10} {:>10} {:>10} {:>10} {:>13} {:>13} {:>11} {:>11} {:>10.0} {:>7.2}",
+            "{:>4} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>6} {:>6} {:>13} {:>13} {:>11} {:>11} {:>10.0} {:>7.2}",
             pod.ordinal,
             counts[0],
             status.events_accepted,
             metric_sum(page, "guild_gateway_events_owned_total"),
             metric_sum(page, "guild_gateway_events_foreign_total"),
             status.events_done,
+            status.events_overflowed,
+            status.events_shed,
+            status.events_failed,
             counts[1],
             counts[2],
             counts[3],
@@ -268,6 +280,25 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             status.events_done as f64 / elapsed.max(1e-9),
             cpu,
         );
+    }
+    let shed: u64 = statuses.iter().map(|s| s.events_shed).sum();
+    let failed: u64 = statuses.iter().map(|s| s.events_failed).sum();
+    if shed > 0 || failed > 0 {
+        println!(
+            "\n{shed} events were dropped (shed) and {failed} failed (rolled back) in {elapsed:.1} s ({strategy} strategy): they are NOT in the databases"
+        );
+        if failed > 0 || !args.allow_shed {
+            eprintln!(
+                "error: events were lost ({shed} shed, {failed} failed); see the pods' logs{}",
+                if failed == 0 {
+                    " (--allow-shed accepts shedding)"
+                } else {
+                    ""
+                }
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     println!(
         "\nall {} pods committed everything they were sent in {elapsed:.1} s ({} strategy)",
@@ -289,6 +320,9 @@ async fn pod_status(addr: SocketAddr) -> Option<PodStatus> {
         events_accepted: v["events_accepted"].as_u64().unwrap_or(0),
         events_done: v["events_done"].as_u64().unwrap_or(0),
         in_flight: v["in_flight"].as_u64().unwrap_or(u64::MAX),
+        events_shed: v["events_shed"].as_u64().unwrap_or(0),
+        events_overflowed: v["events_overflowed"].as_u64().unwrap_or(0),
+        events_failed: v["events_failed"].as_u64().unwrap_or(0),
     })
 }
 
