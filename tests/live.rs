@@ -374,3 +374,122 @@ async fn fake_discord_closes_bad_clients_with_discords_codes() {
     };
     assert!(response.starts_with("HTTP/1.1 401"), "{response}");
 }
+
+/// Peak resident memory of a process (Linux: VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kb * 1024
+}
+
+#[test]
+fn a_slow_pipeline_holds_the_connection_back_with_bounded_memory_and_loses_nothing() {
+    // 8,000 messages of 8 KiB: 64 MiB of content. An unbounded queue between serenity and the
+    // pipeline would hold most of it (twice: serenity's event and ours) while the slowed
+    // pipeline crawls; the bounded one holds EVENT_QUEUE + MAX_IN_FLIGHT events.
+    const MESSAGES: u64 = 8_000;
+    const RSS_BOUND: u64 = 96 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let lines = sample_lines();
+    let template = lines
+        .iter()
+        .find(|l| l["t"] == "MESSAGE_CREATE" && dispatch_guild(l).is_some())
+        .unwrap()
+        .clone();
+    let content = "moderation ".repeat(8 * 1024 / 11);
+    let mut stream = String::new();
+    for l in lines.iter().filter(|l| l["t"] == "GUILD_CREATE") {
+        stream.push_str(&l.to_string());
+        stream.push('\n');
+    }
+    for i in 0..MESSAGES {
+        let mut m = template.clone();
+        m["d"]["id"] = Value::String((1_300_000_000_000_000_000 + i).to_string());
+        m["d"]["content"] = Value::String(content.clone());
+        stream.push_str(&m.to_string());
+        stream.push('\n');
+    }
+    let events = dir.path().join("big.ndjson");
+    std::fs::write(&events, stream).unwrap();
+    let (_fake, fake_port) = start_fake_discord_on(TOKEN, &events, &[]);
+
+    let port = free_port();
+    let db = dir.path().join("gateway-0.sqlite3");
+    let mut pod = LivePod {
+        proc: Proc(
+            gateway()
+                .arg("serve")
+                .env("DATABASE_URL", &db)
+                .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+                .env("DISCORD_TOKEN", TOKEN)
+                .env("DISCORD_API_URL", format!("http://127.0.0.1:{fake_port}"))
+                .env("TEST_EVENT_DELAY_MS", "1")
+                .env("MAX_IN_FLIGHT", "256")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        ),
+        port,
+        db,
+    };
+    let sessions = wait_all_committed(std::slice::from_ref(&pod), fake_port);
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let (_, page) = http_get(port, "/metrics").unwrap();
+    assert!(
+        metric(&page, "guild_gateway_gateway_backpressure_waits_total") > 0.0,
+        "the pipeline was never full: the test did not slow it enough"
+    );
+    assert_eq!(metric(&page, "guild_gateway_events_shed_total"), 0.0);
+    let peak = peak_rss(pod.proc.0.id());
+    assert!(peak < RSS_BOUND, "peak RSS {} MiB", peak >> 20);
+    stop_all(std::slice::from_mut(&mut pod));
+    let stored: i64 = open(&pod.db)
+        .query_row("SELECT COUNT(*) FROM message_stats WHERE message_id LIKE '13%'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, MESSAGES as i64);
+    eprintln!("peak RSS {} MiB", peak >> 20);
+}
+
+#[test]
+fn a_full_disk_makes_serve_unready_and_it_commits_everything_once_space_is_back() {
+    let disk = Tmpfs::mount("8m");
+    let (_fake, fake_port) = start_fake(&["--rate", "100"]);
+    let mut pod = start_pod(disk.path(), fake_port, 0, 1, "md5", TOKEN);
+    wait_for(Duration::from_secs(30), || {
+        let status = json(pod.port, "/status")?;
+        (status["events_done"].as_u64()? >= 50).then_some(())
+    })
+    .expect("the pod commits its first events");
+    let ballast = disk.fill();
+
+    let fault = wait_for(Duration::from_secs(30), || {
+        let status = json(pod.port, "/status")?;
+        let error = status["storage_error"].as_str()?.to_owned();
+        Some((error, status))
+    })
+    .expect("the pod reports the full disk");
+    assert!(fault.0.contains("full"), "{fault:?}");
+    let (code, body) = http_get(pod.port, "/readyz").unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("database not writable"), "{body}");
+    // Nothing is reported committed while commits fail.
+    let stalled = fault.1["last_seq_committed"].clone();
+    std::thread::sleep(Duration::from_secs(1));
+    let status = json(pod.port, "/status").unwrap();
+    assert_eq!(status["last_seq_committed"], stalled);
+    assert!(status["in_flight"].as_u64().unwrap() > 0);
+
+    std::fs::remove_file(ballast).unwrap();
+    wait_all_committed(std::slice::from_ref(&pod), fake_port);
+    let status = json(pod.port, "/status").unwrap();
+    assert_eq!(status["storage_error"], Value::Null);
+    assert_eq!(status["events_shed"], 0);
+    assert_eq!(http_get(pod.port, "/readyz").unwrap().0, 200);
+    stop_all(std::slice::from_mut(&mut pod));
+    assert_expected_rows(&[pod.db.clone()], "md5");
+}

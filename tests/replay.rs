@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use std::time::Duration;
 
 /// Replays the sample into every pod of an N-pod deployment and checks: the union of the pods'
 /// rows is exactly the expected rows; each guild's rows are in its owner's database only; a
@@ -202,4 +203,148 @@ fn replay_never_sheds_even_with_a_tiny_mailbox() {
         sorted(rows["message_stats"].clone()),
         sorted(expected()["message_stats"].as_array().unwrap().clone())
     );
+}
+
+#[test]
+fn invalid_utf8_is_a_malformed_line_and_a_bom_and_escaped_type_are_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gateway.sqlite3");
+    let sample = std::fs::read_to_string(sample_stream()).unwrap();
+    let lines: Vec<&str> = sample.lines().collect();
+    let middle = lines.len() / 2;
+    let mut input = b"\xEF\xBB\xBF".to_vec();
+    for (i, line) in lines.iter().enumerate() {
+        if i == middle {
+            input.extend_from_slice(b"{\"op\":0,\"t\":\"MESSAGE_CREATE\",\"d\":\"\xFF\xFE\"}\n");
+        }
+        // A JSON escape in the type name is still the same name.
+        let line = line.replacen("\"t\":\"MESSAGE_CREATE\"", "\"t\":\"MESSAGE\\u005fCREATE\"", 1);
+        input.extend_from_slice(line.as_bytes());
+        input.push(b'\n');
+    }
+    let stream = dir.path().join("stream.ndjson");
+    std::fs::write(&stream, &input).unwrap();
+    let out = gateway()
+        .arg("replay")
+        .arg(&stream)
+        .env("DATABASE_URL", &db)
+        .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The bad line is reported and skipped; everything after it is still read and committed.
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("line {}: not UTF-8", middle + 1)),
+        "{stderr}"
+    );
+    assert!(stdout.contains(&format!("{} lines, 1 malformed", lines.len() + 1)), "{stdout}");
+    assert!(stdout.contains(" 0 not committed"), "{stdout}");
+    let rows = comparable_rows(&db);
+    let expected = expected();
+    for table in ["message_stats", "channel_info", "message_cache"] {
+        assert_eq!(
+            sorted(rows[table].clone()),
+            sorted(expected[table].as_array().unwrap().clone()),
+            "{table}"
+        );
+    }
+}
+
+#[test]
+fn a_second_process_on_the_same_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gateway.sqlite3");
+    let port = free_port();
+    let _first = Proc(
+        gateway()
+            .args(["replay", "--linger"])
+            .arg(sample_stream())
+            .env("DATABASE_URL", &db)
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(Duration::from_secs(20), || http_get(port, "/healthz").ok()).expect("first starts");
+    let out = gateway()
+        .arg("replay")
+        .arg(sample_stream())
+        .env("DATABASE_URL", &db)
+        .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the database {} is in use by another process",
+            db.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_full_disk_stops_the_replay_and_reports_what_is_not_committed() {
+    let disk = Tmpfs::mount("2m");
+    let scratch = tempfile::tempdir().unwrap();
+    let stream = scratch.path().join("synthetic.ndjson");
+    gateway_actors::synthetic::write_file(&stream, 50, 20_000).unwrap();
+    let db = disk.path().join("gateway.sqlite3");
+    let out = gateway()
+        .args(["replay", "--give-up-after", "2"])
+        .arg(&stream)
+        .env("DATABASE_URL", &db)
+        .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("stopped early: the database has not taken writes"), "{stdout}");
+    let not_committed: u64 = stdout
+        .split(" not committed")
+        .next()
+        .and_then(|s| s.rsplit(", ").next())
+        .and_then(|n| n.parse().ok())
+        .expect("the summary counts what is not committed");
+    assert!(not_committed > 0, "{stdout}");
+    assert!(stderr.contains(&format!("{not_committed} events were accepted and not committed")));
+    // The errors are logged at a bounded rate, not once per command.
+    let errors = stderr.matches("commit failed").count();
+    assert!((1..=5).contains(&errors), "{errors} error lines:\n{stderr}");
+
+    // Nothing reported committed is missing: every message up to the committed seq is stored.
+    let committed: u64 = stdout
+        .split("last seq ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .expect("the summary gives the committed seq");
+    let prefix = scratch.path().join("prefix.ndjson");
+    let text = std::fs::read_to_string(&stream).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["s"]
+                .as_u64()
+                .is_some_and(|s| s <= committed)
+        })
+        .collect();
+    std::fs::write(&prefix, kept.join("\n")).unwrap();
+    let truth = scratch.path().join("truth.sqlite3");
+    replay(&truth, 0, 1, "md5", &prefix);
+    let ids = |conn: &rusqlite::Connection| -> std::collections::BTreeSet<String> {
+        let mut stmt = conn.prepare("SELECT message_id FROM message_stats").unwrap();
+        let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+        rows.map(Result::unwrap).collect()
+    };
+    let stored = ids(&open_copy(&db, scratch.path()));
+    let reported = ids(&open(&truth));
+    assert!(!reported.is_empty());
+    let missing: Vec<_> = reported.difference(&stored).collect();
+    assert!(missing.is_empty(), "{} reported committed, not stored", missing.len());
 }

@@ -57,6 +57,12 @@ pub fn gateway() -> Command {
         "DISCORD_TOKEN",
         "DISCORD_API_URL",
         "AUDIT_WINDOW_SECS",
+        "GUILD_STUCK_SECS",
+        "TEST_EVENT_DELAY_MS",
+        "SQLITE_WAL_AUTOCHECKPOINT",
+        "CACHE_CONTENT_TTL_MINUTES",
+        "CACHE_RETENTION_HOURS",
+        "CACHE_EXPIRY_INTERVAL_SECS",
     ] {
         cmd.env_remove(var);
     }
@@ -395,6 +401,11 @@ pub fn assert_promtool_accepts(page: &str) {
 
 /// `guild-gateway fake-discord` on the sample stream, on a free port; returns it once it answers.
 pub fn start_fake_discord(token: &str, extra: &[&str]) -> (Proc, u16) {
+    start_fake_discord_on(token, &sample_stream(), extra)
+}
+
+/// `guild-gateway fake-discord` on a given stream.
+pub fn start_fake_discord_on(token: &str, events: &Path, extra: &[&str]) -> (Proc, u16) {
     let port = free_port();
     let fake = Proc(
         gateway()
@@ -406,7 +417,7 @@ pub fn start_fake_discord(token: &str, extra: &[&str]) -> (Proc, u16) {
                 token,
                 "--events",
             ])
-            .arg(sample_stream())
+            .arg(events)
             .args(extra)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -420,4 +431,56 @@ pub fn start_fake_discord(token: &str, extra: &[&str]) -> (Proc, u16) {
     })
     .expect("fake-discord answers");
     (fake, port)
+}
+
+/// A small tmpfs mounted on a fresh directory, for full-disk tests; unmounted on drop.
+/// Mounting needs root, as the test machines and CI run.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().expect("a directory to mount on");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("running mount");
+        assert!(status.success(), "mounting a {size} tmpfs (needs root): {status}");
+        Tmpfs { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the file system with a ballast file until it is full; returns its path.
+    pub fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let ballast = self.path().join("ballast");
+        let mut file = std::fs::File::create(&ballast).expect("creating the ballast");
+        let chunk = vec![0u8; 4096];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.sync_all();
+        ballast
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// Copies a database and its WAL elsewhere and opens the copy (a full or crashed file is
+/// left as it was).
+pub fn open_copy(db: &Path, into: &Path) -> Connection {
+    let copy = into.join("copy.sqlite3");
+    std::fs::copy(db, &copy).expect("copying the database");
+    let wal = PathBuf::from(format!("{}-wal", db.display()));
+    if wal.exists() {
+        std::fs::copy(&wal, format!("{}-wal", copy.display())).expect("copying the WAL");
+    }
+    open(&copy)
 }
