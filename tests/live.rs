@@ -449,7 +449,11 @@ fn a_slow_pipeline_holds_the_connection_back_with_bounded_memory_and_loses_nothi
     assert!(peak < RSS_BOUND, "peak RSS {} MiB", peak >> 20);
     stop_all(std::slice::from_mut(&mut pod));
     let stored: i64 = open(&pod.db)
-        .query_row("SELECT COUNT(*) FROM message_stats WHERE message_id LIKE '13%'", [], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM message_stats WHERE message_id LIKE '13%'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(stored, MESSAGES as i64);
     eprintln!("peak RSS {} MiB", peak >> 20);
@@ -492,4 +496,36 @@ fn a_full_disk_makes_serve_unready_and_it_commits_everything_once_space_is_back(
     assert_eq!(http_get(pod.port, "/readyz").unwrap().0, 200);
     stop_all(std::slice::from_mut(&mut pod));
     assert_expected_rows(&[pod.db.clone()], "md5");
+}
+
+#[test]
+fn simulate_fails_when_a_pod_sheds_unless_allowed() {
+    // Every event takes 1.5 s and a guild is stuck after 1 s without progress: each guild's
+    // queued events are dropped, counted, and simulate must say so.
+    let run = |extra: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        gateway()
+            .args(["simulate", "--pods", "1", "--events"])
+            .arg(sample_stream())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(extra)
+            .env("TEST_EVENT_DELAY_MS", "1500")
+            .env("GUILD_STUCK_SECS", "1")
+            .env("GUILD_MAILBOX_CAPACITY", "1")
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("error: events were lost"), "{stderr}");
+    assert!(stdout.contains("events were dropped (shed)"), "{stdout}");
+    let allowed = run(&["--allow-shed"]);
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
 }

@@ -218,7 +218,11 @@ fn invalid_utf8_is_a_malformed_line_and_a_bom_and_escaped_type_are_valid() {
             input.extend_from_slice(b"{\"op\":0,\"t\":\"MESSAGE_CREATE\",\"d\":\"\xFF\xFE\"}\n");
         }
         // A JSON escape in the type name is still the same name.
-        let line = line.replacen("\"t\":\"MESSAGE_CREATE\"", "\"t\":\"MESSAGE\\u005fCREATE\"", 1);
+        let line = line.replacen(
+            "\"t\":\"MESSAGE_CREATE\"",
+            "\"t\":\"MESSAGE\\u005fCREATE\"",
+            1,
+        );
         input.extend_from_slice(line.as_bytes());
         input.push(b'\n');
     }
@@ -239,7 +243,10 @@ fn invalid_utf8_is_a_malformed_line_and_a_bom_and_escaped_type_are_valid() {
         stderr.contains(&format!("line {}: not UTF-8", middle + 1)),
         "{stderr}"
     );
-    assert!(stdout.contains(&format!("{} lines, 1 malformed", lines.len() + 1)), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{} lines, 1 malformed", lines.len() + 1)),
+        "{stdout}"
+    );
     assert!(stdout.contains(" 0 not committed"), "{stdout}");
     let rows = comparable_rows(&db);
     let expected = expected();
@@ -304,7 +311,10 @@ fn a_full_disk_stops_the_replay_and_reports_what_is_not_committed() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(stdout.contains("stopped early: the database has not taken writes"), "{stdout}");
+    assert!(
+        stdout.contains("stopped early: the database has not taken writes"),
+        "{stdout}"
+    );
     let not_committed: u64 = stdout
         .split(" not committed")
         .next()
@@ -312,7 +322,9 @@ fn a_full_disk_stops_the_replay_and_reports_what_is_not_committed() {
         .and_then(|n| n.parse().ok())
         .expect("the summary counts what is not committed");
     assert!(not_committed > 0, "{stdout}");
-    assert!(stderr.contains(&format!("{not_committed} events were accepted and not committed")));
+    assert!(stderr.contains(&format!(
+        "{not_committed} events were accepted and not committed"
+    )));
     // The errors are logged at a bounded rate, not once per command.
     let errors = stderr.matches("commit failed").count();
     assert!((1..=5).contains(&errors), "{errors} error lines:\n{stderr}");
@@ -338,7 +350,9 @@ fn a_full_disk_stops_the_replay_and_reports_what_is_not_committed() {
     let truth = scratch.path().join("truth.sqlite3");
     replay(&truth, 0, 1, "md5", &prefix);
     let ids = |conn: &rusqlite::Connection| -> std::collections::BTreeSet<String> {
-        let mut stmt = conn.prepare("SELECT message_id FROM message_stats").unwrap();
+        let mut stmt = conn
+            .prepare("SELECT message_id FROM message_stats")
+            .unwrap();
         let rows = stmt.query_map([], |r| r.get(0)).unwrap();
         rows.map(Result::unwrap).collect()
     };
@@ -346,5 +360,9 @@ fn a_full_disk_stops_the_replay_and_reports_what_is_not_committed() {
     let reported = ids(&open(&truth));
     assert!(!reported.is_empty());
     let missing: Vec<_> = reported.difference(&stored).collect();
-    assert!(missing.is_empty(), "{} reported committed, not stored", missing.len());
+    assert!(
+        missing.is_empty(),
+        "{} reported committed, not stored",
+        missing.len()
+    );
 }

@@ -447,7 +447,10 @@ impl Tmpfs {
             .arg(dir.path())
             .status()
             .expect("running mount");
-        assert!(status.success(), "mounting a {size} tmpfs (needs root): {status}");
+        assert!(
+            status.success(),
+            "mounting a {size} tmpfs (needs root): {status}"
+        );
         Tmpfs { dir }
     }
 
@@ -469,7 +472,10 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
