@@ -1,4 +1,8 @@
 //! Logs via `tracing` to stderr, as text or JSON. Filtered by RUST_LOG (default `info`).
+//!
+//! serenity's spans are kept at `warn` unless RUST_LOG names serenity: its INFO spans record
+//! every gateway event with `Debug`, which costs a quarter of a live pod's CPU and would put
+//! message content into the context of any log line written inside them.
 
 use crate::config::LogFormat;
 use tracing_subscriber::EnvFilter;
@@ -9,7 +13,12 @@ pub fn init(format: LogFormat) {
 
 /// As [`init`], with another default level when RUST_LOG is unset.
 pub fn init_with_default(format: LogFormat, default: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| default.to_owned());
+    let filter = if directives.contains("serenity") {
+        EnvFilter::new(directives)
+    } else {
+        EnvFilter::new(format!("{directives},serenity=warn"))
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -17,8 +17,8 @@ use super::GatewayMetrics;
 use gateway_actors::event::Dispatch;
 use serenity::all::{GatewayIntents, ShardManager};
 use serenity::async_trait;
-use serenity::client::{ClientBuilder, Context, EventHandler, RawEventHandler};
-use serenity::gateway::{ConnectionStage, ShardStageUpdateEvent};
+use serenity::client::{ClientBuilder, Context, RawEventHandler};
+use serenity::gateway::ConnectionStage;
 use serenity::http::HttpBuilder;
 use serenity::model::event::Event;
 use std::future::Future;
@@ -186,23 +186,6 @@ fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
-struct StageWatcher {
-    state: Arc<SessionState>,
-    metrics: Arc<GatewayMetrics>,
-}
-
-#[async_trait]
-impl EventHandler for StageWatcher {
-    async fn shard_stage_update(&self, _: Context, update: ShardStageUpdateEvent) {
-        let connected = update.new == ConnectionStage::Connected;
-        self.metrics.connected.set(i64::from(connected));
-        if update.old == ConnectionStage::Connected && !connected {
-            self.state.ready.store(false, Ordering::SeqCst);
-            tracing::warn!(stage = ?update.new, "gateway connection lost; serenity is reconnecting");
-        }
-    }
-}
-
 /// A running connection.
 pub struct Connection {
     pub state: Arc<SessionState>,
@@ -301,26 +284,34 @@ async fn run(
         state: state.clone(),
         metrics: metrics.clone(),
     };
+    // No `EventHandler`: serenity would clone every event into a second model and spawn a
+    // second task for it. The connection's stage is polled from the shard manager instead.
     let mut client = ClientBuilder::new_with_http(http(), intents())
         .raw_event_handler(forwarder)
-        .event_handler(StageWatcher {
-            state,
-            metrics: metrics.clone(),
-        })
         .await
         .map_err(ConnectionError::Build)?;
     let _ = manager_tx.send(client.shard_manager.clone());
 
-    // Heartbeat latency, as serenity measures it.
+    // The connection's stage and heartbeat latency, as serenity's shard runners report them.
     let manager = client.shard_manager.clone();
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(5));
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        let mut was_connected = false;
         loop {
             every.tick().await;
             let runners = manager.runners.lock().await;
             if let Some(latency) = runners.values().find_map(|r| r.latency) {
                 metrics.heartbeat_latency.set(latency.as_secs_f64());
             }
+            let connected =
+                !runners.is_empty() && runners.values().all(|r| r.stage == ConnectionStage::Connected);
+            drop(runners);
+            metrics.connected.set(i64::from(connected));
+            if was_connected && !connected {
+                state.ready.store(false, Ordering::SeqCst);
+                tracing::warn!("gateway connection lost; serenity is reconnecting");
+            }
+            was_connected = connected;
         }
     });
 
