@@ -15,6 +15,9 @@ use std::time::{Duration, SystemTime};
 /// The schema, applied at every start (every statement is `IF NOT EXISTS`).
 pub const SCHEMA: &str = include_str!("../../schema.sql");
 
+/// The writer connection's page cache, in KiB (SQLite's negative `cache_size`).
+const WRITER_CACHE_KIB: i64 = -64 * 1024;
+
 /// How long a connection waits for a lock (Litestream's checkpoints take one briefly).
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -88,6 +91,13 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(prepare)?;
     conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(prepare)?;
+    // The writer's lookups (upserts by message id, channels, reactions) touch pages all over a
+    // growing file: with SQLite's default 2 MiB cache most of them were re-read with pread,
+    // which made the writer thread the pipeline's bottleneck (BENCHMARKS.md).
+    conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)
+        .map_err(prepare)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")
         .map_err(prepare)?;
     conn.execute_batch(SCHEMA).map_err(prepare)?;
     Ok(conn)

@@ -303,8 +303,10 @@ async fn run(
             if let Some(latency) = runners.values().find_map(|r| r.latency) {
                 metrics.heartbeat_latency.set(latency.as_secs_f64());
             }
-            let connected =
-                !runners.is_empty() && runners.values().all(|r| r.stage == ConnectionStage::Connected);
+            let connected = !runners.is_empty()
+                && runners
+                    .values()
+                    .all(|r| r.stage == ConnectionStage::Connected);
             drop(runners);
             metrics.connected.set(i64::from(connected));
             if was_connected && !connected {
