@@ -12,101 +12,82 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Settings shared by every long-running mode.
+/// The settings of a pod's pipeline: `serve` and `replay` flatten these in.
 #[derive(Debug, Args, Clone)]
 pub struct PodArgs {
     /// This pod's ordinal [default: the trailing -N of HOSTNAME, else 0]
-    #[arg(long, env = "POD_ORDINAL", global = true)]
-    pub pod_ordinal: Option<String>,
+    #[arg(long, env = "POD_ORDINAL", value_parser = number("POD_ORDINAL", 0, MAX_PODS))]
+    pub pod_ordinal: Option<u64>,
     /// Number of gateway pods
-    #[arg(long, env = "NUM_GATEWAY_PODS", global = true, default_value = "1")]
-    pub num_gateway_pods: String,
+    #[arg(long, env = "NUM_GATEWAY_PODS", default_value = "1",
+        value_parser = number("NUM_GATEWAY_PODS", 1, MAX_PODS))]
+    pub num_gateway_pods: u64,
     /// How guilds map to pods: md5 (the HTTP services' function) or discord (Discord's shards)
-    #[arg(long, env = "SHARD_STRATEGY", global = true, default_value = "md5")]
-    pub shard_strategy: String,
-    /// Path of this pod's SQLite file (parent directories are created)
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        global = true,
-        default_value = "./data/gateway.sqlite3"
-    )]
-    pub database_url: String,
+    #[arg(long, env = "SHARD_STRATEGY", default_value = "md5",
+        value_parser = strategy("SHARD_STRATEGY"))]
+    pub shard_strategy: Strategy,
+    /// Path of this pod's SQLite file, or a sqlite: URL (parent directories are created)
+    #[arg(long, env = "DATABASE_URL", default_value = "./data/gateway.sqlite3",
+        value_parser = database_path)]
+    pub database_url: PathBuf,
     /// Listen address for /metrics, /healthz, /readyz and /status
-    #[arg(long, env = "HTTP_ADDR", global = true, default_value = "0.0.0.0:3000")]
-    pub http_addr: String,
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:3000", value_parser = http_addr)]
+    pub http_addr: SocketAddr,
     /// Log format: text or json
-    #[arg(long, env = "LOG_FORMAT", global = true, default_value = "text")]
-    pub log_format: String,
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = log_format)]
+    pub log_format: LogFormat,
     /// Events in a guild actor's mailbox before the rest wait in its overflow queue (nothing is shed)
-    #[arg(
-        long,
-        env = "GUILD_MAILBOX_CAPACITY",
-        global = true,
-        default_value = "1024"
-    )]
-    pub guild_mailbox_capacity: String,
-    /// Write commands queued for the SQLite writer before guild actors wait
-    #[arg(
-        long,
-        env = "WRITER_MAILBOX_CAPACITY",
-        global = true,
-        default_value = "8192"
-    )]
-    pub writer_mailbox_capacity: String,
-    /// Most write commands committed in one transaction
-    #[arg(long, env = "WRITER_MAX_BATCH", global = true, default_value = "2000")]
-    pub writer_max_batch: String,
-    /// Events accepted but not yet committed before the source waits
-    #[arg(long, env = "MAX_IN_FLIGHT", global = true, default_value = "65536")]
-    pub max_in_flight: String,
-    /// Seconds a guild actor may stay idle before it is stopped (passivated)
-    #[arg(long, env = "GUILD_IDLE_SECS", global = true, default_value = "300")]
-    pub guild_idle_secs: String,
+    #[arg(long, env = "GUILD_MAILBOX_CAPACITY", default_value = "1024",
+        value_parser = number("GUILD_MAILBOX_CAPACITY", 1, 1 << 24))]
+    pub guild_mailbox_capacity: u64,
     /// Seconds a guild with queued events may make no progress before it is declared stuck and its events are dropped (counted)
-    #[arg(long, env = "GUILD_STUCK_SECS", global = true, default_value = "120")]
-    pub guild_stuck_secs: String,
-    /// Test seam: delay every event's handling by this many milliseconds (slows the pipeline)
-    #[arg(long, env = "TEST_EVENT_DELAY_MS", global = true, hide = true)]
-    pub test_event_delay_ms: Option<String>,
+    #[arg(long, env = "GUILD_STUCK_SECS", default_value = "120",
+        value_parser = seconds("GUILD_STUCK_SECS", 1, 1 << 32))]
+    pub guild_stuck_secs: Duration,
+    /// Write commands queued for the SQLite writer before guild actors wait
+    #[arg(long, env = "WRITER_MAILBOX_CAPACITY", default_value = "8192",
+        value_parser = number("WRITER_MAILBOX_CAPACITY", 1, 1 << 24))]
+    pub writer_mailbox_capacity: u64,
+    /// Most write commands committed in one transaction
+    #[arg(long, env = "WRITER_MAX_BATCH", default_value = "2000",
+        value_parser = number("WRITER_MAX_BATCH", 1, 1 << 20))]
+    pub writer_max_batch: u64,
+    /// Events accepted but not yet committed before the source waits
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value = "65536",
+        value_parser = number("MAX_IN_FLIGHT", 1, 1 << 26))]
+    pub max_in_flight: u64,
+    /// Seconds a guild actor may stay idle before it is stopped (passivated)
+    #[arg(long, env = "GUILD_IDLE_SECS", default_value = "300",
+        value_parser = seconds("GUILD_IDLE_SECS", 1, 1 << 32))]
+    pub guild_idle_secs: Duration,
     /// Seconds a moderation event and its audit log entry wait for each other
-    #[arg(long, env = "AUDIT_WINDOW_SECS", global = true, default_value = "5")]
-    pub audit_window_secs: String,
+    #[arg(long, env = "AUDIT_WINDOW_SECS", default_value = "5",
+        value_parser = seconds("AUDIT_WINDOW_SECS", 0, 3600))]
+    pub audit_window_secs: Duration,
     /// SQLite WAL pages before an automatic checkpoint; 0 when Litestream checkpoints (Kubernetes)
-    #[arg(
-        long,
-        env = "SQLITE_WAL_AUTOCHECKPOINT",
-        global = true,
-        default_value = "1000"
-    )]
-    pub sqlite_wal_autocheckpoint: String,
+    #[arg(long, env = "SQLITE_WAL_AUTOCHECKPOINT", default_value = "1000",
+        value_parser = number("SQLITE_WAL_AUTOCHECKPOINT", 0, 1 << 30))]
+    pub sqlite_wal_autocheckpoint: u64,
     /// Threads that run guild actors
-    #[arg(long, env = "GUILD_WORKERS", global = true, default_value = "1")]
-    pub guild_workers: String,
+    #[arg(long, env = "GUILD_WORKERS", default_value = "1",
+        value_parser = number("GUILD_WORKERS", 0, 256))]
+    pub guild_workers: u64,
     /// Minutes without a touch after which message_cache content is cleared
-    #[arg(
-        long,
-        env = "CACHE_CONTENT_TTL_MINUTES",
-        global = true,
-        default_value = "60"
-    )]
-    pub cache_content_ttl_minutes: String,
+    #[arg(long, env = "CACHE_CONTENT_TTL_MINUTES", default_value = "60",
+        value_parser = minutes("CACHE_CONTENT_TTL_MINUTES", 1, 1 << 24))]
+    pub cache_content_ttl_minutes: Duration,
     /// Hours after creation at which message_cache rows are deleted
-    #[arg(
-        long,
-        env = "CACHE_RETENTION_HOURS",
-        global = true,
-        default_value = "24"
-    )]
-    pub cache_retention_hours: String,
+    #[arg(long, env = "CACHE_RETENTION_HOURS", default_value = "24",
+        value_parser = hours("CACHE_RETENTION_HOURS", 1, 1 << 20))]
+    pub cache_retention_hours: Duration,
     /// Seconds between runs of the message_cache expiry job
-    #[arg(
-        long,
-        env = "CACHE_EXPIRY_INTERVAL_SECS",
-        global = true,
-        default_value = "60"
-    )]
-    pub cache_expiry_interval_secs: String,
+    #[arg(long, env = "CACHE_EXPIRY_INTERVAL_SECS", default_value = "60",
+        value_parser = seconds("CACHE_EXPIRY_INTERVAL_SECS", 1, 1 << 24))]
+    pub cache_expiry_interval_secs: Duration,
+    /// Test seam: delay every event's handling by this many milliseconds (slows the pipeline)
+    #[arg(long, env = "TEST_EVENT_DELAY_MS", hide = true,
+        value_parser = millis("TEST_EVENT_DELAY_MS", 0, 60_000))]
+    pub test_event_delay_ms: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +107,7 @@ pub struct PodConfig {
 }
 
 /// A bad setting: which variable, which value, what is wrong. Displays as one line.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{variable}={value:?}: {problem}")]
 pub struct ConfigError {
     pub variable: &'static str,
@@ -141,6 +122,9 @@ fn bad(variable: &'static str, value: &str, problem: impl Into<String>) -> Confi
         problem: problem.into(),
     }
 }
+
+// Value parsers: each checks one kind of setting and names its variable in the error, whether
+// the value came from the variable or from the flag.
 
 /// A whole number, without sign, within `min..=max`.
 pub fn parse_number(
@@ -162,6 +146,56 @@ pub fn parse_number(
     Ok(n)
 }
 
+/// A value parser for a whole number of `variable` within `min..=max`.
+pub fn number(
+    variable: &'static str,
+    min: u64,
+    max: u64,
+) -> impl Fn(&str) -> Result<u64, ConfigError> + Clone + Send + Sync + 'static {
+    move |value| parse_number(variable, value, min, max)
+}
+
+fn duration_of(
+    unit: u64,
+    variable: &'static str,
+    min: u64,
+    max: u64,
+) -> impl Fn(&str) -> Result<Duration, ConfigError> + Clone + Send + Sync + 'static {
+    move |value| parse_number(variable, value, min, max).map(|n| Duration::from_millis(n * unit))
+}
+
+fn millis(
+    v: &'static str,
+    min: u64,
+    max: u64,
+) -> impl Fn(&str) -> Result<Duration, ConfigError> + Clone + Send + Sync {
+    duration_of(1, v, min, max)
+}
+
+fn seconds(
+    v: &'static str,
+    min: u64,
+    max: u64,
+) -> impl Fn(&str) -> Result<Duration, ConfigError> + Clone + Send + Sync {
+    duration_of(1000, v, min, max)
+}
+
+fn minutes(
+    v: &'static str,
+    min: u64,
+    max: u64,
+) -> impl Fn(&str) -> Result<Duration, ConfigError> + Clone + Send + Sync {
+    duration_of(60_000, v, min, max)
+}
+
+fn hours(
+    v: &'static str,
+    min: u64,
+    max: u64,
+) -> impl Fn(&str) -> Result<Duration, ConfigError> + Clone + Send + Sync {
+    duration_of(3_600_000, v, min, max)
+}
+
 pub fn parse_strategy(variable: &'static str, value: &str) -> Result<Strategy, ConfigError> {
     value.parse().map_err(|_| {
         bad(
@@ -170,6 +204,39 @@ pub fn parse_strategy(variable: &'static str, value: &str) -> Result<Strategy, C
             "unknown strategy (expected md5 or discord)",
         )
     })
+}
+
+/// A value parser for a sharding strategy named by `variable`.
+pub fn strategy(
+    variable: &'static str,
+) -> impl Fn(&str) -> Result<Strategy, ConfigError> + Clone + Send + Sync + 'static {
+    move |value| parse_strategy(variable, value)
+}
+
+fn database_path(value: &str) -> Result<PathBuf, ConfigError> {
+    // Accept sqlite: URLs as the TypeScript deployment wrote them.
+    let path = value
+        .strip_prefix("sqlite://")
+        .or_else(|| value.strip_prefix("sqlite:"))
+        .unwrap_or(value);
+    if path.trim().is_empty() {
+        return Err(bad("DATABASE_URL", value, "must be a file path"));
+    }
+    Ok(PathBuf::from(path))
+}
+
+fn http_addr(value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| bad("HTTP_ADDR", value, "not an address such as 0.0.0.0:3000"))
+}
+
+fn log_format(value: &str) -> Result<LogFormat, ConfigError> {
+    match value {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(bad("LOG_FORMAT", other, "expected text or json")),
+    }
 }
 
 /// The ordinal of a StatefulSet pod from its hostname (`gateway-2` -> 2).
@@ -181,10 +248,11 @@ pub fn ordinal_from_hostname(hostname: &str) -> Option<u32> {
 const MAX_PODS: u64 = 1 << 16;
 
 impl PodArgs {
+    /// The checks that involve more than one setting, and the assembled configuration.
     pub fn validate(&self) -> Result<PodConfig, ConfigError> {
-        let pods = parse_number("NUM_GATEWAY_PODS", &self.num_gateway_pods, 1, MAX_PODS)? as u32;
-        let ordinal = match &self.pod_ordinal {
-            Some(value) => parse_number("POD_ORDINAL", value, 0, MAX_PODS)? as u32,
+        let pods = self.num_gateway_pods as u32;
+        let ordinal = match self.pod_ordinal {
+            Some(ordinal) => ordinal as u32,
             None => std::env::var("HOSTNAME")
                 .ok()
                 .and_then(|h| ordinal_from_hostname(&h))
@@ -197,115 +265,35 @@ impl PodArgs {
                 format!("must be below NUM_GATEWAY_PODS={pods}"),
             ));
         }
-        let strategy = parse_strategy("SHARD_STRATEGY", &self.shard_strategy)?;
-        if self.database_url.trim().is_empty() {
-            return Err(bad(
-                "DATABASE_URL",
-                &self.database_url,
-                "must be a file path",
-            ));
-        }
-        // Accept sqlite: URLs as the TypeScript deployment wrote them.
-        let database = PathBuf::from(
-            self.database_url
-                .strip_prefix("sqlite://")
-                .or_else(|| self.database_url.strip_prefix("sqlite:"))
-                .unwrap_or(&self.database_url),
-        );
-        let http_addr = self.http_addr.parse().map_err(|_| {
-            bad(
-                "HTTP_ADDR",
-                &self.http_addr,
-                "not an address such as 0.0.0.0:3000",
-            )
-        })?;
-        let log_format = match self.log_format.as_str() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => return Err(bad("LOG_FORMAT", other, "expected text or json")),
-        };
-        let number = |variable, value: &str, min, max| {
-            parse_number(variable, value, min, max).map(|n| n as usize)
-        };
         let sharding = Sharding {
-            strategy,
+            strategy: self.shard_strategy,
             ordinal,
             pods,
         };
+        let database = self.database_url.clone();
         let mut pipeline = PipelineConfig::new(sharding, database.clone());
-        pipeline.guild_mailbox = number(
-            "GUILD_MAILBOX_CAPACITY",
-            &self.guild_mailbox_capacity,
-            1,
-            1 << 24,
-        )?;
-        pipeline.writer_mailbox = number(
-            "WRITER_MAILBOX_CAPACITY",
-            &self.writer_mailbox_capacity,
-            1,
-            1 << 24,
-        )?;
-        pipeline.max_batch = number("WRITER_MAX_BATCH", &self.writer_max_batch, 1, 1 << 20)?;
-        pipeline.max_in_flight = number("MAX_IN_FLIGHT", &self.max_in_flight, 1, 1 << 26)?;
-        pipeline.guild_idle = Duration::from_secs(parse_number(
-            "GUILD_IDLE_SECS",
-            &self.guild_idle_secs,
-            1,
-            1 << 32,
-        )?);
-        pipeline.guild_stuck = Duration::from_secs(parse_number(
-            "GUILD_STUCK_SECS",
-            &self.guild_stuck_secs,
-            1,
-            1 << 32,
-        )?);
-        if let Some(value) = &self.test_event_delay_ms {
-            let delay =
-                Duration::from_millis(parse_number("TEST_EVENT_DELAY_MS", value, 0, 60_000)?);
+        pipeline.guild_mailbox = self.guild_mailbox_capacity as usize;
+        pipeline.guild_stuck = self.guild_stuck_secs;
+        pipeline.writer_mailbox = self.writer_mailbox_capacity as usize;
+        pipeline.max_batch = self.writer_max_batch as usize;
+        pipeline.max_in_flight = self.max_in_flight as usize;
+        pipeline.guild_idle = self.guild_idle_secs;
+        pipeline.audit_window = self.audit_window_secs;
+        pipeline.wal_autocheckpoint = self.sqlite_wal_autocheckpoint as u32;
+        pipeline.guild_workers = self.guild_workers as usize;
+        pipeline.cache_expiry = CacheExpiry {
+            content_ttl: self.cache_content_ttl_minutes,
+            retention: self.cache_retention_hours,
+        };
+        pipeline.cache_expiry_interval = self.cache_expiry_interval_secs;
+        if let Some(delay) = self.test_event_delay_ms {
             pipeline.slow_hook = Some(std::sync::Arc::new(move |_| Some(delay)));
         }
-        pipeline.audit_window = Duration::from_secs(parse_number(
-            "AUDIT_WINDOW_SECS",
-            &self.audit_window_secs,
-            0,
-            3600,
-        )?);
-        pipeline.wal_autocheckpoint = parse_number(
-            "SQLITE_WAL_AUTOCHECKPOINT",
-            &self.sqlite_wal_autocheckpoint,
-            0,
-            1 << 30,
-        )? as u32;
-        pipeline.guild_workers = number("GUILD_WORKERS", &self.guild_workers, 0, 256)?;
-        pipeline.cache_expiry = CacheExpiry {
-            content_ttl: Duration::from_secs(
-                60 * parse_number(
-                    "CACHE_CONTENT_TTL_MINUTES",
-                    &self.cache_content_ttl_minutes,
-                    1,
-                    1 << 24,
-                )?,
-            ),
-            retention: Duration::from_secs(
-                3600 * parse_number(
-                    "CACHE_RETENTION_HOURS",
-                    &self.cache_retention_hours,
-                    1,
-                    1 << 20,
-                )?,
-            ),
-        };
-        pipeline.cache_expiry_interval = Duration::from_secs(parse_number(
-            "CACHE_EXPIRY_INTERVAL_SECS",
-            &self.cache_expiry_interval_secs,
-            1,
-            1 << 24,
-        )?);
         Ok(PodConfig {
             sharding,
             database,
-            http_addr,
-            log_format,
+            http_addr: self.http_addr,
+            log_format: self.log_format,
             pipeline,
         })
     }
@@ -321,6 +309,42 @@ mod tests {
         assert_eq!(ordinal_from_hostname("my-gateway-10"), Some(10));
         assert_eq!(ordinal_from_hostname("laptop"), None);
         assert_eq!(ordinal_from_hostname("gateway-x"), None);
+    }
+
+    #[derive(clap::Parser)]
+    struct Pod {
+        #[command(flatten)]
+        pod: PodArgs,
+    }
+
+    #[test]
+    fn each_setting_parses_to_its_type_and_names_its_variable() {
+        use clap::Parser;
+        let pod = Pod::try_parse_from([
+            "pod",
+            "--guild-stuck-secs",
+            "7",
+            "--cache-retention-hours",
+            "2",
+            "--database-url",
+            "sqlite:///tmp/x.db",
+            "--shard-strategy",
+            "discord",
+        ])
+        .unwrap()
+        .pod;
+        assert_eq!(pod.guild_stuck_secs, Duration::from_secs(7));
+        assert_eq!(pod.cache_retention_hours, Duration::from_secs(7200));
+        assert_eq!(pod.database_url, PathBuf::from("/tmp/x.db"));
+        assert_eq!(pod.shard_strategy, Strategy::Discord);
+        let e = Pod::try_parse_from(["pod", "--writer-max-batch", "0"]).unwrap_err();
+        let setting = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<ConfigError>())
+            .expect("the parser's own error");
+        assert_eq!(
+            setting.to_string(),
+            "WRITER_MAX_BATCH=\"0\": must be from 1 to 1048576"
+        );
     }
 
     #[test]

@@ -32,8 +32,6 @@ use std::process::ExitCode;
     about = "A sharded Discord gateway pod: events -> actors -> SQLite"
 )]
 struct Cli {
-    #[command(flatten)]
-    pod: config::PodArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,20 +53,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     match cli.command {
-        Command::ShardOf(args) => {
-            match shard_of::run(args, &cli.pod.num_gateway_pods, &cli.pod.shard_strategy) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e),
-            }
-        }
+        Command::ShardOf(args) => match shard_of::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
         Command::FakeDiscord(args) => {
-            let format = match cli.pod.validate() {
-                Ok(config) => config.log_format,
-                Err(e) => return fail(e.into()),
-            };
-            logging::init(format);
+            logging::init(config::LogFormat::Text);
             match run_in_system(fake_discord::run(args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
@@ -87,11 +82,11 @@ fn main() -> ExitCode {
             }
         }
         Command::Serve(args) => {
-            let (config, discord) = match cli.pod.validate().and_then(|c| Ok((c, args.validate()?)))
-            {
-                Ok(settings) => settings,
-                Err(e) => return fail(e.into()),
-            };
+            let (config, discord) =
+                match args.pod.validate().and_then(|c| Ok((c, args.validate()?))) {
+                    Ok(settings) => settings,
+                    Err(e) => return fail(e.into()),
+                };
             logging::init(config.log_format);
             match run_in_system(serve::run(config, discord)) {
                 Ok(code) => code,
@@ -99,7 +94,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Replay(args) => {
-            let config = match cli.pod.validate() {
+            let config = match args.pod.validate() {
                 Ok(config) => config,
                 Err(e) => return fail(e.into()),
             };
@@ -109,6 +104,20 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
+    }
+}
+
+/// A bad setting prints as our one line naming the variable and the value; other command-line
+/// mistakes (and --help, --version) as clap prints them.
+fn usage_error(e: clap::Error) -> ExitCode {
+    let setting =
+        std::error::Error::source(&e).and_then(|s| s.downcast_ref::<config::ConfigError>());
+    match setting {
+        Some(setting) => {
+            eprintln!("error: {setting}");
+            ExitCode::from(2)
+        }
+        None => e.exit(),
     }
 }
 

@@ -24,6 +24,8 @@ use tokio::sync::{mpsc, watch};
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
+    #[command(flatten)]
+    pub pod: crate::config::PodArgs,
     /// NDJSON gateway stream, one {"op":0,"t":...,"s":...,"d":...} per line; - for stdin
     #[arg(default_value = "-")]
     pub file: PathBuf,
