@@ -311,7 +311,7 @@ mod tests {
         assert_eq!(ordinal_from_hostname("gateway-x"), None);
     }
 
-    #[derive(clap::Parser)]
+    #[derive(Debug, clap::Parser)]
     struct Pod {
         #[command(flatten)]
         pod: PodArgs,
