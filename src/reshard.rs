@@ -48,8 +48,18 @@ pub fn run(args: ReshardArgs) -> anyhow::Result<ExitCode> {
         )
         .with_context(|| format!("opening {}", source.display()))?;
         for table in report.rows.keys() {
-            // A table the source lacks (the TypeScript file) counts 0.
-            *source_rows.entry(*table).or_insert(0) += store::count_rows(&conn, table).unwrap_or(0);
+            // A table the source lacks (the TypeScript file) counts 0; any other error is one.
+            let rows = match store::count_rows(&conn, table) {
+                Err(rusqlite::Error::SqliteFailure(_, Some(m)))
+                    if m.starts_with("no such table") =>
+                {
+                    0
+                }
+                other => {
+                    other.with_context(|| format!("counting {table} in {}", source.display()))?
+                }
+            };
+            *source_rows.entry(*table).or_insert(0) += rows;
         }
     }
     println!(

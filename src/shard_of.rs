@@ -21,8 +21,24 @@ pub struct ShardOfArgs {
     pub guild_ids: Vec<String>,
 }
 
-/// Prints `GUILD_ID ORDINAL` per id, in input order.
+/// Prints `GUILD_ID ORDINAL` per id, in input order. A reader that stops early (`| head`)
+/// ends the output quietly, as ripgrep does.
 pub fn run(args: ShardOfArgs) -> anyhow::Result<()> {
+    match print_owners(args) {
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        other => other,
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn print_owners(args: ShardOfArgs) -> anyhow::Result<()> {
     let (pods, strategy) = (args.pods as u32, args.strategy);
 
     let stdout = std::io::stdout();

@@ -366,3 +366,37 @@ fn a_full_disk_stops_the_replay_and_reports_what_is_not_committed() {
         missing.len()
     );
 }
+
+#[test]
+fn shard_of_into_a_closed_pipe_succeeds() {
+    use std::io::{BufRead, Write};
+    let mut child = gateway()
+        .arg("shard-of")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        // Far more than a pipe buffer holds; errors once the child is gone.
+        for id in 0..200_000u64 {
+            if writeln!(stdin, "{}", 80_000_000_000_000_000 + id).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    drop(stdout); // as `| head -1` does
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(first.starts_with("80000000000000000 "), "{first}");
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -78,7 +78,7 @@ pub enum ConnectionError {
     Authentication,
     #[error("Discord rejected the gateway intents (invalid or not enabled for this bot)")]
     Intents,
-    #[error("cannot reach the Discord API at {api}: {source}")]
+    #[error("cannot reach the Discord API at {api}")]
     Unreachable {
         api: String,
         source: serenity::Error,
