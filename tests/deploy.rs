@@ -112,38 +112,104 @@ fn every_kustomization_renders_and_validates() {
     }
 }
 
+/// Each overlay, rendered, with what every wiring check needs.
+struct Rendered {
+    target: &'static str,
+    docs: Vec<Value>,
+}
+
+impl Rendered {
+    fn all() -> Vec<Rendered> {
+        TARGETS
+            .iter()
+            .map(|&target| Rendered {
+                target,
+                docs: documents(&render(target)),
+            })
+            .collect()
+    }
+
+    fn statefulset(&self) -> &Value {
+        let sts = find(&self.docs, "StatefulSet", "gateway");
+        assert_eq!(sts.len(), 1, "{}: one StatefulSet", self.target);
+        sts[0]
+    }
+
+    fn pod(&self) -> &Value {
+        &self.statefulset()["spec"]["template"]["spec"]
+    }
+
+    fn gateway(&self) -> &Value {
+        container(self.pod(), "containers", "gateway")
+    }
+
+    fn gateway_env(&self) -> &Vec<Value> {
+        self.gateway()["env"].as_sequence().unwrap()
+    }
+
+    /// NUM_GATEWAY_PODS from its one ConfigMap.
+    fn pods(&self) -> u64 {
+        self.docs
+            .iter()
+            .find(|d| d["kind"] == "ConfigMap" && !d["data"]["NUM_GATEWAY_PODS"].is_null())
+            .expect("a ConfigMap with NUM_GATEWAY_PODS")["data"]["NUM_GATEWAY_PODS"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    fn database_url(&self) -> String {
+        let env = self.gateway_env();
+        env.iter().find(|e| e["name"] == "DATABASE_URL").unwrap()["value"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn litestream_config(&self) -> String {
+        let config_map = find(&self.docs, "ConfigMap", "gateway-litestream");
+        config_map[0]["data"]["litestream.yml"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
 #[test]
-fn the_wiring_is_complete() {
-    for target in TARGETS {
-        let docs = documents(&render(target));
-        let sts = find(&docs, "StatefulSet", "gateway");
-        assert_eq!(sts.len(), 1, "{target}: one StatefulSet");
-        let sts = sts[0];
-        let spec = &sts["spec"];
+fn statefulset_service_and_budget_are_wired() {
+    for r in Rendered::all() {
+        let (target, docs) = (r.target, &r.docs);
+        let spec = &r.statefulset()["spec"];
         assert_eq!(spec["podManagementPolicy"], "Parallel", "{target}");
         assert_eq!(spec["serviceName"], "gateway", "{target}");
-        let svc = find(&docs, "Service", "gateway");
+        let svc = find(docs, "Service", "gateway");
         assert_eq!(
             svc[0]["spec"]["clusterIP"], "None",
             "{target}: headless Service"
         );
         assert_eq!(
-            find(&docs, "PodDisruptionBudget", "gateway").len(),
+            find(docs, "PodDisruptionBudget", "gateway").len(),
             1,
             "{target}: PDB"
         );
-        let pod = &spec["template"]["spec"];
         assert!(
-            pod["terminationGracePeriodSeconds"].as_u64().unwrap() >= 30,
+            r.pod()["terminationGracePeriodSeconds"].as_u64().unwrap() >= 30,
             "{target}: grace period"
         );
         assert_eq!(
             spec["template"]["metadata"]["annotations"]["prometheus.io/scrape"],
             "true"
         );
+    }
+}
 
-        // One source of NUM_GATEWAY_PODS: the gateway-sharding ConfigMap, equal to replicas.
-        let sources: Vec<&Value> = docs
+#[test]
+fn num_gateway_pods_has_one_source_equal_to_replicas() {
+    for r in Rendered::all() {
+        let target = r.target;
+        let sources: Vec<&Value> = r
+            .docs
             .iter()
             .filter(|d| d["kind"] == "ConfigMap" && !d["data"]["NUM_GATEWAY_PODS"].is_null())
             .collect();
@@ -152,23 +218,25 @@ fn the_wiring_is_complete() {
             sources[0]["metadata"]["name"], "gateway-sharding",
             "{target}: a stable name the HTTP services can use"
         );
-        let pods: u64 = sources[0]["data"]["NUM_GATEWAY_PODS"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
         assert_eq!(
-            spec["replicas"].as_u64(),
-            Some(pods),
+            r.statefulset()["spec"]["replicas"].as_u64(),
+            Some(r.pods()),
             "{target}: replicas == NUM_GATEWAY_PODS"
         );
-
-        let gateway = container(pod, "containers", "gateway");
-        let env = gateway["env"].as_sequence().unwrap();
         assert!(
-            env.iter().all(|e| e["name"] != "NUM_GATEWAY_PODS"),
+            r.gateway_env()
+                .iter()
+                .all(|e| e["name"] != "NUM_GATEWAY_PODS"),
             "{target}: NUM_GATEWAY_PODS only from the ConfigMap"
         );
+    }
+}
+
+#[test]
+fn the_gateway_container_has_its_settings_probes_and_resources() {
+    for r in Rendered::all() {
+        let target = r.target;
+        let (gateway, env) = (r.gateway(), r.gateway_env());
         let ordinal = env
             .iter()
             .find(|e| e["name"] == "POD_ORDINAL")
@@ -177,7 +245,7 @@ fn the_wiring_is_complete() {
             ordinal["valueFrom"]["fieldRef"]["fieldPath"],
             "metadata.labels['apps.kubernetes.io/pod-index']"
         );
-        let gateway_env = env_names(gateway, &docs);
+        let gateway_env = env_names(gateway, &r.docs);
         for name in [
             "POD_ORDINAL",
             "NUM_GATEWAY_PODS",
@@ -193,10 +261,6 @@ fn the_wiring_is_complete() {
             token["valueFrom"]["secretKeyRef"].is_mapping(),
             "{target}: DISCORD_TOKEN from a Secret"
         );
-        let db = env.iter().find(|e| e["name"] == "DATABASE_URL").unwrap()["value"]
-            .as_str()
-            .unwrap()
-            .to_owned();
         assert_eq!(gateway["startupProbe"]["httpGet"]["path"], "/healthz");
         assert_eq!(gateway["livenessProbe"]["httpGet"]["path"], "/healthz");
         assert_eq!(gateway["readinessProbe"]["httpGet"]["path"], "/readyz");
@@ -204,10 +268,14 @@ fn the_wiring_is_complete() {
             gateway["resources"]["requests"].is_mapping()
                 && gateway["resources"]["limits"].is_mapping()
         );
+    }
+}
 
-        // Litestream: the config's variables reach both containers that read it.
-        let config_map = find(&docs, "ConfigMap", "gateway-litestream");
-        let config = config_map[0]["data"]["litestream.yml"].as_str().unwrap();
+#[test]
+fn litestream_replicates_the_database_from_both_of_its_containers() {
+    for r in Rendered::all() {
+        let target = r.target;
+        let (pod, db, config) = (r.pod(), r.database_url(), r.litestream_config());
         let settings: String = config
             .lines()
             .filter(|l| !l.trim_start().starts_with('#'))
@@ -244,7 +312,7 @@ fn the_wiring_is_complete() {
         }
         assert_eq!(args(sidecar)[0], "replicate");
         for (role, c) in [("init", restore), ("sidecar", sidecar)] {
-            let names = env_names(c, &docs);
+            let names = env_names(c, &r.docs);
             for var in vars.iter().chain(
                 [
                     "LITESTREAM_ACCESS_KEY_ID".to_string(),
@@ -278,7 +346,13 @@ fn the_wiring_is_complete() {
                 "{target}: {role} sees the database volume"
             );
         }
-        // The replica path is per pod: distinct for every ordinal.
+    }
+}
+
+#[test]
+fn each_pod_has_its_own_replica_path() {
+    for r in Rendered::all() {
+        let (target, pods, config) = (r.target, r.pods(), r.litestream_config());
         let path_template = config
             .lines()
             .find_map(|l| l.trim().strip_prefix("path: gateway/"))
@@ -291,8 +365,13 @@ fn the_wiring_is_complete() {
             pods,
             "{target}: one replica path per pod"
         );
+    }
+}
 
-        // Hardened containers.
+#[test]
+fn every_container_is_hardened() {
+    for r in Rendered::all() {
+        let (target, pod) = (r.target, r.pod());
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
         for c in pod["containers"]
             .as_sequence()
@@ -317,7 +396,14 @@ fn the_wiring_is_complete() {
                 c["name"]
             );
         }
-        let monitors = find(&docs, "ServiceMonitor", "gateway").len();
+    }
+}
+
+#[test]
+fn the_service_monitor_is_only_where_its_component_is_used() {
+    for r in Rendered::all() {
+        let target = r.target;
+        let monitors = find(&r.docs, "ServiceMonitor", "gateway").len();
         assert_eq!(
             monitors,
             usize::from(target == "overlays/production"),
