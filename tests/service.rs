@@ -9,6 +9,26 @@ use std::time::Duration;
 
 use common::Proc as Pod;
 
+/// Facts about the sample stream the assertions below rely on, drawn from the fixture.
+struct Sample {
+    /// The last dispatch's seq (every line is a dispatch, numbered from 1).
+    last_seq: u64,
+    events: usize,
+    messages_created: usize,
+    guilds: usize,
+}
+
+fn sample() -> Sample {
+    let lines = sample_lines();
+    let guilds: std::collections::BTreeSet<u64> = lines.iter().filter_map(dispatch_guild).collect();
+    Sample {
+        last_seq: lines.iter().filter_map(|l| l["s"].as_u64()).max().unwrap(),
+        events: lines.len(),
+        messages_created: lines.iter().filter(|l| l["t"] == "MESSAGE_CREATE").count(),
+        guilds: guilds.len(),
+    }
+}
+
 #[test]
 fn metrics_pass_promtool_and_probes_answer() {
     let dir = tempfile::tempdir().unwrap();
@@ -22,10 +42,11 @@ fn metrics_pass_promtool_and_probes_answer() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap());
+    let sample = sample();
     let status = wait_for(Duration::from_secs(20), || {
         let (_, body) = http_get(port, "/status").ok()?;
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        (v["last_seq_committed"] == 508).then_some(v)
+        (v["last_seq_committed"] == sample.last_seq).then_some(v)
     })
     .expect("the pod commits the whole sample");
     assert_eq!(status["in_flight"], 0);
@@ -35,23 +56,26 @@ fn metrics_pass_promtool_and_probes_answer() {
     let (code, page) = http_get(port, "/metrics").unwrap();
     assert_eq!(code, 200);
     for name in [
-        "guild_gateway_events_received_total{type=\"MESSAGE_CREATE\"} 300",
-        "guild_gateway_events_owned_total",
-        "guild_gateway_events_foreign_total",
-        "guild_gateway_events_skipped_total",
-        "guild_gateway_events_processed_total 508",
-        "guild_gateway_handler_errors_total 0",
-        "guild_gateway_events_shed_total 0",
-        "guild_gateway_guild_actors 8",
-        "guild_gateway_guild_mailbox_depth 0",
-        "guild_gateway_writer_batch_size_bucket",
-        "guild_gateway_writer_commit_seconds_bucket",
-        "guild_gateway_database_size_bytes",
-        "guild_gateway_pod_ordinal 0",
-        "guild_gateway_pods 1",
-        "guild_gateway_process_resident_memory_bytes",
+        format!(
+            "guild_gateway_events_received_total{{type=\"MESSAGE_CREATE\"}} {}",
+            sample.messages_created
+        ),
+        "guild_gateway_events_owned_total".to_string(),
+        "guild_gateway_events_foreign_total".to_string(),
+        "guild_gateway_events_skipped_total".to_string(),
+        format!("guild_gateway_events_processed_total {}", sample.events),
+        "guild_gateway_handler_errors_total 0".to_string(),
+        "guild_gateway_events_shed_total 0".to_string(),
+        format!("guild_gateway_guild_actors {}", sample.guilds),
+        "guild_gateway_guild_mailbox_depth 0".to_string(),
+        "guild_gateway_writer_batch_size_bucket".to_string(),
+        "guild_gateway_writer_commit_seconds_bucket".to_string(),
+        "guild_gateway_database_size_bytes".to_string(),
+        "guild_gateway_pod_ordinal 0".to_string(),
+        "guild_gateway_pods 1".to_string(),
+        "guild_gateway_process_resident_memory_bytes".to_string(),
     ] {
-        assert!(page.contains(name), "/metrics lacks {name}");
+        assert!(page.contains(&name), "/metrics lacks {name}");
     }
     assert_promtool_accepts(&page);
 
@@ -84,7 +108,7 @@ fn sigterm_drains_everything_accepted() {
     wait_for(Duration::from_secs(20), || {
         let (_, body) = http_get(port, "/status").ok()?;
         let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        (v["last_seq_received"] == 508).then_some(())
+        (v["last_seq_received"] == sample().last_seq).then_some(())
     })
     .expect("the pod accepts the whole sample");
     sigterm(&pod.0);
