@@ -52,13 +52,18 @@ pub struct GuildDeps {
 }
 
 pub struct GuildActor {
+    /// The guild's channels (names, categories): what message rows need, restored from the
+    /// database when the actor starts again after passivation.
     state: GuildState,
+    /// Moderation events and audit log entries waiting for their pair. An event waiting here
+    /// is not done, so `last_seq_committed` stays behind it until it is written.
     moderation: ModerationLog<Ticket>,
     /// Shared with the filter: the mailbox count and the overflow this actor pulls from.
     inbox: Arc<GuildInbox>,
     /// Where to ask for passivation (the filter decides, so no event races the stop).
     passivate: Recipient<Passivate>,
     deps: GuildDeps,
+    /// When the last event arrived: passivation waits `idle_after` from here.
     last_event: Instant,
 }
 

@@ -77,13 +77,19 @@ impl PipelineConfig {
     }
 }
 
+/// One pod's running pipeline: the handle every source submits to.
 pub struct Pipeline {
+    /// The entry of every event; it owns the guild actors.
     filter: Addr<ShardFilter>,
+    /// Asked directly only for readiness (`CheckWritable`).
     writer: Addr<SqliteWriter>,
+    /// Which accepted events are done; also the source's admission bound (`max_in_flight`).
     progress: Arc<Progress>,
+    /// Whether commits succeed; `submit` waits while a persistent fault lasts.
     health: Arc<StorageHealth>,
     metrics: Arc<Metrics>,
     database: PathBuf,
+    /// The writer's thread and the guild workers, stopped by `shutdown`.
     arbiters: Vec<Arbiter>,
     /// This process is the database's only writer while the pipeline lives.
     _lock: store::WriterLock,

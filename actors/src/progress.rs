@@ -38,11 +38,15 @@ struct Window {
     snapshot: Snapshot,
 }
 
+/// Tracks every accepted event until it is done.
 pub struct Progress {
+    /// The unfinished tickets in arrival order, and the counts `/status` shows.
     window: Mutex<Window>,
     /// Accepted-to-done time of each event.
     latency: Option<Histogram>,
+    /// One permit per event that may be in flight: `admit` takes one, `complete` returns it.
     admission: Arc<Semaphore>,
+    /// Woken when the last unfinished event is done (drains wait on it).
     idle: Notify,
 }
 
