@@ -1,274 +1,117 @@
-//! serenity's decoded events -> the pipeline's [`Dispatch`]: the frame is decoded once, by
-//! serenity, and only the fields the handlers use are carried over.
+//! serenity's decoded events -> the pipeline's [`Dispatch`], through the same JSON decoder
+//! that `replay` uses ([`decode_dispatch`]): what each event means is defined once, in
+//! `gateway_actors::event`, for live pods and replays alike.
+//!
+//! serenity's model serializes back to Discord's own shape (`{"t": NAME, "d": PAYLOAD}`), so
+//! the payload is re-encoded and decoded by ours. That costs one serialization per event
+//! (measured in BENCHMARKS.md) and buys one definition; a test runs every stream we have
+//! through both paths and finds the same dispatches.
 
-use gateway_actors::event::{
-    decode_dispatch, AuditEntry, Author, Channel, Dispatch, Emoji, Event, EventKind, GuildCreate,
-    Id, MessageCreate, MessageUpdate, Reaction, ReferencedMessage, TimeoutChange,
-};
-use serenity::model::channel::{GuildChannel, ReactionType};
+use gateway_actors::event::{decode_dispatch, Dispatch, Event, EventKind};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serenity::model::event::Event as SEvent;
-use serenity::model::guild::audit_log::Change;
+use std::borrow::Cow;
 
-fn channel(c: &GuildChannel) -> Channel {
-    Channel {
-        id: Id(c.id.get()),
-        kind: u8::from(c.kind),
-        guild_id: Some(Id(c.guild_id.get())),
-        name: Some(c.name.clone()),
-        parent_id: c.parent_id.map(|p| Id(p.get())),
-    }
-}
-
-fn emoji(e: &ReactionType) -> Emoji {
-    match e {
-        ReactionType::Custom { id, name, .. } => Emoji {
-            id: Some(Id(id.get())),
-            name: name.clone(),
-        },
-        ReactionType::Unicode(name) => Emoji {
-            id: None,
-            name: Some(name.clone()),
-        },
-        _ => Emoji {
-            id: None,
-            name: None,
-        },
-    }
-}
-
-fn reaction(r: &serenity::model::channel::Reaction, added: bool) -> Option<(Option<Id>, Event)> {
-    let user_id = r.user_id?;
-    Some((
-        r.guild_id.map(|g| Id(g.get())),
-        Event::Reaction(Reaction {
-            added,
-            message_id: Id(r.message_id.get()),
-            user_id: Id(user_id.get()),
-            guild_id: r.guild_id.map(|g| Id(g.get())),
-            emoji: emoji(&r.emoji),
-        }),
-    ))
+/// serenity's serialized event: its name and payload, the payload left undecoded.
+#[derive(Deserialize)]
+struct Tagged<'a> {
+    #[serde(borrow)]
+    t: Cow<'a, str>,
+    #[serde(borrow)]
+    d: Option<&'a RawValue>,
 }
 
 /// Converts one event; `seq` is the gateway sequence number as counted by the connection.
 pub fn to_dispatch(event: &SEvent, seq: Option<u64>) -> Dispatch {
-    let g = |id: serenity::model::id::GuildId| Some(Id(id.get()));
-    let (kind, guild_id, converted) = match event {
-        SEvent::Ready(r) => (
-            EventKind::Ready,
-            None,
-            Event::Ready {
-                bot_user_id: Id(r.ready.user.id.get()),
-            },
-        ),
-        SEvent::Resumed(_) => (EventKind::Resumed, None, Event::Other),
-        SEvent::GuildCreate(e) => {
-            let guild = &e.guild;
-            let create = GuildCreate {
-                id: Id(guild.id.get()),
-                channels: guild.channels.values().map(channel).collect(),
-                threads: guild.threads.iter().map(channel).collect(),
-            };
-            (
-                EventKind::GuildCreate,
-                g(guild.id),
-                Event::GuildCreate(create),
-            )
-        }
-        SEvent::ChannelCreate(e) => (
-            EventKind::ChannelCreate,
-            g(e.channel.guild_id),
-            Event::ChannelUpsert(channel(&e.channel)),
-        ),
-        SEvent::ChannelUpdate(e) => (
-            EventKind::ChannelUpdate,
-            g(e.channel.guild_id),
-            Event::ChannelUpsert(channel(&e.channel)),
-        ),
-        SEvent::ChannelDelete(e) => (
-            EventKind::ChannelDelete,
-            g(e.channel.guild_id),
-            Event::ChannelDelete {
-                id: Id(e.channel.id.get()),
-            },
-        ),
-        SEvent::ThreadCreate(e) => (
-            EventKind::ThreadCreate,
-            g(e.thread.guild_id),
-            Event::ChannelUpsert(channel(&e.thread)),
-        ),
-        SEvent::ThreadUpdate(e) => (
-            EventKind::ThreadUpdate,
-            g(e.thread.guild_id),
-            Event::ChannelUpsert(channel(&e.thread)),
-        ),
-        SEvent::ThreadDelete(e) => (
-            EventKind::ThreadDelete,
-            g(e.thread.guild_id),
-            Event::ChannelDelete {
-                id: Id(e.thread.id.get()),
-            },
-        ),
-        SEvent::MessageCreate(e) => {
-            let m = &e.message;
-            let create = MessageCreate {
-                id: Id(m.id.get()),
-                channel_id: Id(m.channel_id.get()),
-                guild_id: m.guild_id.map(|id| Id(id.get())),
-                author: Author {
-                    id: Id(m.author.id.get()),
-                    bot: m.author.bot,
-                    system: m.author.system,
-                },
-                webhook_id: m.webhook_id.map(|w| Id(w.get())),
-                content: m.content.clone(),
-                referenced_message: m.referenced_message.as_ref().map(|r| ReferencedMessage {
-                    author: Author {
-                        id: Id(r.author.id.get()),
-                        bot: r.author.bot,
-                        system: r.author.system,
-                    },
-                }),
-                reactions: m.reactions.len(),
-            };
-            (
-                EventKind::MessageCreate,
-                create.guild_id,
-                Event::MessageCreate(Box::new(create)),
-            )
-        }
-        SEvent::MessageUpdate(e) => {
-            let update = MessageUpdate {
-                id: Id(e.id.get()),
-                channel_id: Id(e.channel_id.get()),
-                guild_id: e.guild_id.map(|id| Id(id.get())),
-                content: e.content.clone(),
-            };
-            (
-                EventKind::MessageUpdate,
-                update.guild_id,
-                Event::MessageUpdate(update),
-            )
-        }
-        SEvent::MessageDelete(e) => (
-            EventKind::MessageDelete,
-            e.guild_id.map(|id| Id(id.get())),
-            Event::MessageDelete {
-                ids: vec![Id(e.message_id.get())],
-            },
-        ),
-        SEvent::MessageDeleteBulk(e) => (
-            EventKind::MessageDeleteBulk,
-            e.guild_id.map(|id| Id(id.get())),
-            Event::MessageDelete {
-                ids: e.ids.iter().map(|id| Id(id.get())).collect(),
-            },
-        ),
-        SEvent::ReactionAdd(e) => match reaction(&e.reaction, true) {
-            Some((guild, ev)) => (EventKind::MessageReactionAdd, guild, ev),
-            None => (
-                EventKind::MessageReactionAdd,
-                e.reaction.guild_id.map(|id| Id(id.get())),
-                Event::Other,
-            ),
-        },
-        SEvent::ReactionRemove(e) => match reaction(&e.reaction, false) {
-            Some((guild, ev)) => (EventKind::MessageReactionRemove, guild, ev),
-            None => (
-                EventKind::MessageReactionRemove,
-                e.reaction.guild_id.map(|id| Id(id.get())),
-                Event::Other,
-            ),
-        },
-        SEvent::GuildBanAdd(e) => (
-            EventKind::GuildBanAdd,
-            g(e.guild_id),
-            Event::Ban {
-                user_id: Id(e.user.id.get()),
-                added: true,
-            },
-        ),
-        SEvent::GuildBanRemove(e) => (
-            EventKind::GuildBanRemove,
-            g(e.guild_id),
-            Event::Ban {
-                user_id: Id(e.user.id.get()),
-                added: false,
-            },
-        ),
-        SEvent::GuildMemberRemove(e) => (
-            EventKind::GuildMemberRemove,
-            g(e.guild_id),
-            Event::MemberRemove {
-                user_id: Id(e.user.id.get()),
-            },
-        ),
-        SEvent::GuildMemberUpdate(e) => (
-            EventKind::GuildMemberUpdate,
-            g(e.guild_id),
-            Event::MemberUpdate {
-                user_id: Id(e.user.id.get()),
-                timeout_until_ms: e
-                    .communication_disabled_until
-                    .map(|t| t.unix_timestamp() * 1000 + i64::from(t.nanosecond() / 1_000_000)),
-            },
-        ),
-        SEvent::GuildAuditLogEntryCreate(e) => {
-            let entry = &e.entry;
-            let timeout_change = entry.changes.iter().flatten().find_map(|c| match c {
-                Change::CommunicationDisabledUntil { new, .. } => Some(if new.is_some() {
-                    TimeoutChange::Set
-                } else {
-                    TimeoutChange::Cleared
-                }),
-                _ => None,
-            });
-            let converted = AuditEntry {
-                id: Id(entry.id.get()),
-                action: u16::from(entry.action.num()),
-                target_id: entry.target_id.map(|t| Id(t.get())),
-                executor_id: Some(Id(entry.user_id.get())),
-                reason: entry.reason.clone(),
-                timeout_change,
-            };
-            (
-                EventKind::GuildAuditLogEntryCreate,
-                g(e.guild_id),
-                Event::AuditEntry(converted),
-            )
-        }
-        SEvent::Unknown(unknown) if EventKind::from_name(&unknown.kind) != EventKind::Other => {
-            // serenity could not decode a type we handle (a field it requires is missing):
-            // decode it ourselves rather than lose it.
-            match decode_dispatch(&unknown.kind, seq, &unknown.value.to_string()) {
-                Ok(dispatch) => return dispatch,
-                Err(e) => {
-                    tracing::warn!(event = %unknown.kind, error = %e, "undecodable dispatch skipped");
-                    (EventKind::from_name(&unknown.kind), None, Event::Other)
+    let decoded = match event {
+        // serenity could not decode it (a field it requires is missing): its raw payload is
+        // still ours to decode, rather than lose it.
+        SEvent::Unknown(unknown) => decode_dispatch(&unknown.kind, seq, &unknown.value.to_string())
+            .map_err(|e| (unknown.kind.clone(), e.to_string())),
+        other => match serde_json::to_string(other) {
+            Ok(json) => match serde_json::from_str::<Tagged>(&json) {
+                Ok(tagged) => {
+                    let payload = tagged.d.map_or("{}", RawValue::get);
+                    decode_dispatch(&tagged.t, seq, payload)
+                        .map_err(|e| (tagged.t.into_owned(), e.to_string()))
                 }
-            }
-        }
-        other => {
-            // Rarer types: their name and guild from their JSON form (each is serialized once).
-            let value = serde_json::to_value(other).unwrap_or_default();
-            let name = value.get("t").and_then(|t| t.as_str()).unwrap_or_default();
-            let guild = value
-                .get("d")
-                .and_then(|d| d.get("guild_id"))
-                .and_then(|id| id.as_str())
-                .and_then(|id| id.parse().ok())
-                .map(Id);
-            let kind = match other {
-                SEvent::Unknown(u) => EventKind::from_name(&u.kind),
-                _ => EventKind::from_name(name),
-            };
-            (kind, guild, Event::Other)
-        }
+                Err(e) => Err((String::from("?"), e.to_string())),
+            },
+            Err(e) => Err((String::from("?"), e.to_string())),
+        },
     };
-    Dispatch {
-        kind,
-        seq,
-        guild_id,
-        event: converted,
+    decoded.unwrap_or_else(|(name, error)| {
+        tracing::warn!(event = %name, %error, "undecodable dispatch skipped");
+        Dispatch {
+            kind: EventKind::from_name(&name),
+            seq,
+            guild_id: None,
+            event: Event::Other,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gateway_actors::event::decode_frame;
+
+    /// serenity keeps a guild's channels in a map: their order carries no meaning.
+    fn in_order(mut dispatch: Dispatch) -> Dispatch {
+        if let Event::GuildCreate(guild) = &mut dispatch.event {
+            guild.channels.sort_by_key(|c| c.id);
+            guild.threads.sort_by_key(|c| c.id);
+        }
+        dispatch
+    }
+
+    /// Both paths give the same dispatch for every line of `stream`.
+    fn paths_agree(name: &str, stream: &str) {
+        let mut compared = 0;
+        for (n, line) in stream.lines().enumerate() {
+            let ours = decode_frame(line).expect("the stream decodes");
+            let theirs: SEvent = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{name} line {}: serenity: {e}", n + 1));
+            let (ours, live) = (
+                in_order(ours.clone()),
+                in_order(to_dispatch(&theirs, ours.seq)),
+            );
+            // Debug shows every field of the decoded event, so equal text is equal meaning.
+            assert_eq!(
+                format!("{live:?}"),
+                format!("{ours:?}"),
+                "{name} line {}: the live path and replay disagree",
+                n + 1
+            );
+            compared += 1;
+        }
+        assert!(compared > 0, "{name} is empty");
+    }
+
+    #[test]
+    fn live_and_replay_decode_the_sample_alike() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/events.sample.ndjson"
+        );
+        let sample = std::fs::read_to_string(path).expect("the sample fixture");
+        paths_agree("events.sample.ndjson", &sample);
+    }
+
+    #[test]
+    fn live_and_replay_decode_the_synthetic_stream_alike() {
+        let mut stream = Vec::new();
+        gateway_actors::synthetic::generate(
+            &mut stream,
+            50,
+            3000,
+            &gateway_actors::synthetic::DEFAULT_TEXTS
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .expect("generating");
+        paths_agree("synthetic", &String::from_utf8(stream).expect("utf-8"));
     }
 }
