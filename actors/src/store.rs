@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 pub const SCHEMA: &str = include_str!("../../schema.sql");
 
 /// The writer connection's page cache, in KiB (SQLite's negative `cache_size`).
-const WRITER_CACHE_KIB: i64 = -64 * 1024;
+const WRITER_CACHE_KIB: i64 = -32 * 1024;
 
 /// How long a connection waits for a lock (Litestream's checkpoints take one briefly).
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

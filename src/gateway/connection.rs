@@ -29,7 +29,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Events decoded and waiting for the pipeline, at most.
-pub const EVENT_QUEUE: usize = 1024;
+pub const EVENT_QUEUE: usize = 256;
 
 /// The intents of the TypeScript bot.
 pub fn intents() -> GatewayIntents {
