@@ -37,6 +37,8 @@ pub struct Metrics {
     pub pod_ordinal: IntGauge,
     pub pods: IntGauge,
     pub cache_expired: IntCounterVec,
+    /// Writes refused because the row they name belongs to another guild than the event's.
+    pub cross_guild_writes_refused: IntCounter,
 }
 
 impl Metrics {
@@ -159,6 +161,10 @@ impl Metrics {
                 "message_cache_expired_total",
                 "message_cache rows changed by the expiry job.",
                 &["change"],
+            )?,
+            cross_guild_writes_refused: counter(
+                "cross_guild_writes_refused_total",
+                "Writes refused because the row they name (a channel, a message, an audit entry) belongs to another guild than the event's; nothing was changed.",
             )?,
             registry,
         };

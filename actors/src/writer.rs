@@ -8,6 +8,7 @@
 
 use crate::metrics::Metrics;
 use crate::progress::{Progress, Ticket};
+use crate::scope::{CrossGuildWrite, Outcome, RefusedWrites};
 use crate::store::{self, CacheExpiry, Op};
 use actix::prelude::*;
 use rusqlite::Connection;
@@ -57,6 +58,7 @@ pub struct SqliteWriter {
     flush_scheduled: bool,
     metrics: Arc<Metrics>,
     progress: Arc<Progress>,
+    refused: RefusedWrites,
 }
 
 impl SqliteWriter {
@@ -71,6 +73,7 @@ impl SqliteWriter {
             config,
             pending: Vec::new(),
             flush_scheduled: false,
+            refused: RefusedWrites::new(metrics.cross_guild_writes_refused.clone()),
             metrics,
             progress,
         }
@@ -83,16 +86,21 @@ impl SqliteWriter {
         let started = Instant::now();
         let batch = std::mem::take(&mut self.pending);
         let now = store::iso8601(SystemTime::now());
-        if let Err(e) = commit(&mut self.conn, batch.iter(), &now) {
+        let mut refused = Vec::new();
+        if let Err(e) = commit(&mut self.conn, batch.iter(), &now, &mut refused) {
             // One bad command must not cost the others: retry each alone and count failures.
             tracing::warn!(error = %e, commands = batch.len(), "batch failed, retrying its commands one by one");
+            refused.clear();
             for cmd in &batch {
-                if let Err(e) = commit(&mut self.conn, std::iter::once(cmd), &now) {
+                let kept = refused.len();
+                if let Err(e) = commit(&mut self.conn, std::iter::once(cmd), &now, &mut refused) {
+                    refused.truncate(kept);
                     self.metrics.handler_errors.inc();
                     tracing::error!(error = %e, "write failed; the event's changes were rolled back");
                 }
             }
         }
+        self.refused.report(&refused, Instant::now());
         self.metrics
             .writer_commit_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -109,15 +117,19 @@ impl SqliteWriter {
     }
 }
 
+/// Writes refused as another guild's are collected in `refused` (they changed nothing).
 fn commit<'a>(
     conn: &mut Connection,
     cmds: impl Iterator<Item = &'a WriteCmd>,
     now: &str,
+    refused: &mut Vec<CrossGuildWrite>,
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     for cmd in cmds {
         for op in &cmd.ops {
-            store::apply(&tx, op, now)?;
+            if let Outcome::Refused(r) = store::apply(&tx, op, now)? {
+                refused.push(r);
+            }
         }
     }
     tx.commit()
