@@ -21,6 +21,9 @@ CREATE TABLE IF NOT EXISTS channel_info (
 );
 -- added: a guild actor loads its guild's channels at start.
 CREATE INDEX IF NOT EXISTS channel_info_guild ON channel_info (guild_id);
+-- added: a channel's rename updates its children's category, found by parent_id; without this
+-- index every CHANNEL_UPDATE scans the whole table. Created at open in existing files too.
+CREATE INDEX IF NOT EXISTS channel_info_parent ON channel_info (parent_id);
 
 CREATE TABLE IF NOT EXISTS message_stats (
     message_id       TEXT PRIMARY KEY,
@@ -80,6 +83,17 @@ CREATE TABLE IF NOT EXISTS mod_actions (
 );
 -- added: per-guild queries and moves.
 CREATE INDEX IF NOT EXISTS mod_actions_guild ON mod_actions (guild_id, created_at);
+-- added: a late audit log entry finds the row its event got without it.
+CREATE INDEX IF NOT EXISTS mod_actions_target ON mod_actions (guild_id, user_id, action_type);
+
+-- added: audit log entries that arrived after their event's row was written without them, and
+-- completed (or, for the bot's own actions, removed) that row. The row keeps its own
+-- source_key, so a redelivered event is still recognised; this records the entry, so a
+-- redelivered entry changes nothing more and a later pairing of the two writes no second row.
+CREATE TABLE IF NOT EXISTS mod_action_late_entries (
+    source_key TEXT PRIMARY KEY,
+    guild_id   TEXT NOT NULL
+) WITHOUT ROWID;
 
 -- added: each member's current timeout, so a guild actor started after passivation or a
 -- restart knows whether a cleared timeout was a removal.

@@ -86,7 +86,8 @@ fn the_single_file_of_the_typescript_deployment_splits_by_owner() {
     // The TypeScript file has none of the added columns and tables.
     let conn = rusqlite::Connection::open(&single).unwrap();
     conn.execute_batch(
-        "DROP TABLE message_reactions; DROP TABLE member_timeouts;
+        "DROP TABLE message_reactions; DROP TABLE member_timeouts; DROP TABLE mod_action_late_entries;
+         DROP INDEX channel_info_parent;
          ALTER TABLE channel_info DROP COLUMN channel_type; ALTER TABLE channel_info DROP COLUMN parent_id;
          CREATE TABLE ts_mod_actions AS SELECT id, user_id, guild_id, action_type, executor_id,
            executor_username, reason, duration, created_at FROM mod_actions;

@@ -75,6 +75,7 @@ impl GuildState {
                 vec![
                     self.upsert_op(c),
                     Op::RenameParent {
+                        guild_id: self.guild_id,
                         parent_id: c.id,
                         name: c.name.clone(),
                     },
@@ -82,7 +83,10 @@ impl GuildState {
             }
             Event::ChannelDelete { id } => {
                 self.channels.remove(id);
-                vec![Op::DeleteChannel(*id)]
+                vec![Op::DeleteChannel {
+                    guild_id: self.guild_id,
+                    id: *id,
+                }]
             }
             Event::MessageCreate(m) => self.message_created(m),
             Event::MessageUpdate(m) => match &m.content {
@@ -90,11 +94,13 @@ impl GuildState {
                     let mut ops = Vec::with_capacity(2);
                     if !content.is_empty() {
                         ops.push(Op::UpdateMessageStats {
+                            guild_id: self.guild_id,
                             message_id: m.id,
                             stats: message_stats(content),
                         });
                     }
                     ops.push(Op::UpdateCache {
+                        guild_id: self.guild_id,
                         message_id: m.id,
                         content: content.clone(),
                     });
@@ -103,8 +109,15 @@ impl GuildState {
                 // A partial update (embeds resolved, pins...) changes nothing we store.
                 None => Vec::new(),
             },
-            Event::MessageDelete { ids } => ids.iter().map(|id| Op::DeleteMessage(*id)).collect(),
+            Event::MessageDelete { ids } => ids
+                .iter()
+                .map(|id| Op::DeleteMessage {
+                    guild_id: self.guild_id,
+                    id: *id,
+                })
+                .collect(),
             Event::Reaction(r) => vec![Op::Reaction {
+                guild_id: self.guild_id,
                 message_id: r.message_id,
                 user_id: r.user_id,
                 emoji: r.emoji.key(),

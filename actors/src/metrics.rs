@@ -43,6 +43,8 @@ pub struct Metrics {
     pub guilds_stuck: IntGauge,
     pub storage_failing: IntGauge,
     pub write_retries: IntCounterVec,
+    /// Writes refused because the row they name belongs to another guild than the event's.
+    pub cross_guild_writes_refused: IntCounter,
 }
 
 impl Metrics {
@@ -186,6 +188,10 @@ impl Metrics {
                 "write_retries_total",
                 "Commits retried after a failure, by cause (transient: a lock; storage: disk or I/O).",
                 &["cause"],
+            )?,
+            cross_guild_writes_refused: counter(
+                "cross_guild_writes_refused_total",
+                "Writes refused because the row they name (a channel, a message, an audit entry) belongs to another guild than the event's; nothing was changed.",
             )?,
             registry,
         };

@@ -13,7 +13,7 @@ use crate::store::Op;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Action {
     Ban,
     Unban,
@@ -33,38 +33,30 @@ impl Action {
         }
     }
 
-    fn matches(self, entry: &AuditEntry) -> bool {
-        match self {
-            Action::Ban => entry.action == audit_action::MEMBER_BAN_ADD,
-            Action::Unban => entry.action == audit_action::MEMBER_BAN_REMOVE,
-            Action::Kick => entry.action == audit_action::MEMBER_KICK,
-            Action::Timeout => {
-                entry.action == audit_action::MEMBER_UPDATE
-                    && entry.timeout_change == Some(TimeoutChange::Set)
+    /// The action an audit entry records, if it is one of ours. (Each entry is at most one.)
+    fn of(entry: &AuditEntry) -> Option<Action> {
+        match (entry.action, entry.timeout_change) {
+            (audit_action::MEMBER_BAN_ADD, _) => Some(Action::Ban),
+            (audit_action::MEMBER_BAN_REMOVE, _) => Some(Action::Unban),
+            (audit_action::MEMBER_KICK, _) => Some(Action::Kick),
+            (audit_action::MEMBER_UPDATE, Some(TimeoutChange::Set)) => Some(Action::Timeout),
+            (audit_action::MEMBER_UPDATE, Some(TimeoutChange::Cleared)) => {
+                Some(Action::TimeoutRemoved)
             }
-            Action::TimeoutRemoved => {
-                entry.action == audit_action::MEMBER_UPDATE
-                    && entry.timeout_change == Some(TimeoutChange::Cleared)
-            }
+            _ => None,
         }
-    }
-
-    fn is_relevant(entry: &AuditEntry) -> bool {
-        [
-            Action::Ban,
-            Action::Unban,
-            Action::Kick,
-            Action::Timeout,
-            Action::TimeoutRemoved,
-        ]
-        .iter()
-        .any(|a| a.matches(entry))
     }
 }
 
+/// What an event and an entry are paired by: the member and the action.
+type MatchKey = (Id, Action);
+
+/// How far our clock may be behind Discord's: a late entry completes only rows written after
+/// its own creation time less this.
+const CLOCK_SKEW_MS: i64 = 60_000;
+
 struct Pending<T> {
     token: T,
-    since: Instant,
     action: Action,
     user_id: Id,
     duration: Option<String>,
@@ -76,8 +68,103 @@ struct Pending<T> {
 
 struct Held<T> {
     token: T,
-    since: Instant,
     entry: AuditEntry,
+    /// Was it the bot's own action (known when the entry arrived)?
+    by_bot: bool,
+}
+
+/// Items waiting for their counterpart: in arrival order, which is deadline order since the
+/// window is the same for all, plus an index from match key to the items waiting under it.
+/// Every operation is O(1) amortised, however many wait (a mass ban can queue 100k events).
+struct Waiting<V> {
+    /// `None` once taken out of the middle by a match. Never starts with `None`.
+    slots: VecDeque<Option<Slot<V>>>,
+    /// The sequence number of `slots[0]`.
+    first: u64,
+    /// The sequence numbers of the items waiting under each key, oldest first.
+    index: HashMap<MatchKey, VecDeque<u64>>,
+}
+
+struct Slot<V> {
+    since: Instant,
+    key: Option<MatchKey>,
+    value: V,
+}
+
+impl<V> Waiting<V> {
+    fn new() -> Self {
+        Waiting {
+            slots: VecDeque::new(),
+            first: 0,
+            index: HashMap::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    fn push(&mut self, since: Instant, key: Option<MatchKey>, value: V) {
+        // Deadline order must hold even if a caller's clock steps back.
+        let since = match self.slots.back() {
+            Some(Some(last)) => since.max(last.since),
+            _ => since,
+        };
+        let seq = self.first + self.slots.len() as u64;
+        if let Some(key) = key {
+            self.index.entry(key).or_default().push_back(seq);
+        }
+        self.slots.push_back(Some(Slot { since, key, value }));
+    }
+
+    /// The oldest item waiting under `key`.
+    fn take(&mut self, key: &MatchKey) -> Option<V> {
+        let seqs = self.index.get_mut(key)?;
+        let seq = seqs.pop_front();
+        if seqs.is_empty() {
+            self.index.remove(key);
+        }
+        let slot = self.slots.get_mut((seq? - self.first) as usize)?.take()?;
+        self.skip_taken();
+        Some(slot.value)
+    }
+
+    fn oldest_since(&self) -> Option<Instant> {
+        self.slots.front()?.as_ref().map(|s| s.since)
+    }
+
+    /// The oldest item, if it has waited since `deadline` or before.
+    fn pop_if_since_by(&mut self, deadline: Instant) -> Option<V> {
+        if self.oldest_since()? > deadline {
+            return None;
+        }
+        let slot = self.slots.pop_front()??;
+        self.first += 1;
+        if let Some(key) = slot.key {
+            // The oldest item overall is the oldest under its key.
+            if let Some(seqs) = self.index.get_mut(&key) {
+                seqs.pop_front();
+                if seqs.is_empty() {
+                    self.index.remove(&key);
+                }
+            }
+        }
+        self.skip_taken();
+        Some(slot.value)
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = V> + '_ {
+        self.index.clear();
+        self.first += self.slots.len() as u64;
+        self.slots.drain(..).flatten().map(|s| s.value)
+    }
+
+    fn skip_taken(&mut self) {
+        while let Some(None) = self.slots.front() {
+            self.slots.pop_front();
+            self.first += 1;
+        }
+    }
 }
 
 /// Finished work: these tokens are done once these ops are committed.
@@ -90,8 +177,8 @@ pub struct Resolution<T> {
 pub struct ModerationLog<T> {
     guild_id: Id,
     window: Duration,
-    pending: Vec<Pending<T>>,
-    held: VecDeque<Held<T>>,
+    pending: Waiting<Pending<T>>,
+    held: Waiting<Held<T>>,
     /// Each member's last communication_disabled_until (Unix ms), as far as we know.
     timeouts: HashMap<Id, Option<i64>>,
 }
@@ -105,8 +192,8 @@ impl<T> ModerationLog<T> {
         ModerationLog {
             guild_id,
             window,
-            pending: Vec::new(),
-            held: VecDeque::new(),
+            pending: Waiting::new(),
+            held: Waiting::new(),
             timeouts,
         }
     }
@@ -127,13 +214,16 @@ impl<T> ModerationLog<T> {
         now_ms: i64,
         bot_user_id: Option<Id>,
     ) -> Result<Vec<Resolution<T>>, T> {
+        let guild_id = self.guild_id;
         let (action, user_id, duration, unmatched_key, state) = match event {
             Event::AuditEntry(entry) => {
                 return Ok(self.on_entry(token, entry.clone(), now, bot_user_id))
             }
             Event::Ban { user_id, added } => {
                 let action = if *added { Action::Ban } else { Action::Unban };
-                let key = seq.map(|s| format!("{}:{user_id}:s{s}", action.name()));
+                // With the guild: one session's seq is unique, but a later session's is not,
+                // and another guild's row must never make this one's a duplicate.
+                let key = seq.map(|s| format!("{}:{guild_id}:{user_id}:s{s}", action.name()));
                 (action, *user_id, None, key, None)
             }
             Event::MemberRemove { user_id } => (Action::Kick, *user_id, None, None, None),
@@ -150,23 +240,25 @@ impl<T> ModerationLog<T> {
                 }
                 self.timeouts.insert(*user_id, *timeout_until_ms);
                 let state = Some(Op::SetMemberTimeout {
-                    guild_id: self.guild_id,
+                    guild_id,
                     user_id: *user_id,
                     until_ms: *timeout_until_ms,
                 });
+                // With the guild: a bot that times a member out in several guilds at once
+                // gives the same member the same end time in each.
                 match (*timeout_until_ms, previous) {
                     (Some(until), _) if until > now_ms => (
                         Action::Timeout,
                         *user_id,
                         Some(human_duration(until - now_ms)),
-                        Some(format!("timeout:{user_id}:{until}")),
+                        Some(format!("timeout:{guild_id}:{user_id}:{until}")),
                         state,
                     ),
                     (None, Some(previous)) if previous > now_ms => (
                         Action::TimeoutRemoved,
                         *user_id,
                         None,
-                        Some(format!("timeout_removed:{user_id}:{previous}")),
+                        Some(format!("timeout_removed:{guild_id}:{user_id}:{previous}")),
                         state,
                     ),
                     // A change that is not a timeout (one that expired, or set in the past).
@@ -182,21 +274,16 @@ impl<T> ModerationLog<T> {
         };
         let pending = Pending {
             token,
-            since: now,
             action,
             user_id,
             duration,
             unmatched_key,
             state,
         };
-        let found = self
-            .held
-            .iter()
-            .position(|h| h.entry.target_id == Some(user_id) && action.matches(&h.entry));
-        Ok(match found.and_then(|i| self.held.remove(i)) {
-            Some(held) => vec![self.resolve(pending, Some(held), bot_user_id)],
+        Ok(match self.held.take(&(user_id, action)) {
+            Some(held) => vec![self.resolve(pending, Some(held))],
             None => {
-                self.pending.push(pending);
+                self.pending.push(now, Some((user_id, action)), pending);
                 Vec::new()
             }
         })
@@ -209,28 +296,22 @@ impl<T> ModerationLog<T> {
         now: Instant,
         bot_user_id: Option<Id>,
     ) -> Vec<Resolution<T>> {
-        if !Action::is_relevant(&entry) {
+        let Some(action) = Action::of(&entry) else {
             return vec![Resolution {
                 tokens: vec![token],
                 ops: Vec::new(),
             }];
-        }
-        let found = self
-            .pending
-            .iter()
-            .position(|p| entry.target_id == Some(p.user_id) && p.action.matches(&entry));
+        };
+        let key = entry.target_id.map(|target| (target, action));
         let held = Held {
             token,
-            since: now,
+            by_bot: entry.executor_id.is_some() && entry.executor_id == bot_user_id,
             entry,
         };
-        match found {
-            Some(i) => {
-                let pending = self.pending.remove(i);
-                vec![self.resolve(pending, Some(held), bot_user_id)]
-            }
+        match key.and_then(|k| self.pending.take(&k)) {
+            Some(pending) => vec![self.resolve(pending, Some(held))],
             None => {
-                self.held.push_back(held);
+                self.held.push(now, key, held);
                 Vec::new()
             }
         }
@@ -238,64 +319,43 @@ impl<T> ModerationLog<T> {
 
     /// Resolves everything older than the window.
     pub fn expire(&mut self, now: Instant) -> Vec<Resolution<T>> {
-        let window = self.window;
-        let expired = |since: Instant| now.saturating_duration_since(since) >= window;
+        let Some(cutoff) = now.checked_sub(self.window) else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
-        let mut i = 0;
-        while i < self.pending.len() {
-            if expired(self.pending[i].since) {
-                let pending = self.pending.remove(i);
-                out.push(self.resolve(pending, None, None));
-            } else {
-                i += 1;
-            }
+        while let Some(pending) = self.pending.pop_if_since_by(cutoff) {
+            out.push(self.resolve(pending, None));
         }
-        while self.held.front().is_some_and(|h| expired(h.since)) {
-            if let Some(held) = self.held.pop_front() {
-                out.push(Resolution {
-                    tokens: vec![held.token],
-                    ops: Vec::new(),
-                });
-            }
+        while let Some(held) = self.held.pop_if_since_by(cutoff) {
+            out.push(self.unmatched_entry(held));
         }
         out
     }
 
     /// Resolves everything now: no more events will come (end of a replay, shutdown).
     pub fn flush(&mut self) -> Vec<Resolution<T>> {
-        let mut out: Vec<_> = std::mem::take(&mut self.pending)
-            .into_iter()
-            .map(|p| self.resolve(p, None, None))
-            .collect();
-        out.extend(self.held.drain(..).map(|h| Resolution {
-            tokens: vec![h.token],
-            ops: Vec::new(),
-        }));
+        let pending: Vec<_> = self.pending.drain().collect();
+        let mut out: Vec<_> = pending.into_iter().map(|p| self.resolve(p, None)).collect();
+        let held: Vec<_> = self.held.drain().collect();
+        out.extend(held.into_iter().map(|h| self.unmatched_entry(h)));
         out
     }
 
     /// When the oldest waiting item expires.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let oldest = self
-            .pending
-            .iter()
-            .map(|p| p.since)
-            .chain(self.held.iter().map(|h| h.since))
-            .min()?;
+        let oldest = match (self.pending.oldest_since(), self.held.oldest_since()) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
         Some(oldest + self.window)
     }
 
-    fn resolve(
-        &self,
-        pending: Pending<T>,
-        held: Option<Held<T>>,
-        bot_user_id: Option<Id>,
-    ) -> Resolution<T> {
+    fn resolve(&self, pending: Pending<T>, held: Option<Held<T>>) -> Resolution<T> {
         let mut tokens = vec![pending.token];
         let mut ops: Vec<Op> = pending.state.into_iter().collect();
         let row = match &held {
             // The bot's own actions are not logged.
-            Some(h) if h.entry.executor_id.is_some() && h.entry.executor_id == bot_user_id => None,
+            Some(h) if h.by_bot => None,
             Some(h) => Some((
                 h.entry.executor_id,
                 h.entry.reason.clone().unwrap_or_default(),
@@ -320,6 +380,29 @@ impl<T> ModerationLog<T> {
             tokens.push(h.token);
         }
         Resolution { tokens, ops }
+    }
+
+    /// An entry whose window closed without its event: the event may have come before the
+    /// window (its row written without executor, perhaps by an earlier process), so the store
+    /// completes that row if there is one.
+    fn unmatched_entry(&self, held: Held<T>) -> Resolution<T> {
+        let ops = match (held.entry.target_id, Action::of(&held.entry)) {
+            (Some(user_id), Some(action)) => vec![Op::CompleteModAction {
+                guild_id: self.guild_id,
+                user_id,
+                action: action.name(),
+                source_key: format!("audit:{}", held.entry.id),
+                not_before_ms: held.entry.id.timestamp_ms() - CLOCK_SKEW_MS,
+                executor_id: held.entry.executor_id,
+                reason: held.entry.reason.unwrap_or_default(),
+                by_bot: held.by_bot,
+            }],
+            _ => Vec::new(),
+        };
+        Resolution {
+            tokens: vec![held.token],
+            ops,
+        }
     }
 }
 
@@ -503,6 +586,89 @@ mod tests {
         log.handle(4, &clear, None, t0, 1000, Some(BOT)).unwrap();
         let r = log.flush();
         assert_eq!(mod_rows(&r), vec![("timeout_removed", None, String::new())]);
+    }
+
+    #[test]
+    fn many_waiting_events_match_out_of_order_and_expire_oldest_first() {
+        let t0 = Instant::now();
+        let mut log = log();
+        let ms = Duration::from_millis;
+        let ban = |user: u64| Event::Ban {
+            user_id: Id(user),
+            added: true,
+        };
+        let entry_for = |user: u64| {
+            Event::AuditEntry(AuditEntry {
+                id: Id(10_000 + user),
+                action: audit_action::MEMBER_BAN_ADD,
+                target_id: Some(Id(user)),
+                executor_id: Some(MOD),
+                reason: Some("raid".into()),
+                timeout_change: None,
+            })
+        };
+        // Bans of users 100..1100 arriving 1 ms apart; every third one's entry comes, newest
+        // first, and pairs at once.
+        for i in 0..1000u32 {
+            let r = log
+                .handle(
+                    i,
+                    &ban(100 + u64::from(i)),
+                    Some(1),
+                    t0 + ms(u64::from(i)),
+                    0,
+                    None,
+                )
+                .unwrap();
+            assert!(r.is_empty());
+        }
+        for i in (0..1000u32).rev().filter(|i| i % 3 == 0) {
+            let r = log
+                .handle(
+                    10_000 + i,
+                    &entry_for(100 + u64::from(i)),
+                    None,
+                    t0,
+                    0,
+                    None,
+                )
+                .unwrap();
+            assert_eq!(r.len(), 1);
+            assert_eq!(r[0].tokens, vec![i, 10_000 + i]);
+            assert_eq!(mod_rows(&r), vec![("ban", Some(MOD), "raid".to_string())]);
+        }
+        // An entry for a user already paired is held, not matched again.
+        assert!(log
+            .handle(20_000, &entry_for(100), None, t0 + ms(600), 0, None)
+            .unwrap()
+            .is_empty());
+        // The oldest waiting ban is user 101 (1 ms).
+        assert_eq!(
+            log.next_deadline(),
+            Some(t0 + ms(1) + Duration::from_secs(5))
+        );
+        // 500 ms past the window: the unpaired bans of the first 501 ms, in arrival order.
+        let r = log.expire(t0 + Duration::from_secs(5) + ms(500));
+        let tokens: Vec<u32> = r.iter().flat_map(|r| r.tokens.clone()).collect();
+        let expected: Vec<u32> = (0..=500).filter(|i| i % 3 != 0).collect();
+        assert_eq!(tokens, expected);
+        assert!(mod_rows(&r).iter().all(|row| row.1.is_none()));
+        assert_eq!(
+            log.next_deadline(),
+            Some(t0 + ms(502) + Duration::from_secs(5))
+        );
+        // The rest: the remaining bans, then the held entry, which asks to complete a row.
+        let r = log.flush();
+        let tokens: Vec<u32> = r.iter().flat_map(|r| r.tokens.clone()).collect();
+        let mut expected: Vec<u32> = (501..1000).filter(|i| i % 3 != 0).collect();
+        expected.push(20_000);
+        assert_eq!(tokens, expected);
+        assert!(matches!(
+            r.last().map(|r| &r.ops[..]),
+            Some([Op::CompleteModAction { by_bot: false, .. }])
+        ));
+        assert!(!log.is_waiting());
+        assert_eq!(log.next_deadline(), None);
     }
 
     #[test]

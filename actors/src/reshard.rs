@@ -14,12 +14,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Each table, and the SQL that gives a row's guild id.
-const TABLES: [(&str, &str); 7] = [
+const TABLES: [(&str, &str); 8] = [
     ("guilds", "id"),
     ("channel_info", "guild_id"),
     ("message_stats", "guild_id"),
     ("message_cache", "guild_id"),
     ("mod_actions", "guild_id"),
+    ("mod_action_late_entries", "guild_id"),
     ("member_timeouts", "guild_id"),
     // Reactions belong to the guild of their message.
     (

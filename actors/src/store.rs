@@ -5,9 +5,10 @@
 //! leaves the same rows.
 
 use crate::event::Id;
+use crate::scope::{CrossGuildWrite, Outcome};
 use crate::stats::MessageStats;
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{params, Connection, OpenFlags, Transaction};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -169,7 +170,9 @@ pub struct MessageRow {
     pub stats: MessageStats,
 }
 
-/// One idempotent write.
+/// One idempotent write of one guild's actor. Each names its guild and touches only that
+/// guild's rows: a row found by its own id (a channel, a message, an audit entry) that belongs
+/// to another guild is left as it is and the write is refused (see [`crate::scope`]).
 #[derive(Debug, Clone)]
 pub enum Op {
     /// A `guilds` row if absent; settings are never overwritten.
@@ -184,18 +187,27 @@ pub enum Op {
     },
     /// A channel was (re)named: its children's category follows.
     RenameParent {
+        guild_id: Id,
         parent_id: Id,
         name: Option<String>,
     },
-    DeleteChannel(Id),
+    DeleteChannel {
+        guild_id: Id,
+        id: Id,
+    },
     /// Insert or replace a message's stats; its reaction history starts again.
     InsertMessage(Box<MessageRow>),
     UpdateMessageStats {
+        guild_id: Id,
         message_id: Id,
         stats: MessageStats,
     },
-    DeleteMessage(Id),
+    DeleteMessage {
+        guild_id: Id,
+        id: Id,
+    },
     Reaction {
+        guild_id: Id,
         message_id: Id,
         user_id: Id,
         emoji: String,
@@ -209,6 +221,7 @@ pub enum Op {
         content: String,
     },
     UpdateCache {
+        guild_id: Id,
         message_id: Id,
         content: String,
     },
@@ -222,6 +235,25 @@ pub enum Op {
         duration: Option<String>,
         source_key: Option<String>,
     },
+    /// An audit log entry that no waiting event matched. Its event may have been written
+    /// without it (the window closed first, or a flush at shutdown or at the end of a replay,
+    /// possibly by an earlier process): that row, the guild's most recent one for this member
+    /// and action with no executor and not paired with an entry, is completed with the entry's
+    /// executor and reason, or removed if the bot itself acted (its own actions are not
+    /// logged). Rows written before `not_before_ms` (the entry's own creation, less some
+    /// clock skew) cannot be its event's and are left alone. Without such a row nothing is
+    /// written. Done once per entry: `source_key` is recorded in `mod_action_late_entries`.
+    CompleteModAction {
+        guild_id: Id,
+        user_id: Id,
+        action: &'static str,
+        /// "audit:<entry id>", as the row would carry had the pair been found in time.
+        source_key: String,
+        not_before_ms: i64,
+        executor_id: Option<Id>,
+        reason: String,
+        by_bot: bool,
+    },
     /// A member's communication_disabled_until (None: no timeout).
     SetMemberTimeout {
         guild_id: Id,
@@ -234,8 +266,46 @@ fn opt_id(id: Option<Id>) -> Option<String> {
     id.map(|i| i.to_string())
 }
 
+/// Who owns a row: `None` if there is no such row, `Some(None)` if it has no guild.
+type Owner = Option<Option<String>>;
+
+fn owner(tx: &Transaction, select_guild_by_key: &str, key: &str) -> rusqlite::Result<Owner> {
+    tx.prepare_cached(select_guild_by_key)?
+        .query_row([key], |r| r.get::<_, Option<String>>(0))
+        .optional()
+}
+
+const CHANNEL_OWNER: &str = "SELECT guild_id FROM channel_info WHERE id = ?1";
+const MESSAGE_OWNER: &str = "SELECT guild_id FROM message_stats WHERE message_id = ?1";
+const CACHE_OWNER: &str = "SELECT guild_id FROM message_cache WHERE message_id = ?1";
+const MOD_ACTION_OWNER: &str = "SELECT guild_id FROM mod_actions WHERE source_key = ?1";
+const LATE_ENTRY_OWNER: &str = "SELECT guild_id FROM mod_action_late_entries WHERE source_key = ?1";
+
+/// The outcome of a write that, scoped to `guild`, found nothing to change: refused if the
+/// row is there but another guild's.
+fn unless_foreign(
+    tx: &Transaction,
+    select_guild_by_key: &str,
+    write: &'static str,
+    table: &'static str,
+    key: &str,
+    guild: &str,
+    guild_id: Id,
+) -> rusqlite::Result<Outcome> {
+    Ok(match owner(tx, select_guild_by_key, key)? {
+        Some(owner) if owner.as_deref() != Some(guild) => Outcome::Refused(CrossGuildWrite {
+            write,
+            table,
+            key: key.to_owned(),
+            guild_id,
+            owner,
+        }),
+        _ => Outcome::Done,
+    })
+}
+
 /// Applies one op inside the writer's transaction. `now` is the processing time (ISO-8601 UTC).
-pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<()> {
+pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<Outcome> {
     match op {
         Op::EnsureGuild(id) => {
             tx.prepare_cached("INSERT OR IGNORE INTO guilds (id) VALUES (?1)")?
@@ -249,81 +319,164 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<()> {
             kind,
             parent_id,
         } => {
+            let (id, guild) = (id.to_string(), guild_id.to_string());
+            let changed = tx
+                .prepare_cached(
+                    "INSERT INTO channel_info (id, name, category, guild_id, channel_type, parent_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (id) DO UPDATE SET name = excluded.name,
+                       category = excluded.category, channel_type = excluded.channel_type,
+                       parent_id = excluded.parent_id
+                     WHERE channel_info.guild_id = excluded.guild_id",
+                )?
+                .execute(params![id, name, category, guild, kind, opt_id(*parent_id)])?;
+            if changed == 0 {
+                return unless_foreign(
+                    tx,
+                    CHANNEL_OWNER,
+                    "upsert channel",
+                    "channel_info",
+                    &id,
+                    &guild,
+                    *guild_id,
+                );
+            }
+        }
+        Op::RenameParent {
+            guild_id,
+            parent_id,
+            name,
+        } => {
             tx.prepare_cached(
-                "INSERT INTO channel_info (id, name, category, guild_id, channel_type, parent_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, category = excluded.category,
-                   guild_id = excluded.guild_id, channel_type = excluded.channel_type,
-                   parent_id = excluded.parent_id",
+                "UPDATE channel_info SET category = ?3 WHERE parent_id = ?1 AND guild_id = ?2",
             )?
-            .execute(params![
-                id.to_string(),
-                name,
-                category,
-                guild_id.to_string(),
-                kind,
-                opt_id(*parent_id)
-            ])?;
+            .execute(params![parent_id.to_string(), guild_id.to_string(), name])?;
         }
-        Op::RenameParent { parent_id, name } => {
-            tx.prepare_cached("UPDATE channel_info SET category = ?2 WHERE parent_id = ?1")?
-                .execute(params![parent_id.to_string(), name])?;
-        }
-        Op::DeleteChannel(id) => {
-            tx.prepare_cached("DELETE FROM channel_info WHERE id = ?1")?
-                .execute([id.to_string()])?;
+        Op::DeleteChannel { guild_id, id } => {
+            let (id, guild) = (id.to_string(), guild_id.to_string());
+            let deleted = tx
+                .prepare_cached("DELETE FROM channel_info WHERE id = ?1 AND guild_id = ?2")?
+                .execute([&id, &guild])?;
+            if deleted == 0 {
+                return unless_foreign(
+                    tx,
+                    CHANNEL_OWNER,
+                    "delete channel",
+                    "channel_info",
+                    &id,
+                    &guild,
+                    *guild_id,
+                );
+            }
         }
         Op::InsertMessage(row) => {
-            let id = row.message_id.to_string();
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO message_stats (message_id, author_id, guild_id, channel_id,
-                   channel_category, recipient_id, char_count, word_count, react_count, sent_at,
-                   code_stats, link_stats)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            )?
-            .execute(params![
-                id,
-                row.author_id.to_string(),
-                row.guild_id.to_string(),
-                row.channel_id.to_string(),
-                row.channel_category,
-                opt_id(row.recipient_id),
-                row.stats.char_count,
-                row.stats.word_count,
-                row.react_count,
-                row.sent_at,
-                row.stats.code_stats,
-                row.stats.link_stats,
-            ])?;
+            let (id, guild) = (row.message_id.to_string(), row.guild_id.to_string());
+            let changed = tx
+                .prepare_cached(
+                    "INSERT INTO message_stats (message_id, author_id, guild_id, channel_id,
+                       channel_category, recipient_id, char_count, word_count, react_count,
+                       sent_at, code_stats, link_stats)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                     ON CONFLICT (message_id) DO UPDATE SET author_id = excluded.author_id,
+                       channel_id = excluded.channel_id,
+                       channel_category = excluded.channel_category,
+                       recipient_id = excluded.recipient_id, char_count = excluded.char_count,
+                       word_count = excluded.word_count, react_count = excluded.react_count,
+                       sent_at = excluded.sent_at, code_stats = excluded.code_stats,
+                       link_stats = excluded.link_stats
+                     WHERE message_stats.guild_id = excluded.guild_id",
+                )?
+                .execute(params![
+                    id,
+                    row.author_id.to_string(),
+                    guild,
+                    row.channel_id.to_string(),
+                    row.channel_category,
+                    opt_id(row.recipient_id),
+                    row.stats.char_count,
+                    row.stats.word_count,
+                    row.react_count,
+                    row.sent_at,
+                    row.stats.code_stats,
+                    row.stats.link_stats,
+                ])?;
+            if changed == 0 {
+                return unless_foreign(
+                    tx,
+                    MESSAGE_OWNER,
+                    "insert message",
+                    "message_stats",
+                    &id,
+                    &guild,
+                    row.guild_id,
+                );
+            }
             tx.prepare_cached("DELETE FROM message_reactions WHERE message_id = ?1")?
                 .execute([id])?;
         }
-        Op::UpdateMessageStats { message_id, stats } => {
-            tx.prepare_cached(
-                "UPDATE message_stats SET char_count = ?2, word_count = ?3, code_stats = ?4,
-                   link_stats = ?5 WHERE message_id = ?1",
-            )?
-            .execute(params![
-                message_id.to_string(),
-                stats.char_count,
-                stats.word_count,
-                stats.code_stats,
-                stats.link_stats
-            ])?;
+        Op::UpdateMessageStats {
+            guild_id,
+            message_id,
+            stats,
+        } => {
+            let (id, guild) = (message_id.to_string(), guild_id.to_string());
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE message_stats SET char_count = ?3, word_count = ?4, code_stats = ?5,
+                       link_stats = ?6 WHERE message_id = ?1 AND guild_id = ?2",
+                )?
+                .execute(params![
+                    id,
+                    guild,
+                    stats.char_count,
+                    stats.word_count,
+                    stats.code_stats,
+                    stats.link_stats
+                ])?;
+            if changed == 0 {
+                return unless_foreign(
+                    tx,
+                    MESSAGE_OWNER,
+                    "update message",
+                    "message_stats",
+                    &id,
+                    &guild,
+                    *guild_id,
+                );
+            }
         }
-        Op::DeleteMessage(id) => {
-            let id = id.to_string();
-            tx.prepare_cached("DELETE FROM message_stats WHERE message_id = ?1")?
-                .execute([&id])?;
+        Op::DeleteMessage { guild_id, id } => {
+            let (id, guild) = (id.to_string(), guild_id.to_string());
+            let deleted = tx
+                .prepare_cached(
+                    "DELETE FROM message_stats WHERE message_id = ?1 AND guild_id = ?2",
+                )?
+                .execute([&id, &guild])?;
+            if deleted == 0 {
+                let outcome = unless_foreign(
+                    tx,
+                    MESSAGE_OWNER,
+                    "delete message",
+                    "message_stats",
+                    &id,
+                    &guild,
+                    *guild_id,
+                )?;
+                // The reactions of another guild's message are that guild's too.
+                if outcome != Outcome::Done {
+                    return Ok(outcome);
+                }
+            }
             tx.prepare_cached("DELETE FROM message_reactions WHERE message_id = ?1")?
                 .execute([&id])?;
         }
         Op::Reaction {
+            guild_id,
             message_id,
             user_id,
             emoji,
             added,
-        } => apply_reaction(tx, *message_id, *user_id, emoji, *added)?,
+        } => return apply_reaction(tx, *guild_id, *message_id, *user_id, emoji, *added),
         Op::UpsertCache {
             message_id,
             guild_id,
@@ -331,30 +484,59 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<()> {
             user_id,
             content,
         } => {
-            tx.prepare_cached(
-                "INSERT INTO message_cache (message_id, guild_id, channel_id, user_id, content,
-                   last_touched, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
-                 ON CONFLICT (message_id) DO UPDATE SET content = excluded.content,
-                   last_touched = excluded.last_touched",
-            )?
-            .execute(params![
-                message_id.to_string(),
-                guild_id.to_string(),
-                channel_id.to_string(),
-                user_id.to_string(),
-                content,
-                now
-            ])?;
+            let (id, guild) = (message_id.to_string(), guild_id.to_string());
+            let changed = tx
+                .prepare_cached(
+                    "INSERT INTO message_cache (message_id, guild_id, channel_id, user_id, content,
+                       last_touched, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                     ON CONFLICT (message_id) DO UPDATE SET content = excluded.content,
+                       last_touched = excluded.last_touched
+                     WHERE message_cache.guild_id = excluded.guild_id",
+                )?
+                .execute(params![
+                    id,
+                    guild,
+                    channel_id.to_string(),
+                    user_id.to_string(),
+                    content,
+                    now
+                ])?;
+            if changed == 0 {
+                return unless_foreign(
+                    tx,
+                    CACHE_OWNER,
+                    "upsert cached message",
+                    "message_cache",
+                    &id,
+                    &guild,
+                    *guild_id,
+                );
+            }
         }
         Op::UpdateCache {
+            guild_id,
             message_id,
             content,
         } => {
-            tx.prepare_cached(
-                "UPDATE message_cache SET content = ?2, last_touched = ?3 WHERE message_id = ?1",
-            )?
-            .execute(params![message_id.to_string(), content, now])?;
+            let (id, guild) = (message_id.to_string(), guild_id.to_string());
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE message_cache SET content = ?3, last_touched = ?4
+                     WHERE message_id = ?1 AND guild_id = ?2",
+                )?
+                .execute(params![id, guild, content, now])?;
+            if changed == 0 {
+                return unless_foreign(
+                    tx,
+                    CACHE_OWNER,
+                    "update cached message",
+                    "message_cache",
+                    &id,
+                    &guild,
+                    *guild_id,
+                );
+            }
         }
         Op::InsertModAction {
             guild_id,
@@ -365,21 +547,66 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<()> {
             duration,
             source_key,
         } => {
-            tx.prepare_cached(
-                "INSERT OR IGNORE INTO mod_actions (user_id, guild_id, action_type, executor_id,
-                   executor_username, reason, duration, created_at, source_key)
-                 VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                user_id.to_string(),
-                guild_id.to_string(),
+            let guild = guild_id.to_string();
+            // An entry that already completed a row written without it is not written again.
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO mod_actions (user_id, guild_id, action_type,
+                       executor_id, executor_username, reason, duration, created_at, source_key)
+                     SELECT ?1, ?2, ?3, ?4, NULL, ?5, ?6, ?7, ?8
+                     WHERE NOT EXISTS (SELECT 1 FROM mod_action_late_entries WHERE source_key = ?8)",
+                )?
+                .execute(params![
+                    user_id.to_string(),
+                    guild,
+                    action,
+                    opt_id(*executor_id),
+                    reason,
+                    duration,
+                    now,
+                    source_key
+                ])?;
+            if let (0, Some(key)) = (inserted, source_key) {
+                for (select, table) in [
+                    (MOD_ACTION_OWNER, "mod_actions"),
+                    (LATE_ENTRY_OWNER, "mod_action_late_entries"),
+                ] {
+                    let outcome = unless_foreign(
+                        tx,
+                        select,
+                        "insert moderation action",
+                        table,
+                        key,
+                        &guild,
+                        *guild_id,
+                    )?;
+                    if outcome != Outcome::Done {
+                        return Ok(outcome);
+                    }
+                }
+            }
+        }
+        Op::CompleteModAction {
+            guild_id,
+            user_id,
+            action,
+            source_key,
+            not_before_ms,
+            executor_id,
+            reason,
+            by_bot,
+        } => {
+            return complete_mod_action(
+                tx,
+                *guild_id,
+                *user_id,
                 action,
-                opt_id(*executor_id),
+                source_key,
+                *not_before_ms,
+                *executor_id,
                 reason,
-                duration,
-                now,
-                source_key
-            ])?;
+                *by_bot,
+            )
         }
         Op::SetMemberTimeout {
             guild_id,
@@ -398,24 +625,109 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<()> {
                 .execute(params![guild_id.to_string(), user_id.to_string()])?;
         }
     }
-    Ok(())
+    Ok(Outcome::Done)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn complete_mod_action(
+    tx: &Transaction,
+    guild_id: Id,
+    user_id: Id,
+    action: &str,
+    source_key: &str,
+    not_before_ms: i64,
+    executor_id: Option<Id>,
+    reason: &str,
+    by_bot: bool,
+) -> rusqlite::Result<Outcome> {
+    let guild = guild_id.to_string();
+    // Paired with its event after all (in time, in this process or an earlier one), or
+    // already applied late: nothing more to do, unless that was another guild's.
+    for (select, table) in [
+        (MOD_ACTION_OWNER, "mod_actions"),
+        (LATE_ENTRY_OWNER, "mod_action_late_entries"),
+    ] {
+        if owner(tx, select, source_key)?.is_some() {
+            return unless_foreign(
+                tx,
+                select,
+                "complete moderation action",
+                table,
+                source_key,
+                &guild,
+                guild_id,
+            );
+        }
+    }
+    // The last millisecond of year 9999: later ones do not format, and no row is that new.
+    const LAST_MS: i64 = 253_402_300_799_999;
+    if not_before_ms > LAST_MS {
+        return Ok(Outcome::Done);
+    }
+    let not_before = iso8601(
+        SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(not_before_ms).unwrap_or(0)),
+    );
+    let row: Option<i64> = tx
+        .prepare_cached(
+            "SELECT id FROM mod_actions
+             WHERE guild_id = ?1 AND user_id = ?2 AND action_type = ?3 AND executor_id IS NULL
+               AND (source_key IS NULL OR source_key NOT LIKE 'audit:%') AND created_at >= ?4
+             ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row(
+            params![guild, user_id.to_string(), action, not_before],
+            |r| r.get(0),
+        )
+        .optional()?;
+    // No row: the entry's event was never seen, or was the bot's own; as before, an entry
+    // alone writes nothing.
+    let Some(row) = row else {
+        return Ok(Outcome::Done);
+    };
+    if by_bot {
+        tx.prepare_cached("DELETE FROM mod_actions WHERE id = ?1")?
+            .execute([row])?;
+    } else {
+        tx.prepare_cached("UPDATE mod_actions SET executor_id = ?2, reason = ?3 WHERE id = ?1")?
+            .execute(params![row, opt_id(executor_id), reason])?;
+    }
+    tx.prepare_cached(
+        "INSERT INTO mod_action_late_entries (source_key, guild_id) VALUES (?1, ?2)",
+    )?
+    .execute([source_key, &guild])?;
+    Ok(Outcome::Done)
 }
 
 /// A reaction changes react_count only when it changes the (message, user, emoji) state, so a
 /// redelivered add or remove counts once. A remove with no recorded add (a reaction the message
 /// already had when created) still decrements, as the TypeScript bot does, and is recorded.
+/// Messages that are not counted (no `message_stats` row) track no reactions.
 fn apply_reaction(
     tx: &Transaction,
+    guild_id: Id,
     message_id: Id,
     user_id: Id,
     emoji: &str,
     added: bool,
-) -> rusqlite::Result<()> {
-    let message_id = message_id.to_string();
+) -> rusqlite::Result<Outcome> {
+    let (message_id, guild) = (message_id.to_string(), guild_id.to_string());
+    match owner(tx, MESSAGE_OWNER, &message_id)? {
+        None => return Ok(Outcome::Done),
+        Some(owner) if owner.as_deref() != Some(guild.as_str()) => {
+            return Ok(Outcome::Refused(CrossGuildWrite {
+                write: "reaction",
+                table: "message_stats",
+                key: message_id,
+                guild_id,
+                owner,
+            }))
+        }
+        Some(_) => {}
+    }
     let changed = tx
         .prepare_cached(
             "INSERT INTO message_reactions (message_id, user_id, emoji, present)
-             SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM message_stats WHERE message_id = ?1)
+             VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (message_id, user_id, emoji) DO UPDATE SET present = excluded.present
                WHERE present <> excluded.present",
         )?
@@ -428,7 +740,7 @@ fn apply_reaction(
         };
         tx.prepare_cached(sql)?.execute([message_id])?;
     }
-    Ok(())
+    Ok(Outcome::Done)
 }
 
 /// A channel as a guild actor remembers it.
@@ -587,6 +899,320 @@ mod tests {
         assert_eq!(content("fresh").as_deref(), Some("text"));
         assert_eq!(content("stale"), None);
         assert_eq!(count_rows(&conn, "message_cache").unwrap(), 2);
+    }
+
+    const A: Id = Id(1);
+    const B: Id = Id(2);
+
+    fn apply_one(conn: &mut Connection, op: Op) -> Outcome {
+        let tx = conn.transaction().unwrap();
+        let outcome = apply(&tx, &op, &iso8601(SystemTime::now())).unwrap();
+        tx.commit().unwrap();
+        outcome
+    }
+
+    /// Every row of every table that a guild's writes can reach, all columns.
+    fn every_row(conn: &Connection) -> Vec<Vec<rusqlite::types::Value>> {
+        let mut all = Vec::new();
+        for table in [
+            "guilds",
+            "channel_info",
+            "message_stats",
+            "message_reactions",
+            "message_cache",
+            "mod_actions",
+            "mod_action_late_entries",
+        ] {
+            let mut stmt = conn
+                .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
+                .unwrap();
+            let width = stmt.column_count();
+            let rows = stmt
+                .query_map([], |r| {
+                    (0..width).map(|i| r.get(i)).collect::<Result<Vec<_>, _>>()
+                })
+                .unwrap();
+            for row in rows {
+                all.push(row.unwrap());
+            }
+        }
+        all
+    }
+
+    fn channel(guild_id: Id, id: u64, name: &str, parent_id: Option<u64>) -> Op {
+        Op::UpsertChannel {
+            id: Id(id),
+            guild_id,
+            name: Some(name.into()),
+            category: None,
+            kind: if parent_id.is_some() { 0 } else { 4 },
+            parent_id: parent_id.map(Id),
+        }
+    }
+
+    fn message(guild_id: Id, id: u64) -> Op {
+        Op::InsertMessage(Box::new(MessageRow {
+            message_id: Id(id),
+            author_id: Id(42),
+            guild_id,
+            channel_id: Id(102),
+            channel_category: Some("Lounge".into()),
+            recipient_id: None,
+            react_count: 0,
+            sent_at: 0,
+            stats: crate::stats::message_stats("hello there"),
+        }))
+    }
+
+    fn mod_action(guild_id: Id, user: u64, key: &str) -> Op {
+        Op::InsertModAction {
+            guild_id,
+            user_id: Id(user),
+            action: "ban",
+            executor_id: None,
+            reason: String::new(),
+            duration: None,
+            source_key: Some(key.into()),
+        }
+    }
+
+    fn complete(guild_id: Id, user: u64, entry: u64, by_bot: bool) -> Op {
+        Op::CompleteModAction {
+            guild_id,
+            user_id: Id(user),
+            action: "ban",
+            source_key: format!("audit:{entry}"),
+            not_before_ms: 0,
+            executor_id: Some(Id(3)),
+            reason: "raid".into(),
+            by_bot,
+        }
+    }
+
+    #[test]
+    fn writes_of_one_guild_never_change_another_guilds_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_writer(&dir.path().join("db.sqlite3")).unwrap();
+        let guild_a = [
+            Op::EnsureGuild(A),
+            channel(A, 101, "Lounge", None),
+            channel(A, 102, "general", Some(101)),
+            message(A, 1000),
+            Op::UpsertCache {
+                message_id: Id(1000),
+                guild_id: A,
+                channel_id: Id(102),
+                user_id: Id(42),
+                content: "hello there".into(),
+            },
+            Op::Reaction {
+                guild_id: A,
+                message_id: Id(1000),
+                user_id: Id(7),
+                emoji: "x".into(),
+                added: true,
+            },
+            mod_action(A, 77, "audit:5000"),
+            mod_action(A, 78, "ban:1:78:s1"),
+        ];
+        for op in guild_a {
+            assert_eq!(apply_one(&mut conn, op), Outcome::Done);
+        }
+        let before = every_row(&conn);
+
+        let guild_b = [
+            channel(B, 102, "hijacked", None),
+            channel(B, 101, "renamed", None),
+            Op::DeleteChannel {
+                guild_id: B,
+                id: Id(102),
+            },
+            message(B, 1000),
+            Op::UpdateMessageStats {
+                guild_id: B,
+                message_id: Id(1000),
+                stats: crate::stats::message_stats("rewritten"),
+            },
+            Op::DeleteMessage {
+                guild_id: B,
+                id: Id(1000),
+            },
+            Op::Reaction {
+                guild_id: B,
+                message_id: Id(1000),
+                user_id: Id(8),
+                emoji: "x".into(),
+                added: true,
+            },
+            Op::Reaction {
+                guild_id: B,
+                message_id: Id(1000),
+                user_id: Id(7),
+                emoji: "x".into(),
+                added: false,
+            },
+            Op::UpsertCache {
+                message_id: Id(1000),
+                guild_id: B,
+                channel_id: Id(102),
+                user_id: Id(43),
+                content: "overwritten".into(),
+            },
+            Op::UpdateCache {
+                guild_id: B,
+                message_id: Id(1000),
+                content: "edited".into(),
+            },
+            mod_action(B, 77, "audit:5000"),
+            complete(B, 77, 5000, false),
+        ];
+        for op in guild_b {
+            let described = format!("{op:?}");
+            match apply_one(&mut conn, op) {
+                Outcome::Refused(r) => {
+                    assert_eq!(r.guild_id, B, "{described}");
+                    assert_eq!(r.owner.as_deref(), Some("1"), "{described}");
+                }
+                Outcome::Done => panic!("not refused: {described}"),
+            }
+            assert_eq!(every_row(&conn), before, "after {described}");
+        }
+
+        // A rename in B reaches B's children only, and writes that find no row are no refusals.
+        for op in [
+            Op::RenameParent {
+                guild_id: B,
+                parent_id: Id(101),
+                name: Some("renamed".into()),
+            },
+            Op::DeleteMessage {
+                guild_id: B,
+                id: Id(9999),
+            },
+            Op::DeleteChannel {
+                guild_id: B,
+                id: Id(9999),
+            },
+            complete(B, 78, 5001, false),
+        ] {
+            assert_eq!(apply_one(&mut conn, op), Outcome::Done);
+        }
+        assert_eq!(every_row(&conn), before);
+    }
+
+    #[test]
+    fn a_late_entry_completes_the_latest_unpaired_row_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_writer(&dir.path().join("db.sqlite3")).unwrap();
+        for op in [
+            mod_action(A, 77, "ban:1:77:s1"),
+            // Paired with its own entry: never completed by another.
+            Op::InsertModAction {
+                guild_id: A,
+                user_id: Id(77),
+                action: "ban",
+                executor_id: None,
+                reason: String::new(),
+                duration: None,
+                source_key: Some("audit:4000".into()),
+            },
+            mod_action(A, 77, "ban:1:77:s9"),
+        ] {
+            assert_eq!(apply_one(&mut conn, op), Outcome::Done);
+        }
+        let executors = |conn: &Connection| -> Vec<(String, Option<String>, Option<String>)> {
+            let mut stmt = conn
+                .prepare("SELECT source_key, executor_id, reason FROM mod_actions ORDER BY id")
+                .unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let row = |key: &str, executor: Option<&str>, reason: &str| {
+            (
+                key.to_string(),
+                executor.map(String::from),
+                Some(reason.to_string()),
+            )
+        };
+
+        // An entry created after every row was written cannot be theirs.
+        let mut too_new = complete(A, 77, 5000, false);
+        if let Op::CompleteModAction { not_before_ms, .. } = &mut too_new {
+            *not_before_ms = 4_102_444_800_000; // 2100
+        }
+        assert_eq!(apply_one(&mut conn, too_new), Outcome::Done);
+
+        assert_eq!(
+            apply_one(&mut conn, complete(A, 77, 5000, false)),
+            Outcome::Done
+        );
+        let completed = vec![
+            row("ban:1:77:s1", None, ""),
+            row("audit:4000", None, ""),
+            row("ban:1:77:s9", Some("3"), "raid"),
+        ];
+        assert_eq!(executors(&conn), completed);
+        // Redelivered: the entry completes nothing more, and paired with a redelivered event
+        // it writes no second row.
+        assert_eq!(
+            apply_one(&mut conn, complete(A, 77, 5000, false)),
+            Outcome::Done
+        );
+        let mut paired = mod_action(A, 77, "audit:5000");
+        if let Op::InsertModAction { executor_id, .. } = &mut paired {
+            *executor_id = Some(Id(3));
+        }
+        assert_eq!(apply_one(&mut conn, paired), Outcome::Done);
+        assert_eq!(executors(&conn), completed);
+
+        // The next entry completes the earlier row; one by the bot removes its row instead.
+        assert_eq!(
+            apply_one(&mut conn, complete(A, 77, 5001, false)),
+            Outcome::Done
+        );
+        assert_eq!(executors(&conn)[0], row("ban:1:77:s1", Some("3"), "raid"));
+        assert_eq!(
+            apply_one(&mut conn, mod_action(A, 77, "ban:1:77:s20")),
+            Outcome::Done
+        );
+        assert_eq!(
+            apply_one(&mut conn, complete(A, 77, 5002, true)),
+            Outcome::Done
+        );
+        assert_eq!(
+            apply_one(&mut conn, complete(A, 77, 5002, true)),
+            Outcome::Done
+        );
+        assert_eq!(executors(&conn).len(), 3);
+        assert_eq!(count_rows(&conn, "mod_action_late_entries").unwrap(), 3);
+    }
+
+    #[test]
+    fn category_renames_use_the_parent_index_also_in_existing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite3");
+        // A file from before the index.
+        open_writer(&path)
+            .unwrap()
+            .execute_batch("DROP INDEX channel_info_parent")
+            .unwrap();
+        let conn = open_writer(&path).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN UPDATE channel_info SET category = ?3
+                 WHERE parent_id = ?1 AND guild_id = ?2",
+            )
+            .unwrap()
+            .query_map(["101", "1", "x"], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|step| step.contains("channel_info_parent")),
+            "{plan:?}"
+        );
     }
 
     #[test]

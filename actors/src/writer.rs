@@ -14,6 +14,7 @@ use crate::health::StorageHealth;
 use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::progress::{Progress, Ticket};
+use crate::scope::{CrossGuildWrite, Outcome, RefusedWrites};
 use crate::store::{self, CacheExpiry, Op};
 use actix::prelude::*;
 use rusqlite::Connection;
@@ -109,6 +110,8 @@ pub struct SqliteWriter {
     command_log: LogLimit,
     metrics: Arc<Metrics>,
     progress: Arc<Progress>,
+    /// Writes refused as another guild's rows, counted and logged once committed.
+    refused: RefusedWrites,
 }
 
 impl SqliteWriter {
@@ -128,6 +131,7 @@ impl SqliteWriter {
             health,
             storage_log: LogLimit::new(Duration::from_secs(10)),
             command_log: LogLimit::new(Duration::from_secs(10)),
+            refused: RefusedWrites::new(metrics.cross_guild_writes_refused.clone()),
             metrics,
             progress,
         }
@@ -142,16 +146,21 @@ impl SqliteWriter {
         let started = Instant::now();
         let now = store::iso8601(SystemTime::now());
         let batch_size = self.pending.len();
-        let committed = match commit(&mut self.conn, self.pending.iter(), &now) {
+        let mut refused = Vec::new();
+        let committed = match commit(&mut self.conn, self.pending.iter(), &now, &mut refused) {
             Ok(()) => batch_size,
             Err(e) => match classify(&e) {
-                Failure::Command => self.commit_one_by_one(&now, ctx),
+                Failure::Command => {
+                    refused.clear();
+                    self.commit_one_by_one(&now, &mut refused, ctx)
+                }
                 failure => {
                     self.storage_failed(&e, failure, ctx);
                     0
                 }
             },
         };
+        self.refused.report(&refused);
         if committed > 0 {
             self.metrics
                 .writer_commit_seconds
@@ -176,9 +185,16 @@ impl SqliteWriter {
     /// After a batch failed on one of its commands: commits each alone, in order. A command
     /// that fails on its own is rolled back, counted and dropped; a storage failure stops the
     /// loop and keeps the rest pending. Returns how many leading commands are done.
-    fn commit_one_by_one(&mut self, now: &str, ctx: &mut Context<Self>) -> usize {
+    fn commit_one_by_one(
+        &mut self,
+        now: &str,
+        refused: &mut Vec<CrossGuildWrite>,
+        ctx: &mut Context<Self>,
+    ) -> usize {
         for (index, cmd) in self.pending.iter().enumerate() {
-            if let Err(e) = commit(&mut self.conn, std::iter::once(cmd), now) {
+            let kept = refused.len();
+            if let Err(e) = commit(&mut self.conn, std::iter::once(cmd), now, refused) {
+                refused.truncate(kept);
                 match classify(&e) {
                     Failure::Command => {
                         self.metrics.handler_errors.inc();
@@ -230,15 +246,20 @@ fn finish(metrics: &Metrics, progress: &Progress, cmd: WriteCmd) {
     // Dropping the command releases its writer-mailbox permit.
 }
 
+/// Applies and commits `cmds` in one transaction; the writes refused as another guild's rows
+/// are added to `refused` (meaningful only if the commit succeeds).
 fn commit<'a>(
     conn: &mut Connection,
     cmds: impl Iterator<Item = &'a WriteCmd>,
     now: &str,
+    refused: &mut Vec<CrossGuildWrite>,
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     for cmd in cmds {
         for op in &cmd.ops {
-            store::apply(&tx, op, now)?;
+            if let Outcome::Refused(r) = store::apply(&tx, op, now)? {
+                refused.push(r);
+            }
         }
     }
     tx.commit()

@@ -1,0 +1,232 @@
+//! Moderation rows completed late: an event written without its audit log entry (its window
+//! closed, or a flush at shutdown or at the end of a replay) gets the entry's executor and
+//! reason when the entry arrives later, in the same run or after a restart, and is never
+//! written twice. Real actors, real SQLite files.
+
+use gateway_actors::event::decode_frame;
+use gateway_actors::metrics::Metrics;
+use gateway_actors::shard::{Sharding, Strategy};
+use gateway_actors::{Pipeline, PipelineConfig};
+use rusqlite::Connection;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn in_system<F: std::future::Future>(f: F) -> F::Output {
+    actix_rt::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+    .block_on(f)
+}
+
+fn config(db: &Path) -> PipelineConfig {
+    let mut config = PipelineConfig::new(
+        Sharding {
+            strategy: Strategy::Md5,
+            ordinal: 0,
+            pods: 1,
+        },
+        db.to_owned(),
+    );
+    config.audit_window = Duration::from_secs(1);
+    config
+}
+
+/// Polls `check` every 10 ms for at most 60 s.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..6000 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+fn frame(t: &str, seq: u64, d: &str) -> String {
+    format!(r#"{{"op":0,"t":"{t}","s":{seq},"d":{d}}}"#)
+}
+
+fn ready(seq: u64) -> String {
+    frame("READY", seq, r#"{"user":{"id":"4"}}"#)
+}
+
+fn ban(seq: u64, user: u64) -> String {
+    frame(
+        "GUILD_BAN_ADD",
+        seq,
+        &format!(r#"{{"guild_id":"1","user":{{"id":"{user}"}}}}"#),
+    )
+}
+
+fn timeout(seq: u64, user: u64) -> String {
+    frame(
+        "GUILD_MEMBER_UPDATE",
+        seq,
+        &format!(
+            r#"{{"guild_id":"1","user":{{"id":"{user}"}},"communication_disabled_until":"2099-01-01T00:00:00.000000+00:00"}}"#
+        ),
+    )
+}
+
+/// An audit log entry of guild 1 by `executor`, for `user`.
+fn entry(seq: u64, id: u64, action: u16, user: u64, executor: u64) -> String {
+    let changes = if action == 24 {
+        r#","changes":[{"key":"communication_disabled_until","new_value":"2099-01-01T00:00:00.000000+00:00"}]"#
+    } else {
+        ""
+    };
+    frame(
+        "GUILD_AUDIT_LOG_ENTRY_CREATE",
+        seq,
+        &format!(
+            r#"{{"guild_id":"1","id":"{id}","action_type":{action},"target_id":"{user}","user_id":"{executor}","reason":"raid"{changes}}}"#
+        ),
+    )
+}
+
+/// (user, action, executor, reason) of every mod_actions row, by id.
+fn mod_rows(db: &Path) -> Vec<(String, String, Option<String>, Option<String>)> {
+    let conn = Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT user_id, action_type, executor_id, reason FROM mod_actions ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn row(
+    user: &str,
+    action: &str,
+    executor: Option<&str>,
+    reason: &str,
+) -> (String, String, Option<String>, Option<String>) {
+    (
+        user.into(),
+        action.into(),
+        executor.map(Into::into),
+        Some(reason.into()),
+    )
+}
+
+async fn submit(pipeline: &Pipeline, lines: &[String]) {
+    for line in lines {
+        pipeline.submit(decode_frame(line).unwrap()).await;
+    }
+}
+
+/// Waits until every event is committed without flushing what waits: windows close by time.
+async fn settle(pipeline: &Pipeline) {
+    eventually("every event committed", || pipeline.status().in_flight == 0).await;
+}
+
+#[test]
+fn a_late_entry_completes_its_row_in_the_same_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gateway.sqlite3");
+    in_system(async {
+        let metrics = Arc::new(Metrics::new(0, 1).unwrap());
+        let pipeline = Pipeline::start(config(&db), metrics.clone()).unwrap();
+        submit(&pipeline, &[ready(1)]).await;
+
+        // The window closes on the ban: written without executor.
+        submit(&pipeline, &[ban(2, 77)]).await;
+        settle(&pipeline).await;
+        assert_eq!(mod_rows(&db), vec![row("77", "ban", None, "")]);
+        // Its entry, after the window: the row is completed, not written again.
+        submit(&pipeline, &[entry(3, 5000, 22, 77, 3)]).await;
+        settle(&pipeline).await;
+        let completed = vec![row("77", "ban", Some("3"), "raid")];
+        assert_eq!(mod_rows(&db), completed);
+        // Redelivered, the entry and the event change nothing more.
+        submit(&pipeline, &[entry(3, 5000, 22, 77, 3)]).await;
+        settle(&pipeline).await;
+        submit(&pipeline, &[ban(2, 77)]).await;
+        settle(&pipeline).await;
+        assert_eq!(mod_rows(&db), completed);
+
+        // Flushed (end of a replay), then completed by its entry.
+        submit(&pipeline, &[timeout(4, 78)]).await;
+        pipeline.drain().await;
+        submit(&pipeline, &[entry(5, 5001, 24, 78, 3)]).await;
+        pipeline.drain().await;
+        let mut expected = completed.clone();
+        expected.push(row("78", "timeout", Some("3"), "raid"));
+        assert_eq!(mod_rows(&db), expected);
+
+        // The entry first, its event within the window: paired as always.
+        submit(&pipeline, &[entry(6, 5002, 22, 79, 3), ban(7, 79)]).await;
+        settle(&pipeline).await;
+        expected.push(row("79", "ban", Some("3"), "raid"));
+        assert_eq!(mod_rows(&db), expected);
+
+        // An entry whose event never came writes nothing.
+        submit(&pipeline, &[entry(8, 5003, 22, 80, 3)]).await;
+        pipeline.drain().await;
+        assert_eq!(mod_rows(&db), expected);
+
+        // A late entry saying the bot did it: the bot's own actions are not logged.
+        submit(&pipeline, &[ban(9, 81)]).await;
+        pipeline.drain().await;
+        assert_eq!(mod_rows(&db).len(), expected.len() + 1);
+        submit(&pipeline, &[entry(10, 5004, 22, 81, 4)]).await;
+        pipeline.drain().await;
+        assert_eq!(mod_rows(&db), expected);
+
+        assert_eq!(metrics.cross_guild_writes_refused.get(), 0);
+        assert_eq!(metrics.handler_errors.get(), 0);
+    });
+}
+
+#[test]
+fn a_late_entry_completes_its_row_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gateway.sqlite3");
+    // A process that stops with a ban and a timeout waiting: both are written without executor.
+    let run = |lines: Vec<String>| {
+        in_system(async {
+            let metrics = Arc::new(Metrics::new(0, 1).unwrap());
+            let pipeline = Pipeline::start(config(&db), metrics.clone()).unwrap();
+            submit(&pipeline, &lines).await;
+            pipeline.drain().await;
+            pipeline.shutdown();
+            (
+                metrics.cross_guild_writes_refused.get(),
+                metrics.handler_errors.get(),
+            )
+        })
+    };
+    assert_eq!(run(vec![ready(1), ban(2, 77), timeout(3, 78)]), (0, 0));
+    assert_eq!(
+        mod_rows(&db),
+        vec![row("77", "ban", None, ""), row("78", "timeout", None, "")]
+    );
+
+    // The next process receives the entries.
+    let entries = vec![
+        ready(1),
+        entry(2, 5000, 22, 77, 3),
+        entry(3, 5001, 24, 78, 3),
+    ];
+    assert_eq!(run(entries.clone()), (0, 0));
+    let completed = vec![
+        row("77", "ban", Some("3"), "raid"),
+        row("78", "timeout", Some("3"), "raid"),
+    ];
+    assert_eq!(mod_rows(&db), completed);
+
+    // Another gets them again, and then the ban with its entry in time: no second row.
+    assert_eq!(run(entries), (0, 0));
+    assert_eq!(mod_rows(&db), completed);
+    assert_eq!(
+        run(vec![ready(1), ban(2, 77), entry(3, 5000, 22, 77, 3)]),
+        (0, 0)
+    );
+    assert_eq!(mod_rows(&db), completed);
+}
