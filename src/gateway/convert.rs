@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serenity::model::event::Event as SEvent;
 use std::borrow::Cow;
+use std::cell::RefCell;
 
 /// serenity's serialized event: its name and payload, the payload left undecoded.
 #[derive(Deserialize)]
@@ -22,25 +23,72 @@ struct Tagged<'a> {
     d: Option<&'a RawValue>,
 }
 
+thread_local! {
+    /// The payload's JSON, reused from event to event (the connection has one thread).
+    static PAYLOAD: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// For the types the pipeline stores, the dispatch name and the payload serialized alone (the
+/// same JSON as the tagged form's `d`, without the wrapper to parse again).
+macro_rules! stored_payload {
+    ($event:expr, $buf:expr, $($variant:ident => $name:literal,)*) => {
+        match $event {
+            $(SEvent::$variant(e) => Some(($name, serde_json::to_writer(&mut *$buf, e))),)*
+            _ => None,
+        }
+    };
+}
+
 /// Converts one event; `seq` is the gateway sequence number as counted by the connection.
 pub fn to_dispatch(event: &SEvent, seq: Option<u64>) -> Dispatch {
-    let decoded = match event {
-        // serenity could not decode it (a field it requires is missing): its raw payload is
-        // still ours to decode, rather than lose it.
-        SEvent::Unknown(unknown) => decode_dispatch(&unknown.kind, seq, &unknown.value.to_string())
-            .map_err(|e| (unknown.kind.clone(), e.to_string())),
-        other => match serde_json::to_string(other) {
-            Ok(json) => match serde_json::from_str::<Tagged>(&json) {
-                Ok(tagged) => {
-                    let payload = tagged.d.map_or("{}", RawValue::get);
-                    decode_dispatch(&tagged.t, seq, payload)
-                        .map_err(|e| (tagged.t.into_owned(), e.to_string()))
-                }
+    let decoded = PAYLOAD.with_borrow_mut(|buf| {
+        buf.clear();
+        let stored = stored_payload!(event, buf,
+            MessageCreate => "MESSAGE_CREATE",
+            MessageUpdate => "MESSAGE_UPDATE",
+            MessageDelete => "MESSAGE_DELETE",
+            MessageDeleteBulk => "MESSAGE_DELETE_BULK",
+            ReactionAdd => "MESSAGE_REACTION_ADD",
+            ReactionRemove => "MESSAGE_REACTION_REMOVE",
+            GuildCreate => "GUILD_CREATE",
+            ChannelCreate => "CHANNEL_CREATE",
+            ChannelUpdate => "CHANNEL_UPDATE",
+            ChannelDelete => "CHANNEL_DELETE",
+            ThreadCreate => "THREAD_CREATE",
+            ThreadUpdate => "THREAD_UPDATE",
+            ThreadDelete => "THREAD_DELETE",
+            GuildAuditLogEntryCreate => "GUILD_AUDIT_LOG_ENTRY_CREATE",
+            GuildBanAdd => "GUILD_BAN_ADD",
+            GuildBanRemove => "GUILD_BAN_REMOVE",
+            GuildMemberRemove => "GUILD_MEMBER_REMOVE",
+            GuildMemberUpdate => "GUILD_MEMBER_UPDATE",
+        );
+        match (event, stored) {
+            (_, Some((name, Ok(())))) => {
+                let payload = std::str::from_utf8(buf).unwrap_or("{}");
+                decode_dispatch(name, seq, payload).map_err(|e| (name.to_owned(), e.to_string()))
+            }
+            (_, Some((name, Err(e)))) => Err((name.to_owned(), e.to_string())),
+            // serenity could not decode it (a field it requires is missing): its raw payload
+            // is still ours to decode, rather than lose it.
+            (SEvent::Unknown(unknown), None) => {
+                decode_dispatch(&unknown.kind, seq, &unknown.value.to_string())
+                    .map_err(|e| (unknown.kind.clone(), e.to_string()))
+            }
+            // Everything else, rarer: the tagged form gives its name.
+            (other, None) => match serde_json::to_string(other) {
+                Ok(json) => match serde_json::from_str::<Tagged>(&json) {
+                    Ok(tagged) => {
+                        let payload = tagged.d.map_or("{}", RawValue::get);
+                        decode_dispatch(&tagged.t, seq, payload)
+                            .map_err(|e| (tagged.t.into_owned(), e.to_string()))
+                    }
+                    Err(e) => Err((String::from("?"), e.to_string())),
+                },
                 Err(e) => Err((String::from("?"), e.to_string())),
             },
-            Err(e) => Err((String::from("?"), e.to_string())),
-        },
-    };
+        }
+    });
     decoded.unwrap_or_else(|(name, error)| {
         tracing::warn!(event = %name, %error, "undecodable dispatch skipped");
         Dispatch {
