@@ -61,7 +61,10 @@ async fn healthz() -> HttpResponse {
 /// Ready: the database takes writes and, in `serve`, the Discord session is up.
 async fn readiness(state: &HttpState) -> Result<(), String> {
     if let Err(e) = state.pipeline.check_writable(Duration::from_secs(2)).await {
-        return Err(format!("database not writable: {e}"));
+        return Err(format!(
+            "database not writable: {:#}",
+            anyhow::Error::from(e)
+        ));
     }
     match &state.gateway {
         Some(session) if !session.ready.load(Ordering::SeqCst) => {

@@ -232,7 +232,7 @@ async fn read_stream(
             Ok(dispatch) => pipeline.submit(dispatch).await,
             Err(e) => {
                 outcome.malformed += 1;
-                eprintln!("line {}: {e}", outcome.lines);
+                eprintln!("line {}: {:#}", outcome.lines, anyhow::Error::from(e));
             }
         }
     }

@@ -389,15 +389,15 @@ fn count_entries<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D:
 /// Why a line of a recorded stream could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    #[error("not a gateway frame: {0}")]
-    Frame(serde_json::Error),
+    #[error("not a gateway frame")]
+    Frame(#[source] serde_json::Error),
     #[error("op {0} is not a dispatch (op 0)")]
     NotDispatch(u8),
     #[error("dispatch without an event type (t)")]
     MissingType,
     #[error("dispatch without data (d)")]
     MissingData,
-    #[error("bad {kind} payload: {source}")]
+    #[error("bad {kind} payload")]
     Payload {
         kind: &'static str,
         source: serde_json::Error,

@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::progress::{Progress, Snapshot};
 use crate::shard::Sharding;
 use crate::store::{self, CacheExpiry, StoreError};
-use crate::writer::{CheckWritable, SqliteWriter, WriterConfig, WriterLink};
+use crate::writer::{CheckWritable, NotWritable, SqliteWriter, WriterConfig, WriterLink};
 use actix::prelude::*;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -218,11 +218,11 @@ impl Pipeline {
     }
 
     /// Whether the database takes writes now (bounded by `timeout`).
-    pub async fn check_writable(&self, timeout: Duration) -> Result<(), String> {
+    pub async fn check_writable(&self, timeout: Duration) -> Result<(), NotWritable> {
         match tokio::time::timeout(timeout, self.writer.send(CheckWritable)).await {
             Ok(Ok(result)) => result,
-            Ok(Err(e)) => Err(format!("writer unavailable: {e}")),
-            Err(_) => Err(format!("writer busy for over {timeout:?}")),
+            Ok(Err(_)) => Err(NotWritable::WriterGone),
+            Err(_) => Err(NotWritable::WriterBusy(timeout)),
         }
     }
 

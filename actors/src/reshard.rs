@@ -43,10 +43,11 @@ pub enum ReshardError {
     TargetExists(PathBuf),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("copying {table} from {source_path}: {error}")]
+    #[error("copying {table} from {source_path}")]
     Copy {
         table: &'static str,
         source_path: PathBuf,
+        #[source]
         error: rusqlite::Error,
     },
 }

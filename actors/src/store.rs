@@ -26,31 +26,31 @@ pub type ReadPool = r2d2::Pool<SqliteConnectionManager>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("creating the database directory {path}: {source}")]
+    #[error("creating the database directory {path}")]
     CreateDir {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("opening the database {path}: {source}")]
+    #[error("opening the database {path}")]
     Open {
         path: PathBuf,
         source: rusqlite::Error,
     },
     #[error("the database {path} failed its integrity check: {detail} (restore it from the replica; see deploy/RUNBOOK.md)")]
     Corrupt { path: PathBuf, detail: String },
-    #[error("preparing the database {path}: {source}")]
+    #[error("preparing the database {path}")]
     Prepare {
         path: PathBuf,
         source: rusqlite::Error,
     },
-    #[error("building the read pool for {path}: {source}")]
+    #[error("building the read pool for {path}")]
     Pool { path: PathBuf, source: r2d2::Error },
-    #[error("the database {path} is in use by another process (one writer per file): {source}")]
+    #[error("the database {path} is in use by another process (one writer per file)")]
     Locked {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("database error: {0}")]
+    #[error("database error")]
     Sql(#[from] rusqlite::Error),
 }
 

@@ -46,10 +46,23 @@ struct Flush;
 #[rtype(result = "()")]
 struct ExpireCache;
 
-/// Is the database writable? Answers with the error text if not.
+/// Is the database writable?
 #[derive(Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), NotWritable>")]
 pub struct CheckWritable;
+
+/// Why the pod cannot write now: what `/readyz` reports.
+#[derive(Debug, thiserror::Error)]
+pub enum NotWritable {
+    #[error("commits failing for {secs:.0} s: {error}")]
+    Failing { secs: u64, error: String },
+    #[error("the write lock is not available")]
+    Locked(#[source] rusqlite::Error),
+    #[error("the writer is gone")]
+    WriterGone,
+    #[error("the writer did not answer within {0:?}")]
+    WriterBusy(Duration),
+}
 
 pub struct WriterConfig {
     pub max_batch: usize,
@@ -327,16 +340,15 @@ impl Handler<ExpireCache> for SqliteWriter {
 }
 
 impl Handler<CheckWritable> for SqliteWriter {
-    type Result = Result<(), String>;
+    type Result = Result<(), NotWritable>;
     fn handle(&mut self, _: CheckWritable, _: &mut Self::Context) -> Self::Result {
         if let Some(fault) = self.health.fault() {
-            return Err(format!(
-                "commits failing for {:.0} s: {}",
-                fault.since.elapsed().as_secs_f64(),
-                fault.error
-            ));
+            return Err(NotWritable::Failing {
+                secs: fault.since.elapsed().as_secs(),
+                error: fault.error,
+            });
         }
-        store::check_writable(&self.conn).map_err(|e| e.to_string())
+        store::check_writable(&self.conn).map_err(NotWritable::Locked)
     }
 }
 

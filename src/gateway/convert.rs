@@ -39,6 +39,11 @@ macro_rules! stored_payload {
     };
 }
 
+/// An error with its causes, on one line.
+fn chain(e: impl std::error::Error + Send + Sync + 'static) -> String {
+    format!("{:#}", anyhow::Error::from(e))
+}
+
 /// Converts one event; `seq` is the gateway sequence number as counted by the connection.
 pub fn to_dispatch(event: &SEvent, seq: Option<u64>) -> Dispatch {
     let decoded = PAYLOAD.with_borrow_mut(|buf| {
@@ -66,14 +71,14 @@ pub fn to_dispatch(event: &SEvent, seq: Option<u64>) -> Dispatch {
         match (event, stored) {
             (_, Some((name, Ok(())))) => {
                 let payload = std::str::from_utf8(buf).unwrap_or("{}");
-                decode_dispatch(name, seq, payload).map_err(|e| (name.to_owned(), e.to_string()))
+                decode_dispatch(name, seq, payload).map_err(|e| (name.to_owned(), chain(e)))
             }
             (_, Some((name, Err(e)))) => Err((name.to_owned(), e.to_string())),
             // serenity could not decode it (a field it requires is missing): its raw payload
             // is still ours to decode, rather than lose it.
             (SEvent::Unknown(unknown), None) => {
                 decode_dispatch(&unknown.kind, seq, &unknown.value.to_string())
-                    .map_err(|e| (unknown.kind.clone(), e.to_string()))
+                    .map_err(|e| (unknown.kind.clone(), chain(e)))
             }
             // Everything else, rarer: the tagged form gives its name.
             (other, None) => match serde_json::to_string(other) {
@@ -81,7 +86,7 @@ pub fn to_dispatch(event: &SEvent, seq: Option<u64>) -> Dispatch {
                     Ok(tagged) => {
                         let payload = tagged.d.map_or("{}", RawValue::get);
                         decode_dispatch(&tagged.t, seq, payload)
-                            .map_err(|e| (tagged.t.into_owned(), e.to_string()))
+                            .map_err(|e| (tagged.t.into_owned(), chain(e)))
                     }
                     Err(e) => Err((String::from("?"), e.to_string())),
                 },
