@@ -6,7 +6,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY actors/Cargo.toml actors/Cargo.toml
 RUN mkdir -p src actors/src benches \
     && echo 'fn main() {}' > src/main.rs && touch actors/src/lib.rs \
-    && for b in shard pipeline isolation memory latency; do echo 'fn main() {}' > benches/$b.rs; done \
+    && for b in shard pipeline isolation memory latency live stats; do echo 'fn main() {}' > benches/$b.rs; done \
     && cargo build --release --locked --bin guild-gateway || true
 COPY schema.sql ./
 COPY actors actors
