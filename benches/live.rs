@@ -1,15 +1,12 @@
 //! `live`: the path a live pod runs (fake-discord -> serenity -> conversion -> pipeline ->
-//! commit) against `replay` of the same stream, in one run, with the real binary (release, as
-//! `cargo bench` builds it). Reports, per path, the median over the runs of events/s (first
-//! event accepted to last committed) and the pod's CPU seconds per 100k events, and their
-//! ratios. `LIVE_BENCH_RUNS` (default 3) and `LIVE_BENCH_MESSAGES` (default 100000) tune it.
+//! commit) against `replay` of the same stream, in one run, with the real binaries (release:
+//! `cargo bench` builds the pod; the fake Discord is `guild-gateway-dev`, which it does not
+//! build, hence `cargo build --release --workspace` first). Reports, per path, the median over
+//! the runs of events/s (first event accepted to last committed) and the pod's CPU seconds per
+//! 100k events, and their ratios. `LIVE_BENCH_RUNS` (default 3) and `LIVE_BENCH_MESSAGES` (default 100000) tune it.
 //! Not a criterion bench: each sample is a whole process lifetime.
 
-#[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
-mod common;
-
-use common::*;
+use guild_gateway_dev::testing::*;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -142,7 +139,8 @@ fn main() {
     let messages = env("LIVE_BENCH_MESSAGES", 100_000);
     let dir = tempfile::tempdir().expect("a scratch directory");
     let stream = dir.path().join("stream.ndjson");
-    let lines = gateway_actors::synthetic::write_file(&stream, 300, messages).expect("the stream");
+    let lines =
+        guild_gateway_dev::synthetic::write_file(&stream, 300, messages).expect("the stream");
     println!("live: {lines} events (300 guilds, {messages} messages), {runs} runs per path");
 
     let (mut replay, mut live) = (Vec::new(), Vec::new());

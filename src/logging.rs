@@ -8,12 +8,7 @@ use crate::config::LogFormat;
 use tracing_subscriber::EnvFilter;
 
 pub fn init(format: LogFormat) {
-    init_with_default(format, "info");
-}
-
-/// As [`init`], with another default level when RUST_LOG is unset.
-pub fn init_with_default(format: LogFormat, default: &str) {
-    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| default.to_owned());
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
     let filter = if directives.contains("serenity") {
         EnvFilter::new(directives)
     } else {

@@ -5,17 +5,14 @@
 //! System's thread and their own threads, I/O on the runtime's workers).
 
 mod config;
-mod fake_discord;
 mod gateway;
 mod http;
 mod logging;
-mod probe;
 mod replay;
 mod reshard;
 mod serve;
 mod shard_of;
 mod signals;
-mod simulate;
 
 use clap::{Parser, Subcommand};
 
@@ -42,10 +39,6 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run a recorded gateway stream (NDJSON) through the pipeline into this pod's database
     Replay(replay::ReplayArgs),
-    /// Serve a local Discord-compatible API and gateway from a recorded stream (for tests and development)
-    FakeDiscord(fake_discord::FakeDiscordArgs),
-    /// Run a whole deployment locally: a fake Discord and N `serve` pods, until all is committed
-    Simulate(simulate::SimulateArgs),
     /// Split pod databases (or the TypeScript bot's file) into those of a new pod count
     Reshard(reshard::ReshardArgs),
     /// Print the pod that owns each guild id: `GUILD_ID ORDINAL` per line
@@ -62,25 +55,10 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         },
-        Command::FakeDiscord(args) => {
-            logging::init(config::LogFormat::Text);
-            match run_in_system(fake_discord::run(args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e),
-            }
-        }
         Command::Reshard(args) => match reshard::run(args) {
             Ok(code) => code,
             Err(e) => fail(e),
         },
-        Command::Simulate(args) => {
-            // The progress lines are the output; logs only for trouble.
-            logging::init_with_default(config::LogFormat::Text, "warn");
-            match run_in_system(simulate::run(args)) {
-                Ok(code) => code,
-                Err(e) => fail(e),
-            }
-        }
         Command::Serve(args) => {
             let (config, discord) =
                 match args.pod.validate().and_then(|c| Ok((c, args.validate()?))) {

@@ -1,9 +1,7 @@
 //! Bad configuration ends the program before it touches anything: non-zero exit, one line on
 //! stderr naming the variable and the value, no database file.
 
-mod common;
-
-use common::*;
+use guild_gateway_dev::testing::*;
 
 fn assert_rejected(env: &[(&str, &str)], variable: &str, value: &str) {
     let dir = tempfile::tempdir().unwrap();

@@ -1,9 +1,7 @@
 //! deploy/ offline: every kustomization renders and passes kubernetes-validate, the wiring an
 //! operator relies on is there, and the monitoring assets are valid and use real metrics.
 
-mod common;
-
-use common::*;
+use guild_gateway_dev::testing::*;
 use serde_yaml::Value;
 use std::collections::BTreeSet;
 use std::path::PathBuf;

@@ -1,11 +1,9 @@
-//! Live pods: real serenity against `guild-gateway fake-discord`, all on 127.0.0.1.
+//! Live pods: real serenity against `guild-gateway-dev fake-discord`, all on 127.0.0.1.
 
-mod common;
-
-use common::*;
+use guild_gateway_dev::testing::*;
 use serde_json::Value;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 const TOKEN: &str = "live-test-token";
@@ -48,20 +46,13 @@ fn start_pod(
     LivePod { proc, port, db }
 }
 
-fn json(port: u16, path: &str) -> Option<Value> {
-    let (code, body) = http_get(port, path).ok()?;
-    (code == 200)
-        .then(|| serde_json::from_str(&body).ok())
-        .flatten()
-}
-
 /// Waits until every pod has committed everything its session was sent; returns the sessions.
 fn wait_all_committed(pods: &[LivePod], fake_port: u16) -> Vec<Value> {
     wait_for(Duration::from_secs(60), || {
-        let sessions = json(fake_port, "/fake/sessions")?;
+        let sessions = get_json(fake_port, "/fake/sessions")?;
         let sessions = sessions.as_array()?.clone();
         for pod in pods {
-            let status = json(pod.port, "/status")?;
+            let status = get_json(pod.port, "/status")?;
             let session = sessions
                 .iter()
                 .find(|s| s["session_id"] == status["session_id"])?;
@@ -248,133 +239,6 @@ fn live_metrics_pass_promtool() {
     stop_all(&mut pods);
 }
 
-#[test]
-fn simulate_fails_naming_a_pod_killed_with_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    // A paced synthetic stream, so the run is still going when the pod is killed.
-    let mut sim = Proc(
-        gateway()
-            .args([
-                "simulate",
-                "--pods",
-                "3",
-                "--guilds",
-                "30",
-                "--messages",
-                "20000",
-                "--rate",
-                "1000",
-                "--data-dir",
-            ])
-            .arg(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = sim.0.stdout.take().unwrap();
-    let mut pid = None;
-    let mut http = None;
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-    for line in lines.by_ref().take(10) {
-        let line = line.unwrap();
-        // "pod 1: pid N, http://127.0.0.1:P, ..."
-        if let Some(rest) = line.strip_prefix("pod 1: pid ") {
-            let (p, rest) = rest.split_once(',').unwrap();
-            pid = Some(p.to_owned());
-            let port = rest
-                .split("127.0.0.1:")
-                .nth(1)
-                .unwrap()
-                .split(',')
-                .next()
-                .unwrap();
-            http = Some(port.parse::<u16>().unwrap());
-            break;
-        }
-    }
-    let (pid, http) = (pid.expect("simulate names pod 1's pid"), http.unwrap());
-    // Keep reading its output so it never writes to a closed pipe.
-    std::thread::spawn(move || for _ in lines {});
-    // Kill it once it is connected and working.
-    wait_for(Duration::from_secs(30), || {
-        json(http, "/status").filter(|s| s["events_done"].as_u64() > Some(10))
-    })
-    .expect("pod 1 processes events");
-    assert!(Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = wait_exit(&mut sim.0, Duration::from_secs(60));
-    assert!(!status.success());
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(sim.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    assert!(
-        stderr.contains(&format!("pod 1 (pid {pid}) died")),
-        "{stderr}"
-    );
-}
-
-/// The fake answers misbehaving clients with Discord's close codes.
-#[tokio::test(flavor = "current_thread")]
-async fn fake_discord_closes_bad_clients_with_discords_codes() {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
-    let (_fake, port) = start_fake(&[]);
-    let url = format!("ws://127.0.0.1:{port}/?v=10&encoding=json");
-    let cases: [(&str, u16); 5] = [
-        ("not json", 4002),
-        (r#"{"op":3,"d":{}}"#, 4003),
-        (r#"{"op":2,"d":{"token":"wrong","intents":1}}"#, 4004),
-        (
-            r#"{"op":2,"d":{"token":"live-test-token","intents":1,"shard":[3,3]}}"#,
-            4010,
-        ),
-        (r#"{"op":99,"d":null}"#, 4003),
-    ];
-    for (frame, code) in cases {
-        let (mut ws, _) = tokio_tungstenite::connect_async(&url)
-            .await
-            .expect("connects");
-        let hello = ws.next().await.expect("hello").expect("a frame");
-        assert!(hello.to_text().unwrap().contains(r#""op":10"#), "{hello:?}");
-        ws.send(Message::Text(frame.into())).await.unwrap();
-        let closed = tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some(Ok(msg)) = ws.next().await {
-                if let Message::Close(Some(close)) = msg {
-                    return Some(u16::from(close.code));
-                }
-            }
-            None
-        })
-        .await
-        .expect("closed within 10 s");
-        assert_eq!(closed, Some(code), "{frame}");
-    }
-    // Heartbeats are answered, and a wrong token on REST is a 401.
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    ws.next().await.unwrap().unwrap();
-    ws.send(Message::Text(r#"{"op":1,"d":null}"#.into()))
-        .await
-        .unwrap();
-    let ack = ws.next().await.unwrap().unwrap();
-    assert!(ack.to_text().unwrap().contains(r#""op":11"#));
-    let response = {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(
-            s,
-            "GET /api/v10/gateway HTTP/1.0\r\nAuthorization: Bot wrong\r\n\r\n"
-        )
-        .unwrap();
-        let mut r = String::new();
-        s.read_to_string(&mut r).unwrap();
-        r
-    };
-    assert!(response.starts_with("HTTP/1.1 401"), "{response}");
-}
-
 /// Peak resident memory of a process (Linux: VmHWM), in bytes.
 fn peak_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -467,14 +331,14 @@ fn a_full_disk_makes_serve_unready_and_it_commits_everything_once_space_is_back(
     let (_fake, fake_port) = start_fake(&["--rate", "100"]);
     let mut pod = start_pod(disk.path(), fake_port, 0, 1, "md5", TOKEN);
     wait_for(Duration::from_secs(30), || {
-        let status = json(pod.port, "/status")?;
+        let status = get_json(pod.port, "/status")?;
         (status["events_done"].as_u64()? >= 50).then_some(())
     })
     .expect("the pod commits its first events");
     let ballast = disk.fill();
 
     let fault = wait_for(Duration::from_secs(30), || {
-        let status = json(pod.port, "/status")?;
+        let status = get_json(pod.port, "/status")?;
         let error = status["storage_error"].as_str()?.to_owned();
         Some((error, status))
     })
@@ -486,48 +350,16 @@ fn a_full_disk_makes_serve_unready_and_it_commits_everything_once_space_is_back(
     // Nothing is reported committed while commits fail.
     let stalled = fault.1["last_seq_committed"].clone();
     std::thread::sleep(Duration::from_secs(1));
-    let status = json(pod.port, "/status").unwrap();
+    let status = get_json(pod.port, "/status").unwrap();
     assert_eq!(status["last_seq_committed"], stalled);
     assert!(status["in_flight"].as_u64().unwrap() > 0);
 
     std::fs::remove_file(ballast).unwrap();
     wait_all_committed(std::slice::from_ref(&pod), fake_port);
-    let status = json(pod.port, "/status").unwrap();
+    let status = get_json(pod.port, "/status").unwrap();
     assert_eq!(status["storage_error"], Value::Null);
     assert_eq!(status["events_shed"], 0);
     assert_eq!(http_get(pod.port, "/readyz").unwrap().0, 200);
     stop_all(std::slice::from_mut(&mut pod));
     assert_expected_rows(&[pod.db.clone()], "md5");
-}
-
-#[test]
-fn simulate_fails_when_a_pod_sheds_unless_allowed() {
-    // Every event takes 1.5 s and a guild is stuck after 1 s without progress: each guild's
-    // queued events are dropped, counted, and simulate must say so.
-    let run = |extra: &[&str]| {
-        let dir = tempfile::tempdir().unwrap();
-        gateway()
-            .args(["simulate", "--pods", "1", "--events"])
-            .arg(sample_stream())
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(extra)
-            .env("TEST_EVENT_DELAY_MS", "1500")
-            .env("GUILD_STUCK_SECS", "1")
-            .env("GUILD_MAILBOX_CAPACITY", "1")
-            .output()
-            .unwrap()
-    };
-    let out = run(&[]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(stderr.contains("error: events were lost"), "{stderr}");
-    assert!(stdout.contains("events were dropped (shed)"), "{stdout}");
-    let allowed = run(&["--allow-shed"]);
-    assert!(
-        allowed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&allowed.stderr)
-    );
 }

@@ -2,9 +2,7 @@
 //! `litestream` binary with the configuration deploy/ ships (rendered for the test),
 //! fake-discord under load, and guild-gateway pods.
 
-mod common;
-
-use common::*;
+use guild_gateway_dev::testing::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -57,10 +55,10 @@ impl Rig {
 
         // Load: a paced synthetic stream.
         let events = dir.path().join("events.ndjson");
-        gateway_actors::synthetic::write_file(&events, 50, 40_000).unwrap();
+        guild_gateway_dev::synthetic::write_file(&events, 50, 40_000).unwrap();
         let fake_port = free_port();
         let fake = Proc(
-            gateway()
+            dev()
                 .args([
                     "fake-discord",
                     "--listen",

@@ -1,8 +1,6 @@
 //! `replay` of the sample stream end to end: real binary, real SQLite files.
 
-mod common;
-
-use common::*;
+use guild_gateway_dev::testing::*;
 use std::time::Duration;
 
 /// Replays the sample into every pod of an N-pod deployment and checks: the union of the pods'
@@ -299,7 +297,7 @@ fn a_full_disk_stops_the_replay_and_reports_what_is_not_committed() {
     let disk = Tmpfs::mount("2m");
     let scratch = tempfile::tempdir().unwrap();
     let stream = scratch.path().join("synthetic.ndjson");
-    gateway_actors::synthetic::write_file(&stream, 50, 20_000).unwrap();
+    guild_gateway_dev::synthetic::write_file(&stream, 50, 20_000).unwrap();
     let db = disk.path().join("gateway.sqlite3");
     let out = gateway()
         .args(["replay", "--give-up-after", "2"])

@@ -1,9 +1,7 @@
 //! `reshard`: the sample in 3 pods, moved to 2 and to 5, and the TypeScript-style single file
 //! split in 3, give exactly the rows a direct replay into that many pods gives.
 
-mod common;
-
-use common::*;
+use guild_gateway_dev::testing::*;
 use std::path::PathBuf;
 
 fn reshard(sources: &[PathBuf], pods: u32, out: &std::path::Path) -> String {

@@ -1,13 +1,11 @@
 //! A running pod: its HTTP endpoints (metrics linted by promtool) and its SIGTERM drain.
 
-mod common;
-
-use common::*;
+use guild_gateway_dev::testing::*;
 use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::Proc as Pod;
+use guild_gateway_dev::testing::Proc as Pod;
 
 /// Facts about the sample stream the assertions below rely on, drawn from the fixture.
 struct Sample {

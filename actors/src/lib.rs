@@ -1,5 +1,3 @@
-#![recursion_limit = "256"] // serde_json::json! of a whole GUILD_CREATE in `synthetic`
-
 //! guild-gateway's actor pipeline, from a decoded gateway dispatch to a committed SQLite row.
 //!
 //! Read top-down: [`event`] decodes dispatches, [`shard`] decides ownership, [`pipeline`]
@@ -25,7 +23,6 @@ pub mod scope;
 pub mod shard;
 pub mod stats;
 pub mod store;
-pub mod synthetic;
 pub mod writer;
 
 pub use pipeline::{Pipeline, PipelineConfig};

@@ -35,7 +35,7 @@ pub fn texts() -> Vec<String> {
         .map(str::to_owned)
         .collect();
     if texts.is_empty() {
-        gateway_actors::synthetic::DEFAULT_TEXTS
+        guild_gateway_dev::synthetic::DEFAULT_TEXTS
             .iter()
             .map(|t| t.to_string())
             .collect()
@@ -45,10 +45,10 @@ pub fn texts() -> Vec<String> {
 }
 
 /// A recorded stream as lines: `guilds` guilds, `messages` messages plus reactions, edits,
-/// deletes, DMs and moderation events (gateway_actors::synthetic).
+/// deletes, DMs and moderation events (guild_gateway_dev::synthetic).
 pub fn stream(guilds: u32, messages: u64) -> Vec<String> {
     let mut buf = Vec::new();
-    gateway_actors::synthetic::generate(&mut buf, guilds, messages, &texts())
+    guild_gateway_dev::synthetic::generate(&mut buf, guilds, messages, &texts())
         .expect("writing to memory");
     String::from_utf8(buf)
         .expect("utf-8")

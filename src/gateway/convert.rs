@@ -155,11 +155,11 @@ mod tests {
     #[test]
     fn live_and_replay_decode_the_synthetic_stream_alike() {
         let mut stream = Vec::new();
-        gateway_actors::synthetic::generate(
+        guild_gateway_dev::synthetic::generate(
             &mut stream,
             50,
             3000,
-            &gateway_actors::synthetic::DEFAULT_TEXTS
+            &guild_gateway_dev::synthetic::DEFAULT_TEXTS
                 .iter()
                 .map(|t| t.to_string())
                 .collect::<Vec<_>>(),

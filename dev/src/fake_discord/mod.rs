@@ -1,4 +1,4 @@
-//! `guild-gateway fake-discord`: a local Discord-compatible server for development, tests and
+//! `guild-gateway-dev fake-discord`: a local Discord-compatible server for development, tests and
 //! load tests (what a local S3 is for object storage).
 //!
 //! One port serves the REST API serenity calls (`/api/v10/...`), the gateway WebSocket, and an
@@ -262,7 +262,7 @@ fn new_session_id() -> String {
     format!("{:016x}", h.finish())
 }
 
-/// `guild-gateway fake-discord` arguments.
+/// `guild-gateway-dev fake-discord` arguments.
 #[derive(Debug, clap::Args)]
 pub struct FakeDiscordArgs {
     /// Address to listen on (use 127.0.0.1:PORT)
@@ -306,7 +306,7 @@ impl FakeDiscordArgs {
 
 /// Runs the fake until SIGTERM or SIGINT.
 pub async fn run(args: FakeDiscordArgs) -> anyhow::Result<()> {
-    let signal = crate::signals::shutdown_signal()?;
+    let signal = shutdown_signal()?;
     let recording = Recording::load(&args.events)?;
     let frames = recording.frames.len();
     let fake = start(args.listen, recording, args.options()).await?;
@@ -315,4 +315,18 @@ pub async fn run(args: FakeDiscordArgs) -> anyhow::Result<()> {
     let name = signal.await;
     tracing::info!("{name}: stopping");
     Ok(())
+}
+
+/// Installs the SIGTERM and SIGINT handlers now (so a signal arriving while the stream loads
+/// is not missed); the future resolves with the signal's name.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    })
 }

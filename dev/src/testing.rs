@@ -1,7 +1,6 @@
-//! Helpers for the end-to-end tests: the fixtures, the binary, a minimal HTTP client, and
-//! reading a pod's database into comparable rows. Everything talks to 127.0.0.1 only.
-
-#![allow(dead_code)] // each test binary uses a different part
+//! Helpers the end-to-end tests and benches share: the fixtures, the binaries, a minimal HTTP
+//! client, and reading a pod's database into comparable rows. Everything talks to 127.0.0.1
+//! only. They panic with a message on any problem: a failed helper is a failed test.
 
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{json, Value};
@@ -12,12 +11,53 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_guild-gateway");
+/// The repository's root (this crate is one of its workspace members).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures")
-        .join(name)
+    workspace_root().join("../shared/fixtures").join(name)
+}
+
+/// The pod binary, `guild-gateway`: GUILD_GATEWAY_BIN, else the one cargo built beside the
+/// running test.
+pub fn pod_binary() -> PathBuf {
+    built_binary(&crate::pod_binary_name(), "GUILD_GATEWAY_BIN")
+}
+
+/// The tools' binary, `guild-gateway-dev`: GUILD_GATEWAY_DEV_BIN, else the one cargo built
+/// beside the running test.
+pub fn dev_binary() -> PathBuf {
+    built_binary(&crate::dev_binary_name(), "GUILD_GATEWAY_DEV_BIN")
+}
+
+/// Tests and benches run from `target/PROFILE/deps/`, and cargo puts the workspace's binaries
+/// in `target/PROFILE/`. Cargo only guarantees a test its own package's binaries, so the other
+/// package's may be missing (or stale) unless the whole workspace was built first.
+fn built_binary(name: &str, override_var: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(override_var) {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "{override_var}={} is not a file",
+            path.display()
+        );
+        return path;
+    }
+    let exe = std::env::current_exe().expect("the running test's own path");
+    let mut dir = exe.parent().expect("the test's directory").to_owned();
+    if dir.file_name().is_some_and(|d| d == "deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} does not exist: build every binary first (`cargo build --workspace --all-targets`, \
+         as scripts/test does; add --release for benches), or set {override_var}",
+        path.display()
+    );
+    path
 }
 
 pub fn sample_stream() -> PathBuf {
@@ -36,14 +76,14 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
-/// Every environment variable the binary reads, from its own `--help` (so none can be
-/// forgotten here), plus the two it reads outside clap.
+/// Every environment variable the pod binary reads, from its own `--help` (so none can be
+/// forgotten here), plus the ones it reads outside clap.
 fn pod_variables() -> &'static [String] {
     static VARS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     VARS.get_or_init(|| {
         let mut vars = vec!["HOSTNAME".to_string(), "RUST_LOG".to_string()];
         for command in ["serve", "replay", "shard-of"] {
-            let help = Command::new(BIN)
+            let help = Command::new(pod_binary())
                 .args([command, "--help"])
                 .output()
                 .expect("running --help");
@@ -60,9 +100,18 @@ fn pod_variables() -> &'static [String] {
     })
 }
 
-/// The binary with every pod variable cleared, so the caller's environment cannot leak in.
+/// The pod binary with every pod variable cleared, so the caller's environment cannot leak in.
 pub fn gateway() -> Command {
-    let mut cmd = Command::new(BIN);
+    without_pod_variables(Command::new(pod_binary()))
+}
+
+/// `guild-gateway-dev` (fake-discord, simulate) with every pod variable cleared: `simulate`'s
+/// pods inherit its environment.
+pub fn dev() -> Command {
+    without_pod_variables(Command::new(dev_binary()))
+}
+
+fn without_pod_variables(mut cmd: Command) -> Command {
     for var in pod_variables() {
         cmd.env_remove(var);
     }
@@ -107,6 +156,14 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Ok((code, body))
+}
+
+/// GET a JSON document; None unless it answers 200 with JSON.
+pub fn get_json(port: u16, path: &str) -> Option<Value> {
+    let (code, body) = http_get(port, path).ok()?;
+    (code == 200)
+        .then(|| serde_json::from_str(&body).ok())
+        .flatten()
 }
 
 /// Polls `check` every 50 ms until it returns Some, for at most `limit`.
@@ -365,9 +422,7 @@ pub fn sigterm(child: &std::process::Child) {
 
 /// A test tool: the project's venv first (scripts/test creates it), then PATH.
 pub fn tool(name: &str) -> PathBuf {
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(".venv/bin")
-        .join(name);
+    let venv = workspace_root().join(".venv/bin").join(name);
     if venv.exists() {
         venv
     } else {
@@ -399,16 +454,17 @@ pub fn assert_promtool_accepts(page: &str) {
     );
 }
 
-/// `guild-gateway fake-discord` on the sample stream, on a free port; returns it once it answers.
+/// `guild-gateway-dev fake-discord` on the sample stream, on a free port; returns it once it
+/// answers.
 pub fn start_fake_discord(token: &str, extra: &[&str]) -> (Proc, u16) {
     start_fake_discord_on(token, &sample_stream(), extra)
 }
 
-/// `guild-gateway fake-discord` on a given stream.
+/// `guild-gateway-dev fake-discord` on a given stream.
 pub fn start_fake_discord_on(token: &str, events: &Path, extra: &[&str]) -> (Proc, u16) {
     let port = free_port();
     let fake = Proc(
-        gateway()
+        dev()
             .args([
                 "fake-discord",
                 "--listen",

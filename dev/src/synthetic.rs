@@ -1,7 +1,8 @@
 //! A synthetic gateway stream with a realistic shape: a few hundred guilds of skewed
 //! activity (a few busy, many quiet), human and bot messages with markdown, code and links,
 //! replies, reactions, edits, deletes, DMs, and moderation events with their audit entries.
-//! Deterministic for given sizes, so runs compare. Used by `simulate` and the benches.
+//! Deterministic for given sizes, so runs compare. Used by `simulate`, the tests and the
+//! benches.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -164,8 +165,9 @@ pub fn generate<W: Write, S: AsRef<str>>(
         let id = snowflake(clock, n);
         let content = serde_json::to_string(texts[rng.below(texts.len() as u64) as usize])?;
         let bot = rng.below(20) == 0;
-        let timestamp =
-            crate::store::iso8601(std::time::UNIX_EPOCH + std::time::Duration::from_millis(clock));
+        let timestamp = gateway_actors::store::iso8601(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(clock),
+        );
         let common = format!(
             r#""timestamp":"{timestamp}","edited_timestamp":null,"tts":false,"mention_everyone":false,"mentions":[],"mention_roles":[],"attachments":[],"embeds":[],"pinned":false,"type":0"#
         );

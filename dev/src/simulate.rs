@@ -1,7 +1,7 @@
-//! `guild-gateway simulate`: a whole deployment on one machine. A fake Discord (in this
-//! process) and N pods (`serve` child processes, each with its own database and HTTP port)
-//! share a bot's traffic; the run ends when every pod has committed everything it was sent,
-//! with a per-pod summary. A pod that dies fails the run, naming the pod.
+//! `guild-gateway-dev simulate`: a whole deployment on one machine. A fake Discord (in this
+//! process) and N pods (`guild-gateway serve` child processes, each with its own database and
+//! HTTP port) share a bot's traffic; the run ends when every pod has committed everything it
+//! was sent, with a per-pod summary. A pod that dies fails the run, naming the pod.
 
 use crate::fake_discord::{self, FakeOptions, Recording};
 use crate::probe::http_get;
@@ -43,6 +43,9 @@ pub struct SimulateArgs {
     /// Exit 0 even if a pod dropped (shed) events of a stuck guild
     #[arg(long)]
     pub allow_shed: bool,
+    /// The pod binary the pods run [default: guild-gateway beside this program]
+    #[arg(long, env = "GUILD_GATEWAY_BIN")]
+    pub pod_binary: Option<PathBuf>,
 }
 
 struct Pod {
@@ -84,6 +87,8 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     if args.pods == 0 {
         bail!("--pods must be at least 1");
     }
+    // Before generating anything: a missing pod binary is the likeliest mistake.
+    let exe = pod_binary(args.pod_binary.as_deref())?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let events = match &args.events {
@@ -99,7 +104,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
                 args.messages,
                 path.display()
             );
-            let n = gateway_actors::synthetic::write_file(&path, args.guilds, args.messages)
+            let n = crate::synthetic::write_file(&path, args.guilds, args.messages)
                 .with_context(|| format!("writing {}", path.display()))?;
             eprintln!("  {n} events");
             path
@@ -122,7 +127,6 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         fake.addr
     );
 
-    let exe = std::env::current_exe().context("locating the guild-gateway binary")?;
     let mut pods = Vec::new();
     for ordinal in 0..args.pods {
         let database = args.data_dir.join(format!("gateway-{ordinal}.sqlite3"));
@@ -146,7 +150,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("creating {}", log.display()))?,
             )
             .spawn()
-            .with_context(|| format!("starting pod {ordinal}"))?;
+            .with_context(|| format!("starting pod {ordinal} ({})", exe.display()))?;
         println!(
             "pod {ordinal}: pid {}, http://{http}, database {}, log {}",
             child.id(),
@@ -306,6 +310,30 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         strategy
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `given`, or the pod binary beside this program; an error says how to get one.
+fn pod_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let (path, how) = match given {
+        Some(path) => (
+            path.to_owned(),
+            "given by --pod-binary or GUILD_GATEWAY_BIN",
+        ),
+        None => (
+            crate::beside_current_exe(&crate::pod_binary_name())
+                .context("locating this program, to find the pod binary beside it")?,
+            "its default place, beside guild-gateway-dev",
+        ),
+    };
+    if !path.is_file() {
+        bail!(
+            "the pod binary {} ({how}) does not exist: `cargo build --workspace` builds it \
+             beside guild-gateway-dev (add --release for target/release), or pass \
+             --pod-binary PATH (env GUILD_GATEWAY_BIN)",
+            path.display()
+        );
+    }
+    Ok(path)
 }
 
 async fn pod_status(addr: SocketAddr) -> Option<PodStatus> {
