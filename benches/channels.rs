@@ -9,8 +9,8 @@ mod common;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use gateway_actors::event::{Channel, Event, GuildCreate, Id};
-use gateway_actors::handlers::GuildState;
-use gateway_actors::store::{self, Op};
+use gateway_actors::internals::GuildState;
+use gateway_actors::internals::{self as store, Op};
 use std::time::{Duration, SystemTime};
 
 const CHANNELS_PER_GUILD: u64 = 200;
@@ -43,7 +43,7 @@ fn channel_update(c: &mut Criterion) {
     let guilds = (total / CHANNELS_PER_GUILD).max(1);
     let dir = tempfile::tempdir().expect("temp dir");
     let mut conn = store::open_writer(&dir.path().join("channels.sqlite3")).expect("database");
-    let now = store::iso8601(SystemTime::now());
+    let now = gateway_actors::time::iso8601(SystemTime::now());
     // The guild whose category is renamed, in the middle of the table.
     let target = 1 + guilds / 2;
     let mut target_state = None;
@@ -63,7 +63,7 @@ fn channel_update(c: &mut Criterion) {
         }
     }
     tx.commit().expect("commit");
-    let stored = store::count_rows(&conn, "channel_info").expect("count");
+    let stored = gateway_actors::count_rows(&conn, "channel_info").expect("count");
     assert_eq!(stored as u64, guilds * CHANNELS_PER_GUILD);
     let mut state = target_state.expect("the renamed guild exists");
 

@@ -6,7 +6,7 @@
 
 use clap::Args;
 use gateway_actors::shard::{Sharding, Strategy};
-use gateway_actors::store::CacheExpiry;
+use gateway_actors::CacheExpiry;
 use gateway_actors::PipelineConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;

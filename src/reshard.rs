@@ -5,8 +5,8 @@
 use crate::config::{parse_number, parse_strategy};
 use anyhow::Context as _;
 use clap::Args;
+use gateway_actors::count_rows;
 use gateway_actors::reshard::reshard;
-use gateway_actors::store;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -49,7 +49,7 @@ pub fn run(args: ReshardArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("opening {}", source.display()))?;
         for table in report.rows.keys() {
             // A table the source lacks (the TypeScript file) counts 0; any other error is one.
-            let rows = match store::count_rows(&conn, table) {
+            let rows = match count_rows(&conn, table) {
                 Err(rusqlite::Error::SqliteFailure(_, Some(m)))
                     if m.starts_with("no such table") =>
                 {

@@ -1,28 +1,46 @@
 //! guild-gateway's actor pipeline, from a decoded gateway dispatch to a committed SQLite row.
 //!
-//! Read top-down: [`event`] decodes dispatches, [`shard`] decides ownership, [`pipeline`]
-//! assembles [`filter`] -> [`guild`] -> [`writer`]; [`handlers`] say what each event writes,
-//! [`stats`] computes message statistics, [`moderation`] pairs moderation events with audit
-//! log entries, [`store`] owns the SQL and [`scope`] keeps each guild's writes to its own rows;
-//! [`progress`] tracks what is committed and [`metrics`] what happened. Nothing here opens a
-//! network connection.
+//! The tree reads in the order an event travels:
+//! - [`pipeline`] assembles the stages and is the handle every source uses (`submit`, `drain`);
+//! - `actors`: the stages, `filter` (ownership, the gate) -> `inbox` (a guild's bounded
+//!   mailbox and its overflow) -> `guild` (one actor per guild) -> `writer` (the one SQLite
+//!   writer, group commit, retries);
+//! - `domain`: what events mean, with no I/O: [`event`] (the model and its one decoder),
+//!   [`shard`] (who owns a guild), `handlers` (what each event writes), `moderation` (events
+//!   paired with audit log entries), [`stats`] (message statistics), `scope` (a guild writes
+//!   only its own rows), [`time`];
+//! - `storage`: `store` (the schema and the SQL of every write) and [`reshard`];
+//! - beside them: `progress` (which events are done), `health` (whether commits succeed),
+//!   [`metrics`].
+//!
+//! Nothing here opens a network connection.
 
-pub mod event;
-pub mod filter;
-pub mod guild;
-pub mod handlers;
-pub mod health;
-pub mod inbox;
+mod actors;
+mod domain;
+mod health;
 mod log_limit;
 pub mod metrics;
-pub mod moderation;
-pub mod pipeline;
-pub mod progress;
-pub mod reshard;
-pub mod scope;
-pub mod shard;
-pub mod stats;
-pub mod store;
-pub mod writer;
+mod pipeline;
+mod progress;
+mod storage;
 
-pub use pipeline::{Pipeline, PipelineConfig};
+// Short paths inside the crate; the groups above are the tree's shape.
+use actors::{filter, guild, inbox, writer};
+pub use domain::{event, shard, stats, time};
+pub(crate) use domain::{handlers, moderation, scope};
+pub use storage::reshard;
+pub(crate) use storage::store;
+
+pub use health::StorageFault;
+pub use pipeline::{Pipeline, PipelineConfig, SlowGuildHook};
+pub use storage::store::{count_rows, CacheExpiry, StoreError, BUSY_TIMEOUT};
+pub use writer::NotWritable;
+
+/// The pieces the crate's own benches and tests drive directly (the single-threaded baseline,
+/// the SQL of one op). Not an API: nothing outside this repository should use it.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::handlers::GuildState;
+    pub use crate::moderation::ModerationLog;
+    pub use crate::store::{apply, open_writer, Op};
+}

@@ -7,7 +7,8 @@
 
 use crate::event::Dispatch;
 use crate::filter::ShardFilter;
-use crate::guild::{FlushWaiting, GuildDeps, SlowGuildHook};
+pub use crate::guild::SlowGuildHook;
+use crate::guild::{FlushWaiting, GuildDeps};
 use crate::health::{StorageFault, StorageHealth};
 use crate::inbox::GuildEvent;
 use crate::metrics::Metrics;

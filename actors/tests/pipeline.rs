@@ -337,7 +337,7 @@ fn a_lock_held_past_busy_timeout_delays_commits_and_loses_nothing() {
                 .submit(decode_frame(&message(seq, 1, 7, seq)).unwrap())
                 .await;
         }
-        let busy = gateway_actors::store::BUSY_TIMEOUT + Duration::from_secs(1);
+        let busy = gateway_actors::BUSY_TIMEOUT + Duration::from_secs(1);
         eventually("the writer reports the lock", || {
             pipeline.storage_fault().is_some()
         })

@@ -8,11 +8,11 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use gateway_actors::event::{decode_frame, Event, Id};
-use gateway_actors::handlers::GuildState;
+use gateway_actors::internals::GuildState;
+use gateway_actors::internals::ModerationLog;
+use gateway_actors::internals::{self as store, Op};
 use gateway_actors::metrics::Metrics;
-use gateway_actors::moderation::ModerationLog;
 use gateway_actors::shard::{Sharding, Strategy};
-use gateway_actors::store::{self, Op};
 use gateway_actors::{Pipeline, PipelineConfig};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -123,7 +123,7 @@ pub fn run_plain_loop(lines: &[String], dir: &Path, sharding: Sharding) -> Durat
     let mut guilds: HashMap<Id, (GuildState, ModerationLog<()>)> = HashMap::new();
     let mut batch: Vec<Vec<Op>> = Vec::with_capacity(max_batch);
     let commit = |conn: &mut rusqlite::Connection, batch: &mut Vec<Vec<Op>>| {
-        let now = store::iso8601(std::time::SystemTime::now());
+        let now = gateway_actors::time::iso8601(std::time::SystemTime::now());
         let tx = conn.transaction().expect("begin");
         for op in batch.iter().flatten() {
             // As the writer: a write refused as another guild's changes nothing.

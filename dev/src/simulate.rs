@@ -418,7 +418,7 @@ fn row_counts(db: &Path) -> anyhow::Result<[i64; 5]> {
     .iter()
     .enumerate()
     {
-        counts[i] = gateway_actors::store::count_rows(&conn, table)
+        counts[i] = gateway_actors::count_rows(&conn, table)
             .with_context(|| format!("counting {table}"))?;
     }
     Ok(counts)

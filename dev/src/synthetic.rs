@@ -165,7 +165,7 @@ pub fn generate<W: Write, S: AsRef<str>>(
         let id = snowflake(clock, n);
         let content = serde_json::to_string(texts[rng.below(texts.len() as u64) as usize])?;
         let bot = rng.below(20) == 0;
-        let timestamp = gateway_actors::store::iso8601(
+        let timestamp = gateway_actors::time::iso8601(
             std::time::UNIX_EPOCH + std::time::Duration::from_millis(clock),
         );
         let common = format!(

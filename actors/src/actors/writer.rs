@@ -33,7 +33,8 @@ pub struct WriteCmd {
     pub ops: Vec<Op>,
     /// The guild's count of uncommitted commands; a guild passivates only at zero.
     pub unwritten: Arc<AtomicUsize>,
-    pub permit: OwnedSemaphorePermit,
+    /// Held until the command is done: dropping it frees a place in the writer's mailbox.
+    _permit: OwnedSemaphorePermit,
 }
 
 /// Commit what is pending now.
@@ -157,7 +158,7 @@ impl SqliteWriter {
             return;
         }
         let started = Instant::now();
-        let now = store::iso8601(SystemTime::now());
+        let now = crate::time::iso8601(SystemTime::now());
         let batch_size = self.pending.len();
         let mut refused = Vec::new();
         let committed = match commit(&mut self.conn, self.pending.iter(), &now, &mut refused) {
@@ -385,7 +386,7 @@ impl WriterLink {
             also,
             ops,
             unwritten,
-            permit,
+            _permit: permit,
         });
     }
 }

@@ -139,12 +139,6 @@ impl GuildInbox {
         s.in_mailbox == 0 && s.overflow.is_empty()
     }
 
-    /// Events waiting in the mailbox and in the overflow.
-    pub fn depth(&self) -> (usize, usize) {
-        let s = self.lock();
-        (s.in_mailbox, s.overflow.len())
-    }
-
     /// Declares the guild stuck if it has events queued and handed none on for `after`,
     /// counting from `healthy_since` at the latest (a storage fault stalls every guild and is
     /// not the guild's doing). Returns the dropped overflow, oldest first.

@@ -7,6 +7,7 @@
 use crate::event::Id;
 use crate::scope::{CrossGuildWrite, Outcome};
 use crate::stats::MessageStats;
+use crate::time::iso8601;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use std::collections::HashMap;
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 /// The schema, applied at every start (every statement is `IF NOT EXISTS`).
-pub const SCHEMA: &str = include_str!("../../schema.sql");
+pub const SCHEMA: &str = include_str!("../../../schema.sql");
 
 /// The writer connection's page cache, in KiB (SQLite's negative `cache_size`).
 const WRITER_CACHE_KIB: i64 = -32 * 1024;
@@ -825,11 +826,6 @@ pub fn expire_cache(
         contents_cleared,
         rows_deleted,
     })
-}
-
-/// ISO-8601 UTC with milliseconds, as JavaScript's `toISOString()`; sorts as text.
-pub fn iso8601(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
 }
 
 /// Is the database writable right now? Takes the write lock and releases it.

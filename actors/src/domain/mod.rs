@@ -1,0 +1,9 @@
+//! What events mean, and what they write: no I/O, no actors.
+
+pub mod event;
+pub(crate) mod handlers;
+pub(crate) mod moderation;
+pub(crate) mod scope;
+pub mod shard;
+pub mod stats;
+pub mod time;

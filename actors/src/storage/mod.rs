@@ -1,0 +1,4 @@
+//! The pod's SQLite file: schema, writes, and moving rows between pods.
+
+pub mod reshard;
+pub(crate) mod store;
