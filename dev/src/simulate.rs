@@ -43,6 +43,10 @@ pub struct SimulateArgs {
     /// Exit 0 even if a pod dropped (shed) events of a stuck guild
     #[arg(long)]
     pub allow_shed: bool,
+    /// Machine-readable output: one JSON object a line on stdout, a `pod` line per started pod
+    /// and a `summary` line at the end (progress stays on stderr)
+    #[arg(long)]
+    pub json: bool,
     /// The pod binary the pods run [default: guild-gateway beside this program]
     #[arg(long, env = "GUILD_GATEWAY_BIN")]
     pub pod_binary: Option<PathBuf>,
@@ -151,12 +155,20 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             )
             .spawn()
             .with_context(|| format!("starting pod {ordinal} ({})", exe.display()))?;
-        println!(
-            "pod {ordinal}: pid {}, http://{http}, database {}, log {}",
-            child.id(),
-            database.display(),
-            log.display()
-        );
+        if args.json {
+            let line = serde_json::json!({"pod": {
+                "ordinal": ordinal, "pid": child.id(), "http": http.to_string(),
+                "database": database, "log": log,
+            }});
+            println!("{line}");
+        } else {
+            println!(
+                "pod {ordinal}: pid {}, http://{http}, database {}, log {}",
+                child.id(),
+                database.display(),
+                log.display()
+            );
+        }
         pods.push(Pod {
             ordinal,
             child,
@@ -245,50 +257,39 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         stop(pod)?;
     }
 
-    println!();
-    println!(
-        "{:>4} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>6} {:>6} {:>13} {:>13} {:>11} {:>11} {:>10} {:>7}",
-        "pod",
-        "guilds",
-        "received",
-        "owned",
-        "foreign",
-        "committed",
-        "overflowed",
-        "shed",
-        "failed",
-        "message_stats",
-        "message_cache",
-        "channels",
-        "mod_actions",
-        "events/s",
-        "cpu s"
-    );
+    let mut rows = Vec::new();
     for (((pod, status), page), cpu) in pods.iter().zip(&statuses).zip(&metrics).zip(&cpu) {
         let counts = row_counts(&pod.database)?;
-        println!(
-            "{:>4} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>6} {:>6} {:>13} {:>13} {:>11} {:>11} {:>10.0} {:>7.2}",
-            pod.ordinal,
-            counts[0],
-            status.events_accepted,
-            metric_sum(page, "guild_gateway_events_owned_total"),
-            metric_sum(page, "guild_gateway_events_foreign_total"),
-            status.events_done,
-            status.events_overflowed,
-            status.events_shed,
-            status.events_failed,
-            counts[1],
-            counts[2],
-            counts[3],
-            counts[4],
-            status.events_done as f64 / elapsed.max(1e-9),
-            cpu,
-        );
+        rows.push(PodSummary {
+            pod: pod.ordinal,
+            guilds: counts[0],
+            received: status.events_accepted,
+            owned: metric_sum(page, "guild_gateway_events_owned_total"),
+            foreign: metric_sum(page, "guild_gateway_events_foreign_total"),
+            committed: status.events_done,
+            overflowed: status.events_overflowed,
+            shed: status.events_shed,
+            failed: status.events_failed,
+            message_stats: counts[1],
+            message_cache: counts[2],
+            channels: counts[3],
+            mod_actions: counts[4],
+            events_per_sec: status.events_done as f64 / elapsed.max(1e-9),
+            cpu_seconds: *cpu,
+        });
+    }
+    if args.json {
+        let summary = serde_json::json!({"summary": {
+            "strategy": strategy.as_str(), "elapsed_seconds": elapsed, "pods": rows,
+        }});
+        println!("{summary}");
+    } else {
+        print_table(&rows);
     }
     let shed: u64 = statuses.iter().map(|s| s.events_shed).sum();
     let failed: u64 = statuses.iter().map(|s| s.events_failed).sum();
     if shed > 0 || failed > 0 {
-        println!(
+        eprintln!(
             "\n{shed} events were dropped (shed) and {failed} failed (rolled back) in {elapsed:.1} s ({strategy} strategy): they are NOT in the databases"
         );
         if failed > 0 || !args.allow_shed {
@@ -304,12 +305,49 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    eprintln!(
         "\nall {} pods committed everything they were sent in {elapsed:.1} s ({} strategy)",
         pods.len(),
         strategy
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// One pod's line of the summary.
+#[derive(serde::Serialize)]
+struct PodSummary {
+    pod: u32,
+    guilds: i64,
+    received: u64,
+    owned: u64,
+    foreign: u64,
+    committed: u64,
+    overflowed: u64,
+    shed: u64,
+    failed: u64,
+    message_stats: i64,
+    message_cache: i64,
+    channels: i64,
+    mod_actions: i64,
+    events_per_sec: f64,
+    cpu_seconds: f64,
+}
+
+fn print_table(rows: &[PodSummary]) {
+    println!();
+    println!(
+        "{:>4} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>6} {:>6} {:>13} {:>13} {:>11} {:>11} {:>10} {:>7}",
+        "pod", "guilds", "received", "owned", "foreign", "committed", "overflowed", "shed",
+        "failed", "message_stats", "message_cache", "channels", "mod_actions", "events/s", "cpu s"
+    );
+    for r in rows {
+        println!(
+            "{:>4} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>6} {:>6} {:>13} {:>13} {:>11} {:>11} {:>10.0} {:>7.2}",
+            r.pod, r.guilds, r.received, r.owned, r.foreign, r.committed, r.overflowed, r.shed,
+            r.failed, r.message_stats, r.message_cache, r.channels, r.mod_actions,
+            r.events_per_sec, r.cpu_seconds,
+        );
+    }
 }
 
 /// `given`, or the pod binary beside this program; an error says how to get one.

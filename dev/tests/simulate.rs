@@ -21,6 +21,7 @@ fn simulate_fails_naming_a_pod_killed_with_sigkill() {
                 "20000",
                 "--rate",
                 "1000",
+                "--json",
                 "--data-dir",
             ])
             .arg(dir.path())
@@ -30,27 +31,20 @@ fn simulate_fails_naming_a_pod_killed_with_sigkill() {
             .unwrap(),
     );
     let stdout = sim.0.stdout.take().unwrap();
-    let mut pid = None;
-    let mut http = None;
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-    for line in lines.by_ref().take(10) {
-        let line = line.unwrap();
-        // "pod 1: pid N, http://127.0.0.1:P, ..."
-        if let Some(rest) = line.strip_prefix("pod 1: pid ") {
-            let (p, rest) = rest.split_once(',').unwrap();
-            pid = Some(p.to_owned());
-            let port = rest
-                .split("127.0.0.1:")
-                .nth(1)
-                .unwrap()
-                .split(',')
-                .next()
-                .unwrap();
-            http = Some(port.parse::<u16>().unwrap());
-            break;
-        }
-    }
-    let (pid, http) = (pid.expect("simulate names pod 1's pid"), http.unwrap());
+    // --json: a {"pod": {...}} line per started pod.
+    let pod1 = lines
+        .by_ref()
+        .take(10)
+        .map(|line| serde_json::from_str::<serde_json::Value>(&line.unwrap()).unwrap())
+        .find(|v| v["pod"]["ordinal"] == 1)
+        .expect("simulate names pod 1");
+    let pid = pod1["pod"]["pid"].to_string();
+    let http: u16 = pod1["pod"]["http"]
+        .as_str()
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .expect("pod 1's HTTP address");
     // Keep reading its output so it never writes to a closed pipe.
     std::thread::spawn(move || for _ in lines {});
     // Kill it once it is connected and working.
@@ -80,7 +74,7 @@ fn simulate_fails_when_a_pod_sheds_unless_allowed() {
     let run = |extra: &[&str]| {
         let dir = tempfile::tempdir().unwrap();
         dev()
-            .args(["simulate", "--pods", "1", "--events"])
+            .args(["simulate", "--json", "--pods", "1", "--events"])
             .arg(sample_stream())
             .arg("--data-dir")
             .arg(dir.path())
@@ -96,7 +90,14 @@ fn simulate_fails_when_a_pod_sheds_unless_allowed() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stderr.contains("error: events were lost"), "{stderr}");
-    assert!(stdout.contains("events were dropped (shed)"), "{stdout}");
+    let summary: serde_json::Value = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v.get("summary").is_some())
+        .expect("a --json summary line");
+    let pod = &summary["summary"]["pods"][0];
+    assert!(pod["shed"].as_u64() > Some(0), "{summary}");
+    assert_eq!(pod["failed"], 0, "{summary}");
     let allowed = run(&["--allow-shed"]);
     assert!(
         allowed.status.success(),
