@@ -471,6 +471,6 @@ fn metric_sum(page: &str, name: &str) -> u64 {
 }
 
 fn free_addr() -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?)
+    let port = crate::testing::free_port();
+    Ok(SocketAddr::from(([127, 0, 0, 1], port)))
 }

@@ -70,10 +70,31 @@ pub fn expected() -> Value {
     serde_json::from_str(&text).expect("expected rows are JSON")
 }
 
-/// A port that was free a moment ago, on 127.0.0.1.
+/// A port on 127.0.0.1 for a server that a test starts, checked free by binding it.
+///
+/// A port taken from the kernel's ephemeral range could be handed to any outgoing connection
+/// between this check and the server's bind. These come from below that range, which the
+/// kernel never assigns by itself, from a block of ports of this process's own (cargo runs
+/// test binaries one at a time; the block keeps concurrent ones apart too), never twice.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
-    listener.local_addr().expect("local addr").port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    const FIRST: u32 = 10_000;
+    const BLOCK: u32 = 500;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768)
+        .max(FIRST + BLOCK);
+    let blocks = (ephemeral_start - FIRST) / BLOCK;
+    let base = FIRST + (std::process::id() % blocks) * BLOCK;
+    for _ in 0..BLOCK {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = (base + n % BLOCK) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 127.0.0.1:{base}..{}", base + BLOCK);
 }
 
 /// Every environment variable the pod binary reads, from its own `--help` (so none can be
