@@ -6,6 +6,7 @@
 //! 100k events, and their ratios. `LIVE_BENCH_RUNS` (default 3) and `LIVE_BENCH_MESSAGES` (default 100000) tune it.
 //! Not a criterion bench: each sample is a whole process lifetime.
 
+use guild_gateway_dev::simulate::cpu_seconds;
 use guild_gateway_dev::testing::*;
 use std::path::Path;
 use std::process::Stdio;
@@ -22,23 +23,6 @@ struct Sample {
 fn status(port: u16) -> Option<serde_json::Value> {
     let (code, body) = http_get(port, "/status").ok()?;
     (code == 200).then(|| serde_json::from_str(&body).ok())?
-}
-
-/// User + system CPU seconds of a running process (Linux /proc, 100 ticks a second).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Polls the pod until `done` says it has committed everything; times from its first event.

@@ -3,48 +3,22 @@
 //! reason when the entry arrives later, in the same run or after a restart, and is never
 //! written twice. Real actors, real SQLite files.
 
+mod common;
+
+use common::*;
+
 use gateway_actors::event::decode_frame;
 use gateway_actors::metrics::Metrics;
-use gateway_actors::shard::{Sharding, Strategy};
 use gateway_actors::{Pipeline, PipelineConfig};
 use rusqlite::Connection;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn in_system<F: std::future::Future>(f: F) -> F::Output {
-    actix_rt::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    })
-    .block_on(f)
-}
-
 fn config(db: &Path) -> PipelineConfig {
-    let mut config = PipelineConfig::new(
-        Sharding {
-            strategy: Strategy::Md5,
-            ordinal: 0,
-            pods: 1,
-        },
-        db.to_owned(),
-    );
+    let mut config = one_pod(db);
     config.audit_window = Duration::from_secs(1);
     config
-}
-
-/// Polls `check` every 10 ms for at most 60 s.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..6000 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 fn frame(t: &str, seq: u64, d: &str) -> String {

@@ -1,59 +1,21 @@
 //! The actor pipeline under conditions a replay of the sample does not reach: a guild that
 //! is stuck, and guild actors that passivate and come back. Real actors, real SQLite files.
 
+mod common;
+
+use common::*;
+
 use gateway_actors::event::{decode_frame, Id};
 use gateway_actors::metrics::Metrics;
-use gateway_actors::shard::{Sharding, Strategy};
-use gateway_actors::{Pipeline, PipelineConfig};
+use gateway_actors::Pipeline;
 use rusqlite::Connection;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-
-fn in_system<F: std::future::Future>(f: F) -> F::Output {
-    actix_rt::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    })
-    .block_on(f)
-}
-
-fn one_pod(db: &Path) -> PipelineConfig {
-    PipelineConfig::new(
-        Sharding {
-            strategy: Strategy::Md5,
-            ordinal: 0,
-            pods: 1,
-        },
-        db.to_owned(),
-    )
-}
 
 fn message(seq: u64, guild: u64, channel: u64, id: u64) -> String {
     format!(
         r#"{{"op":0,"t":"MESSAGE_CREATE","s":{seq},"d":{{"id":"{id}","channel_id":"{channel}","guild_id":"{guild}","author":{{"id":"42"}},"content":"hello there world"}}}}"#
     )
-}
-
-/// Polls `check` every 10 ms for at most 60 s.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..6000 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
-
-fn count(db: &Path, sql: &str) -> i64 {
-    Connection::open(db)
-        .unwrap()
-        .query_row(sql, [], |r| r.get(0))
-        .unwrap()
 }
 
 #[test]

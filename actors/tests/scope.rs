@@ -2,36 +2,17 @@
 //! channels, messages and audit entries are refused, counted and change nothing. Real actors,
 //! real SQLite files.
 
+mod common;
+
+use common::*;
+
 use gateway_actors::event::decode_frame;
 use gateway_actors::metrics::Metrics;
-use gateway_actors::shard::{Sharding, Strategy};
-use gateway_actors::{Pipeline, PipelineConfig};
+use gateway_actors::Pipeline;
 use rusqlite::types::Value;
 use rusqlite::Connection;
 use std::path::Path;
 use std::sync::Arc;
-
-fn in_system<F: std::future::Future>(f: F) -> F::Output {
-    actix_rt::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    })
-    .block_on(f)
-}
-
-fn one_pod(db: &Path) -> PipelineConfig {
-    PipelineConfig::new(
-        Sharding {
-            strategy: Strategy::Md5,
-            ordinal: 0,
-            pods: 1,
-        },
-        db.to_owned(),
-    )
-}
 
 fn frame(t: &str, seq: u64, d: &str) -> String {
     format!(r#"{{"op":0,"t":"{t}","s":{seq},"d":{d}}}"#)
@@ -60,13 +41,6 @@ fn guild_a_rows(db: &Path) -> Vec<Vec<Vec<Value>>> {
     .iter()
     .map(|sql| rows(&conn, sql))
     .collect()
-}
-
-fn count(db: &Path, sql: &str) -> i64 {
-    Connection::open(db)
-        .unwrap()
-        .query_row(sql, [], |r| r.get(0))
-        .unwrap()
 }
 
 /// Guild 1 (A): a category, a channel in it, two messages, a reaction, a ban with its entry.

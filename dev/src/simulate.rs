@@ -412,7 +412,7 @@ fn stop(pod: &mut Pod) -> anyhow::Result<()> {
 }
 
 /// User + system CPU time of a process so far (Linux /proc; clock ticks of 1/100 s).
-fn cpu_seconds(pid: u32) -> f64 {
+pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
     let fields: Vec<&str> = stat
