@@ -20,6 +20,11 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Stri
         .await
         .context("timed out")?
         .with_context(|| format!("GET http://{addr}{path}"))?;
+    Ok(status_and_body(&response))
+}
+
+/// The status code and the body of an HTTP/1.0 response (0 when there is no status line).
+pub fn status_and_body(response: &str) -> (u16, String) {
     let code = response
         .get(9..12)
         .and_then(|c| c.parse().ok())
@@ -28,5 +33,5 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Stri
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
-    Ok((code, body))
+    (code, body)
 }

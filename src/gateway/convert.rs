@@ -31,9 +31,11 @@ thread_local! {
 /// For the types the pipeline stores, the dispatch name and the payload serialized alone (the
 /// same JSON as the tagged form's `d`, without the wrapper to parse again).
 macro_rules! stored_payload {
-    ($event:expr, $buf:expr, $($variant:ident => $name:literal,)*) => {
+    ($event:expr, $buf:expr, $($variant:ident => $kind:ident,)*) => {
         match $event {
-            $(SEvent::$variant(e) => Some(($name, serde_json::to_writer(&mut *$buf, e))),)*
+            $(SEvent::$variant(e) => {
+                Some((EventKind::$kind.name(), serde_json::to_writer(&mut *$buf, e)))
+            })*
             _ => None,
         }
     };
@@ -49,24 +51,24 @@ pub fn to_dispatch(event: &SEvent, seq: Option<u64>) -> Dispatch {
     let decoded = PAYLOAD.with_borrow_mut(|buf| {
         buf.clear();
         let stored = stored_payload!(event, buf,
-            MessageCreate => "MESSAGE_CREATE",
-            MessageUpdate => "MESSAGE_UPDATE",
-            MessageDelete => "MESSAGE_DELETE",
-            MessageDeleteBulk => "MESSAGE_DELETE_BULK",
-            ReactionAdd => "MESSAGE_REACTION_ADD",
-            ReactionRemove => "MESSAGE_REACTION_REMOVE",
-            GuildCreate => "GUILD_CREATE",
-            ChannelCreate => "CHANNEL_CREATE",
-            ChannelUpdate => "CHANNEL_UPDATE",
-            ChannelDelete => "CHANNEL_DELETE",
-            ThreadCreate => "THREAD_CREATE",
-            ThreadUpdate => "THREAD_UPDATE",
-            ThreadDelete => "THREAD_DELETE",
-            GuildAuditLogEntryCreate => "GUILD_AUDIT_LOG_ENTRY_CREATE",
-            GuildBanAdd => "GUILD_BAN_ADD",
-            GuildBanRemove => "GUILD_BAN_REMOVE",
-            GuildMemberRemove => "GUILD_MEMBER_REMOVE",
-            GuildMemberUpdate => "GUILD_MEMBER_UPDATE",
+            MessageCreate => MessageCreate,
+            MessageUpdate => MessageUpdate,
+            MessageDelete => MessageDelete,
+            MessageDeleteBulk => MessageDeleteBulk,
+            ReactionAdd => MessageReactionAdd,
+            ReactionRemove => MessageReactionRemove,
+            GuildCreate => GuildCreate,
+            ChannelCreate => ChannelCreate,
+            ChannelUpdate => ChannelUpdate,
+            ChannelDelete => ChannelDelete,
+            ThreadCreate => ThreadCreate,
+            ThreadUpdate => ThreadUpdate,
+            ThreadDelete => ThreadDelete,
+            GuildAuditLogEntryCreate => GuildAuditLogEntryCreate,
+            GuildBanAdd => GuildBanAdd,
+            GuildBanRemove => GuildBanRemove,
+            GuildMemberRemove => GuildMemberRemove,
+            GuildMemberUpdate => GuildMemberUpdate,
         );
         match (event, stored) {
             (_, Some((name, Ok(())))) => {
