@@ -146,10 +146,7 @@ impl RawEventHandler for Forwarder {
             _ => Some(self.seq.fetch_add(1, Ordering::SeqCst) + 1),
         };
         let dispatch = to_dispatch(&event, seq);
-        self.metrics
-            .events
-            .with_label_values(&[dispatch.kind.name()])
-            .inc();
+        self.metrics.count(dispatch.kind);
         match self.tx.try_send(dispatch) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(dispatch)) => {

@@ -5,7 +5,7 @@ pub mod connection;
 pub mod convert;
 
 use actix::prelude::*;
-use gateway_actors::event::Dispatch;
+use gateway_actors::event::{Dispatch, EventKind};
 use gateway_actors::Pipeline;
 use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use std::sync::Arc;
@@ -16,11 +16,17 @@ pub struct GatewayMetrics {
     pub heartbeat_latency: Gauge,
     pub reconnects: IntCounter,
     pub resumes: IntCounter,
-    pub events: IntCounterVec,
+    /// Dispatches by type, one counter per [`EventKind`] (looked up by index, not by label).
+    events: Vec<IntCounter>,
     pub backpressure_waits: IntCounter,
 }
 
 impl GatewayMetrics {
+    /// Counts one dispatch from the gateway.
+    pub fn count(&self, kind: EventKind) {
+        self.events[kind as usize].inc();
+    }
+
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let connected = IntGauge::new(
             "gateway_connected",
@@ -60,7 +66,10 @@ impl GatewayMetrics {
             heartbeat_latency,
             reconnects,
             resumes,
-            events,
+            events: EventKind::ALL
+                .iter()
+                .map(|k| events.with_label_values(&[k.name()]))
+                .collect(),
             backpressure_waits,
         })
     }
