@@ -72,6 +72,10 @@ impl ServeArgs {
 /// committed everything (and says so).
 const STORAGE_GIVE_UP: Duration = Duration::from_secs(20);
 
+/// At shutdown, how long the drain may take in all: within the StatefulSet's grace period
+/// (60 s), so the pod says what it could not commit before Kubernetes kills it.
+const DRAIN_LIMIT: Duration = Duration::from_secs(25);
+
 pub async fn run(config: PodConfig, discord: DiscordSettings) -> anyhow::Result<ExitCode> {
     let signal = shutdown_signal()?;
     let sharding = config.sharding;
@@ -138,20 +142,36 @@ pub async fn run(config: PodConfig, discord: DiscordSettings) -> anyhow::Result<
     {
         tracing::warn!("the connection's events were still arriving 5 s after it closed");
     }
-    let lost = tokio::select! {
+    let undrained = tokio::select! {
         () = pipeline.drain() => None,
-        fault = pipeline.storage_failing_for(STORAGE_GIVE_UP) => Some(fault),
+        fault = pipeline.storage_failing_for(STORAGE_GIVE_UP) => {
+            Some(format!("the database has not taken writes for {STORAGE_GIVE_UP:?} ({fault})"))
+        }
+        () = tokio::time::sleep(DRAIN_LIMIT) => {
+            Some(format!("they were not done within {DRAIN_LIMIT:?} (a stuck guild?)"))
+        }
     };
     let status = pipeline.status();
     server.stop(true).await;
-    if let Some(fault) = lost {
+    if let Some(why) = undrained {
         eprintln!(
-            "error: {} accepted events are not committed: the database has not taken writes for {STORAGE_GIVE_UP:?} ({fault})",
+            "error: {} accepted events are not committed: {why}",
             status.in_flight
         );
         return Ok(ExitCode::FAILURE);
     }
     tracing::info!(events_done = status.events_done, last_seq_committed = ?status.last_seq_committed, "drained");
+    // Everything accepted is done; say so if some of it was dropped or rolled back.
+    let (shed, failed) = (
+        pipeline.metrics().shed.get(),
+        pipeline.metrics().handler_errors.get(),
+    );
+    if shed > 0 || failed > 0 {
+        eprintln!(
+            "error: during this run {shed} events were dropped (stuck guilds) and {failed} failed (rolled back); see the log"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     match outcome {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {

@@ -13,6 +13,7 @@ pub struct StorageFault {
     /// The last error, as SQLite reported it.
     pub error: String,
     /// A full disk, a read-only file, an I/O error; not a lock held by another connection.
+    /// Once set, it stays set until a commit succeeds.
     pub persistent: bool,
     pub since: Instant,
     /// Commits retried since the fault began.
@@ -47,7 +48,8 @@ impl StorageHealth {
         self.state.send_modify(|s| match &mut s.fault {
             Some(fault) => {
                 fault.error = error;
-                fault.persistent = persistent;
+                // A lock error during a full disk does not make the fault transient.
+                fault.persistent |= persistent;
                 fault.retries += 1;
             }
             None => {

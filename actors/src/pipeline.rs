@@ -180,12 +180,12 @@ impl Pipeline {
         self.progress.snapshot()
     }
 
-    /// Resolves with the error once commits have failed persistently (not a mere lock) for
-    /// `limit`: for callers that must give up waiting for a drain.
+    /// Resolves with the error once commits have failed for `limit` (a full disk, or a lock
+    /// that another process never releases): for callers that must give up waiting for a drain.
     pub async fn storage_failing_for(&self, limit: Duration) -> String {
         loop {
             if let Some(fault) = self.health.fault() {
-                if fault.persistent && fault.since.elapsed() >= limit {
+                if fault.since.elapsed() >= limit {
                     return fault.error;
                 }
             }

@@ -18,6 +18,7 @@ use crate::progress::{Progress, Ticket};
 use crate::store::{self, Op, ReadPool};
 use crate::writer::WriterLink;
 use actix::prelude::*;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -65,6 +66,17 @@ pub struct GuildActor {
     deps: GuildDeps,
     /// When the last event arrived: passivation waits `idle_after` from here.
     last_event: Instant,
+    /// Writes waiting for room in the writer, oldest first (see [`GuildActor::write`]).
+    blocked: VecDeque<BlockedWrite>,
+}
+
+/// One event's writes, waiting for room in the writer.
+struct BlockedWrite {
+    ticket: Ticket,
+    also: Option<Ticket>,
+    ops: Vec<Op>,
+    /// Handing it on also hands on the current mailbox event.
+    dequeue: bool,
 }
 
 impl GuildActor {
@@ -81,6 +93,7 @@ impl GuildActor {
             passivate,
             deps,
             last_event: Instant::now(),
+            blocked: VecDeque::new(),
         }
     }
 
@@ -174,6 +187,9 @@ impl GuildActor {
     }
 
     /// Hands ops to the writer; `dequeue` marks the current mailbox event as handed on.
+    /// Hands ops to the writer, in the order they are produced: when the writer is full, or
+    /// earlier writes still wait for room, they queue behind those, and the guild's mailbox
+    /// is held until the queue is empty. `dequeue` marks the current mailbox event as handed on.
     fn write(
         &mut self,
         ticket: Ticket,
@@ -182,42 +198,66 @@ impl GuildActor {
         dequeue: bool,
         ctx: &mut Context<Self>,
     ) {
-        let unwritten = self.inbox.unwritten.clone();
-        match self.deps.writer.permits.clone().try_acquire_owned() {
-            Ok(permit) => {
+        if self.blocked.is_empty() {
+            if let Ok(permit) = self.deps.writer.permits.clone().try_acquire_owned() {
+                let unwritten = self.inbox.unwritten.clone();
                 self.deps.writer.send(ticket, also, ops, unwritten, permit);
                 if dequeue {
                     self.dequeued(ctx);
                 }
-            }
-            Err(_) => {
-                // The writer is full: hold this guild's mailbox until there is room.
-                let permits = self.deps.writer.permits.clone();
-                ctx.wait(
-                    async move { permits.acquire_owned().await.ok() }
-                        .into_actor(self)
-                        .map(move |permit, act, ctx| {
-                            match permit {
-                                Some(permit) => {
-                                    act.deps.writer.send(ticket, also, ops, unwritten, permit)
-                                }
-                                None => {
-                                    // The semaphore is never closed; if it were, say so loudly.
-                                    act.deps.metrics.handler_errors.inc();
-                                    tracing::error!("writer link closed; event not written");
-                                    act.complete(ticket);
-                                    if let Some(t) = also {
-                                        act.complete(t);
-                                    }
-                                }
-                            }
-                            if dequeue {
-                                act.dequeued(ctx);
-                            }
-                        }),
-                );
+                return;
             }
         }
+        self.blocked.push_back(BlockedWrite {
+            ticket,
+            also,
+            ops,
+            dequeue,
+        });
+        if self.blocked.len() == 1 {
+            self.wait_for_writer(ctx);
+        }
+    }
+
+    /// Sends the oldest blocked write once the writer has room, then waits again for the next.
+    fn wait_for_writer(&mut self, ctx: &mut Context<Self>) {
+        let permits = self.deps.writer.permits.clone();
+        ctx.wait(
+            async move { permits.acquire_owned().await.ok() }
+                .into_actor(self)
+                .map(|permit, act, ctx| {
+                    let Some(write) = act.blocked.pop_front() else {
+                        return;
+                    };
+                    match permit {
+                        Some(permit) => {
+                            let unwritten = act.inbox.unwritten.clone();
+                            act.deps.writer.send(
+                                write.ticket,
+                                write.also,
+                                write.ops,
+                                unwritten,
+                                permit,
+                            )
+                        }
+                        None => {
+                            // The semaphore is never closed; if it were, say so loudly.
+                            act.deps.metrics.handler_errors.inc();
+                            tracing::error!("writer link closed; event not written");
+                            act.complete(write.ticket);
+                            if let Some(t) = write.also {
+                                act.complete(t);
+                            }
+                        }
+                    }
+                    if write.dequeue {
+                        act.dequeued(ctx);
+                    }
+                    if !act.blocked.is_empty() {
+                        act.wait_for_writer(ctx);
+                    }
+                }),
+        );
     }
 
     fn complete(&self, ticket: Ticket) {
@@ -252,6 +292,7 @@ impl Actor for GuildActor {
         ctx.run_interval(check_every, |act, _| {
             let idle = act.last_event.elapsed() >= act.deps.idle_after
                 && !act.moderation.is_waiting()
+                && act.blocked.is_empty()
                 && act.inbox.is_empty()
                 && act.inbox.unwritten.load(Ordering::Acquire) == 0;
             if idle {

@@ -169,6 +169,8 @@ impl SqliteWriter {
                     self.commit_one_by_one(&now, &mut refused, ctx)
                 }
                 failure => {
+                    // Rolled back: nothing was refused either.
+                    refused.clear();
                     self.storage_failed(&e, failure, ctx);
                     0
                 }
