@@ -356,3 +356,68 @@ fn a_second_pipeline_on_the_same_file_is_refused() {
         Pipeline::start(one_pod(&db), Arc::new(Metrics::new(0, 1).unwrap())).unwrap();
     });
 }
+
+#[test]
+fn writes_that_wait_for_room_in_the_writer_keep_their_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gateway.sqlite3");
+    let frame = |t: &str, seq: u64, d: String| {
+        decode_frame(&format!(r#"{{"op":0,"t":"{t}","s":{seq},"d":{d}}}"#)).unwrap()
+    };
+    let user = |t: &str, seq: u64, user: u64| {
+        frame(
+            t,
+            seq,
+            format!(r#"{{"guild_id":"5","user":{{"id":"{user}"}}}}"#),
+        )
+    };
+    in_system(async {
+        let mut config = one_pod(&db);
+        // One write command at a time, and moderation events that wait for their audit log
+        // entries until the drain flushes them together.
+        config.writer_mailbox = 1;
+        config.audit_window = Duration::from_secs(3600);
+        let metrics = Arc::new(Metrics::new(0, 1).unwrap());
+        let pipeline = Pipeline::start(config, metrics.clone()).unwrap();
+        pipeline
+            .submit(decode_frame(&message(1, 6, 7, 1)).unwrap())
+            .await;
+        pipeline.drain().await;
+
+        // A ban, its unban, another member's ban: each waits for its entry.
+        pipeline.submit(user("GUILD_BAN_ADD", 2, 42)).await;
+        pipeline.submit(user("GUILD_BAN_REMOVE", 3, 42)).await;
+        pipeline.submit(user("GUILD_BAN_ADD", 4, 43)).await;
+        // Another guild's message takes the writer's one place, held while the lock is.
+        let holder = Connection::open(&db).unwrap();
+        holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        pipeline
+            .submit(decode_frame(&message(5, 6, 7, 2)).unwrap())
+            .await;
+        eventually("the writer is stuck on the lock", || {
+            pipeline.storage_fault().is_some()
+        })
+        .await;
+        // The drain flushes the three moderation rows at once; all of them wait for room.
+        let drained = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            holder.execute_batch("ROLLBACK").unwrap();
+        };
+        tokio::join!(pipeline.drain(), drained);
+
+        let conn = Connection::open(&db).unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT action_type || ' ' || user_id FROM mod_actions
+                 WHERE guild_id = '5' ORDER BY rowid",
+            )
+            .unwrap();
+        let order: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(order, ["ban 42", "unban 42", "ban 43"]);
+        assert_eq!(pipeline.status().in_flight, 0);
+    });
+}
