@@ -244,12 +244,22 @@ fn a_killed_pod_with_a_lost_volume_comes_back_from_its_replica() {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/monitoring/alerts.yaml"),
     )
     .unwrap();
-    let exported = litestream_metric_names(rig.litestream_metrics);
-    for (i, _) in alerts.match_indices("litestream_") {
-        let name: String = alerts[i..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
+    let used: BTreeSet<String> = alerts
+        .match_indices("litestream_")
+        .map(|(i, _)| {
+            alerts[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect();
+    // A labelled counter appears once its first operation has happened: give it time.
+    let exported = wait_for(Duration::from_secs(20), || {
+        let exported = litestream_metric_names(rig.litestream_metrics);
+        used.is_subset(&exported).then_some(exported)
+    })
+    .unwrap_or_else(|| litestream_metric_names(rig.litestream_metrics));
+    for name in used {
         assert!(
             exported.contains(&name),
             "the alerts use {name}, which litestream does not export: {exported:?}"

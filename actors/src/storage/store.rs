@@ -305,6 +305,186 @@ fn unless_foreign(
     })
 }
 
+/// A new message's statistics row (rewritten on redelivery); its reactions start afresh.
+fn insert_message(tx: &Transaction, row: &MessageRow) -> rusqlite::Result<Outcome> {
+    let (id, guild) = (row.message_id.to_string(), row.guild_id.to_string());
+    let changed = tx
+        .prepare_cached(
+            "INSERT INTO message_stats (message_id, author_id, guild_id, channel_id,
+                       channel_category, recipient_id, char_count, word_count, react_count,
+                       sent_at, code_stats, link_stats)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                     ON CONFLICT (message_id) DO UPDATE SET author_id = excluded.author_id,
+                       channel_id = excluded.channel_id,
+                       channel_category = excluded.channel_category,
+                       recipient_id = excluded.recipient_id, char_count = excluded.char_count,
+                       word_count = excluded.word_count, react_count = excluded.react_count,
+                       sent_at = excluded.sent_at, code_stats = excluded.code_stats,
+                       link_stats = excluded.link_stats
+                     WHERE message_stats.guild_id = excluded.guild_id",
+        )?
+        .execute(params![
+            id,
+            row.author_id.to_string(),
+            guild,
+            row.channel_id.to_string(),
+            row.channel_category,
+            opt_id(row.recipient_id),
+            row.stats.char_count,
+            row.stats.word_count,
+            row.react_count,
+            row.sent_at,
+            row.stats.code_stats,
+            row.stats.link_stats,
+        ])?;
+    if changed == 0 {
+        return unless_foreign(
+            tx,
+            MESSAGE_OWNER,
+            "insert message",
+            "message_stats",
+            &id,
+            &guild,
+            row.guild_id,
+        );
+    }
+    tx.prepare_cached("DELETE FROM message_reactions WHERE message_id = ?1")?
+        .execute([id])?;
+    Ok(Outcome::Done)
+}
+
+#[allow(clippy::too_many_arguments)]
+/// A channel's row, kept only while it belongs to the event's guild.
+fn upsert_channel(
+    tx: &Transaction,
+    id: &Id,
+    guild_id: &Id,
+    name: &Option<String>,
+    category: &Option<String>,
+    kind: &u8,
+    parent_id: &Option<Id>,
+) -> rusqlite::Result<Outcome> {
+    let (id, guild) = (id.to_string(), guild_id.to_string());
+    let changed = tx
+        .prepare_cached(
+            "INSERT INTO channel_info (id, name, category, guild_id, channel_type, parent_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (id) DO UPDATE SET name = excluded.name,
+                       category = excluded.category, channel_type = excluded.channel_type,
+                       parent_id = excluded.parent_id
+                     WHERE channel_info.guild_id = excluded.guild_id",
+        )?
+        .execute(params![id, name, category, guild, kind, opt_id(*parent_id)])?;
+    if changed == 0 {
+        return unless_foreign(
+            tx,
+            CHANNEL_OWNER,
+            "upsert channel",
+            "channel_info",
+            &id,
+            &guild,
+            *guild_id,
+        );
+    }
+    Ok(Outcome::Done)
+}
+
+/// A message's cached content, kept only while it belongs to the event's guild.
+fn upsert_cache(
+    tx: &Transaction,
+    message_id: &Id,
+    guild_id: &Id,
+    channel_id: &Id,
+    user_id: &Id,
+    content: &str,
+    now: &str,
+) -> rusqlite::Result<Outcome> {
+    let (id, guild) = (message_id.to_string(), guild_id.to_string());
+    let changed = tx
+        .prepare_cached(
+            "INSERT INTO message_cache (message_id, guild_id, channel_id, user_id, content,
+                       last_touched, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                     ON CONFLICT (message_id) DO UPDATE SET content = excluded.content,
+                       last_touched = excluded.last_touched
+                     WHERE message_cache.guild_id = excluded.guild_id",
+        )?
+        .execute(params![
+            id,
+            guild,
+            channel_id.to_string(),
+            user_id.to_string(),
+            content,
+            now
+        ])?;
+    if changed == 0 {
+        return unless_foreign(
+            tx,
+            CACHE_OWNER,
+            "upsert cached message",
+            "message_cache",
+            &id,
+            &guild,
+            *guild_id,
+        );
+    }
+    Ok(Outcome::Done)
+}
+
+/// A moderation row, once per source key, unless a late entry already completed one.
+#[allow(clippy::too_many_arguments)]
+fn insert_mod_action(
+    tx: &Transaction,
+    guild_id: &Id,
+    user_id: &Id,
+    action: &str,
+    executor_id: &Option<Id>,
+    reason: &str,
+    duration: &Option<String>,
+    source_key: &Option<String>,
+    now: &str,
+) -> rusqlite::Result<Outcome> {
+    let guild = guild_id.to_string();
+    // An entry that already completed a row written without it is not written again.
+    let inserted = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO mod_actions (user_id, guild_id, action_type,
+                       executor_id, executor_username, reason, duration, created_at, source_key)
+                     SELECT ?1, ?2, ?3, ?4, NULL, ?5, ?6, ?7, ?8
+                     WHERE NOT EXISTS (SELECT 1 FROM mod_action_late_entries WHERE source_key = ?8)",
+                )?
+                .execute(params![
+                    user_id.to_string(),
+                    guild,
+                    action,
+                    opt_id(*executor_id),
+                    reason,
+                    duration,
+                    now,
+                    source_key
+                ])?;
+    if let (0, Some(key)) = (inserted, source_key) {
+        for (select, table) in [
+            (MOD_ACTION_OWNER, "mod_actions"),
+            (LATE_ENTRY_OWNER, "mod_action_late_entries"),
+        ] {
+            let outcome = unless_foreign(
+                tx,
+                select,
+                "insert moderation action",
+                table,
+                key,
+                &guild,
+                *guild_id,
+            )?;
+            if outcome != Outcome::Done {
+                return Ok(outcome);
+            }
+        }
+    }
+    Ok(Outcome::Done)
+}
+
 /// Applies one op inside the writer's transaction. `now` is the processing time (ISO-8601 UTC).
 pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<Outcome> {
     match op {
@@ -319,30 +499,7 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<Outcome> 
             category,
             kind,
             parent_id,
-        } => {
-            let (id, guild) = (id.to_string(), guild_id.to_string());
-            let changed = tx
-                .prepare_cached(
-                    "INSERT INTO channel_info (id, name, category, guild_id, channel_type, parent_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (id) DO UPDATE SET name = excluded.name,
-                       category = excluded.category, channel_type = excluded.channel_type,
-                       parent_id = excluded.parent_id
-                     WHERE channel_info.guild_id = excluded.guild_id",
-                )?
-                .execute(params![id, name, category, guild, kind, opt_id(*parent_id)])?;
-            if changed == 0 {
-                return unless_foreign(
-                    tx,
-                    CHANNEL_OWNER,
-                    "upsert channel",
-                    "channel_info",
-                    &id,
-                    &guild,
-                    *guild_id,
-                );
-            }
-        }
+        } => return upsert_channel(tx, id, guild_id, name, category, kind, parent_id),
         Op::RenameParent {
             guild_id,
             parent_id,
@@ -370,51 +527,7 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<Outcome> 
                 );
             }
         }
-        Op::InsertMessage(row) => {
-            let (id, guild) = (row.message_id.to_string(), row.guild_id.to_string());
-            let changed = tx
-                .prepare_cached(
-                    "INSERT INTO message_stats (message_id, author_id, guild_id, channel_id,
-                       channel_category, recipient_id, char_count, word_count, react_count,
-                       sent_at, code_stats, link_stats)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                     ON CONFLICT (message_id) DO UPDATE SET author_id = excluded.author_id,
-                       channel_id = excluded.channel_id,
-                       channel_category = excluded.channel_category,
-                       recipient_id = excluded.recipient_id, char_count = excluded.char_count,
-                       word_count = excluded.word_count, react_count = excluded.react_count,
-                       sent_at = excluded.sent_at, code_stats = excluded.code_stats,
-                       link_stats = excluded.link_stats
-                     WHERE message_stats.guild_id = excluded.guild_id",
-                )?
-                .execute(params![
-                    id,
-                    row.author_id.to_string(),
-                    guild,
-                    row.channel_id.to_string(),
-                    row.channel_category,
-                    opt_id(row.recipient_id),
-                    row.stats.char_count,
-                    row.stats.word_count,
-                    row.react_count,
-                    row.sent_at,
-                    row.stats.code_stats,
-                    row.stats.link_stats,
-                ])?;
-            if changed == 0 {
-                return unless_foreign(
-                    tx,
-                    MESSAGE_OWNER,
-                    "insert message",
-                    "message_stats",
-                    &id,
-                    &guild,
-                    row.guild_id,
-                );
-            }
-            tx.prepare_cached("DELETE FROM message_reactions WHERE message_id = ?1")?
-                .execute([id])?;
-        }
+        Op::InsertMessage(row) => return insert_message(tx, row),
         Op::UpdateMessageStats {
             guild_id,
             message_id,
@@ -484,37 +597,7 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<Outcome> 
             channel_id,
             user_id,
             content,
-        } => {
-            let (id, guild) = (message_id.to_string(), guild_id.to_string());
-            let changed = tx
-                .prepare_cached(
-                    "INSERT INTO message_cache (message_id, guild_id, channel_id, user_id, content,
-                       last_touched, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
-                     ON CONFLICT (message_id) DO UPDATE SET content = excluded.content,
-                       last_touched = excluded.last_touched
-                     WHERE message_cache.guild_id = excluded.guild_id",
-                )?
-                .execute(params![
-                    id,
-                    guild,
-                    channel_id.to_string(),
-                    user_id.to_string(),
-                    content,
-                    now
-                ])?;
-            if changed == 0 {
-                return unless_foreign(
-                    tx,
-                    CACHE_OWNER,
-                    "upsert cached message",
-                    "message_cache",
-                    &id,
-                    &guild,
-                    *guild_id,
-                );
-            }
-        }
+        } => return upsert_cache(tx, message_id, guild_id, channel_id, user_id, content, now),
         Op::UpdateCache {
             guild_id,
             message_id,
@@ -548,44 +631,17 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<Outcome> 
             duration,
             source_key,
         } => {
-            let guild = guild_id.to_string();
-            // An entry that already completed a row written without it is not written again.
-            let inserted = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO mod_actions (user_id, guild_id, action_type,
-                       executor_id, executor_username, reason, duration, created_at, source_key)
-                     SELECT ?1, ?2, ?3, ?4, NULL, ?5, ?6, ?7, ?8
-                     WHERE NOT EXISTS (SELECT 1 FROM mod_action_late_entries WHERE source_key = ?8)",
-                )?
-                .execute(params![
-                    user_id.to_string(),
-                    guild,
-                    action,
-                    opt_id(*executor_id),
-                    reason,
-                    duration,
-                    now,
-                    source_key
-                ])?;
-            if let (0, Some(key)) = (inserted, source_key) {
-                for (select, table) in [
-                    (MOD_ACTION_OWNER, "mod_actions"),
-                    (LATE_ENTRY_OWNER, "mod_action_late_entries"),
-                ] {
-                    let outcome = unless_foreign(
-                        tx,
-                        select,
-                        "insert moderation action",
-                        table,
-                        key,
-                        &guild,
-                        *guild_id,
-                    )?;
-                    if outcome != Outcome::Done {
-                        return Ok(outcome);
-                    }
-                }
-            }
+            return insert_mod_action(
+                tx,
+                guild_id,
+                user_id,
+                action,
+                executor_id,
+                reason,
+                duration,
+                source_key,
+                now,
+            )
         }
         Op::CompleteModAction {
             guild_id,
