@@ -10,7 +10,7 @@ COPY dev/Cargo.toml dev/Cargo.toml
 RUN mkdir -p src actors/src dev/src benches \
     && echo 'fn main() {}' > src/main.rs && touch actors/src/lib.rs \
     && touch dev/src/lib.rs && echo 'fn main() {}' > dev/src/main.rs \
-    && for b in shard pipeline isolation memory latency live stats; do echo 'fn main() {}' > benches/$b.rs; done \
+    && for b in $(grep -A1 '^\[\[bench\]\]' Cargo.toml | sed -n 's/^name = "\(.*\)"/\1/p'); do echo 'fn main() {}' > benches/$b.rs; done \
     && cargo build --release --locked --bin guild-gateway || true
 COPY schema.sql ./
 COPY actors actors
