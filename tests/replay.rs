@@ -287,7 +287,8 @@ fn a_second_process_on_the_same_database_is_refused() {
 
 #[test]
 fn a_full_disk_stops_the_replay_and_reports_what_is_not_committed() {
-    let disk = Tmpfs::mount("2m");
+    // Room for the schema and some small batches, far from the whole stream (about 10 MB).
+    let disk = Tmpfs::mount("3m");
     let scratch = tempfile::tempdir().unwrap();
     let stream = scratch.path().join("synthetic.ndjson");
     guild_gateway_dev::synthetic::write_file(&stream, 50, 20_000).unwrap();
@@ -297,6 +298,9 @@ fn a_full_disk_stops_the_replay_and_reports_what_is_not_committed() {
         .arg(&stream)
         .env("DATABASE_URL", &db)
         .env("HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        // Small transactions, so some commit before the disk is full and the check below
+        // has committed rows to look for.
+        .env("WRITER_MAX_BATCH", "100")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
