@@ -4,7 +4,9 @@
 //! bad value ends the program with one line naming the variable and the value, before anything
 //! (the database, a port) is touched.
 
+use crate::routing::UrlTemplate;
 use clap::Args;
+use gateway_actors::query::QueryLimits;
 use gateway_actors::shard::{Sharding, Strategy};
 use gateway_actors::CacheExpiry;
 use gateway_actors::PipelineConfig;
@@ -84,10 +86,83 @@ pub struct PodArgs {
     #[arg(long, env = "CACHE_EXPIRY_INTERVAL_SECS", default_value = "60",
         value_parser = seconds("CACHE_EXPIRY_INTERVAL_SECS", 1, 1 << 24))]
     pub cache_expiry_interval_secs: Duration,
+    #[command(flatten)]
+    pub api: ApiArgs,
     /// Test seam: delay every event's handling by this many milliseconds (slows the pipeline)
     #[arg(long, env = "TEST_EVENT_DELAY_MS", hide = true,
         value_parser = millis("TEST_EVENT_DELAY_MS", 0, 60_000))]
     pub test_event_delay_ms: Option<Duration>,
+}
+
+/// The guild data API (`/v1`), served on HTTP_ADDR.
+#[derive(Debug, Args, Clone)]
+pub struct ApiArgs {
+    /// Bearer token that /v1 requires, and that pods send each other; unset, /v1 refuses every request
+    #[arg(long, env = "API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Base URL of pod {ordinal} ({ordinal+N} adds N, for local ports)
+    #[arg(long, env = "POD_URL_TEMPLATE", default_value = DEFAULT_POD_URL_TEMPLATE,
+        value_parser = pod_url_template)]
+    pub pod_url_template: UrlTemplate,
+    /// Milliseconds a /v1 query may take (waiting for a connection included) before it is interrupted
+    #[arg(long, env = "QUERY_TIMEOUT_MS", default_value = "5000",
+        value_parser = millis("QUERY_TIMEOUT_MS", 1, 600_000))]
+    pub query_timeout_ms: Duration,
+    /// Most rows a /v1 query may return; more is an error, never a truncation
+    #[arg(long, env = "QUERY_MAX_ROWS", default_value = "50000",
+        value_parser = number("QUERY_MAX_ROWS", 1, 10_000_000))]
+    pub query_max_rows: u64,
+    /// Read-only connections for /v1 queries (apart from the pipeline's own)
+    #[arg(long, env = "QUERY_POOL_SIZE", default_value = "4",
+        value_parser = number("QUERY_POOL_SIZE", 1, 64))]
+    pub query_pool_size: u64,
+    /// Largest /v1 request body, in bytes
+    #[arg(long, env = "API_MAX_BODY_BYTES", default_value = "1048576",
+        value_parser = number("API_MAX_BODY_BYTES", 1024, 64 << 20))]
+    pub api_max_body_bytes: u64,
+}
+
+/// The StatefulSet's pods behind its headless Service (deploy/base), in the same namespace.
+pub const DEFAULT_POD_URL_TEMPLATE: &str = "http://gateway-{ordinal}.gateway:3000";
+
+pub fn pod_url_template(value: &str) -> Result<UrlTemplate, ConfigError> {
+    UrlTemplate::parse(value).map_err(|problem| bad("POD_URL_TEMPLATE", value, problem))
+}
+
+/// Validated settings of the data API.
+#[derive(Clone)]
+pub struct ApiConfig {
+    pub token: Option<String>,
+    pub pod_urls: UrlTemplate,
+    pub limits: QueryLimits,
+    pub pool_size: u32,
+    pub max_body: usize,
+}
+
+impl ApiArgs {
+    fn validate(&self) -> Result<ApiConfig, ConfigError> {
+        let token = match self.api_token.as_deref() {
+            None | Some("") => None,
+            Some(t) if t.trim() != t || t.len() < 16 => {
+                return Err(bad(
+                    "API_TOKEN",
+                    "(hidden)",
+                    "must be at least 16 characters, without surrounding spaces",
+                ))
+            }
+            Some(t) => Some(t.to_owned()),
+        };
+        Ok(ApiConfig {
+            token,
+            pod_urls: self.pod_url_template.clone(),
+            limits: QueryLimits {
+                timeout: self.query_timeout_ms,
+                max_rows: self.query_max_rows as usize,
+            },
+            pool_size: self.query_pool_size as u32,
+            max_body: self.api_max_body_bytes as usize,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +179,7 @@ pub struct PodConfig {
     pub http_addr: SocketAddr,
     pub log_format: LogFormat,
     pub pipeline: PipelineConfig,
+    pub api: ApiConfig,
 }
 
 /// A bad setting: which variable, which value, what is wrong. Displays as one line.
@@ -295,6 +371,7 @@ impl PodArgs {
             http_addr: self.http_addr,
             log_format: self.log_format,
             pipeline,
+            api: self.api.validate()?,
         })
     }
 }

@@ -1,6 +1,9 @@
 //! The pod's HTTP endpoints (actix-web, in the same System as the actors):
-//! `/metrics` (Prometheus text), `/healthz` (liveness), `/readyz` (readiness), `/status` (JSON).
+//! `/metrics` (Prometheus text), `/healthz` (liveness), `/readyz` (readiness), `/status` (JSON),
+//! and the guild data API under `/v1` ([`crate::api`]).
 
+use crate::api::Api;
+use crate::config::PodConfig;
 use crate::gateway::connection::SessionState;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context as _;
@@ -109,17 +112,44 @@ async fn status(state: web::Data<HttpState>) -> HttpResponse {
     })
 }
 
+/// Starts a pod's HTTP server (status and data API) on the current System.
+pub fn start_pod(
+    config: &PodConfig,
+    pipeline: Arc<Pipeline>,
+    gateway: Option<Arc<SessionState>>,
+) -> anyhow::Result<actix_web::dev::ServerHandle> {
+    let api = Api::new(
+        config.api.clone(),
+        config.sharding,
+        pipeline.clone(),
+        &config.database,
+    )?;
+    let state = HttpState {
+        pipeline,
+        sharding: config.sharding,
+        gateway,
+    };
+    start(config.http_addr, state, api)
+}
+
 /// Binds and starts the server on the current System; stop it with the returned handle.
-pub fn start(addr: SocketAddr, state: HttpState) -> anyhow::Result<actix_web::dev::ServerHandle> {
+fn start(
+    addr: SocketAddr,
+    state: HttpState,
+    api: Api,
+) -> anyhow::Result<actix_web::dev::ServerHandle> {
     let state = web::Data::new(state);
+    let api = web::Data::new(api);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .configure(crate::api::routes(api.clone()))
             .route("/metrics", web::get().to(metrics))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/status", web::get().to(status))
     })
+    // Queries run on blocking threads; this thread only routes and encodes.
     .workers(1)
     // Signals are ours: a SIGTERM drains the pipeline before anything stops.
     .disable_signals()

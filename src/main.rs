@@ -4,12 +4,14 @@
 //! runs the chosen mode inside an actix System on a multi-threaded tokio runtime (actors on the
 //! System's thread and their own threads, I/O on the runtime's workers).
 
+mod api;
 mod config;
 mod gateway;
 mod http;
 mod logging;
 mod replay;
 mod reshard;
+mod routing;
 mod serve;
 mod shard_of;
 mod signals;

@@ -8,7 +8,7 @@
 //! The exit status is 0 only when every line was read, decoded and committed.
 
 use crate::config::PodConfig;
-use crate::http::{self, HttpState};
+use crate::http;
 use crate::signals::shutdown_signal;
 use anyhow::Context as _;
 use clap::Args;
@@ -72,14 +72,7 @@ pub async fn run(config: PodConfig, args: ReplayArgs) -> anyhow::Result<ExitCode
         Pipeline::start(config.pipeline.clone(), metrics)
             .with_context(|| format!("opening the pod's database {}", config.database.display()))?,
     );
-    let server = http::start(
-        config.http_addr,
-        HttpState {
-            pipeline: pipeline.clone(),
-            sharding,
-            gateway: None,
-        },
-    )?;
+    let server = http::start_pod(&config, pipeline.clone(), None)?;
     tracing::info!(pod = sharding.ordinal, pods = sharding.pods, strategy = %sharding.strategy,
         database = %config.database.display(), "replaying {}", args.file.display());
 

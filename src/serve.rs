@@ -9,7 +9,7 @@
 use crate::config::PodConfig;
 use crate::gateway::connection::{Connection, ConnectionConfig};
 use crate::gateway::{GatewayActor, GatewayMetrics};
-use crate::http::{self, HttpState};
+use crate::http;
 use crate::signals::shutdown_signal;
 use actix::prelude::*;
 use anyhow::Context as _;
@@ -97,14 +97,7 @@ pub async fn run(config: PodConfig, discord: DiscordSettings) -> anyhow::Result<
         },
         gateway_metrics,
     );
-    let server = http::start(
-        config.http_addr,
-        HttpState {
-            pipeline: pipeline.clone(),
-            sharding,
-            gateway: Some(connection.state.clone()),
-        },
-    )?;
+    let server = http::start_pod(&config, pipeline.clone(), Some(connection.state.clone()))?;
     tracing::info!(pod = sharding.ordinal, pods = sharding.pods, strategy = %sharding.strategy, ?shard,
         database = %config.database.display(), "serving");
 

@@ -1,9 +1,10 @@
 //! `guild-gateway shard-of`: which pod owns each guild id, for operators and other services.
 
 use crate::config::{number, strategy};
+use crate::routing::{Owner, UrlTemplate};
 use anyhow::Context as _;
 use clap::Args;
-use gateway_actors::shard::owner_of_str;
+use gateway_actors::shard::Sharding;
 use std::io::{BufRead, Write};
 
 #[derive(Debug, Args)]
@@ -16,12 +17,19 @@ pub struct ShardOfArgs {
     #[arg(long, env = "SHARD_STRATEGY", default_value = "md5",
         value_parser = strategy("SHARD_STRATEGY"))]
     pub strategy: gateway_actors::shard::Strategy,
+    /// Print each owner as the JSON object of GET /v1/guilds/{id}/owner, one a line
+    #[arg(long)]
+    pub json: bool,
+    /// Base URL of pod {ordinal}, for --json
+    #[arg(long, env = "POD_URL_TEMPLATE", default_value = crate::config::DEFAULT_POD_URL_TEMPLATE,
+        value_parser = crate::config::pod_url_template)]
+    pub pod_url_template: UrlTemplate,
     /// Guild ids; with none, ids are read from standard input, one per line
     #[arg(allow_hyphen_values = true)]
     pub guild_ids: Vec<String>,
 }
 
-/// Prints `GUILD_ID ORDINAL` per id, in input order. A reader that stops early (`| head`)
+/// Prints `GUILD_ID ORDINAL` per id (or the owner endpoint's JSON), in input order. A reader that stops early (`| head`)
 /// ends the output quietly, as ripgrep does.
 pub fn run(args: ShardOfArgs) -> anyhow::Result<()> {
     match print_owners(args) {
@@ -39,13 +47,23 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn print_owners(args: ShardOfArgs) -> anyhow::Result<()> {
-    let (pods, strategy) = (args.pods as u32, args.strategy);
+    // Only the pod count and the strategy matter for an owner; the ordinal is anyone's.
+    let sharding = Sharding {
+        strategy: args.strategy,
+        ordinal: 0,
+        pods: args.pods as u32,
+    };
 
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut print = |id: &str| -> anyhow::Result<()> {
-        let owner = owner_of_str(strategy, id, pods)?;
-        writeln!(out, "{id} {owner}").context("writing to stdout")
+        let owner = Owner::of(id, &sharding, &args.pod_url_template)?;
+        if args.json {
+            serde_json::to_writer(&mut out, &owner).context("writing to stdout")?;
+            writeln!(out).context("writing to stdout")
+        } else {
+            writeln!(out, "{id} {}", owner.ordinal).context("writing to stdout")
+        }
     };
     if args.guild_ids.is_empty() {
         for line in std::io::stdin().lock().lines() {

@@ -9,7 +9,8 @@
 //!   [`shard`] (who owns a guild), `handlers` (what each event writes), `moderation` (events
 //!   paired with audit log entries), [`stats`] (message statistics), `scope` (a guild writes
 //!   only its own rows), [`time`];
-//! - `storage`: `store` (the schema and the SQL of every write) and [`reshard`];
+//! - `storage`: `store` (the schema and the SQL of every write), [`query`] (the data API's
+//!   guarded reads), `settings` (a guild's settings document) and [`reshard`];
 //! - beside them: `progress` (which events are done), `health` (whether commits succeed),
 //!   [`metrics`].
 //!
@@ -28,13 +29,13 @@ mod storage;
 use actors::{filter, guild, inbox, writer};
 pub use domain::{event, shard, stats, time};
 pub(crate) use domain::{handlers, moderation, scope};
-pub use storage::reshard;
 pub(crate) use storage::store;
+pub use storage::{query, reshard};
 
 pub use health::StorageFault;
 pub use pipeline::{Pipeline, PipelineConfig, SlowGuildHook};
 pub use storage::store::{count_rows, CacheExpiry, StoreError, BUSY_TIMEOUT};
-pub use writer::NotWritable;
+pub use writer::{NotWritable, SettingsError};
 
 /// The pieces the crate's own benches and tests drive directly (the single-threaded baseline,
 /// the SQL of one op). Not an API: nothing outside this repository should use it.

@@ -15,7 +15,10 @@ use crate::metrics::Metrics;
 use crate::progress::{Progress, Snapshot};
 use crate::shard::Sharding;
 use crate::store::{self, CacheExpiry, StoreError};
-use crate::writer::{CheckWritable, NotWritable, SqliteWriter, WriterConfig, WriterLink};
+use crate::writer::{
+    CheckWritable, NotWritable, PatchSettings, SettingsError, SqliteWriter, WriterConfig,
+    WriterLink,
+};
 use actix::prelude::*;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -225,6 +228,22 @@ impl Pipeline {
             Ok(Err(_)) => Err(NotWritable::WriterGone),
             Err(_) => Err(NotWritable::WriterBusy(timeout)),
         }
+    }
+
+    /// Applies a JSON merge patch (an object) to a guild's settings through the writer, and
+    /// resolves with the committed document.
+    pub async fn patch_settings(
+        &self,
+        guild_id: &str,
+        patch: String,
+    ) -> Result<String, SettingsError> {
+        self.writer
+            .send(PatchSettings {
+                guild_id: guild_id.to_owned(),
+                patch,
+            })
+            .await
+            .map_err(|_| SettingsError::WriterGone)?
     }
 
     /// Stops the worker threads after a drain; the writer commits anything left as it stops.

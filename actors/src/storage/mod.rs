@@ -1,4 +1,7 @@
-//! The pod's SQLite file: schema, writes, and moving rows between pods.
+//! The pod's SQLite file: schema, writes, the API's reads and settings, and moving rows
+//! between pods.
 
+pub mod query;
 pub mod reshard;
+pub(crate) mod settings;
 pub(crate) mod store;

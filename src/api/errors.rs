@@ -1,0 +1,104 @@
+//! Every refusal of the API, its HTTP status, and its JSON body `{"error": "..."}`.
+
+use crate::routing::Owner;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use gateway_actors::query::QueryError;
+use gateway_actors::SettingsError;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    /// No API_TOKEN is configured: the API is closed.
+    #[error("the data API is disabled on this pod: API_TOKEN is not set")]
+    Disabled,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("guild {} is owned by pod {} ({})", .0.guild_id, .0.ordinal, .0.url)]
+    Misdirected(Owner),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// Another pod failed a cross-guild read: no rows are answered.
+    #[error("{message}")]
+    Pod { status: StatusCode, message: String },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn into_response(self) -> HttpResponse {
+        self.error_response()
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Disabled => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Query(e) => match e {
+                QueryError::Refused(_) | QueryError::Sql(_) => StatusCode::BAD_REQUEST,
+                QueryError::TooManyRows(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                QueryError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+                QueryError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::Settings(SettingsError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Settings(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Pod { status, .. } => *status,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        // The whole chain of causes, each once.
+        let mut message = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(e) = cause {
+            message = format!("{message}: {e}");
+            cause = e.source();
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            ApiError::Misdirected(owner) => response.json(json!({
+                "error": message,
+                "guild_id": owner.guild_id,
+                "ordinal": owner.ordinal,
+                "pods": owner.pods,
+                "strategy": owner.strategy,
+                "url": owner.url,
+            })),
+            ApiError::Unauthorized(_) | ApiError::Disabled => response
+                .insert_header(("WWW-Authenticate", "Bearer"))
+                .json(json!({ "error": message })),
+            _ => response.json(json!({ "error": message })),
+        }
+    }
+}
+
+/// Bodies that are too large or not the expected JSON.
+pub fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as E;
+    match err {
+        E::OverflowKnownLength { length, limit } => ApiError::TooLarge(format!(
+            "the body has {length} bytes; the limit is {limit} (API_MAX_BODY_BYTES)"
+        )),
+        E::Overflow { limit } => ApiError::TooLarge(format!(
+            "the body is over the limit of {limit} bytes (API_MAX_BODY_BYTES)"
+        )),
+        E::ContentType => ApiError::BadRequest("send Content-Type: application/json".into()),
+        other => ApiError::BadRequest(format!("the body is not the expected JSON: {other}")),
+    }
+    .into()
+}

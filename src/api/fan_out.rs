@@ -1,0 +1,191 @@
+//! `POST /v1/query`: one statement on the owners of a list of guilds, rows merged.
+//!
+//! Each owner holds only its own guilds' rows, so the statement runs unchanged on every owner
+//! and the answers partition the truth: rows of different pods never describe the same guild.
+//! That is why an aggregate across guilds must group by guild_id (a `count(*)` without it
+//! would come back once per pod). Rows come in pod ordinal order. If any owner fails, the
+//! answer is an error that names it and its guilds, never the other pods' rows alone.
+
+use super::guard::FORWARDED;
+use super::query::{run_local, QueryBody};
+use super::{Api, ApiError};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use gateway_actors::query::QueryResult;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuildsQueryBody {
+    pub guilds: Vec<String>,
+    pub sql: String,
+    #[serde(default, alias = "parameters")]
+    pub params: Vec<Json>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GuildsQueryResult {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Json>>,
+    /// Who answered for which guilds, and with how many rows.
+    pub pods: Vec<PodRows>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PodRows {
+    pub ordinal: u32,
+    pub url: String,
+    pub guilds: Vec<String>,
+    pub rows: usize,
+}
+
+pub async fn query_guilds(
+    api: web::Data<Api>,
+    req: HttpRequest,
+    body: web::Json<GuildsQueryBody>,
+) -> Result<HttpResponse, ApiError> {
+    let GuildsQueryBody {
+        guilds,
+        sql,
+        params,
+    } = body.into_inner();
+    if guilds.is_empty() {
+        return Err(ApiError::BadRequest("guilds is empty".into()));
+    }
+    let mut by_owner: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for guild in guilds {
+        let owner = api.owner(&guild)?;
+        let listed = by_owner.entry(owner.ordinal).or_default();
+        if !listed.contains(&guild) {
+            listed.push(guild);
+        }
+    }
+    let forwarded = req.headers().contains_key(FORWARDED);
+    let parts = by_owner.into_iter().map(|(ordinal, guilds)| {
+        let (api, sql, params) = (api.clone(), sql.clone(), params.clone());
+        async move {
+            let rows = if ordinal == api.sharding.ordinal {
+                run_local(&api, "query", QueryBody { sql, params }).await
+            } else if forwarded {
+                // The caller thought this pod owns these guilds: pods disagree on ownership.
+                // Answer 421 rather than call further, so a disagreement cannot loop.
+                api.owner(&guilds[0]).and_then(|owner| {
+                    api.metrics.misdirected.inc();
+                    Err(ApiError::Misdirected(owner))
+                })
+            } else {
+                call_pod(&api, ordinal, &guilds, sql, params).await
+            };
+            (ordinal, guilds, rows)
+        }
+    });
+    let mut answer = GuildsQueryResult {
+        columns: Vec::new(),
+        rows: Vec::new(),
+        pods: Vec::new(),
+    };
+    for (ordinal, guilds, result) in futures_util::future::join_all(parts).await {
+        let result = result?;
+        if answer.pods.is_empty() {
+            answer.columns = result.columns;
+        } else if answer.columns != result.columns {
+            return Err(ApiError::Pod {
+                status: StatusCode::BAD_GATEWAY,
+                message: format!("pod {ordinal} answered other columns than pod {}: are the pods on different versions?", answer.pods[0].ordinal),
+            });
+        }
+        answer.pods.push(PodRows {
+            ordinal,
+            url: api.config.pod_urls.url(ordinal),
+            guilds,
+            rows: result.rows.len(),
+        });
+        answer.rows.extend(result.rows);
+    }
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+/// Runs the statement on pod `ordinal` for its `guilds`, with this pod's token.
+async fn call_pod(
+    api: &Api,
+    ordinal: u32,
+    guilds: &[String],
+    sql: String,
+    params: Vec<Json>,
+) -> Result<QueryResult, ApiError> {
+    let url = api.config.pod_urls.url(ordinal);
+    let failed = |status: StatusCode, why: String| ApiError::Pod {
+        status,
+        message: format!("pod {ordinal} ({url}), the owner of guilds {guilds:?}, {why}"),
+    };
+    let body = serde_json::to_vec(&GuildsQueryBody {
+        guilds: guilds.to_vec(),
+        sql,
+        params,
+    })
+    .map_err(|e| ApiError::Internal(format!("encoding a pod call: {e}")))?;
+    let token = api.config.token.as_deref().unwrap_or_default();
+    let sent = api
+        .client
+        .post(format!("{url}/v1/query"))
+        .bearer_auth(token)
+        .header(FORWARDED, "1")
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await;
+    let response = match sent {
+        Ok(response) => response,
+        Err(e) => {
+            api.metrics
+                .pod_calls
+                .with_label_values(&["unreachable"])
+                .inc();
+            return Err(failed(
+                StatusCode::BAD_GATEWAY,
+                format!("is unreachable: {e}"),
+            ));
+        }
+    };
+    let status = response.status().as_u16();
+    let bytes = match response.bytes().await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            api.metrics
+                .pod_calls
+                .with_label_values(&["unreachable"])
+                .inc();
+            return Err(failed(
+                StatusCode::BAD_GATEWAY,
+                format!("broke off its answer: {e}"),
+            ));
+        }
+    };
+    if status == 200 {
+        if let Ok(answer) = serde_json::from_slice::<GuildsQueryResult>(&bytes) {
+            api.metrics.pod_calls.with_label_values(&["ok"]).inc();
+            return Ok(QueryResult {
+                columns: answer.columns,
+                rows: answer.rows,
+            });
+        }
+    }
+    api.metrics.pod_calls.with_label_values(&["refused"]).inc();
+    let error = serde_json::from_slice::<Json>(&bytes)
+        .ok()
+        .and_then(|v| v.get("error").and_then(Json::as_str).map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+    // The statement's own faults (bad SQL, too many rows, its time limit) keep their status;
+    // anything else is the other pod's failure.
+    let status = match StatusCode::from_u16(status) {
+        Ok(
+            s @ (StatusCode::BAD_REQUEST
+            | StatusCode::UNPROCESSABLE_ENTITY
+            | StatusCode::GATEWAY_TIMEOUT),
+        ) => s,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    Err(failed(status, format!("answered {status}: {error}")))
+}

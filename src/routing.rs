@@ -1,0 +1,104 @@
+//! Which pod owns a guild, and where that pod answers: what `shard-of`, the owner endpoint and
+//! every 421 answer say, computed in one place.
+
+use gateway_actors::shard::{owner_of_str, ShardError, Sharding};
+use serde::{Deserialize, Serialize};
+
+/// The base URL of pod `k`: `POD_URL_TEMPLATE` with `{ordinal}` replaced by k, or
+/// `{ordinal+N}` by k + N (local runs give each pod a port of its own that way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlTemplate {
+    before: String,
+    offset: u32,
+    after: String,
+}
+
+impl UrlTemplate {
+    pub fn parse(template: &str) -> Result<UrlTemplate, String> {
+        let start = template
+            .find("{ordinal")
+            .ok_or("must contain {ordinal} (or {ordinal+N})")?;
+        let len = template[start..]
+            .find('}')
+            .ok_or("an unclosed {ordinal placeholder")?;
+        let offset = match &template[start + "{ordinal".len()..start + len] {
+            "" => 0,
+            plus => plus
+                .strip_prefix('+')
+                .and_then(|n| n.parse().ok())
+                .ok_or("the placeholder is {ordinal} or {ordinal+N} with a whole number N")?,
+        };
+        let (before, after) = (&template[..start], &template[start + len + 1..]);
+        if !(before.starts_with("http://") || before.starts_with("https://")) {
+            return Err("must start with http:// or https://".into());
+        }
+        if after.contains("{ordinal") {
+            return Err("only one {ordinal} placeholder".into());
+        }
+        Ok(UrlTemplate {
+            before: before.to_owned(),
+            offset,
+            after: after.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    pub fn url(&self, ordinal: u32) -> String {
+        format!(
+            "{}{}{}",
+            self.before,
+            u64::from(ordinal) + u64::from(self.offset),
+            self.after
+        )
+    }
+}
+
+/// A guild's owner: the body of `GET /v1/guilds/{id}/owner`, of `shard-of --json` lines, and
+/// of 421 answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub guild_id: String,
+    pub ordinal: u32,
+    pub pods: u32,
+    pub strategy: String,
+    pub url: String,
+}
+
+impl Owner {
+    pub fn of(
+        guild_id: &str,
+        sharding: &Sharding,
+        urls: &UrlTemplate,
+    ) -> Result<Owner, ShardError> {
+        let ordinal = owner_of_str(sharding.strategy, guild_id, sharding.pods)?;
+        Ok(Owner {
+            guild_id: guild_id.to_owned(),
+            ordinal,
+            pods: sharding.pods,
+            strategy: sharding.strategy.as_str().to_owned(),
+            url: urls.url(ordinal),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates() {
+        let t = UrlTemplate::parse("http://gateway-{ordinal}.gateway:3000").unwrap();
+        assert_eq!(t.url(2), "http://gateway-2.gateway:3000");
+        let t = UrlTemplate::parse("http://127.0.0.1:{ordinal+27500}/").unwrap();
+        assert_eq!(t.url(0), "http://127.0.0.1:27500");
+        assert_eq!(t.url(11), "http://127.0.0.1:27511");
+        for bad in [
+            "http://gateway:3000",
+            "gateway-{ordinal}:3000",
+            "http://x-{ordinal-1}",
+            "http://x-{ordinal",
+            "http://{ordinal}-{ordinal}",
+        ] {
+            assert!(UrlTemplate::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
