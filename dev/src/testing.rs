@@ -559,3 +559,41 @@ pub fn open_copy(db: &Path, into: &Path) -> Connection {
     }
     open(&copy)
 }
+
+/// An HTTP/1.0 request with headers and a body; returns (status code, body). Bounded by a
+/// 30 s timeout.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(crate::probe::status_and_body(&response))
+}
+
+/// `n` consecutive free ports on 127.0.0.1 (pods whose URLs are `{ordinal+BASE}`), taken from
+/// [`free_port`]'s sequence so that no other caller in this process gets one of them.
+pub fn free_port_block(n: u16) -> u16 {
+    for _ in 0..200 {
+        let base = free_port();
+        if (1..n).all(|k| free_port() == base + k) {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports");
+}
