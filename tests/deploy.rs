@@ -203,6 +203,59 @@ fn statefulset_service_and_budget_are_wired() {
 }
 
 #[test]
+fn the_network_policy_opens_port_3000_to_api_clients_gateways_and_prometheus_only() {
+    for r in Rendered::all() {
+        let target = r.target;
+        let policies = find(&r.docs, "NetworkPolicy", "gateway");
+        assert_eq!(policies.len(), 1, "{target}: one NetworkPolicy");
+        let spec = &policies[0]["spec"];
+        // It selects exactly the StatefulSet's pods.
+        assert_eq!(
+            spec["podSelector"]["matchLabels"],
+            r.statefulset()["spec"]["selector"]["matchLabels"],
+            "{target}"
+        );
+        assert_eq!(spec["policyTypes"][0], "Ingress", "{target}");
+        let rules = spec["ingress"].as_sequence().unwrap();
+        let api_rule = rules
+            .iter()
+            .find(|rule| rule["ports"][0]["port"] == 3000)
+            .expect("a rule for port 3000");
+        assert_eq!(
+            api_rule["ports"].as_sequence().unwrap().len(),
+            1,
+            "{target}: only 3000"
+        );
+        let from = api_rule["from"].as_sequence().unwrap();
+        assert_eq!(
+            from.len(),
+            3,
+            "{target}: HTTP services, gateways, Prometheus"
+        );
+        assert!(from
+            .iter()
+            .any(|peer| peer["podSelector"]["matchLabels"]["guild-gateway/api-client"] == "true"));
+        assert!(from.iter().any(|peer| peer["podSelector"]["matchLabels"]
+            == r.statefulset()["spec"]["template"]["metadata"]["labels"]
+            || peer["podSelector"]["matchLabels"] == spec["podSelector"]["matchLabels"]));
+        assert!(from
+            .iter()
+            .any(|peer| peer["namespaceSelector"].is_mapping()
+                && peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "prometheus"));
+        // Every container port is covered by some rule (nothing scraped is blocked).
+        for c in r.pod()["containers"].as_sequence().unwrap() {
+            for port in c["ports"].as_sequence().into_iter().flatten() {
+                let n = &port["containerPort"];
+                assert!(
+                    rules.iter().any(|rule| rule["ports"][0]["port"] == *n),
+                    "{target}: port {n:?} has no rule"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn num_gateway_pods_has_one_source_equal_to_replicas() {
     for r in Rendered::all() {
         let target = r.target;
@@ -251,14 +304,18 @@ fn the_gateway_container_has_its_settings_probes_and_resources() {
             "DATABASE_URL",
             "DISCORD_TOKEN",
             "HTTP_ADDR",
+            "API_TOKEN",
+            "POD_URL_TEMPLATE",
         ] {
             assert!(gateway_env.contains(name), "{target}: gateway lacks {name}");
         }
-        let token = env.iter().find(|e| e["name"] == "DISCORD_TOKEN").unwrap();
-        assert!(
-            token["valueFrom"]["secretKeyRef"].is_mapping(),
-            "{target}: DISCORD_TOKEN from a Secret"
-        );
+        for secret in ["DISCORD_TOKEN", "API_TOKEN"] {
+            let token = env.iter().find(|e| e["name"] == secret).unwrap();
+            assert!(
+                token["valueFrom"]["secretKeyRef"].is_mapping(),
+                "{target}: {secret} from a Secret"
+            );
+        }
         assert_eq!(gateway["startupProbe"]["httpGet"]["path"], "/healthz");
         assert_eq!(gateway["livenessProbe"]["httpGet"]["path"], "/healthz");
         assert_eq!(gateway["readinessProbe"]["httpGet"]["path"], "/readyz");
