@@ -530,6 +530,15 @@ fn alerts_pass_promtool_and_use_exported_metrics() {
             .spawn()
             .unwrap(),
     );
+    // One data API request, so its per-route series exist.
+    let asked = wait_for(std::time::Duration::from_secs(30), || {
+        let (code, _) = http_request(port, "GET", "/v1/guilds/1/owner", &[], "").ok()?;
+        (code == 403).then_some(())
+    });
+    assert!(
+        asked.is_some(),
+        "the data API answers (403: no token configured)"
+    );
     let page = wait_for(std::time::Duration::from_secs(30), || {
         let (_, page) = http_get(port, "/metrics").ok()?;
         page.contains("guild_gateway_gateway_connected 1")

@@ -48,6 +48,13 @@ impl ApiMetrics {
         registry.register(Box::new(query_seconds.clone()))?;
         registry.register(Box::new(misdirected.clone()))?;
         registry.register(Box::new(pod_calls.clone()))?;
+        // Every series exists from the start, so rates and alerts see zeros, not gaps.
+        for outcome in ["ok", "refused", "unreachable"] {
+            pod_calls.with_label_values(&[outcome]);
+        }
+        for route in ["guild_query", "query"] {
+            query_seconds.with_label_values(&[route]);
+        }
         Ok(ApiMetrics {
             requests,
             query_seconds,
