@@ -2,6 +2,8 @@
 //! process) and N pods (`guild-gateway serve` child processes, each with its own database and
 //! HTTP port) share a bot's traffic; the run ends when every pod has committed everything it
 //! was sent, with a per-pod summary. A pod that dies fails the run, naming the pod.
+//! The pods serve the data API on consecutive ports (`POD_URL_TEMPLATE` says which), with the
+//! token [`API_TOKEN`], while the run lasts.
 
 use crate::fake_discord::{self, FakeOptions, Recording};
 use crate::probe::http_get;
@@ -131,12 +133,15 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         fake.addr
     );
 
+    // Pod k serves HTTP (and the data API) on base + k, which POD_URL_TEMPLATE says.
+    let base_port = crate::testing::free_port_block(args.pods as u16);
+    let pod_urls = format!("http://127.0.0.1:{{ordinal+{base_port}}}");
     let mut pods = Vec::new();
     for ordinal in 0..args.pods {
         let database = args.data_dir.join(format!("gateway-{ordinal}.sqlite3"));
         remove_database(&database)?;
         let log = args.data_dir.join(format!("gateway-{ordinal}.log"));
-        let http = free_addr()?;
+        let http = SocketAddr::from(([127, 0, 0, 1], base_port + ordinal as u16));
         let child = Command::new(&exe)
             .arg("serve")
             .env("POD_ORDINAL", ordinal.to_string())
@@ -144,6 +149,8 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             .env("SHARD_STRATEGY", strategy.as_str())
             .env("DATABASE_URL", &database)
             .env("HTTP_ADDR", http.to_string())
+            .env("POD_URL_TEMPLATE", &pod_urls)
+            .env("API_TOKEN", API_TOKEN)
             .env("DISCORD_TOKEN", &token)
             .env("DISCORD_API_URL", format!("http://{}", fake.addr))
             .env("RUST_LOG", "warn")
@@ -475,7 +482,5 @@ fn metric_sum(page: &str, name: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    let port = crate::testing::free_port();
-    Ok(SocketAddr::from(([127, 0, 0, 1], port)))
-}
+/// The data API's token of a simulated deployment (local, loopback only).
+pub const API_TOKEN: &str = "simulate-data-api-token";
