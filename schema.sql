@@ -10,20 +10,30 @@ CREATE TABLE IF NOT EXISTS guilds (
 );
 
 CREATE TABLE IF NOT EXISTS channel_info (
-    id           TEXT PRIMARY KEY,
-    name         TEXT,
-    category     TEXT,
-    guild_id     TEXT,
-    -- added: the channel's type and parent, so a guild actor started after passivation or a
-    -- restart knows which channels count for message_stats and what their category is.
+    id       TEXT PRIMARY KEY,
+    name     TEXT,
+    category TEXT
+);
+
+-- added: what the gateway needs to know about a channel beyond the bot's channel_info: its
+-- guild (writes are scoped to it, and a guild's rows move with it), type (which channels count
+-- for message_stats) and parent (what its category is), so a guild actor started after
+-- passivation or a restart knows its channels. A table of its own, not columns of
+-- channel_info: the dashboard joins channel_info to message_stats and names guild_id
+-- unqualified, so any added column that message_stats also has makes its SQL ambiguous.
+-- Files that had these as channel_info columns are migrated at open (store.rs).
+CREATE TABLE IF NOT EXISTS guild_channels (
+    channel_id   TEXT PRIMARY KEY,
+    guild_id     TEXT NOT NULL,
     channel_type INTEGER,
     parent_id    TEXT
-);
+) WITHOUT ROWID;
 -- added: a guild actor loads its guild's channels at start.
-CREATE INDEX IF NOT EXISTS channel_info_guild ON channel_info (guild_id);
--- added: a channel's rename updates its children's category, found by parent_id; without this
--- index every CHANNEL_UPDATE scans the whole table. Created at open in existing files too.
-CREATE INDEX IF NOT EXISTS channel_info_parent ON channel_info (parent_id);
+CREATE INDEX IF NOT EXISTS guild_channels_guild ON guild_channels (guild_id);
+-- added: a channel's rename updates its children's category, found by parent_id (and guild);
+-- without this index every CHANNEL_UPDATE scans the whole table. Created at open in existing
+-- files too.
+CREATE INDEX IF NOT EXISTS guild_channels_parent ON guild_channels (parent_id, guild_id);
 
 CREATE TABLE IF NOT EXISTS message_stats (
     message_id       TEXT PRIMARY KEY,
@@ -79,6 +89,8 @@ CREATE TABLE IF NOT EXISTS mod_actions (
     created_at        TEXT NOT NULL,
     -- added: what makes a redelivered action the same row ("audit:<entry id>" when paired with
     -- its audit log entry, else derived from the event); NULL rows are never deduplicated.
+    -- A column here, unlike channel_info's additions: no table of the bot has a source_key,
+    -- so no unqualified name in a join with mod_actions becomes ambiguous.
     source_key        TEXT UNIQUE
 );
 -- added: per-guild queries and moves.

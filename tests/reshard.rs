@@ -1,8 +1,11 @@
-//! `reshard`: the sample in 3 pods, moved to 2 and to 5, and the TypeScript-style single file
-//! split in 3, give exactly the rows a direct replay into that many pods gives.
+//! `reshard`: the sample in 3 pods, moved to 2 and to 5, a pod's file from before
+//! guild_channels split in 3, and the TypeScript-style single file split in 3, give exactly the
+//! rows a direct replay into that many pods gives (the TypeScript file: but for the channels it
+//! does not know the guild of).
 
 use guild_gateway_dev::testing::*;
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 fn reshard(sources: &[PathBuf], pods: u32, out: &std::path::Path) -> String {
     let out_run = gateway()
@@ -19,6 +22,35 @@ fn reshard(sources: &[PathBuf], pods: u32, out: &std::path::Path) -> String {
     String::from_utf8(out_run.stdout).unwrap()
 }
 
+/// Every row of every table of `dbs` together, sorted; mod_actions without their ids, which are
+/// each file's own sequence (the rest of the row must match).
+fn union_of(dbs: &[PathBuf]) -> BTreeMap<&'static str, Vec<serde_json::Value>> {
+    let mut union = BTreeMap::new();
+    for db in dbs {
+        for (table, rows) in all_rows(db) {
+            union
+                .entry(table)
+                .or_insert_with(Vec::new)
+                .extend(rows.into_iter().map(|mut r| {
+                    if table == "mod_actions" {
+                        r.as_object_mut().unwrap().remove("id");
+                    }
+                    r
+                }));
+        }
+    }
+    union
+        .into_iter()
+        .map(|(t, rows)| (t, sorted(rows)))
+        .collect()
+}
+
+fn targets(out: &Path, pods: u32) -> Vec<PathBuf> {
+    (0..pods)
+        .map(|k| out.join(format!("gateway-{k}.sqlite3")))
+        .collect()
+}
+
 #[test]
 fn resharding_moves_every_row_to_its_new_owner() {
     let dir = tempfile::tempdir().unwrap();
@@ -28,35 +60,12 @@ fn resharding_moves_every_row_to_its_new_owner() {
     for (k, db) in old.iter().enumerate() {
         replay(db, k as u32, 3, "md5", &sample_stream());
     }
-    let union_of = |dbs: &[PathBuf]| {
-        let mut union = std::collections::BTreeMap::new();
-        for db in dbs {
-            for (table, rows) in all_rows(db) {
-                union
-                    .entry(table)
-                    .or_insert_with(Vec::new)
-                    .extend(rows.into_iter().map(|mut r| {
-                        // mod_actions ids are each file's own sequence; the rest of the row must match.
-                        if table == "mod_actions" {
-                            r.as_object_mut().unwrap().remove("id");
-                        }
-                        r
-                    }));
-            }
-        }
-        union
-            .into_iter()
-            .map(|(t, rows)| (t, sorted(rows)))
-            .collect::<std::collections::BTreeMap<_, _>>()
-    };
     let before = union_of(&old);
     for pods in [2u32, 5] {
         let out = dir.path().join(format!("new-{pods}"));
         let summary = reshard(&old, pods, &out);
         assert!(summary.contains("message_stats"), "{summary}");
-        let new: Vec<PathBuf> = (0..pods)
-            .map(|k| out.join(format!("gateway-{k}.sqlite3")))
-            .collect();
+        let new = targets(&out, pods);
         assert_expected_rows(&new, "md5");
         assert_eq!(
             union_of(&new),
@@ -76,17 +85,52 @@ fn resharding_moves_every_row_to_its_new_owner() {
 }
 
 #[test]
+fn a_pod_file_from_before_guild_channels_splits_by_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let single = dir.path().join("gateway-0.sqlite3");
+    replay(&single, 0, 1, "md5", &sample_stream());
+    let reference = dir.path().join("reference.sqlite3");
+    // Back to the layout of earlier releases: the channel's guild, type and parent as columns of
+    // channel_info. reshard reads its sources as they are: this one is not migrated first.
+    let conn = rusqlite::Connection::open(&single).unwrap();
+    conn.execute("VACUUM INTO ?1", [reference.to_str().unwrap()])
+        .unwrap();
+    conn.execute_batch(
+        "ALTER TABLE channel_info ADD COLUMN guild_id TEXT;
+         ALTER TABLE channel_info ADD COLUMN channel_type INTEGER;
+         ALTER TABLE channel_info ADD COLUMN parent_id TEXT;
+         UPDATE channel_info SET (guild_id, channel_type, parent_id) =
+           (SELECT guild_id, channel_type, parent_id FROM guild_channels
+            WHERE channel_id = channel_info.id);
+         DROP TABLE guild_channels;
+         CREATE INDEX channel_info_guild ON channel_info (guild_id);
+         CREATE INDEX channel_info_parent ON channel_info (parent_id);",
+    )
+    .unwrap_or_else(|e| panic!("making a file of the earlier layout: {e}"));
+    drop(conn);
+    let out = dir.path().join("split");
+    reshard(&[single], 3, &out);
+    let new = targets(&out, 3);
+    assert_expected_rows(&new, "md5");
+    assert_eq!(
+        union_of(&new),
+        union_of(&[reference]),
+        "every row moved, channels with their type and parent"
+    );
+}
+
+#[test]
 fn the_single_file_of_the_typescript_deployment_splits_by_owner() {
     // One pod owning everything is the single-file deployment's data.
     let dir = tempfile::tempdir().unwrap();
     let single = dir.path().join("bot.sqlite3");
     replay(&single, 0, 1, "md5", &sample_stream());
-    // The TypeScript file has none of the added columns and tables.
+    // The TypeScript file has none of the added columns and tables: its channel_info is
+    // (id, name, category), with no guild.
     let conn = rusqlite::Connection::open(&single).unwrap();
     conn.execute_batch(
         "DROP TABLE message_reactions; DROP TABLE member_timeouts; DROP TABLE mod_action_late_entries;
-         DROP INDEX channel_info_parent;
-         ALTER TABLE channel_info DROP COLUMN channel_type; ALTER TABLE channel_info DROP COLUMN parent_id;
+         DROP TABLE guild_channels;
          CREATE TABLE ts_mod_actions AS SELECT id, user_id, guild_id, action_type, executor_id,
            executor_username, reason, duration, created_at FROM mod_actions;
          DROP TABLE mod_actions; ALTER TABLE ts_mod_actions RENAME TO mod_actions;",
@@ -94,9 +138,31 @@ fn the_single_file_of_the_typescript_deployment_splits_by_owner() {
     .unwrap_or_else(|e| panic!("making a TypeScript-shaped file: {e}"));
     drop(conn);
     let out = dir.path().join("split");
-    reshard(&[single], 3, &out);
-    let new: Vec<PathBuf> = (0..3)
-        .map(|k| out.join(format!("gateway-{k}.sqlite3")))
+    let summary = reshard(&[single], 3, &out);
+    let new = targets(&out, 3);
+
+    // A channel's guild is then known from its messages only: a channel nobody wrote in (or a
+    // category) goes nowhere, and every other row as in a direct replay.
+    let mut expected = expected();
+    let with_messages: std::collections::BTreeSet<String> = ["message_stats", "message_cache"]
+        .iter()
+        .flat_map(|t| expected[*t].as_array().unwrap().iter())
+        .map(|r| r["channel_id"].as_str().unwrap().to_owned())
         .collect();
-    assert_expected_rows(&new, "md5");
+    let channels = expected["channel_info"].as_array_mut().unwrap();
+    let all = channels.len();
+    channels.retain(|c| with_messages.contains(c["id"].as_str().unwrap()));
+    let unplaced = all - channels.len();
+    assert!(
+        unplaced > 0 && !channels.is_empty(),
+        "the sample has both kinds"
+    );
+    assert_rows(&new, "md5", &expected);
+    assert!(
+        summary.contains(&format!(
+            "note: {unplaced} channel_info rows were copied nowhere"
+        )),
+        "{summary}"
+    );
+    assert!(!summary.contains("more than one source"), "{summary}");
 }

@@ -32,7 +32,9 @@ fn guild_a_rows(db: &Path) -> Vec<Vec<Vec<Value>>> {
     let conn = Connection::open(db).unwrap();
     [
         "SELECT * FROM guilds WHERE id = '1'",
-        "SELECT * FROM channel_info WHERE guild_id = '1' ORDER BY id",
+        "SELECT c.* FROM channel_info c JOIN guild_channels g ON g.channel_id = c.id
+           WHERE g.guild_id = '1' ORDER BY c.id",
+        "SELECT * FROM guild_channels WHERE guild_id = '1' ORDER BY channel_id",
         "SELECT * FROM message_stats WHERE guild_id = '1' ORDER BY message_id",
         "SELECT * FROM message_cache WHERE guild_id = '1' ORDER BY message_id",
         "SELECT * FROM message_reactions WHERE message_id IN ('1000', '1001') ORDER BY 1, 2, 3",
@@ -207,9 +209,10 @@ fn events_of_one_guild_cannot_change_another_guilds_rows() {
         submit_all(guild_a_events()).await;
         let before = guild_a_rows(&db);
         assert_eq!(before[1].len(), 2, "A's channels: {:?}", before[1]);
-        assert_eq!(before[2].len(), 2, "A's messages");
-        assert_eq!(before[4].len(), 1, "A's reaction");
-        assert_eq!(before[5].len(), 1, "A's ban");
+        assert_eq!(before[2].len(), 2, "A's channels' guild, type and parent");
+        assert_eq!(before[3].len(), 2, "A's messages");
+        assert_eq!(before[5].len(), 1, "A's reaction");
+        assert_eq!(before[6].len(), 1, "A's ban");
         assert_eq!(metrics.cross_guild_writes_refused.get(), 0);
 
         let mut expected_refused = 0;
@@ -234,14 +237,15 @@ fn events_of_one_guild_cannot_change_another_guilds_rows() {
         assert_eq!(
             count(
                 &db,
-                "SELECT COUNT(*) FROM channel_info WHERE guild_id = '2' AND id = '201'"
+                "SELECT COUNT(*) FROM channel_info c JOIN guild_channels g ON g.channel_id = c.id
+                   WHERE g.guild_id = '2' AND c.id = '201'"
             ),
             1
         );
         assert_eq!(
             count(
                 &db,
-                "SELECT COUNT(*) FROM channel_info WHERE guild_id = '2'"
+                "SELECT COUNT(*) FROM guild_channels WHERE guild_id = '2'"
             ),
             1
         );

@@ -13,19 +13,22 @@ use rusqlite::Connection;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Each table, and the SQL that gives a row's guild id.
-const TABLES: [(&str, &str); 8] = [
-    ("guilds", "id"),
-    ("channel_info", "guild_id"),
-    ("message_stats", "guild_id"),
-    ("message_cache", "guild_id"),
-    ("mod_actions", "guild_id"),
-    ("mod_action_late_entries", "guild_id"),
-    ("member_timeouts", "guild_id"),
+/// Each table, and the SQL that gives a row's guild id (`t` is the source's row); None for
+/// channel_info, whose guild depends on what the source records (see
+/// [`collect_channel_guilds`]).
+const TABLES: [(&str, Option<&str>); 9] = [
+    ("guilds", Some("id")),
+    ("guild_channels", Some("guild_id")),
+    ("channel_info", None),
+    ("message_stats", Some("guild_id")),
+    ("message_cache", Some("guild_id")),
+    ("mod_actions", Some("guild_id")),
+    ("mod_action_late_entries", Some("guild_id")),
+    ("member_timeouts", Some("guild_id")),
     // Reactions belong to the guild of their message.
     (
         "message_reactions",
-        "(SELECT s.guild_id FROM src.message_stats s WHERE s.message_id = t.message_id)",
+        Some("(SELECT s.guild_id FROM src.message_stats s WHERE s.message_id = t.message_id)"),
     ),
 ];
 
@@ -35,6 +38,10 @@ pub struct ReshardReport {
     pub targets: Vec<PathBuf>,
     /// Per table: rows written to each target, in ordinal order.
     pub rows: BTreeMap<&'static str, Vec<i64>>,
+    /// channel_info rows of the sources whose guild no source records, so no target got them
+    /// (the TypeScript bot's file: a channel nobody wrote in, or a category). Each pod's next
+    /// GUILD_CREATE writes its guilds' channels.
+    pub unplaced_channels: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +83,7 @@ pub fn reshard(
     let mut report = ReshardReport {
         targets: targets.clone(),
         rows: BTreeMap::new(),
+        unplaced_channels: 0,
     };
     for (ordinal, target) in targets.iter().enumerate() {
         let conn = store::open_writer(target)?;
@@ -96,7 +104,10 @@ pub fn reshard(
             source,
         })?;
         for source_path in sources {
-            copy_owned(&conn, source_path, ordinal as u32)?;
+            let unplaced = copy_owned(&conn, source_path, ordinal as u32)?;
+            if ordinal == 0 {
+                report.unplaced_channels += unplaced;
+            }
         }
         for (table, _) in TABLES {
             let n = store::count_rows(&conn, table).map_err(StoreError::Sql)?;
@@ -106,7 +117,53 @@ pub fn reshard(
     Ok(report)
 }
 
-fn copy_owned(conn: &Connection, source_path: &Path, ordinal: u32) -> Result<(), ReshardError> {
+/// A source channel_info row's guild (`t` is the row), from `temp.channel_guild`.
+const CHANNEL_GUILD: &str =
+    "(SELECT c.guild_id FROM temp.channel_guild c WHERE c.channel_id = t.id)";
+
+/// Fills `temp.channel_guild` with the guild of every channel the attached source records, from
+/// the first of: its guild_channels row in a pod's file; its channel_info guild_id column in a
+/// pod's file from before guild_channels (sources are read as they are, not migrated); the
+/// guild of a message in it, which is all the TypeScript bot's file records (its channel_info
+/// has no guild). One pass over each source table, rather than a lookup per channel in
+/// message tables that have no index on channel_id.
+fn collect_channel_guilds(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "DROP TABLE IF EXISTS temp.channel_guild;
+         CREATE TEMP TABLE channel_guild (channel_id TEXT PRIMARY KEY, guild_id TEXT NOT NULL)
+           WITHOUT ROWID;",
+    )?;
+    let has = |table: &str, wanted: &[&str]| -> rusqlite::Result<bool> {
+        let have = columns(conn, "src", table)?;
+        Ok(wanted.iter().all(|w| have.iter().any(|h| h == w)))
+    };
+    let mut selects = Vec::new();
+    if has("guild_channels", &["channel_id", "guild_id"])? {
+        selects.push("SELECT channel_id, guild_id FROM src.guild_channels");
+    }
+    if has("channel_info", &["id", "guild_id"])? {
+        selects.push("SELECT id, guild_id FROM src.channel_info");
+    }
+    if has("message_stats", &["channel_id", "guild_id"])? {
+        selects.push("SELECT channel_id, guild_id FROM src.message_stats");
+    }
+    if has("message_cache", &["channel_id", "guild_id"])? {
+        selects.push("SELECT channel_id, guild_id FROM src.message_cache");
+    }
+    for select in selects {
+        conn.execute(
+            &format!(
+                "INSERT OR IGNORE INTO temp.channel_guild {select} WHERE guild_id IS NOT NULL"
+            ),
+            [],
+        )?;
+    }
+    Ok(())
+}
+
+/// Copies the rows of `source_path` that pod `ordinal` owns into `conn`; returns how many of
+/// its channel_info rows have no known guild (and so were copied nowhere).
+fn copy_owned(conn: &Connection, source_path: &Path, ordinal: u32) -> Result<i64, ReshardError> {
     let copy_error = |table, error| ReshardError::Copy {
         table,
         source_path: source_path.to_owned(),
@@ -115,7 +172,9 @@ fn copy_owned(conn: &Connection, source_path: &Path, ordinal: u32) -> Result<(),
     conn.execute("ATTACH DATABASE ?1 AS src", [source_path.to_string_lossy()])
         .map_err(|e| copy_error("(attach)", e))?;
     let result = (|| {
+        collect_channel_guilds(conn).map_err(|e| copy_error("channel_info", e))?;
         for (table, guild_expr) in TABLES {
+            let guild_expr = guild_expr.unwrap_or(CHANNEL_GUILD);
             let source_columns = columns(conn, "src", table).map_err(|e| copy_error(table, e))?;
             if source_columns.is_empty() {
                 continue; // the TypeScript bot's file has no such table
@@ -135,7 +194,36 @@ fn copy_owned(conn: &Connection, source_path: &Path, ordinal: u32) -> Result<(),
             conn.execute(&sql, [ordinal])
                 .map_err(|e| copy_error(table, e))?;
         }
-        Ok(())
+        // A channel copied without a guild_channels row (a source without that table) gets one,
+        // so the target's pod knows its guild; type and parent as the source has them, else
+        // NULL until the next GUILD_CREATE.
+        let source_columns =
+            columns(conn, "src", "channel_info").map_err(|e| copy_error("guild_channels", e))?;
+        if source_columns.is_empty() {
+            return Ok(0);
+        }
+        let [kind, parent] = ["channel_type", "parent_id"].map(|c| {
+            if source_columns.iter().any(|have| have == c) {
+                format!("t.{c}")
+            } else {
+                "NULL".to_string()
+            }
+        });
+        conn.execute(
+            &format!(
+                "INSERT OR IGNORE INTO main.guild_channels (channel_id, guild_id, channel_type, parent_id)
+                 SELECT t.id, {CHANNEL_GUILD}, {kind}, {parent} FROM src.channel_info t
+                 WHERE owner({CHANNEL_GUILD}) = ?1"
+            ),
+            [ordinal],
+        )
+        .map_err(|e| copy_error("guild_channels", e))?;
+        conn.query_row(
+            &format!("SELECT COUNT(*) FROM src.channel_info t WHERE {CHANNEL_GUILD} IS NULL"),
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| copy_error("channel_info", e))
     })();
     conn.execute("DETACH DATABASE src", [])
         .map_err(|e| copy_error("(detach)", e))?;

@@ -9,7 +9,9 @@ use crate::scope::{CrossGuildWrite, Outcome};
 use crate::stats::MessageStats;
 use crate::time::iso8601;
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+use rusqlite::{
+    params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
+};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -56,7 +58,7 @@ pub enum StoreError {
 }
 
 /// Opens (creating if needed) the pod's database for writing: WAL, synchronous=NORMAL,
-/// busy_timeout, integrity checked, schema applied.
+/// busy_timeout, integrity checked, schema applied and earlier layouts migrated.
 pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
@@ -64,7 +66,7 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
             source,
         })?;
     }
-    let conn = Connection::open(path).map_err(|source| StoreError::Open {
+    let mut conn = Connection::open(path).map_err(|source| StoreError::Open {
         path: path.to_owned(),
         source,
     })?;
@@ -101,8 +103,56 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
         .map_err(prepare)?;
     conn.pragma_update(None, "temp_store", "MEMORY")
         .map_err(prepare)?;
-    conn.execute_batch(SCHEMA).map_err(prepare)?;
+    // One transaction: a start that fails half-way leaves the file as it was.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(prepare)?;
+    tx.execute_batch(SCHEMA).map_err(prepare)?;
+    move_channel_columns_to_guild_channels(&tx).map_err(prepare)?;
+    tx.commit().map_err(prepare)?;
     Ok(conn)
+}
+
+/// Files written before `guild_channels` existed kept a channel's guild, type and parent as
+/// columns of `channel_info`. The TypeScript bot's dashboard joins `channel_info` with
+/// `message_stats` and names `guild_id` unqualified, which those columns made ambiguous, so they
+/// move to `guild_channels` (rows without a guild have no owner to move to: they stay as they
+/// were, refused to every guild's writes). Does nothing on a fresh or already migrated file.
+fn move_channel_columns_to_guild_channels(tx: &Transaction) -> rusqlite::Result<()> {
+    let columns: Vec<String> = tx
+        .prepare("SELECT name FROM pragma_table_info('channel_info')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if !columns.iter().any(|c| c == "guild_id") {
+        return Ok(());
+    }
+    // Every release that had guild_id had the other two as well; a file that somehow lacks
+    // one still migrates, with NULL there.
+    let moved = ["channel_type", "parent_id"].map(|c| {
+        if columns.iter().any(|have| have == c) {
+            c
+        } else {
+            "NULL"
+        }
+    });
+    tx.execute(
+        &format!(
+            "INSERT OR IGNORE INTO guild_channels (channel_id, guild_id, channel_type, parent_id)
+               SELECT id, guild_id, {}, {} FROM channel_info WHERE guild_id IS NOT NULL",
+            moved[0], moved[1]
+        ),
+        [],
+    )?;
+    // An indexed column cannot be dropped.
+    tx.execute_batch(
+        "DROP INDEX IF EXISTS channel_info_guild; DROP INDEX IF EXISTS channel_info_parent;",
+    )?;
+    for column in ["guild_id", "channel_type", "parent_id"] {
+        if columns.iter().any(|c| c == column) {
+            tx.execute_batch(&format!("ALTER TABLE channel_info DROP COLUMN {column}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// An exclusive lock on a database file, held as long as this value lives.
@@ -276,7 +326,10 @@ fn owner(tx: &Transaction, select_guild_by_key: &str, key: &str) -> rusqlite::Re
         .optional()
 }
 
-const CHANNEL_OWNER: &str = "SELECT guild_id FROM channel_info WHERE id = ?1";
+/// A channel's guild is in guild_channels; a channel_info row without one (a file from before
+/// guild_channels with no guild there) has no guild, as a NULL guild_id had.
+const CHANNEL_OWNER: &str = "SELECT g.guild_id FROM channel_info c
+     LEFT JOIN guild_channels g ON g.channel_id = c.id WHERE c.id = ?1";
 const MESSAGE_OWNER: &str = "SELECT guild_id FROM message_stats WHERE message_id = ?1";
 const CACHE_OWNER: &str = "SELECT guild_id FROM message_cache WHERE message_id = ?1";
 const MOD_ACTION_OWNER: &str = "SELECT guild_id FROM mod_actions WHERE source_key = ?1";
@@ -354,7 +407,8 @@ fn insert_message(tx: &Transaction, row: &MessageRow) -> rusqlite::Result<Outcom
 }
 
 #[allow(clippy::too_many_arguments)]
-/// A channel's row, kept only while it belongs to the event's guild.
+/// A channel's rows (channel_info and guild_channels), kept only while it belongs to the
+/// event's guild.
 fn upsert_channel(
     tx: &Transaction,
     id: &Id,
@@ -365,27 +419,32 @@ fn upsert_channel(
     parent_id: &Option<Id>,
 ) -> rusqlite::Result<Outcome> {
     let (id, guild) = (id.to_string(), guild_id.to_string());
-    let changed = tx
-        .prepare_cached(
-            "INSERT INTO channel_info (id, name, category, guild_id, channel_type, parent_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (id) DO UPDATE SET name = excluded.name,
-                       category = excluded.category, channel_type = excluded.channel_type,
-                       parent_id = excluded.parent_id
-                     WHERE channel_info.guild_id = excluded.guild_id",
-        )?
-        .execute(params![id, name, category, guild, kind, opt_id(*parent_id)])?;
-    if changed == 0 {
-        return unless_foreign(
-            tx,
-            CHANNEL_OWNER,
-            "upsert channel",
-            "channel_info",
-            &id,
-            &guild,
-            *guild_id,
-        );
+    // The owner is checked first, as the two rows are written by two statements; the single
+    // writer's transaction keeps it true until both are.
+    let refused = unless_foreign(
+        tx,
+        CHANNEL_OWNER,
+        "upsert channel",
+        "channel_info",
+        &id,
+        &guild,
+        *guild_id,
+    )?;
+    if matches!(refused, Outcome::Refused(_)) {
+        return Ok(refused);
     }
+    tx.prepare_cached(
+        "INSERT INTO channel_info (id, name, category) VALUES (?1, ?2, ?3)
+           ON CONFLICT (id) DO UPDATE SET name = excluded.name, category = excluded.category",
+    )?
+    .execute(params![id, name, category])?;
+    tx.prepare_cached(
+        "INSERT INTO guild_channels (channel_id, guild_id, channel_type, parent_id)
+           VALUES (?1, ?2, ?3, ?4)
+           ON CONFLICT (channel_id) DO UPDATE SET channel_type = excluded.channel_type,
+             parent_id = excluded.parent_id",
+    )?
+    .execute(params![id, guild, kind, opt_id(*parent_id)])?;
     Ok(Outcome::Done)
 }
 
@@ -506,16 +565,22 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<Outcome> 
             name,
         } => {
             tx.prepare_cached(
-                "UPDATE channel_info SET category = ?3 WHERE parent_id = ?1 AND guild_id = ?2",
+                "UPDATE channel_info SET category = ?3 WHERE id IN
+                   (SELECT channel_id FROM guild_channels WHERE parent_id = ?1 AND guild_id = ?2)",
             )?
             .execute(params![parent_id.to_string(), guild_id.to_string(), name])?;
         }
         Op::DeleteChannel { guild_id, id } => {
             let (id, guild) = (id.to_string(), guild_id.to_string());
             let deleted = tx
-                .prepare_cached("DELETE FROM channel_info WHERE id = ?1 AND guild_id = ?2")?
+                .prepare_cached(
+                    "DELETE FROM guild_channels WHERE channel_id = ?1 AND guild_id = ?2",
+                )?
                 .execute([&id, &guild])?;
-            if deleted == 0 {
+            if deleted > 0 {
+                tx.prepare_cached("DELETE FROM channel_info WHERE id = ?1")?
+                    .execute([&id])?;
+            } else {
                 return unless_foreign(
                     tx,
                     CHANNEL_OWNER,
@@ -812,7 +877,8 @@ pub struct ChannelRow {
 /// The channels of one guild, for a guild actor starting after passivation or a restart.
 pub fn load_channels(conn: &Connection, guild_id: Id) -> rusqlite::Result<Vec<ChannelRow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, name, channel_type, parent_id FROM channel_info WHERE guild_id = ?1",
+        "SELECT c.id, c.name, g.channel_type, g.parent_id FROM guild_channels g
+           JOIN channel_info c ON c.id = g.channel_id WHERE g.guild_id = ?1",
     )?;
     let rows = stmt.query_map([guild_id.to_string()], |r| {
         let id: String = r.get(0)?;
@@ -969,6 +1035,7 @@ mod tests {
         for table in [
             "guilds",
             "channel_info",
+            "guild_channels",
             "message_stats",
             "message_reactions",
             "message_cache",
@@ -1248,13 +1315,13 @@ mod tests {
         // A file from before the index.
         open_writer(&path)
             .unwrap()
-            .execute_batch("DROP INDEX channel_info_parent")
+            .execute_batch("DROP INDEX guild_channels_parent")
             .unwrap();
         let conn = open_writer(&path).unwrap();
         let plan: Vec<String> = conn
             .prepare(
-                "EXPLAIN QUERY PLAN UPDATE channel_info SET category = ?3
-                 WHERE parent_id = ?1 AND guild_id = ?2",
+                "EXPLAIN QUERY PLAN UPDATE channel_info SET category = ?3 WHERE id IN
+                   (SELECT channel_id FROM guild_channels WHERE parent_id = ?1 AND guild_id = ?2)",
             )
             .unwrap()
             .query_map(["101", "1", "x"], |r| r.get::<_, String>(3))
@@ -1262,9 +1329,130 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert!(
-            plan.iter().any(|step| step.contains("channel_info_parent")),
+            plan.iter()
+                .any(|step| step.contains("guild_channels_parent")),
             "{plan:?}"
         );
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN")),
+            "{plan:?}"
+        );
+    }
+
+    /// channel_info as files written before guild_channels have it.
+    const CHANNEL_INFO_WITH_GUILD: &str = "
+        CREATE TABLE channel_info (
+            id           TEXT PRIMARY KEY,
+            name         TEXT,
+            category     TEXT,
+            guild_id     TEXT,
+            channel_type INTEGER,
+            parent_id    TEXT
+        );
+        CREATE INDEX channel_info_guild ON channel_info (guild_id);
+        CREATE INDEX channel_info_parent ON channel_info (parent_id);
+        INSERT INTO channel_info VALUES
+            ('101', 'Lounge', NULL, '1', 4, NULL),
+            ('102', 'general', 'Lounge', '1', 0, '101'),
+            ('201', 'Hall', NULL, '2', 4, NULL),
+            ('202', 'chat', 'Hall', '2', 0, '201'),
+            ('203', 'voice', 'Hall', '2', 2, '201'),
+            ('900', 'orphan', NULL, NULL, 0, NULL);";
+
+    fn channel_info_columns(conn: &Connection) -> Vec<String> {
+        conn.prepare("SELECT name FROM pragma_table_info('channel_info')")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn channel_columns_of_earlier_files_move_to_guild_channels_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite3");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(CHANNEL_INFO_WITH_GUILD)
+            .unwrap();
+
+        let mut conn = open_writer(&path).unwrap();
+        assert_eq!(channel_info_columns(&conn), ["id", "name", "category"]);
+        let indexes: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'channel_info'
+                   AND sql IS NOT NULL",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(indexes.is_empty(), "{indexes:?}");
+        let channels = |conn: &Connection, guild: Id| {
+            let mut rows = load_channels(conn, guild).unwrap();
+            rows.sort_by_key(|c| c.id.0);
+            rows
+        };
+        let row = |id: u64, name: &str, kind: u8, parent: Option<u64>| ChannelRow {
+            id: Id(id),
+            name: Some(name.into()),
+            kind: Some(kind),
+            parent_id: parent.map(Id),
+        };
+        assert_eq!(
+            channels(&conn, A),
+            [
+                row(101, "Lounge", 4, None),
+                row(102, "general", 0, Some(101))
+            ]
+        );
+        assert_eq!(
+            channels(&conn, B),
+            [
+                row(201, "Hall", 4, None),
+                row(202, "chat", 0, Some(201)),
+                row(203, "voice", 2, Some(201))
+            ]
+        );
+        // The row without a guild stays, owned by no guild, as before.
+        assert_eq!(count_rows(&conn, "channel_info").unwrap(), 6);
+        assert_eq!(count_rows(&conn, "guild_channels").unwrap(), 5);
+        match apply_one(&mut conn, channel(A, 900, "claimed", None)) {
+            Outcome::Refused(r) => assert_eq!(r.owner, None),
+            Outcome::Done => panic!("a channel without a guild was claimed"),
+        }
+        // The moved rows are the guild's as before: renames reach its children only.
+        let rename = Op::RenameParent {
+            guild_id: B,
+            parent_id: Id(201),
+            name: Some("Atrium".into()),
+        };
+        assert_eq!(apply_one(&mut conn, rename), Outcome::Done);
+        let renamed: Vec<String> = conn
+            .prepare("SELECT id FROM channel_info WHERE category = 'Atrium' ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(renamed, ["202", "203"]);
+
+        // Opened again, nothing changes: neither the rows nor the schema.
+        let schema = |conn: &Connection| -> Vec<(String, Option<String>)> {
+            conn.prepare("SELECT name, sql FROM sqlite_master ORDER BY name")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let (rows_before, schema_before) = (every_row(&conn), schema(&conn));
+        drop(conn);
+        let conn = open_writer(&path).unwrap();
+        assert_eq!(every_row(&conn), rows_before);
+        assert_eq!(schema(&conn), schema_before);
     }
 
     #[test]
