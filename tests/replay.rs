@@ -247,7 +247,7 @@ fn invalid_utf8_is_a_malformed_line_and_a_bom_and_escaped_type_are_valid() {
     );
     assert!(stdout.contains(" 0 not committed"), "{stdout}");
     // Every expected table, the moderation log included.
-    assert_expected_rows(&[db.clone()], "md5");
+    assert_expected_rows(std::slice::from_ref(&db), "md5");
 }
 
 #[test]

@@ -124,5 +124,5 @@ fn sigterm_drains_everything_accepted() {
     assert!(stdout.contains(" 0 not committed"), "{stdout}");
 
     // Every expected table, the moderation log included.
-    assert_expected_rows(&[db.clone()], "md5");
+    assert_expected_rows(std::slice::from_ref(&db), "md5");
 }
