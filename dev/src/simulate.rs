@@ -121,11 +121,8 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let token = "simulate-token".to_string();
     let options = FakeOptions {
         token: token.clone(),
-        bot_user_id: 1_000_000_000_000_000_001,
-        heartbeat_interval: Duration::from_secs(5),
-        drop_at_seq: None,
         rate: args.rate,
-        allowed_intents: u64::MAX,
+        ..FakeOptions::default()
     };
     let fake = fake_discord::start("127.0.0.1:0".parse()?, recording, options).await?;
     eprintln!(

@@ -110,3 +110,432 @@ fn fake_discord_starts_whatever_the_pod_variables_say() {
         "an unknown LOG_FORMAT is mentioned: {stderr}"
     );
 }
+
+// --- Discord's rules for a growing bot: sharding required, identify buckets, session starts,
+// and closing a session with any code on request. Raw WebSocket clients, as above.
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// What the fake answered an Identify or a Resume with.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    /// READY, with the session id.
+    Ready(String),
+    Resumed,
+    /// Op 9 with `d`.
+    InvalidSession(bool),
+    /// A close frame with this code.
+    Closed(u16),
+}
+
+/// A connection past Hello.
+async fn connect(port: u16) -> Ws {
+    use futures_util::StreamExt;
+    let url = format!("ws://127.0.0.1:{port}/?v=10&encoding=json");
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(&url),
+    )
+    .await
+    .expect("connects within 10 s")
+    .expect("connects");
+    let hello = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("hello within 10 s")
+        .expect("hello")
+        .expect("a frame");
+    assert!(hello.to_text().unwrap().contains(r#""op":10"#), "{hello:?}");
+    ws
+}
+
+async fn send(ws: &mut Ws, payload: serde_json::Value) {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::Text(payload.to_string())).await.unwrap();
+}
+
+/// Sends an Identify (`shard` None: no shard field) and returns the answer.
+async fn identify(ws: &mut Ws, shard: Option<[u32; 2]>) -> Answer {
+    let mut d = serde_json::json!({"token": TOKEN, "intents": 1, "properties": {}});
+    if let Some(shard) = shard {
+        d["shard"] = serde_json::json!(shard);
+    }
+    send(ws, serde_json::json!({"op": 2, "d": d})).await;
+    answer(ws).await
+}
+
+async fn resume(ws: &mut Ws, session_id: &str) -> Answer {
+    let d = serde_json::json!({"token": TOKEN, "session_id": session_id, "seq": 1});
+    send(ws, serde_json::json!({"op": 6, "d": d})).await;
+    answer(ws).await
+}
+
+/// Reads (skipping dispatches) until READY, RESUMED, op 9 or a close frame; at most 10 s.
+async fn answer(ws: &mut Ws) -> Answer {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(msg) = ws.next().await {
+            match msg {
+                Ok(Message::Text(text)) => {
+                    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    match (v["op"].as_u64(), v["t"].as_str()) {
+                        (Some(0), Some("READY")) => {
+                            return Answer::Ready(v["d"]["session_id"].as_str().unwrap().into())
+                        }
+                        (Some(0), Some("RESUMED")) => return Answer::Resumed,
+                        (Some(9), _) => return Answer::InvalidSession(v["d"] == true),
+                        _ => {}
+                    }
+                }
+                Ok(Message::Close(Some(close))) => return Answer::Closed(u16::from(close.code)),
+                Ok(_) => {}
+                Err(e) => panic!("the connection failed without a close frame: {e}"),
+            }
+        }
+        panic!("the connection ended without a close frame");
+    })
+    .await
+    .expect("an answer within 10 s")
+}
+
+/// `GET /api/v10/gateway/bot` with the token: (status, body).
+fn gateway_bot(port: u16) -> (u16, serde_json::Value) {
+    let auth = format!("Bot {TOKEN}");
+    let (code, body) = http_request(
+        port,
+        "GET",
+        "/api/v10/gateway/bot",
+        &[("Authorization", &auth)],
+        "",
+    )
+    .unwrap();
+    (code, serde_json::from_str(&body).unwrap_or_default())
+}
+
+fn identifies(port: u16) -> serde_json::Value {
+    get_json(port, "/fake/identifies").expect("/fake/identifies answers JSON")
+}
+
+fn sessions(port: u16) -> Vec<serde_json::Value> {
+    get_json(port, "/fake/sessions")
+        .and_then(|v| v.as_array().cloned())
+        .expect("/fake/sessions is an array")
+}
+
+fn session(port: u16, id: &str) -> serde_json::Value {
+    sessions(port)
+        .into_iter()
+        .find(|s| s["session_id"] == id)
+        .unwrap_or_else(|| panic!("session {id} is listed"))
+}
+
+/// Polls until `session`'s `connected` is `want` (the fake detaches right after closing).
+fn wait_connected(port: u16, id: &str, want: bool) -> serde_json::Value {
+    wait_for(Duration::from_secs(10), || {
+        let s = session(port, id);
+        (s["connected"] == want).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("session {id} connected == {want} within 10 s"))
+}
+
+/// The sample's 8 guilds by shard of 4 are 1, 3, 1 and 3; of 2, 2 and 6.
+#[tokio::test(flavor = "current_thread")]
+async fn a_shard_holding_too_many_guilds_is_closed_with_4011() {
+    let (_fake, port) = start_fake_discord(TOKEN, &["--max-guilds-per-shard", "3"]);
+    let mut ws = connect(port).await;
+    assert_eq!(
+        identify(&mut ws, None).await,
+        Answer::Closed(4011),
+        "unsharded: 8 guilds"
+    );
+    let mut ws = connect(port).await;
+    assert_eq!(
+        identify(&mut ws, Some([1, 2])).await,
+        Answer::Closed(4011),
+        "6 guilds"
+    );
+
+    let mut open = Vec::new();
+    for id in 0..4 {
+        let mut ws = connect(port).await;
+        let answer = identify(&mut ws, Some([id, 4])).await;
+        assert!(matches!(answer, Answer::Ready(_)), "[{id}, 4]: {answer:?}");
+        open.push(ws);
+    }
+    let all = sessions(port);
+    assert_eq!(all.len(), 4, "refused identifies start no session: {all:?}");
+    for (id, s) in all.iter().enumerate() {
+        assert_eq!(s["shard"], serde_json::json!([id, 4]));
+        assert_eq!(s["open"], true);
+        assert_eq!(s["connected"], true);
+        assert_eq!(s["identified_at_ms"].as_array().map(Vec::len), Some(1));
+    }
+
+    // Discord's 5 s window by default: shard 0 again at once (bucket 0) is refused.
+    let mut ws = connect(port).await;
+    assert_eq!(
+        identify(&mut ws, Some([0, 4])).await,
+        Answer::InvalidSession(false)
+    );
+
+    let report = identifies(port);
+    assert_eq!(report["identifies"], 4);
+    assert_eq!(report["identify_violations"], 1);
+    assert_eq!(report["max_concurrency"], 16);
+    assert_eq!(report["identify_window_ms"], 5000);
+    assert_eq!(report["session_starts_remaining"], 996);
+    let outcomes: Vec<&str> = report["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "sharding_required",
+            "sharding_required",
+            "ready",
+            "ready",
+            "ready",
+            "ready",
+            "invalid_session"
+        ]
+    );
+    let first = &report["attempts"][0];
+    assert_eq!(first["shard"], serde_json::Value::Null);
+    assert_eq!(first["accepted"], false);
+    assert_eq!(first["session"], serde_json::Value::Null);
+}
+
+/// Buckets are shard_id % max_concurrency, one accepted Identify each per window.
+#[tokio::test(flavor = "current_thread")]
+async fn one_identify_per_bucket_per_window() {
+    const WINDOW_MS: u64 = 3000;
+    let (_fake, port) = start_fake_discord(
+        TOKEN,
+        &[
+            "--max-concurrency",
+            "2",
+            "--identify-window-ms",
+            &WINDOW_MS.to_string(),
+        ],
+    );
+    // Shards 0 and 1 of 4: buckets 0 and 1, both at once.
+    let mut shard0 = connect(port).await;
+    let mut shard1 = connect(port).await;
+    let a0 = identify(&mut shard0, Some([0, 4])).await;
+    let a1 = identify(&mut shard1, Some([1, 4])).await;
+    assert!(matches!(a0, Answer::Ready(_)), "{a0:?}");
+    assert!(matches!(a1, Answer::Ready(_)), "{a1:?}");
+    // Shard 2: bucket 0 again, within the window.
+    let mut shard2 = connect(port).await;
+    assert_eq!(
+        identify(&mut shard2, Some([2, 4])).await,
+        Answer::InvalidSession(false)
+    );
+    let report = identifies(port);
+    assert_eq!(report["identifies"], 2);
+    assert_eq!(report["identify_violations"], 1);
+    assert_eq!(
+        report["session_starts_remaining"], 998,
+        "a violation takes no start"
+    );
+    let refused = &report["attempts"][2];
+    assert_eq!(refused["shard"], serde_json::json!([2, 4]));
+    assert_eq!(refused["bucket"], 0);
+    assert_eq!(refused["accepted"], false);
+    assert_eq!(refused["outcome"], "invalid_session");
+    assert_eq!(sessions(port).len(), 2, "a violation starts no session");
+
+    // After the window (from shard 0's accepted Identify), on the same connection: accepted.
+    let accepted_at = report["attempts"][0]["at_ms"].as_u64().unwrap();
+    let refused_at = refused["at_ms"].as_u64().unwrap();
+    assert!(refused_at - accepted_at < WINDOW_MS);
+    tokio::time::sleep(Duration::from_millis(
+        WINDOW_MS - (refused_at - accepted_at) + 100,
+    ))
+    .await;
+    let again = identify(&mut shard2, Some([2, 4])).await;
+    assert!(matches!(again, Answer::Ready(_)), "{again:?}");
+    let report = identifies(port);
+    assert_eq!(report["identifies"], 3);
+    assert_eq!(report["identify_violations"], 1);
+    let last = &report["attempts"][3];
+    assert_eq!(last["bucket"], 0);
+    assert_eq!(last["accepted"], true);
+    assert!(last["at_ms"].as_u64().unwrap() - accepted_at >= WINDOW_MS);
+    drop((shard0, shard1));
+}
+
+/// One Identify past the session start limit: every session ends, the token is refused (4004,
+/// REST 401) until the reset, then all starts are back.
+#[tokio::test(flavor = "current_thread")]
+async fn the_session_start_limit_resets_the_token_until_its_reset() {
+    const PERIOD_MS: u64 = 3000;
+    let (_fake, port) = start_fake_discord(
+        TOKEN,
+        &[
+            "--session-start-limit",
+            "2",
+            "--session-start-reset-ms",
+            &PERIOD_MS.to_string(),
+        ],
+    );
+    // Periods count from the fake's start: begin early in one, so the steps below fit in it.
+    let (code, bot) = gateway_bot(port);
+    assert_eq!(code, 200, "{bot}");
+    let reset_after = bot["session_start_limit"]["reset_after"].as_u64().unwrap();
+    assert!(reset_after <= PERIOD_MS, "{bot}");
+    if reset_after < 2500 {
+        tokio::time::sleep(Duration::from_millis(reset_after + 50)).await;
+    }
+    let (_, bot) = gateway_bot(port);
+    assert_eq!(bot["session_start_limit"]["total"], 2, "{bot}");
+    assert_eq!(bot["session_start_limit"]["remaining"], 2, "{bot}");
+
+    let mut first = connect(port).await;
+    let mut second = connect(port).await;
+    let Answer::Ready(first_id) = identify(&mut first, Some([0, 2])).await else {
+        panic!("first identify refused")
+    };
+    assert!(matches!(
+        identify(&mut second, Some([1, 2])).await,
+        Answer::Ready(_)
+    ));
+    let (code, bot) = gateway_bot(port);
+    assert_eq!(code, 200);
+    assert_eq!(bot["session_start_limit"]["remaining"], 0, "{bot}");
+    assert_eq!(identifies(port)["session_starts_remaining"], 0);
+
+    // The third: refused, and the open sessions are terminated with it.
+    let mut third = connect(port).await;
+    assert_eq!(
+        identify(&mut third, Some([1, 2])).await,
+        Answer::Closed(4004)
+    );
+    assert_eq!(answer(&mut first).await, Answer::Closed(4004));
+    assert_eq!(answer(&mut second).await, Answer::Closed(4004));
+    let (code, _) = gateway_bot(port);
+    assert_eq!(code, 401, "REST refuses the reset token");
+    let report = identifies(port);
+    assert_eq!(report["token_reset"], true);
+    assert_eq!(report["identifies"], 2);
+    assert_eq!(report["attempts"][2]["outcome"], "session_start_limit");
+    assert!(sessions(port).iter().all(|s| s["open"] == false));
+
+    // After the reset: REST answers, the starts are back, the old sessions stay ended.
+    let bot = wait_for(Duration::from_secs(10), || {
+        let (code, bot) = gateway_bot(port);
+        (code == 200).then_some(bot)
+    })
+    .expect("REST answers again after the reset");
+    assert_eq!(bot["session_start_limit"]["remaining"], 2, "{bot}");
+    let mut ws = connect(port).await;
+    assert_eq!(
+        resume(&mut ws, &first_id).await,
+        Answer::InvalidSession(false)
+    );
+    // (Bucket 3: buckets 0 and 1 had identifies within the last 5 s.)
+    let mut ws = connect(port).await;
+    assert!(matches!(
+        identify(&mut ws, Some([3, 4])).await,
+        Answer::Ready(_)
+    ));
+    let (_, bot) = gateway_bot(port);
+    assert_eq!(bot["session_start_limit"]["remaining"], 1, "{bot}");
+    assert_eq!(identifies(port)["token_reset"], false);
+}
+
+#[test]
+fn gateway_bot_recommends_a_shard_per_thousand_guilds() {
+    let (_fake, port) = start_fake_discord(TOKEN, &[]);
+    let (code, bot) = gateway_bot(port);
+    assert_eq!(code, 200);
+    assert_eq!(bot["url"], format!("ws://127.0.0.1:{port}"));
+    assert_eq!(bot["shards"], 1, "8 guilds: {bot}");
+    let limit = &bot["session_start_limit"];
+    assert_eq!(limit["total"], 1000);
+    assert_eq!(limit["remaining"], 1000);
+    assert_eq!(limit["max_concurrency"], 16);
+    let reset_after = limit["reset_after"].as_u64().unwrap();
+    assert!(
+        reset_after > 86_000_000 && reset_after <= 86_400_000,
+        "{bot}"
+    );
+
+    let (_fake, port) = start_fake_discord(
+        TOKEN,
+        &["--recommended-shards", "5", "--max-concurrency", "4"],
+    );
+    let (_, bot) = gateway_bot(port);
+    assert_eq!(bot["shards"], 5);
+    assert_eq!(bot["session_start_limit"]["max_concurrency"], 4);
+
+    // 2,001 guilds: 3 shards.
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("guilds.ndjson");
+    guild_gateway_dev::synthetic::write_file(&events, 2001, 10).unwrap();
+    let (_fake, port) = start_fake_discord_on(TOKEN, &events, &[]);
+    let (_, bot) = gateway_bot(port);
+    assert_eq!(bot["shards"], 3, "{bot}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_session_is_closed_with_any_code_on_request() {
+    let (_fake, port) = start_fake_discord(TOKEN, &[]);
+    let mut ws = connect(port).await;
+    let Answer::Ready(id) = identify(&mut ws, None).await else {
+        panic!("identify refused")
+    };
+    assert_eq!(
+        session(port, &id)["shard"],
+        serde_json::Value::Null,
+        "no shard sent"
+    );
+    let post = |path: String| http_request(port, "POST", &path, &[], "").unwrap();
+
+    // 4008 (rate limited): the session can be resumed.
+    let (code, body) = post(format!("/fake/sessions/{id}/close/4008"));
+    assert_eq!(code, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"closed": id, "code": 4008, "reason": "Rate limited."})
+    );
+    assert_eq!(answer(&mut ws).await, Answer::Closed(4008));
+    let s = wait_connected(port, &id, false);
+    assert_eq!(s["open"], true);
+    let (code, _) = post(format!("/fake/sessions/{id}/close/4008"));
+    assert_eq!(code, 409, "no connection to close");
+    let mut ws = connect(port).await;
+    assert_eq!(resume(&mut ws, &id).await, Answer::Resumed);
+
+    // 4009 (session timed out): it ends, a Resume gets Invalid Session.
+    let (code, _) = post(format!("/fake/sessions/{id}/close/4009"));
+    assert_eq!(code, 200);
+    assert_eq!(answer(&mut ws).await, Answer::Closed(4009));
+    let s = wait_connected(port, &id, false);
+    assert_eq!(s["open"], false);
+    assert_eq!(s["connections"], 2);
+    let mut ws = connect(port).await;
+    assert_eq!(resume(&mut ws, &id).await, Answer::InvalidSession(false));
+
+    // Any code a server may send; others are refused. (Bucket 1: bucket 0 identified < 5 s ago.)
+    let mut ws = connect(port).await;
+    let Answer::Ready(id) = identify(&mut ws, Some([1, 2])).await else {
+        panic!("identify refused")
+    };
+    for bad in ["1005", "999", "5000", "x"] {
+        let (code, body) = post(format!("/fake/sessions/{id}/close/{bad}"));
+        assert_eq!(code, 400, "{bad}: {body}");
+    }
+    let (code, _) = post("/fake/sessions/nope/close/4000".into());
+    assert_eq!(code, 404);
+    let (code, _) = post(format!("/fake/sessions/{id}/close/4012"));
+    assert_eq!(code, 200);
+    assert_eq!(answer(&mut ws).await, Answer::Closed(4012));
+    assert_eq!(wait_connected(port, &id, false)["open"], false);
+}

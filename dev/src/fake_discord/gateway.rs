@@ -1,9 +1,11 @@
-//! The gateway side of the fake: Hello, Identify, READY, heartbeats, Resume, and each
-//! session's dispatches, with Discord's close codes for clients that misbehave.
+//! The gateway side of the fake: Hello, Identify (judged by the rules in the module docs),
+//! READY, heartbeats, Resume, and each session's dispatches, with Discord's close codes for
+//! clients that misbehave.
 
-use super::{new_session_id, rest::bot_user, Fake, Session};
+use super::{close, new_session_id, rest::bot_user, Control, Fake, Refusal, Session};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -12,17 +14,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-
-/// Discord's gateway close codes used here.
-mod close {
-    pub const UNKNOWN_OPCODE: u16 = 4001;
-    pub const DECODE_ERROR: u16 = 4002;
-    pub const NOT_AUTHENTICATED: u16 = 4003;
-    pub const AUTHENTICATION_FAILED: u16 = 4004;
-    pub const ALREADY_AUTHENTICATED: u16 = 4005;
-    pub const INVALID_SHARD: u16 = 4010;
-    pub const DISALLOWED_INTENTS: u16 = 4014;
-}
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -33,8 +24,11 @@ struct Attached {
     next: usize,
     /// Whether this is the session's first connection (the one `drop_at_seq` drops).
     first: bool,
-    drop_requested: Arc<Notify>,
+    control: Arc<Notify>,
 }
+
+/// How a connection ends: a close frame with this code and reason, or none.
+type Ending = Option<(u16, Cow<'static, str>)>;
 
 pub async fn serve(fake: Arc<Fake>, stream: TcpStream) {
     let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
@@ -45,36 +39,63 @@ pub async fn serve(fake: Arc<Fake>, stream: TcpStream) {
         return;
     }
     let mut attached: Option<Attached> = None;
+    let ending = run(&fake, &mut ws, &mut attached).await;
+    if let Some(a) = attached {
+        let mut sessions = fake.sessions();
+        let session = &mut sessions[a.index];
+        session.connected = false;
+        session.pending = None;
+    }
+    // Leaving without a close frame is what a network failure looks like to the client.
+    if let Some((code, reason)) = ending {
+        close_with(&mut ws, code, reason).await;
+    }
+}
+
+async fn run(fake: &Arc<Fake>, ws: &mut Ws, attached: &mut Option<Attached>) -> Ending {
     let mut pace = fake
         .options
         .rate
         .map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(r.max(1)))));
     let never = Arc::new(Notify::new());
     loop {
-        let sending = attached
+        let (sending, pending) = match attached.as_ref() {
+            Some(a) => {
+                let mut sessions = fake.sessions();
+                let session = &mut sessions[a.index];
+                (a.next < session.frames.len(), session.pending.take())
+            }
+            None => (false, None),
+        };
+        match pending {
+            Some(Control::Drop) => {
+                tracing::info!("dropping a session's connection on request");
+                return None;
+            }
+            Some(Control::Close(code)) => {
+                tracing::info!(code, "closing a session's connection on request");
+                return Some((code, close::reason(code).into()));
+            }
+            None => {}
+        }
+        let control = attached
             .as_ref()
-            .is_some_and(|a| a.next < fake.sessions()[a.index].frames.len());
-        let drop_requested = attached
-            .as_ref()
-            .map_or(never.clone(), |a| a.drop_requested.clone());
+            .map_or(never.clone(), |a| a.control.clone());
         tokio::select! {
             biased;
             incoming = ws.next() => {
                 let text = match incoming {
                     Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Binary(_))) => return close_with(&mut ws, close::DECODE_ERROR, "binary frames are not supported").await,
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(Message::Binary(_))) => return Some((close::DECODE_ERROR, "binary frames are not supported".into())),
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
                     Some(Ok(_)) => continue,
                 };
-                match handle_client_frame(&fake, &mut ws, &mut attached, &text).await {
-                    Ok(()) => {}
-                    Err((code, reason)) => return close_with(&mut ws, code, reason).await,
+                if let Err((code, reason)) = handle_client_frame(fake, ws, attached, &text).await {
+                    return Some((code, reason.into()));
                 }
             }
-            _ = drop_requested.notified() => {
-                tracing::info!("dropping a session's connection on request");
-                break;
-            }
+            // The request is in the session's `pending`, read at the top of the loop.
+            _ = control.notified() => {}
             _ = tick(&mut pace), if sending => {
                 let Some(a) = attached.as_mut() else { continue };
                 let (text, seq, drop_now) = {
@@ -87,7 +108,7 @@ pub async fn serve(fake: Arc<Fake>, stream: TcpStream) {
                     (text, seq, drop_now)
                 };
                 if ws.send(Message::Text(text)).await.is_err() {
-                    break;
+                    return None;
                 }
                 a.next += 1;
                 {
@@ -97,14 +118,10 @@ pub async fn serve(fake: Arc<Fake>, stream: TcpStream) {
                 }
                 if drop_now {
                     tracing::info!(seq, "dropping the session's first connection (--drop-at-seq)");
-                    break;
+                    return None;
                 }
             }
         }
-    }
-    // Leaving without a close frame is what a network failure looks like to the client.
-    if let Some(a) = attached {
-        fake.sessions()[a.index].connected = false;
     }
 }
 
@@ -114,10 +131,10 @@ async fn tick(pace: &mut Option<tokio::time::Interval>) {
     }
 }
 
-async fn close_with(ws: &mut Ws, code: u16, reason: &str) {
+async fn close_with(ws: &mut Ws, code: u16, reason: Cow<'static, str>) {
     let frame = CloseFrame {
         code: CloseCode::from(code),
-        reason: reason.to_owned().into(),
+        reason,
     };
     let _ = ws.send(Message::Close(Some(frame))).await;
     let _ = ws.flush().await;
@@ -155,16 +172,17 @@ async fn handle_client_frame(
             if intents & !fake.options.allowed_intents != 0 {
                 return Err((close::DISALLOWED_INTENTS, "Disallowed intent(s)."));
             }
-            let shard = match d.get("shard") {
-                None | Some(Value::Null) => [0, 1],
+            let shard_sent = match d.get("shard") {
+                None | Some(Value::Null) => None,
                 Some(s) => {
                     let parsed: Option<[u32; 2]> = serde_json::from_value(s.clone()).ok();
                     match parsed {
-                        Some([id, total]) if total > 0 && id < total => [id, total],
+                        Some([id, total]) if total > 0 && id < total => Some([id, total]),
                         _ => return Err((close::INVALID_SHARD, "Invalid shard.")),
                     }
                 }
             };
+            let shard = shard_sent.unwrap_or([0, 1]);
             let frames = fake.recording.frames_for(shard);
             let id = new_session_id();
             let guilds: Vec<Value> = frames
@@ -173,19 +191,38 @@ async fn handle_client_frame(
                 .filter_map(|&i| fake.recording.frames[i].guild_id)
                 .map(|g| json!({"id": g.to_string(), "unavailable": true}))
                 .collect();
-            let drop_requested = Arc::new(Notify::new());
-            let index = {
-                let mut sessions = fake.sessions();
-                sessions.push(Session {
-                    id: id.clone(),
-                    shard,
-                    frames,
-                    last_seq_sent: 1,
-                    connected: true,
-                    connections: 1,
-                    drop_requested: drop_requested.clone(),
-                });
-                sessions.len() - 1
+            let control = Arc::new(Notify::new());
+            let session = Session {
+                id: id.clone(),
+                shard,
+                shard_sent,
+                identified_at_ms: Vec::new(),
+                frames,
+                last_seq_sent: 1,
+                connected: true,
+                connections: 1,
+                open: true,
+                control: control.clone(),
+                pending: None,
+            };
+            let index = match fake.admit(session) {
+                Ok(index) => index,
+                Err(Refusal::RateLimited) => {
+                    tracing::info!(?shard, "identify rate limit: invalid session");
+                    send_invalid_session(ws).await?;
+                    return Ok(());
+                }
+                Err(Refusal::ShardingRequired) => {
+                    tracing::info!(?shard, "sharding required");
+                    return Err((
+                        close::SHARDING_REQUIRED,
+                        close::reason(close::SHARDING_REQUIRED),
+                    ));
+                }
+                Err(refusal @ (Refusal::SessionStartLimit | Refusal::TokenReset)) => {
+                    tracing::info!(?shard, ?refusal, "session start limit: the token is reset");
+                    return Err((close::AUTHENTICATION_FAILED, "Authentication failed."));
+                }
             };
             let bot_id = fake.options.bot_user_id.to_string();
             let ready = json!({"op": 0, "s": 1, "t": "READY", "d": {
@@ -211,7 +248,7 @@ async fn handle_client_frame(
                 index,
                 next: 0,
                 first: true,
-                drop_requested,
+                control,
             });
         }
         6 => {
@@ -219,7 +256,7 @@ async fn handle_client_frame(
                 return Err((close::ALREADY_AUTHENTICATED, "already authenticated"));
             }
             let token = d.get("token").and_then(Value::as_str).unwrap_or_default();
-            if !fake.token_ok(token) {
+            if !fake.token_ok(token) || fake.token_reset() {
                 return Err((close::AUTHENTICATION_FAILED, "Authentication failed."));
             }
             let session_id = d
@@ -232,18 +269,16 @@ async fn handle_client_frame(
                 sessions
                     .iter_mut()
                     .enumerate()
-                    .find(|(_, s)| s.id == session_id)
+                    .find(|(_, s)| s.id == session_id && s.open)
                     .map(|(index, s)| {
                         s.connected = true;
                         s.connections += 1;
-                        (index, s.drop_requested.clone(), s.last_seq_sent)
+                        s.pending = None;
+                        (index, s.control.clone(), s.last_seq_sent)
                     })
             };
-            let Some((index, drop_requested, last_sent)) = found else {
-                let invalid = json!({"op": 9, "s": null, "t": null, "d": false});
-                ws.send(Message::Text(invalid.to_string()))
-                    .await
-                    .map_err(|_| (close::DECODE_ERROR, "send failed"))?;
+            let Some((index, control, last_sent)) = found else {
+                send_invalid_session(ws).await?;
                 return Ok(());
             };
             // Replay what the client missed (seq after its last) up to what had been sent,
@@ -275,7 +310,7 @@ async fn handle_client_frame(
                 index,
                 next,
                 first: false,
-                drop_requested,
+                control,
             });
         }
         3 | 4 | 8 | 31 if attached.is_some() => {} // presence, voice, member requests: accepted, ignored
@@ -283,4 +318,12 @@ async fn handle_client_frame(
         _ => return Err((close::UNKNOWN_OPCODE, "Unknown opcode.")),
     }
     Ok(())
+}
+
+/// Op 9 Invalid Session, not resumable: the client must identify (again).
+async fn send_invalid_session(ws: &mut Ws) -> Result<(), (u16, &'static str)> {
+    let invalid = json!({"op": 9, "s": null, "t": null, "d": false});
+    ws.send(Message::Text(invalid.to_string()))
+        .await
+        .map_err(|_| (close::DECODE_ERROR, "send failed"))
 }

@@ -1,7 +1,8 @@
 //! The REST side of the fake: what serenity asks at start, channels of the stream, and the
-//! admin API (`/fake/sessions`, `/fake/sessions/{id}/drop`).
+//! admin API (`/fake/sessions`, `/fake/identifies`, `/fake/sessions/{id}/drop`,
+//! `/fake/sessions/{id}/close/{code}`).
 
-use super::Fake;
+use super::{close, Control, ControlError, Fake};
 use serde_json::json;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,8 +33,10 @@ pub async fn serve(fake: Arc<Fake>, mut stream: TcpStream, head: String) {
     let (status, body) = route(&fake, &method, &path, authorization.as_deref());
     let reason = match status {
         200 => "OK",
+        400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
+        409 => "Conflict",
         _ => "Error",
     };
     let response = format!(
@@ -52,7 +55,8 @@ fn route(fake: &Fake, method: &str, path: &str, authorization: Option<&str>) -> 
     let Some(api) = path.strip_prefix("/api/v10/") else {
         return not_found();
     };
-    if !authorization.is_some_and(|a| fake.token_ok(a)) {
+    // After the session start limit was exceeded the token is reset: refused until the reset.
+    if !authorization.is_some_and(|a| fake.token_ok(a)) || fake.token_reset() {
         return (
             401,
             json!({"message": "401: Unauthorized", "code": 0}).to_string(),
@@ -61,15 +65,23 @@ fn route(fake: &Fake, method: &str, path: &str, authorization: Option<&str>) -> 
     let bot_id = fake.options.bot_user_id.to_string();
     match (method, api) {
         ("GET", "gateway") => (200, json!({ "url": ws_url }).to_string()),
-        ("GET", "gateway/bot") => (
-            200,
-            json!({
-                "url": ws_url,
-                "shards": 1,
-                "session_start_limit": {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}
-            })
-            .to_string(),
-        ),
+        ("GET", "gateway/bot") => {
+            let limit = fake.session_start_limit();
+            (
+                200,
+                json!({
+                    "url": ws_url,
+                    "shards": fake.recommended_shards(),
+                    "session_start_limit": {
+                        "total": limit.total,
+                        "remaining": limit.remaining,
+                        "reset_after": limit.reset_after_ms,
+                        "max_concurrency": limit.max_concurrency,
+                    }
+                })
+                .to_string(),
+            )
+        }
         ("GET", "users/@me") => (200, bot_user(&bot_id).to_string()),
         ("GET", "oauth2/applications/@me" | "applications/@me") => {
             (200, json!({"id": bot_id, "name": "guild-gateway", "flags": 0, "bot_public": false, "description": ""}).to_string())
@@ -91,24 +103,51 @@ fn admin_route(fake: &Fake, method: &str, path: &str) -> (u16, String) {
             200,
             serde_json::to_string(&fake.session_views()).unwrap_or_else(|_| "[]".into()),
         ),
+        ("GET", "identifies") => (
+            200,
+            serde_json::to_string(&fake.identifies_view()).unwrap_or_else(|_| "{}".into()),
+        ),
         ("POST", other) => {
-            let Some(id) = other
-                .strip_prefix("sessions/")
-                .and_then(|rest| rest.strip_suffix("/drop"))
-            else {
+            let Some(rest) = other.strip_prefix("sessions/") else {
                 return not_found();
             };
-            let sessions = fake.sessions();
-            match sessions.iter().find(|s| s.id == id) {
-                Some(session) => {
-                    session.drop_requested.notify_waiters();
-                    (200, json!({"dropped": id}).to_string())
-                }
-                None => (404, json!({"message": "Unknown Session"}).to_string()),
+            if let Some(id) = rest.strip_suffix("/drop") {
+                // A session without a connection has nothing to drop: answered as before.
+                return match fake.control(id, Control::Drop) {
+                    Ok(()) | Err(ControlError::NotConnected) => {
+                        (200, json!({"dropped": id}).to_string())
+                    }
+                    Err(ControlError::UnknownSession) => unknown_session(),
+                };
+            }
+            let Some((id, code)) = rest.split_once("/close/") else {
+                return not_found();
+            };
+            let Some(code) = code.parse::<u16>().ok().filter(|&c| close::sendable(c)) else {
+                return (
+                    400,
+                    json!({"message": "the close code must be 1000-1003, 1007-1014 or 3000-4999"})
+                        .to_string(),
+                );
+            };
+            match fake.control(id, Control::Close(code)) {
+                Ok(()) => (
+                    200,
+                    json!({"closed": id, "code": code, "reason": close::reason(code)}).to_string(),
+                ),
+                Err(ControlError::UnknownSession) => unknown_session(),
+                Err(ControlError::NotConnected) => (
+                    409,
+                    json!({"message": "the session has no connection to close"}).to_string(),
+                ),
             }
         }
         _ => not_found(),
     }
+}
+
+fn unknown_session() -> (u16, String) {
+    (404, json!({"message": "Unknown Session"}).to_string())
 }
 
 fn not_found() -> (u16, String) {
