@@ -43,11 +43,7 @@ fn pipeline(c: &mut Criterion) {
                 .sum()
         })
     });
-    let third = Sharding {
-        strategy: Strategy::Md5,
-        ordinal: 0,
-        pods: 3,
-    };
+    let third = Sharding::new(Strategy::Md5, 0, 3);
     group.bench_function("actors_one_of_three", |b| {
         b.iter_custom(|iters| {
             (0..iters)

@@ -12,11 +12,7 @@ fn shard(c: &mut Criterion) {
     let mut group = c.benchmark_group("shard");
     group.throughput(Throughput::Elements(ids.len() as u64));
     for strategy in [Strategy::Md5, Strategy::Discord] {
-        let sharding = Sharding {
-            strategy,
-            ordinal: 0,
-            pods: 3,
-        };
+        let sharding = Sharding::new(strategy, 0, 3);
         group.bench_function(BenchmarkId::new("numeric", strategy.as_str()), |b| {
             b.iter(|| {
                 ids.iter()

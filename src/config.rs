@@ -28,6 +28,9 @@ pub struct PodArgs {
     #[arg(long, env = "SHARD_STRATEGY", default_value = "md5",
         value_parser = strategy("SHARD_STRATEGY"))]
     pub shard_strategy: Strategy,
+    /// The bot's Discord shard count S: a number, or auto (md5 only) for what GET /gateway/bot recommends [default: 1 with md5, NUM_GATEWAY_PODS with discord]
+    #[arg(long, env = "DISCORD_SHARDS", value_parser = shard_count)]
+    pub discord_shards: Option<ShardCount>,
     /// Path of this pod's SQLite file, or a sqlite: URL (parent directories are created)
     #[arg(long, env = "DATABASE_URL", default_value = "./data/gateway.sqlite3",
         value_parser = database_path)]
@@ -165,6 +168,48 @@ impl ApiArgs {
     }
 }
 
+/// DISCORD_SHARDS: how many Discord shards the bot runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardCount {
+    Count(u32),
+    /// What Discord recommends (`GET /gateway/bot`), read at start.
+    Auto,
+}
+
+pub fn shard_count(value: &str) -> Result<ShardCount, ConfigError> {
+    match value.trim() {
+        "auto" => Ok(ShardCount::Auto),
+        n => parse_number("DISCORD_SHARDS", n, 1, MAX_SHARDS).map(|n| ShardCount::Count(n as u32)),
+    }
+}
+
+/// Discord's own limit is far lower; this only keeps the arithmetic in range.
+const MAX_SHARDS: u64 = 1 << 16;
+
+/// The shard count for a strategy and pod count, checked; `Auto` gives `None` (resolved by
+/// `serve` at start; it cannot move a guild, see [`ShardCount`]'s checks).
+pub fn checked_shards(
+    strategy: Strategy,
+    pods: u32,
+    shards: Option<ShardCount>,
+) -> Result<Option<u32>, ConfigError> {
+    match (strategy, shards) {
+        (_, None) => Ok(Some(gateway_actors::shard::default_shards(strategy, pods))),
+        (Strategy::Md5, Some(ShardCount::Auto)) => Ok(None),
+        (Strategy::Discord, Some(ShardCount::Auto)) => Err(bad(
+            "DISCORD_SHARDS",
+            "auto",
+            "with SHARD_STRATEGY=discord the shard count decides which pod owns a guild, so every pod and the HTTP services must use the same number: set one (see GET /gateway/bot's shards)",
+        )),
+        (Strategy::Discord, Some(ShardCount::Count(s))) if s < pods => Err(bad(
+            "DISCORD_SHARDS",
+            &s.to_string(),
+            format!("with SHARD_STRATEGY=discord each of the {pods} pods needs at least one shard"),
+        )),
+        (_, Some(ShardCount::Count(s))) => Ok(Some(s)),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -175,6 +220,8 @@ pub enum LogFormat {
 #[derive(Clone)]
 pub struct PodConfig {
     pub sharding: Sharding,
+    /// DISCORD_SHARDS=auto: `serve` sets `sharding.shards` from Discord's recommendation.
+    pub shards_auto: bool,
     pub database: PathBuf,
     pub http_addr: SocketAddr,
     pub log_format: LogFormat,
@@ -341,10 +388,13 @@ impl PodArgs {
                 format!("must be below NUM_GATEWAY_PODS={pods}"),
             ));
         }
+        let shards = checked_shards(self.shard_strategy, pods, self.discord_shards)?;
         let sharding = Sharding {
             strategy: self.shard_strategy,
             ordinal,
             pods,
+            // `auto` (md5 only): 1 until `serve` asks Discord; ownership does not depend on it.
+            shards: shards.unwrap_or(1),
         };
         let database = self.database_url.clone();
         let mut pipeline = PipelineConfig::new(sharding, database.clone());
@@ -367,6 +417,7 @@ impl PodArgs {
         }
         Ok(PodConfig {
             sharding,
+            shards_auto: shards.is_none(),
             database,
             http_addr: self.http_addr,
             log_format: self.log_format,

@@ -4,7 +4,7 @@
 
 use crate::api::Api;
 use crate::config::PodConfig;
-use crate::gateway::connection::SessionState;
+use crate::gateway::shards::Sessions;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context as _;
 use gateway_actors::shard::Sharding;
@@ -19,8 +19,8 @@ use std::time::Duration;
 pub struct HttpState {
     pub pipeline: Arc<Pipeline>,
     pub sharding: Sharding,
-    /// The Discord session, in `serve`; readiness then requires it.
-    pub gateway: Option<Arc<SessionState>>,
+    /// The Discord sessions, in `serve`; readiness then requires them.
+    pub gateway: Option<Arc<Sessions>>,
 }
 
 #[derive(Serialize)]
@@ -28,6 +28,9 @@ struct Status {
     pod_ordinal: u32,
     num_pods: u32,
     strategy: &'static str,
+    /// The bot's Discord shard count, and those this pod runs.
+    shards: u32,
+    pod_shards: Vec<u32>,
     last_seq_received: Option<u64>,
     last_seq_committed: Option<u64>,
     events_accepted: u64,
@@ -44,8 +47,23 @@ struct Status {
     /// Why commits are failing, while they are: nothing is marked done meanwhile.
     storage_error: Option<String>,
     storage_failing_secs: Option<f64>,
+    /// The first session's id (compatibility: one session per pod before DISCORD_SHARDS).
     session_id: Option<String>,
     gateway_ready: Option<bool>,
+    /// Each session (serve): its shard, id, readiness, identifies and the seq of its last
+    /// event submitted to the pipeline.
+    sessions: Option<Vec<SessionStatus>>,
+    /// Why sessions are not identifying now (budget, crash-loop backoff, identify slot).
+    identify_waiting: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SessionStatus {
+    shard: [u32; 2],
+    session_id: Option<String>,
+    ready: bool,
+    identifies: u64,
+    last_seq_submitted: u64,
 }
 
 async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
@@ -69,11 +87,9 @@ async fn readiness(state: &HttpState) -> Result<(), String> {
             anyhow::Error::from(e)
         ));
     }
-    match &state.gateway {
-        Some(session) if !session.ready.load(Ordering::SeqCst) => {
-            Err("the Discord session is not READY or RESUMED".into())
-        }
-        _ => Ok(()),
+    match state.gateway.as_ref().and_then(|g| g.not_ready()) {
+        Some(why) => Err(why),
+        None => Ok(()),
     }
 }
 
@@ -104,11 +120,27 @@ async fn status(state: web::Data<HttpState>) -> HttpResponse {
         guilds_stuck: m.guilds_stuck.get(),
         storage_error: fault.as_ref().map(|f| f.error.clone()),
         storage_failing_secs: fault.as_ref().map(|f| f.since.elapsed().as_secs_f64()),
-        session_id: state.gateway.as_ref().and_then(|g| g.session_id()),
-        gateway_ready: state
+        shards: state.sharding.shards,
+        pod_shards: state.sharding.pod_shards(),
+        session_id: state
             .gateway
             .as_ref()
-            .map(|g| g.ready.load(Ordering::SeqCst)),
+            .and_then(|g| g.sessions.first())
+            .and_then(|s| s.session_id()),
+        gateway_ready: state.gateway.as_ref().map(|g| g.ready()),
+        sessions: state.gateway.as_ref().map(|g| {
+            g.sessions
+                .iter()
+                .map(|s| SessionStatus {
+                    shard: s.shard,
+                    session_id: s.session_id(),
+                    ready: s.ready.load(Ordering::SeqCst),
+                    identifies: s.identifies.load(Ordering::SeqCst),
+                    last_seq_submitted: s.last_seq_submitted.load(Ordering::SeqCst),
+                })
+                .collect()
+        }),
+        identify_waiting: state.gateway.as_ref().and_then(|g| g.gate.waiting_reason()),
     })
 }
 
@@ -116,7 +148,7 @@ async fn status(state: web::Data<HttpState>) -> HttpResponse {
 pub fn start_pod(
     config: &PodConfig,
     pipeline: Arc<Pipeline>,
-    gateway: Option<Arc<SessionState>>,
+    gateway: Option<Arc<Sessions>>,
 ) -> anyhow::Result<actix_web::dev::ServerHandle> {
     let api = Api::new(
         config.api.clone(),

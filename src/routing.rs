@@ -1,7 +1,7 @@
 //! Which pod owns a guild, and where that pod answers: what `shard-of`, the owner endpoint and
 //! every 421 answer say, computed in one place.
 
-use gateway_actors::shard::{owner_of_str, ShardError, Sharding};
+use gateway_actors::shard::{ShardError, Sharding};
 use serde::{Deserialize, Serialize};
 
 /// The base URL of pod `k`: `POD_URL_TEMPLATE` with `{ordinal}` replaced by k, or
@@ -60,6 +60,8 @@ pub struct Owner {
     pub ordinal: u32,
     pub pods: u32,
     pub strategy: String,
+    /// The bot's Discord shard count (ownership depends on it with `discord`).
+    pub shards: u32,
     pub url: String,
 }
 
@@ -69,12 +71,13 @@ impl Owner {
         sharding: &Sharding,
         urls: &UrlTemplate,
     ) -> Result<Owner, ShardError> {
-        let ordinal = owner_of_str(sharding.strategy, guild_id, sharding.pods)?;
+        let ordinal = sharding.owner_of_str(guild_id)?;
         Ok(Owner {
             guild_id: guild_id.to_owned(),
             ordinal,
             pods: sharding.pods,
             strategy: sharding.strategy.as_str().to_owned(),
+            shards: sharding.shards,
             url: urls.url(ordinal),
         })
     }

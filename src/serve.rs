@@ -1,13 +1,16 @@
 //! `guild-gateway serve`: a live gateway pod.
 //!
-//! The Discord connection feeds the [`GatewayActor`], which submits each event to the pipeline
-//! in order. With `SHARD_STRATEGY=discord` the pod identifies as shard
-//! `[POD_ORDINAL, NUM_GATEWAY_PODS]` and Discord sends it only its own guilds' events.
-//! SIGTERM/SIGINT: close the connection, submit what it had received, drain, exit 0. A fatal
-//! gateway error (bad token, bad intents) ends the pod with a clear message and status 1.
+//! The pod's Discord sessions (one per shard it runs: all `DISCORD_SHARDS` with md5, its share
+//! with discord) feed the [`GatewayActor`], which submits each event to the pipeline in order.
+//! Each session identifies only when [`IdentifyGate`] says so (budget, buckets, crash loops).
+//! SIGTERM/SIGINT: close the sessions, submit what they had received, drain, exit 0. A fatal
+//! close (bad token, bad intents, sharding required: the close-code table) ends the pod with a
+//! clear message and status 1.
 
 use crate::config::PodConfig;
-use crate::gateway::connection::{Connection, ConnectionConfig};
+use crate::gateway::connection::discord_http;
+use crate::gateway::identify::{IdentifyGate, StartLimits};
+use crate::gateway::shards::ShardSet;
 use crate::gateway::{GatewayActor, GatewayMetrics};
 use crate::http;
 use crate::signals::shutdown_signal;
@@ -15,7 +18,6 @@ use actix::prelude::*;
 use anyhow::Context as _;
 use clap::Args;
 use gateway_actors::metrics::Metrics;
-use gateway_actors::shard::Strategy;
 use gateway_actors::Pipeline;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -31,12 +33,22 @@ pub struct ServeArgs {
     /// Base URL of a Discord-compatible API (a local fake-discord, an HTTP proxy) [default: discord.com]
     #[arg(long, env = "DISCORD_API_URL")]
     pub discord_api_url: Option<String>,
+    /// Session starts the bot keeps in reserve: at or under this many remaining today, the pod does not identify and waits for Discord's reset
+    #[arg(long, env = "SESSION_START_RESERVE", default_value = "50",
+        value_parser = crate::config::number("SESSION_START_RESERVE", 0, 1_000_000))]
+    pub session_start_reserve: u64,
+    /// First wait, in seconds, before identifying again after a quick restart (a crash loop); it doubles with each one
+    #[arg(long, env = "IDENTIFY_BACKOFF_SECS", default_value = "15",
+        value_parser = crate::config::number("IDENTIFY_BACKOFF_SECS", 1, 3600))]
+    pub identify_backoff_secs: u64,
 }
 
 /// The validated Discord settings.
 pub struct DiscordSettings {
     pub token: String,
     pub api_url: Option<String>,
+    pub session_start_reserve: u64,
+    pub identify_backoff: Duration,
 }
 
 impl ServeArgs {
@@ -64,7 +76,12 @@ impl ServeArgs {
                 })
             }
         };
-        Ok(DiscordSettings { token, api_url })
+        Ok(DiscordSettings {
+            token,
+            api_url,
+            session_start_reserve: self.session_start_reserve,
+            identify_backoff: Duration::from_secs(self.identify_backoff_secs),
+        })
     }
 }
 
@@ -76,8 +93,11 @@ const STORAGE_GIVE_UP: Duration = Duration::from_secs(20);
 /// (60 s), so the pod says what it could not commit before Kubernetes kills it.
 const DRAIN_LIMIT: Duration = Duration::from_secs(25);
 
-pub async fn run(config: PodConfig, discord: DiscordSettings) -> anyhow::Result<ExitCode> {
+pub async fn run(mut config: PodConfig, discord: DiscordSettings) -> anyhow::Result<ExitCode> {
     let signal = shutdown_signal()?;
+    if config.shards_auto {
+        config.sharding.shards = recommended_shards(&discord).await?;
+    }
     let sharding = config.sharding;
     let metrics =
         Arc::new(Metrics::new(sharding.ordinal, sharding.pods).context("registering metrics")?);
@@ -87,18 +107,23 @@ pub async fn run(config: PodConfig, discord: DiscordSettings) -> anyhow::Result<
         Pipeline::start(config.pipeline.clone(), metrics)
             .with_context(|| format!("opening the pod's database {}", config.database.display()))?,
     );
-    let shard =
-        (sharding.strategy == Strategy::Discord).then_some([sharding.ordinal, sharding.pods]);
-    let (mut connection, mut events) = Connection::start(
-        ConnectionConfig {
-            token: discord.token,
-            api_url: discord.api_url,
-            shard,
-        },
+    let gate = Arc::new(IdentifyGate::new(
+        sharding,
+        discord.session_start_reserve,
+        discord.identify_backoff,
+        identify_record_path(&config.database),
+        gateway_metrics.session_starts_remaining.clone(),
+    ));
+    let (mut shards, mut events) = ShardSet::start(
+        &discord.token,
+        discord.api_url.as_deref(),
+        &sharding,
+        gate,
         gateway_metrics,
     );
-    let server = http::start_pod(&config, pipeline.clone(), Some(connection.state.clone()))?;
-    tracing::info!(pod = sharding.ordinal, pods = sharding.pods, strategy = %sharding.strategy, ?shard,
+    let server = http::start_pod(&config, pipeline.clone(), Some(shards.sessions.clone()))?;
+    tracing::info!(pod = sharding.ordinal, pods = sharding.pods, strategy = %sharding.strategy,
+        shards = sharding.shards, pod_shards = ?sharding.pod_shards(),
         database = %config.database.display(), "serving");
 
     let (submitted_tx, submitted) = tokio::sync::oneshot::channel();
@@ -112,21 +137,22 @@ pub async fn run(config: PodConfig, discord: DiscordSettings) -> anyhow::Result<
     tokio::pin!(signal);
     let outcome = tokio::select! {
         name = &mut signal => {
-            tracing::info!("{name}: closing the Discord connection and draining");
-            connection.shutdown().await;
-            match tokio::time::timeout(Duration::from_secs(10), &mut connection.finished).await {
-                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the connection ended with an error while closing"),
-                Err(_) => tracing::warn!("the connection did not close within 10 s"),
-                _ => {}
-            }
+            tracing::info!("{name}: closing the Discord sessions and draining");
             Ok(())
         }
-        finished = &mut connection.finished => match finished {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(crate::gateway::connection::ConnectionError::Thread("the connection thread ended".into())),
-        },
+        finished = shards.finished() => finished,
     };
+    // Every session closes (a fatal close of one ends the pod: the others would only keep
+    // receiving guilds whose shard is gone).
+    shards.shutdown().await;
+    match shards.closed(Duration::from_secs(10)).await {
+        Ok(errors) => {
+            for e in errors {
+                tracing::warn!(error = %e, "a session ended with an error while closing");
+            }
+        }
+        Err(()) => tracing::warn!("the Discord sessions did not close within 10 s"),
+    }
     // Everything the connection received is submitted (the stream ends when the connection's
     // thread does), then committed.
     if tokio::time::timeout(Duration::from_secs(5), submitted)
@@ -172,4 +198,22 @@ pub async fn run(config: PodConfig, discord: DiscordSettings) -> anyhow::Result<
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// Beside the database (on the pod's volume), so that restarts see the previous start.
+fn identify_record_path(database: &std::path::Path) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("{}.identify.json", database.display()))
+}
+
+/// DISCORD_SHARDS=auto: the count Discord recommends now (md5 only: it moves no guild).
+async fn recommended_shards(discord: &DiscordSettings) -> anyhow::Result<u32> {
+    let limit = discord_http(&discord.token, discord.api_url.as_deref())
+        .start_limit()
+        .await
+        .context("DISCORD_SHARDS=auto: asking Discord for its recommended shard count (GET /gateway/bot)")?;
+    tracing::info!(
+        shards = limit.recommended_shards,
+        "DISCORD_SHARDS=auto: Discord recommends"
+    );
+    Ok(limit.recommended_shards.max(1))
 }

@@ -17,6 +17,9 @@ pub struct ShardOfArgs {
     #[arg(long, env = "SHARD_STRATEGY", default_value = "md5",
         value_parser = strategy("SHARD_STRATEGY"))]
     pub strategy: gateway_actors::shard::Strategy,
+    /// The bot's Discord shard count (matters with discord) [default: 1 with md5, --pods with discord]
+    #[arg(long, env = "DISCORD_SHARDS", value_parser = crate::config::shard_count)]
+    pub shards: Option<crate::config::ShardCount>,
     /// Print each owner as the JSON object of GET /v1/guilds/{id}/owner, one a line
     #[arg(long)]
     pub json: bool,
@@ -48,10 +51,14 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 fn print_owners(args: ShardOfArgs) -> anyhow::Result<()> {
     // Only the pod count and the strategy matter for an owner; the ordinal is anyone's.
+    let pods = args.pods as u32;
+    let shards = crate::config::checked_shards(args.strategy, pods, args.shards)?;
     let sharding = Sharding {
         strategy: args.strategy,
         ordinal: 0,
-        pods: args.pods as u32,
+        pods,
+        // `auto` is md5 only, where the shard count moves no guild.
+        shards: shards.unwrap_or(1),
     };
 
     let stdout = std::io::stdout();

@@ -142,3 +142,25 @@ fn hostname_gives_the_ordinal() {
     assert_eq!(status["num_pods"], 3);
     assert!(exit.success());
 }
+
+#[test]
+fn bad_shard_counts() {
+    assert_rejected(&[("DISCORD_SHARDS", "0")], "DISCORD_SHARDS", "\"0\"");
+    assert_rejected(&[("DISCORD_SHARDS", "many")], "DISCORD_SHARDS", "\"many\"");
+    // With discord the shard count moves guilds: it must be a number, one shard per pod at least.
+    assert_rejected(
+        &[("SHARD_STRATEGY", "discord"), ("DISCORD_SHARDS", "auto")],
+        "DISCORD_SHARDS",
+        "\"auto\"",
+    );
+    assert_rejected(
+        &[
+            ("SHARD_STRATEGY", "discord"),
+            ("NUM_GATEWAY_PODS", "3"),
+            ("POD_ORDINAL", "0"),
+            ("DISCORD_SHARDS", "2"),
+        ],
+        "DISCORD_SHARDS",
+        "\"2\"",
+    );
+}

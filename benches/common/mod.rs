@@ -58,11 +58,7 @@ pub fn stream(guilds: u32, messages: u64) -> Vec<String> {
 }
 
 pub fn one_pod() -> Sharding {
-    Sharding {
-        strategy: Strategy::Md5,
-        ordinal: 0,
-        pods: 1,
-    }
+    Sharding::new(Strategy::Md5, 0, 1)
 }
 
 pub fn in_system<F: std::future::Future>(f: F) -> F::Output {

@@ -24,6 +24,9 @@ pub struct SimulateArgs {
     /// md5 or discord
     #[arg(long, default_value = "md5")]
     pub strategy: String,
+    /// The bot's Discord shard count (the pods' DISCORD_SHARDS) [default: the pods' default]
+    #[arg(long)]
+    pub shards: Option<u32>,
     /// A recorded stream (NDJSON) instead of a synthetic one
     #[arg(long)]
     pub events: Option<PathBuf>,
@@ -65,8 +68,10 @@ struct Pod {
 /// What one pod reported when it finished.
 #[derive(Default, Clone)]
 struct PodStatus {
-    session_id: Option<String>,
-    last_seq_committed: u64,
+    /// Each Discord session: its id and the seq of its last event submitted.
+    sessions: Vec<(Option<String>, u64)>,
+    pod_shards: Vec<u32>,
+    identifies: u64,
     events_accepted: u64,
     events_done: u64,
     in_flight: u64,
@@ -122,6 +127,8 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let options = FakeOptions {
         token: token.clone(),
         rate: args.rate,
+        // Discord's own interval: a pod that stalls briefly under load is not a zombie.
+        heartbeat_interval: Duration::from_millis(41_250),
         ..FakeOptions::default()
     };
     let fake = fake_discord::start("127.0.0.1:0".parse()?, recording, options).await?;
@@ -144,6 +151,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             .env("POD_ORDINAL", ordinal.to_string())
             .env("NUM_GATEWAY_PODS", args.pods.to_string())
             .env("SHARD_STRATEGY", strategy.as_str())
+            .envs(args.shards.map(|s| ("DISCORD_SHARDS", s.to_string())))
             .env("DATABASE_URL", &database)
             .env("HTTP_ADDR", http.to_string())
             .env("POD_URL_TEMPLATE", &pod_urls)
@@ -200,17 +208,19 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         let statuses: Vec<Option<PodStatus>> =
             futures_util::future::join_all(pods.iter().map(|p| pod_status(p.http))).await;
         let sessions = fake.session_views();
+        // Finished: every session of every pod was sent everything, and the pod submitted it
+        // all and has nothing in flight.
         let finished = pods.iter().zip(&statuses).all(|(_, status)| {
             let Some(status) = status else { return false };
-            let Some(session) = sessions
-                .iter()
-                .find(|s| Some(&s.session_id) == status.session_id.as_ref())
-            else {
-                return false;
-            };
-            session.done
-                && status.last_seq_committed == session.last_seq_sent
+            status.sessions.len() == status.pod_shards.len()
                 && status.in_flight == 0
+                && status.sessions.iter().all(|(id, submitted)| {
+                    sessions.iter().any(|s| {
+                        Some(&s.session_id) == id.as_ref()
+                            && s.done
+                            && *submitted == s.last_seq_sent
+                    })
+                })
         });
         if last_progress.elapsed() >= Duration::from_secs(1) || finished {
             last_progress = Instant::now();
@@ -269,6 +279,9 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         let counts = row_counts(&pod.database)?;
         rows.push(PodSummary {
             pod: pod.ordinal,
+            sessions: status.sessions.len(),
+            shards: status.pod_shards.clone(),
+            identifies: status.identifies,
             guilds: counts[0],
             received: status.events_accepted,
             owned: metric_sum(page, "guild_gateway_events_owned_total"),
@@ -324,6 +337,10 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 #[derive(serde::Serialize)]
 struct PodSummary {
     pod: u32,
+    /// Discord sessions the pod ran, the shards they were, and the identifies they took.
+    sessions: usize,
+    shards: Vec<u32>,
+    identifies: u64,
     guilds: i64,
     received: u64,
     owned: u64,
@@ -343,14 +360,15 @@ struct PodSummary {
 fn print_table(rows: &[PodSummary]) {
     println!();
     println!(
-        "{:>4} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>6} {:>6} {:>13} {:>13} {:>11} {:>11} {:>10} {:>7}",
-        "pod", "guilds", "received", "owned", "foreign", "committed", "overflowed", "shed",
+        "{:>4} {:>8} {:>16} {:>10} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>6} {:>6} {:>13} {:>13} {:>11} {:>11} {:>10} {:>7}",
+        "pod", "sessions", "shards", "identifies", "guilds", "received", "owned", "foreign", "committed", "overflowed", "shed",
         "failed", "message_stats", "message_cache", "channels", "mod_actions", "events/s", "cpu s"
     );
     for r in rows {
+        let shards = format!("{:?}", r.shards);
         println!(
-            "{:>4} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>6} {:>6} {:>13} {:>13} {:>11} {:>11} {:>10.0} {:>7.2}",
-            r.pod, r.guilds, r.received, r.owned, r.foreign, r.committed, r.overflowed, r.shed,
+            "{:>4} {:>8} {:>16} {:>10} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>6} {:>6} {:>13} {:>13} {:>11} {:>11} {:>10.0} {:>7.2}",
+            r.pod, r.sessions, shards, r.identifies, r.guilds, r.received, r.owned, r.foreign, r.committed, r.overflowed, r.shed,
             r.failed, r.message_stats, r.message_cache, r.channels, r.mod_actions,
             r.events_per_sec, r.cpu_seconds,
         );
@@ -387,9 +405,30 @@ async fn pod_status(addr: SocketAddr) -> Option<PodStatus> {
         return None;
     }
     let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let sessions = v["sessions"].as_array().cloned().unwrap_or_default();
     Some(PodStatus {
-        session_id: v["session_id"].as_str().map(str::to_owned),
-        last_seq_committed: v["last_seq_committed"].as_u64().unwrap_or(0),
+        sessions: sessions
+            .iter()
+            .map(|s| {
+                (
+                    s["session_id"].as_str().map(str::to_owned),
+                    s["last_seq_submitted"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect(),
+        identifies: sessions
+            .iter()
+            .filter_map(|s| s["identifies"].as_u64())
+            .sum(),
+        pod_shards: v["pod_shards"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_u64())
+                    .map(|s| s as u32)
+                    .collect()
+            })
+            .unwrap_or_default(),
         events_accepted: v["events_accepted"].as_u64().unwrap_or(0),
         events_done: v["events_done"].as_u64().unwrap_or(0),
         in_flight: v["in_flight"].as_u64().unwrap_or(u64::MAX),

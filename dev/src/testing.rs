@@ -317,18 +317,28 @@ pub fn row_guild(table: &str, row: &Value) -> String {
 /// The ordinal of the owning pod, computed by the binary's own `shard-of` (which the fixture
 /// tests pin to the TypeScript function).
 pub fn owners(ids: &[String], pods: u32, strategy: &str) -> BTreeMap<String, u32> {
-    let out = gateway()
-        .args([
-            "shard-of",
-            "--pods",
-            &pods.to_string(),
-            "--strategy",
-            strategy,
-            "--",
-        ])
-        .args(ids)
-        .output()
-        .expect("running shard-of");
+    owners_with_shards(ids, pods, strategy, None)
+}
+
+/// [`owners`] for a bot with `shards` Discord shards (DISCORD_SHARDS).
+pub fn owners_with_shards(
+    ids: &[String],
+    pods: u32,
+    strategy: &str,
+    shards: Option<u32>,
+) -> BTreeMap<String, u32> {
+    let mut cmd = gateway();
+    cmd.args([
+        "shard-of",
+        "--pods",
+        &pods.to_string(),
+        "--strategy",
+        strategy,
+    ]);
+    if let Some(shards) = shards {
+        cmd.args(["--shards", &shards.to_string()]);
+    }
+    let out = cmd.arg("--").args(ids).output().expect("running shard-of");
     assert!(
         out.status.success(),
         "shard-of: {}",
@@ -352,6 +362,27 @@ pub fn assert_expected_rows(dbs: &[PathBuf], strategy: &str) {
 
 /// As [`assert_expected_rows`], against `expected` in the shape of the fixture's expected rows.
 pub fn assert_rows(dbs: &[PathBuf], strategy: &str, expected: &Value) {
+    assert_rows_with_shards(dbs, strategy, None, expected)
+}
+
+/// The rows of one database that holds every guild (a one-pod replay), in the shape
+/// [`assert_rows`] expects (its `guilds` table is the guild list).
+pub fn expected_rows_of(db: &Path) -> Value {
+    Value::Object(
+        comparable_rows(db)
+            .into_iter()
+            .map(|(table, rows)| (table.to_owned(), Value::Array(rows)))
+            .collect(),
+    )
+}
+
+/// [`assert_rows`] for a bot with `shards` Discord shards.
+pub fn assert_rows_with_shards(
+    dbs: &[PathBuf],
+    strategy: &str,
+    shards: Option<u32>,
+    expected: &Value,
+) {
     let pods = dbs.len() as u32;
     let per_pod: Vec<_> = dbs.iter().map(|db| comparable_rows(db)).collect();
     let guild_ids: Vec<String> = expected["guilds"]
@@ -360,7 +391,7 @@ pub fn assert_rows(dbs: &[PathBuf], strategy: &str, expected: &Value) {
         .iter()
         .map(|g| g.as_str().expect("id").to_owned())
         .collect();
-    let owner = owners(&guild_ids, pods, strategy);
+    let owner = owners_with_shards(&guild_ids, pods, strategy, shards);
     for table in [
         "message_stats",
         "channel_info",

@@ -77,6 +77,7 @@ impl ResponseError for ApiError {
                 "ordinal": owner.ordinal,
                 "pods": owner.pods,
                 "strategy": owner.strategy,
+                "shards": owner.shards,
                 "url": owner.url,
             })),
             ApiError::Unauthorized(_) | ApiError::Disabled => response

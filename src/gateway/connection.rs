@@ -1,4 +1,6 @@
-//! The Discord connection: a serenity client on a thread of its own.
+//! One Discord session (one shard): a serenity client on a thread of its own. A pod runs one
+//! per shard it connects ([`super::shards`]), each waiting for its turn to identify
+//! ([`super::identify`]).
 //!
 //! serenity hands each event to its handlers in a freshly spawned task. On a multi-threaded
 //! runtime those tasks can run out of order; on this thread's single-threaded runtime they run
@@ -12,7 +14,9 @@
 //! connection as a zombie; serenity then resumes the session and Discord replays everything
 //! after the last seq serenity saw, which the pipeline had already accepted.
 
+use super::close_codes;
 use super::convert::to_dispatch;
+use super::identify::{IdentifyGate, StartLimits};
 use super::GatewayMetrics;
 use gateway_actors::event::Dispatch;
 use serenity::all::{GatewayIntents, ShardManager};
@@ -50,19 +54,37 @@ pub struct ConnectionConfig {
     pub token: String,
     /// Base URL of a Discord-compatible API (a local fake, an HTTP proxy); None: discord.com.
     pub api_url: Option<String>,
-    /// `[id, total]` to identify as one shard of many (the discord strategy); None: [0, 1].
-    pub shard: Option<[u32; 2]>,
+    /// `[id, total]`: the shard this session identifies as.
+    pub shard: [u32; 2],
 }
 
-/// Whether the session is usable: READY or RESUMED seen and not lost since.
-#[derive(Default)]
+/// One session's state: whether it is usable (READY or RESUMED seen and not lost since), and
+/// how far the pipeline has taken its events.
 pub struct SessionState {
+    pub shard: [u32; 2],
     pub ready: AtomicBool,
     /// The current session's id (from READY), for matching a pod with a fake's session.
     pub session_id: std::sync::Mutex<Option<String>>,
+    /// READYs seen: each one is an identify that Discord accepted.
+    pub identifies: AtomicU64,
+    /// The seq of this session's last event submitted to the pipeline.
+    pub last_seq_submitted: AtomicU64,
+    /// The socket is up (serenity's stage), READY or not.
+    pub connected: AtomicBool,
 }
 
 impl SessionState {
+    pub fn new(shard: [u32; 2]) -> SessionState {
+        SessionState {
+            shard,
+            ready: AtomicBool::new(false),
+            session_id: std::sync::Mutex::new(None),
+            identifies: AtomicU64::new(0),
+            last_seq_submitted: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
+        }
+    }
+
     pub fn session_id(&self) -> Option<String> {
         self.session_id
             .lock()
@@ -71,9 +93,19 @@ impl SessionState {
     }
 }
 
+/// An event and the session it came from.
+pub type ShardEvent = (Arc<SessionState>, Dispatch);
+
 /// Why the connection ended for good.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
+    #[error("shard {shard:?}: Discord closed the session with {code} ({name}): {why}")]
+    Closed {
+        shard: [u32; 2],
+        code: u16,
+        name: &'static str,
+        why: String,
+    },
     #[error("Discord rejected the token (DISCORD_TOKEN): authentication failed")]
     Authentication,
     #[error("Discord rejected the gateway intents (invalid or not enabled for this bot)")]
@@ -91,6 +123,20 @@ pub enum ConnectionError {
     Thread(String),
 }
 
+/// A fatal close serenity reported as an error, as the close-code table words it.
+fn closed(code: u16) -> ConnectionError {
+    let row = close_codes::lookup(code);
+    ConnectionError::Closed {
+        shard: [0, 0],
+        code,
+        name: row.map_or("unknown", |c| c.name),
+        why: match row.map(|c| c.action) {
+            Some(close_codes::Action::Fatal(why)) => why.to_owned(),
+            _ => String::new(),
+        },
+    }
+}
+
 fn classify(e: serenity::Error) -> ConnectionError {
     use serenity::gateway::GatewayError;
     use serenity::http::HttpError;
@@ -101,6 +147,8 @@ fn classify(e: serenity::Error) -> ConnectionError {
         serenity::Error::Gateway(
             GatewayError::InvalidGatewayIntents | GatewayError::DisallowedGatewayIntents,
         ) => ConnectionError::Intents,
+        serenity::Error::Gateway(GatewayError::OverloadedShard) => closed(4011),
+        serenity::Error::Gateway(GatewayError::InvalidShardData) => closed(4010),
         serenity::Error::Http(HttpError::UnsuccessfulRequest(r))
             if r.status_code.as_u16() == 401 =>
         {
@@ -111,7 +159,7 @@ fn classify(e: serenity::Error) -> ConnectionError {
 }
 
 struct Forwarder {
-    tx: mpsc::Sender<Dispatch>,
+    tx: mpsc::Sender<ShardEvent>,
     /// Dispatches since READY (READY is 1): the gateway seq, which serenity does not expose.
     seq: AtomicU64,
     state: Arc<SessionState>,
@@ -131,7 +179,9 @@ impl RawEventHandler for Forwarder {
                     }
                     *id = Some(ready.ready.session_id.clone());
                 }
-                self.metrics.connected.set(1);
+                self.state.identifies.fetch_add(1, Ordering::SeqCst);
+                self.metrics.identifies.inc();
+                close_codes::watch().connected(self.state.shard[0]);
                 self.seq.store(1, Ordering::SeqCst);
                 self.state.ready.store(true, Ordering::SeqCst);
                 Some(1)
@@ -139,7 +189,7 @@ impl RawEventHandler for Forwarder {
             // RESUMED repeats the last seq instead of taking a new one.
             Event::Resumed(_) => {
                 self.state.ready.store(true, Ordering::SeqCst);
-                self.metrics.connected.set(1);
+                close_codes::watch().connected(self.state.shard[0]);
                 self.metrics.resumes.inc();
                 None
             }
@@ -147,7 +197,7 @@ impl RawEventHandler for Forwarder {
         };
         let dispatch = to_dispatch(&event, seq);
         self.metrics.count(dispatch.kind);
-        match self.tx.try_send(dispatch) {
+        match self.tx.try_send((self.state.clone(), dispatch)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(dispatch)) => {
                 // Block this thread (see the module docs): the connection waits for the pipeline.
@@ -183,37 +233,62 @@ fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
-/// A running connection.
+/// serenity's REST client for the bot, at `api_url` if set (a local fake, a proxy).
+pub fn discord_http(token: &str, api_url: Option<&str>) -> serenity::http::Http {
+    let builder = HttpBuilder::new(token);
+    match api_url {
+        // The rate limiter would send requests to discord.com itself: off when proxied.
+        Some(url) => builder
+            .proxy(url.trim_end_matches('/'))
+            .ratelimiter_disabled(true)
+            .build(),
+        None => builder.build(),
+    }
+}
+
+/// A running session.
 pub struct Connection {
     pub state: Arc<SessionState>,
     /// Resolves when the connection ends for good (an error, or after `shutdown`).
     pub finished: oneshot::Receiver<Result<(), ConnectionError>>,
     shard_manager: oneshot::Receiver<Arc<ShardManager>>,
+    /// Ends a connection still waiting for its turn to identify.
+    stop: tokio::sync::watch::Sender<bool>,
+    /// The thread has ended (nothing left to shut down).
+    ended: Arc<AtomicBool>,
+}
+
+/// What every session of a pod shares.
+#[derive(Clone)]
+pub struct Shared {
+    pub events: mpsc::Sender<ShardEvent>,
+    pub metrics: Arc<GatewayMetrics>,
+    pub gate: Arc<IdentifyGate>,
 }
 
 impl Connection {
-    /// Starts the client on its own thread; returns it and the stream of its events, in order.
-    pub fn start(
-        config: ConnectionConfig,
-        metrics: Arc<GatewayMetrics>,
-    ) -> (Connection, mpsc::Receiver<Dispatch>) {
-        let (tx, events) = mpsc::channel(EVENT_QUEUE);
+    /// Starts the session on its own thread; its events go to `shared.events`, in order.
+    pub fn start(config: ConnectionConfig, shared: Shared) -> Connection {
         let (done_tx, finished) = oneshot::channel();
         let (manager_tx, shard_manager) = oneshot::channel();
-        let state = Arc::new(SessionState::default());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let state = Arc::new(SessionState::new(config.shard));
         let thread_state = state.clone();
+        let ended = Arc::new(AtomicBool::new(false));
+        let thread_ended = ended.clone();
         let spawned = std::thread::Builder::new()
-            .name("discord-gateway".into())
+            .name(close_codes::thread_name(config.shard[0]))
             .spawn(move || {
                 let result = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                 {
                     Ok(runtime) => {
-                        runtime.block_on(run(config, tx, thread_state, metrics, manager_tx))
+                        runtime.block_on(run(config, shared, thread_state, manager_tx, stopped))
                     }
                     Err(e) => Err(ConnectionError::Thread(e.to_string())),
                 };
+                thread_ended.store(true, Ordering::SeqCst);
                 let _ = done_tx.send(result);
             });
         let finished = match spawned {
@@ -224,18 +299,26 @@ impl Connection {
                 rx
             }
         };
-        (
-            Connection {
-                state,
-                finished,
-                shard_manager,
-            },
-            events,
-        )
+        Connection {
+            state,
+            finished,
+            shard_manager,
+            stop,
+            ended,
+        }
     }
 
-    /// Closes the connection (if it was established).
+    /// The session's end, for whoever waits on it (once).
+    pub fn take_finished(&mut self) -> oneshot::Receiver<Result<(), ConnectionError>> {
+        std::mem::replace(&mut self.finished, oneshot::channel().1)
+    }
+
+    /// Closes the session (or gives up waiting to open it).
     pub async fn shutdown(&mut self) {
+        let _ = self.stop.send(true);
+        if self.ended.load(Ordering::SeqCst) {
+            return;
+        }
         if let Ok(manager) = (&mut self.shard_manager).await {
             manager.shutdown_all().await;
         }
@@ -244,42 +327,40 @@ impl Connection {
 
 async fn run(
     config: ConnectionConfig,
-    tx: mpsc::Sender<Dispatch>,
+    shared: Shared,
     state: Arc<SessionState>,
-    metrics: Arc<GatewayMetrics>,
     manager_tx: oneshot::Sender<Arc<ShardManager>>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
-    let http = || {
-        let builder = HttpBuilder::new(&config.token);
-        match &config.api_url {
-            // The rate limiter would send requests to discord.com itself: off when proxied.
-            Some(url) => builder
-                .proxy(url.trim_end_matches('/'))
-                .ratelimiter_disabled(true)
-                .build(),
-            None => builder.build(),
-        }
+    let [shard, shards] = config.shard;
+    let http = || discord_http(&config.token, config.api_url.as_deref());
+    let unreachable = |e: serenity::Error| match classify(e) {
+        ConnectionError::Other(e) => ConnectionError::Unreachable {
+            api: config
+                .api_url
+                .clone()
+                .unwrap_or_else(|| "https://discord.com".into()),
+            source: e,
+        },
+        fatal => fatal,
     };
     // Ask for the gateway URL first: serenity, when this fails, falls back to Discord's public
     // gateway host, which must never happen when DISCORD_API_URL points elsewhere, and a
     // rejected token must end the pod rather than loop.
-    if let Err(e) = http().get_gateway().await {
-        return Err(match classify(e) {
-            ConnectionError::Other(e) => ConnectionError::Unreachable {
-                api: config
-                    .api_url
-                    .clone()
-                    .unwrap_or_else(|| "https://discord.com".into()),
-                source: e,
-            },
-            fatal => fatal,
-        });
+    let rest = http();
+    rest.get_gateway().await.map_err(unreachable)?;
+    let mut fatal = close_codes::watch().register(shard);
+    tokio::select! {
+        turn = shared.gate.wait_turn(shard, &rest) => { turn.map_err(unreachable)?; }
+        _ = stopped.wait_for(|stop| *stop) => return Ok(()),
     }
+    tracing::info!(shard, shards, "identifying");
+
     let forwarder = Forwarder {
-        tx,
+        tx: shared.events.clone(),
         seq: AtomicU64::new(0),
         state: state.clone(),
-        metrics: metrics.clone(),
+        metrics: shared.metrics.clone(),
     };
     // No `EventHandler`: serenity would clone every event into a second model and spawn a
     // second task for it. The connection's stage is polled from the shard manager instead.
@@ -287,40 +368,89 @@ async fn run(
         .raw_event_handler(forwarder)
         .await
         .map_err(ConnectionError::Build)?;
-    let _ = manager_tx.send(client.shard_manager.clone());
-
-    // The connection's stage and heartbeat latency, as serenity's shard runners report them.
     let manager = client.shard_manager.clone();
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(1));
-        let mut was_connected = false;
-        loop {
-            every.tick().await;
-            let runners = manager.runners.lock().await;
-            if let Some(latency) = runners.values().find_map(|r| r.latency) {
-                metrics.heartbeat_latency.set(latency.as_secs_f64());
-            }
-            let connected = !runners.is_empty()
-                && runners
-                    .values()
-                    .all(|r| r.stage == ConnectionStage::Connected);
-            drop(runners);
-            metrics.connected.set(i64::from(connected));
-            if was_connected && !connected {
-                state.ready.store(false, Ordering::SeqCst);
-                tracing::warn!("gateway connection lost; serenity is reconnecting");
-            }
-            was_connected = connected;
-        }
-    });
+    let _ = manager_tx.send(manager.clone());
+    tokio::spawn(watch_stage(
+        manager.clone(),
+        state.clone(),
+        shared.metrics.clone(),
+    ));
 
-    let result = match config.shard {
-        Some([id, total]) => client.start_shard(id, total).await,
-        None => client.start().await,
+    let result = tokio::select! {
+        result = client.start_shard(shard, shards) => result.map_err(classify),
+        // Returning drops the client and this thread's runtime with every serenity task: the
+        // socket closes at once (serenity's own shutdown waits, and races its restarts).
+        Some((code, why)) = fatal.recv() => {
+            Err(ConnectionError::Closed {
+                shard: config.shard,
+                code,
+                name: close_codes::lookup(code).map_or("unknown", |c| c.name),
+                why: why.to_owned(),
+            })
+        }
     };
     // Let the handler tasks spawned for the last events run before the runtime goes away.
     for _ in 0..3 {
         tokio::task::yield_now().await;
     }
-    result.map_err(classify)
+    match result {
+        Err(ConnectionError::Closed {
+            code, name, why, ..
+        }) => {
+            let why = if code == 4011 {
+                // Name the count Discord recommends, from where it says so.
+                let recommended = rest
+                    .start_limit()
+                    .await
+                    .map(|l| {
+                        format!(
+                            "; Discord recommends {} (GET /gateway/bot)",
+                            l.recommended_shards
+                        )
+                    })
+                    .unwrap_or_default();
+                format!("{why} (DISCORD_SHARDS gives {shards} shard(s)){recommended}")
+            } else {
+                why
+            };
+            Err(ConnectionError::Closed {
+                shard: config.shard,
+                code,
+                name,
+                why,
+            })
+        }
+        other => other,
+    }
+}
+
+/// The session's stage and heartbeat latency, as serenity's shard runner reports them.
+async fn watch_stage(
+    manager: Arc<ShardManager>,
+    state: Arc<SessionState>,
+    metrics: Arc<GatewayMetrics>,
+) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    let mut was_connected = false;
+    loop {
+        every.tick().await;
+        let runners = manager.runners.lock().await;
+        if let Some(latency) = runners.values().find_map(|r| r.latency) {
+            metrics.heartbeat_latency.set(latency.as_secs_f64());
+        }
+        let connected = !runners.is_empty()
+            && runners
+                .values()
+                .all(|r| r.stage == ConnectionStage::Connected);
+        drop(runners);
+        state.connected.store(connected, Ordering::SeqCst);
+        if was_connected && !connected {
+            state.ready.store(false, Ordering::SeqCst);
+            tracing::warn!(
+                shard = state.shard[0],
+                "gateway connection lost; serenity is reconnecting"
+            );
+        }
+        was_connected = connected;
+    }
 }

@@ -1,11 +1,17 @@
-//! The gateway side of a pod: the Discord connection ([`connection`]), the conversion of its
-//! events ([`convert`]), and [`GatewayActor`], which feeds them to the pipeline in order.
+//! The gateway side of a pod: its Discord sessions ([`shards`], one [`connection`] per shard),
+//! when each may identify ([`identify`]), what each close code means ([`close_codes`]), the
+//! conversion of events ([`convert`]), and [`GatewayActor`], which feeds them to the pipeline
+//! in order.
 
+pub mod close_codes;
 pub mod connection;
 pub mod convert;
+pub mod identify;
+pub mod shards;
 
 use actix::prelude::*;
-use gateway_actors::event::{Dispatch, EventKind};
+use connection::ShardEvent;
+use gateway_actors::event::EventKind;
 use gateway_actors::Pipeline;
 use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use std::sync::Arc;
@@ -19,6 +25,12 @@ pub struct GatewayMetrics {
     /// Dispatches by type, one counter per [`EventKind`] (looked up by index, not by label).
     events: Vec<IntCounter>,
     pub backpressure_waits: IntCounter,
+    /// Sessions (shards) this pod runs.
+    pub shards: IntGauge,
+    /// Identifies Discord accepted (READY).
+    pub identifies: IntCounter,
+    /// The bot's session starts left today, as Discord last said.
+    pub session_starts_remaining: IntGauge,
 }
 
 impl GatewayMetrics {
@@ -55,6 +67,29 @@ impl GatewayMetrics {
             "gateway_backpressure_waits_total",
             "Times the connection waited because the pipeline's event queue was full.",
         )?;
+        let shards = IntGauge::new("gateway_shards", "Discord sessions (shards) this pod runs.")?;
+        let identifies = IntCounter::new(
+            "gateway_identifies_total",
+            "Sessions started (identifies Discord answered with READY).",
+        )?;
+        let session_starts_remaining = IntGauge::new(
+            "session_starts_remaining",
+            "The bot's session starts left before Discord's daily reset (GET /gateway/bot).",
+        )?;
+        let closes = IntCounterVec::new(
+            Opts::new(
+                "gateway_closes_total",
+                "Gateway sessions closed by Discord, by close code.",
+            ),
+            &["code"],
+        )?;
+        registry.register(Box::new(shards.clone()))?;
+        registry.register(Box::new(identifies.clone()))?;
+        registry.register(Box::new(session_starts_remaining.clone()))?;
+        registry.register(Box::new(closes.clone()))?;
+        close_codes::watch().set_counter(closes);
+        // Unknown until the first GET /gateway/bot.
+        session_starts_remaining.set(-1);
         registry.register(Box::new(backpressure_waits.clone()))?;
         registry.register(Box::new(connected.clone()))?;
         registry.register(Box::new(heartbeat_latency.clone()))?;
@@ -71,6 +106,9 @@ impl GatewayMetrics {
                 .map(|k| events.with_label_values(&[k.name()]))
                 .collect(),
             backpressure_waits,
+            shards,
+            identifies,
+            session_starts_remaining,
         })
     }
 }
@@ -102,10 +140,21 @@ impl Actor for GatewayActor {
     }
 }
 
-impl StreamHandler<Dispatch> for GatewayActor {
-    fn handle(&mut self, dispatch: Dispatch, ctx: &mut Self::Context) {
+impl StreamHandler<ShardEvent> for GatewayActor {
+    fn handle(&mut self, (session, dispatch): ShardEvent, ctx: &mut Self::Context) {
         let pipeline = self.pipeline.clone();
-        ctx.wait(async move { pipeline.submit(dispatch).await }.into_actor(self));
+        ctx.wait(
+            async move {
+                let seq = dispatch.seq;
+                pipeline.submit(dispatch).await;
+                if let Some(seq) = seq {
+                    session
+                        .last_seq_submitted
+                        .store(seq, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+            .into_actor(self),
+        );
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {

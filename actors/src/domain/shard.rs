@@ -1,10 +1,13 @@
 //! Which pod owns a guild.
 //!
-//! Two strategies, both pure functions of (guild id, pod count):
+//! Two strategies, both pure functions of (guild id, pod count N, Discord shard count S):
 //! - `md5`: the TypeScript services' function, so that HTTP routing and gateway ownership agree
-//!   bit for bit: `md5(utf8(guild_id))[0..4]` as a big-endian u32, modulo the pod count.
-//! - `discord`: Discord's own shard routing, `(guild_id >> 22) % pods`, which lets a pod identify
-//!   as one shard and receive only its own guilds' traffic.
+//!   bit for bit: `md5(utf8(guild_id))[0..4]` as a big-endian u32, modulo N. S does not matter:
+//!   every pod connects all S shards and keeps its 1/N.
+//! - `discord`: Discord's own shard routing. A guild is on shard `(guild_id >> 22) % S`, and
+//!   shard s runs on pod `s % N` (round robin, so adding shards spreads them over every pod),
+//!   so a pod receives only its own guilds' traffic. With S = N (the default) that is
+//!   `(guild_id >> 22) % N`.
 
 use md5::{Digest, Md5};
 use std::fmt;
@@ -60,7 +63,8 @@ pub fn md5_u32(guild_id: &str) -> u32 {
     u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
 }
 
-/// The owner of a guild id given as the string the TypeScript services hash.
+/// The owner of a guild id given as the string the TypeScript services hash, with the default
+/// shard count (S = N for `discord`); [`Sharding::owner_of_str`] takes any S.
 pub fn owner_of_str(strategy: Strategy, guild_id: &str, pods: u32) -> Result<u32, ShardError> {
     if pods == 0 {
         return Err(ShardError::NoPods);
@@ -81,15 +85,36 @@ pub fn discord_shard(guild_id: u64, shards: u32) -> u32 {
     ((guild_id >> 22) % u64::from(shards)) as u32
 }
 
+/// The shard count when none is set: one unsharded session per pod for `md5`, one shard per
+/// pod for `discord`.
+pub fn default_shards(strategy: Strategy, pods: u32) -> u32 {
+    match strategy {
+        Strategy::Md5 => 1,
+        Strategy::Discord => pods,
+    }
+}
+
 /// Ownership of numeric guild ids for one pod; the hot-path form used by the shard filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sharding {
     pub strategy: Strategy,
     pub ordinal: u32,
     pub pods: u32,
+    /// The bot's Discord shard count S (at least 1; for `discord` at least `pods`).
+    pub shards: u32,
 }
 
 impl Sharding {
+    /// Pod `ordinal` of `pods`, with the default shard count.
+    pub fn new(strategy: Strategy, ordinal: u32, pods: u32) -> Sharding {
+        Sharding {
+            strategy,
+            ordinal,
+            pods,
+            shards: default_shards(strategy, pods),
+        }
+    }
+
     /// The pod that owns `guild_id`.
     pub fn owner(&self, guild_id: u64) -> u32 {
         match self.strategy {
@@ -99,7 +124,35 @@ impl Sharding {
                 let mut buf = [0u8; 20];
                 md5_u32(format_u64(guild_id, &mut buf)) % self.pods
             }
-            Strategy::Discord => discord_shard(guild_id, self.pods),
+            Strategy::Discord => self.pod_of_shard(discord_shard(guild_id, self.shards)),
+        }
+    }
+
+    /// The owner of a guild id as text (what the HTTP services send).
+    pub fn owner_of_str(&self, guild_id: &str) -> Result<u32, ShardError> {
+        match self.strategy {
+            Strategy::Md5 => owner_of_str(Strategy::Md5, guild_id, self.pods),
+            Strategy::Discord => {
+                let id: u64 = guild_id
+                    .parse()
+                    .map_err(|_| ShardError::NotNumeric(guild_id.to_owned()))?;
+                Ok(self.owner(id))
+            }
+        }
+    }
+
+    /// The pod that runs Discord shard `shard` (`discord`; with `md5` every pod runs them all).
+    pub fn pod_of_shard(&self, shard: u32) -> u32 {
+        shard % self.pods
+    }
+
+    /// The Discord shards this pod connects, in order.
+    pub fn pod_shards(&self) -> Vec<u32> {
+        match self.strategy {
+            Strategy::Md5 => (0..self.shards).collect(),
+            Strategy::Discord => (0..self.shards)
+                .filter(|&s| self.pod_of_shard(s) == self.ordinal)
+                .collect(),
         }
     }
 
@@ -134,19 +187,12 @@ mod tests {
     fn numeric_and_string_forms_agree() {
         for id in [0u64, 7, 1325263406417087088, u64::MAX] {
             for pods in 1..8 {
-                let s = Sharding {
-                    strategy: Strategy::Md5,
-                    ordinal: 0,
-                    pods,
-                };
+                let s = Sharding::new(Strategy::Md5, 0, pods);
                 assert_eq!(
                     s.owner(id),
                     owner_of_str(Strategy::Md5, &id.to_string(), pods).unwrap()
                 );
-                let d = Sharding {
-                    strategy: Strategy::Discord,
-                    ..s
-                };
+                let d = Sharding::new(Strategy::Discord, 0, pods);
                 assert_eq!(
                     d.owner(id),
                     owner_of_str(Strategy::Discord, &id.to_string(), pods).unwrap()
@@ -166,12 +212,42 @@ mod tests {
 
     #[test]
     fn guildless_events_belong_to_pod_zero() {
-        let s = |ordinal| Sharding {
-            strategy: Strategy::Md5,
-            ordinal,
-            pods: 3,
-        };
+        let s = |ordinal| Sharding::new(Strategy::Md5, ordinal, 3);
         assert!(s(0).owns(None));
         assert!(!s(1).owns(None));
+    }
+
+    #[test]
+    fn discord_shards_are_dealt_round_robin_and_owners_follow_them() {
+        let pod = |ordinal| Sharding {
+            shards: 8,
+            ..Sharding::new(Strategy::Discord, ordinal, 3)
+        };
+        assert_eq!(pod(0).pod_shards(), [0, 3, 6]);
+        assert_eq!(pod(1).pod_shards(), [1, 4, 7]);
+        assert_eq!(pod(2).pod_shards(), [2, 5]);
+        for id in [
+            0u64,
+            1 << 22,
+            5 << 22,
+            7 << 22,
+            1325263406417087088,
+            u64::MAX,
+        ] {
+            let shard = discord_shard(id, 8);
+            assert_eq!(pod(0).owner(id), shard % 3);
+            assert!(pod(shard % 3).pod_shards().contains(&shard));
+            assert_eq!(pod(0).owner_of_str(&id.to_string()), Ok(shard % 3));
+        }
+        // md5 pods run every shard, and S does not move a guild.
+        let md5 = Sharding {
+            shards: 4,
+            ..Sharding::new(Strategy::Md5, 2, 3)
+        };
+        assert_eq!(md5.pod_shards(), [0, 1, 2, 3]);
+        assert_eq!(
+            md5.owner(1325263406417087088),
+            Sharding::new(Strategy::Md5, 2, 3).owner(1325263406417087088)
+        );
     }
 }

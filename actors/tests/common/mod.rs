@@ -23,14 +23,7 @@ pub fn in_system<F: std::future::Future>(f: F) -> F::Output {
 
 /// The defaults, for the only pod of a deployment.
 pub fn one_pod(db: &Path) -> PipelineConfig {
-    PipelineConfig::new(
-        Sharding {
-            strategy: Strategy::Md5,
-            ordinal: 0,
-            pods: 1,
-        },
-        db.to_owned(),
-    )
+    PipelineConfig::new(Sharding::new(Strategy::Md5, 0, 1), db.to_owned())
 }
 
 /// Polls `check` every 10 ms for at most 60 s.

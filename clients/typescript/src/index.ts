@@ -4,7 +4,7 @@
  * Each gateway pod keeps only its own guilds' rows in its own SQLite file, so a read has to
  * reach the pod that owns the guild. The owner is computed here, with the same function as the
  * pods, so a request normally goes straight to the right pod; a pod that disagrees (a stale pod
- * count) answers 421 with the owner's URL, which is followed once.
+ * or shard count) answers 421 with the owner's URL, which is followed once.
  *
  * No runtime dependencies: node:crypto for md5 and Node's global fetch.
  */
@@ -20,6 +20,13 @@ export interface ShardingOptions {
   pods: number;
   /** Defaults to "md5", the pods' own default. */
   strategy?: ShardStrategy;
+  /**
+   * The bot's Discord shard count S: the pods' DISCORD_SHARDS. With "discord" a guild is on
+   * shard `(id >> 22) % S` and shard s runs on pod `s % pods`, so S must be the deployment's;
+   * it is at least `pods` there and defaults to `pods`. With "md5" it moves no guild (defaults
+   * to 1). A whole number from 1 to 65536, as the pods accept.
+   */
+  shards?: number;
 }
 
 /** What decides where a guild's owner answers. */
@@ -49,20 +56,41 @@ export function getShardForGuild(guildId: string, pods: number): number {
 
 /** The ordinal of the pod that owns a guild. */
 export function ownerOrdinal(guildId: string, options: ShardingOptions): number {
-  const { pods, strategy = "md5" } = options;
-  checkPods(pods);
+  const { pods, strategy, shards } = checkSharding(options);
   switch (strategy) {
     case "md5":
       return getShardForGuild(guildId, pods);
-    case "discord": {
-      // Each pod is one Discord shard today (S = N), so the shard ordinal is the pod ordinal.
-      // A separate shard count would compute the shard with it, then map shard to pod here.
-      const shards = pods;
-      return discordShard(parseSnowflake(guildId), shards);
-    }
-    default:
-      throw new TypeError(`unknown shard strategy ${JSON.stringify(strategy)} (md5 or discord)`);
+    case "discord":
+      // Shards are dealt to pods round robin: shard s runs on pod s % pods.
+      return discordShard(parseSnowflake(guildId), shards) % pods;
   }
+}
+
+/** The shard count when none is given, as the pods default DISCORD_SHARDS. */
+export function defaultShards(strategy: ShardStrategy, pods: number): number {
+  return strategy === "discord" ? pods : 1;
+}
+
+/** The pods' upper limit of DISCORD_SHARDS. */
+const MAX_SHARDS = 65_536;
+
+/** Sharding options checked as the pods check their configuration, defaults filled in. */
+function checkSharding(options: ShardingOptions): Required<ShardingOptions> {
+  const { pods, strategy = "md5", shards } = options;
+  checkPods(pods);
+  if (strategy !== "md5" && strategy !== "discord") {
+    throw new TypeError(`unknown shard strategy ${JSON.stringify(strategy)} (md5 or discord)`);
+  }
+  if (shards === undefined) return { pods, strategy, shards: defaultShards(strategy, pods) };
+  if (!Number.isSafeInteger(shards) || shards < 1 || shards > MAX_SHARDS) {
+    throw new RangeError(`the number of shards must be a whole number from 1 to ${MAX_SHARDS}, not ${shards}`);
+  }
+  if (strategy === "discord" && shards < pods) {
+    throw new RangeError(
+      `with the discord strategy each of the ${pods} pods needs at least one shard, so shards must be at least ${pods}, not ${shards}`,
+    );
+  }
+  return { pods, strategy, shards };
 }
 
 /** Discord's routing of a guild to one of `shards` gateway shards. */
@@ -145,6 +173,26 @@ export function ownerUrl(guildId: string, options: OwnerUrlOptions): string {
 }
 
 /**
+ * A guild's owner as the pods name it: the body of `GET /v1/guilds/{id}/owner` and the lines of
+ * `guild-gateway shard-of --json`.
+ */
+export interface GuildOwner {
+  guild_id: string;
+  ordinal: number;
+  pods: number;
+  strategy: ShardStrategy;
+  /** The deployment's Discord shard count S (DISCORD_SHARDS, or its default). */
+  shards: number;
+  /** The owner's base URL, without a trailing slash. */
+  url: string;
+}
+
+/** The body of a 421 answer: the owner, and a message. */
+export interface MisdirectedBody extends GuildOwner {
+  error: string;
+}
+
+/**
  * A compiled statement. Kysely's `compile()` result fits as it is; only `sql` and `parameters`
  * are sent, since the pods refuse unknown fields.
  */
@@ -191,7 +239,10 @@ export class GatewayError extends Error {
   readonly error: string;
   /** The URL that answered (or failed). */
   readonly url: string;
-  /** The parsed JSON body of the answer, if there was one (a 421 names the owner there). */
+  /**
+   * The parsed JSON body of the answer, if there was one (a 421 names the owner there: see
+   * {@link MisdirectedBody}).
+   */
   readonly body: unknown;
 
   constructor(status: number, error: string, url: string, body?: unknown, options?: ErrorOptions) {
@@ -229,6 +280,8 @@ interface Answer {
 export class GatewayClient {
   readonly pods: number;
   readonly strategy: ShardStrategy;
+  /** The Discord shard count used for ownership (the default filled in). */
+  readonly shards: number;
   readonly podUrlTemplate: string;
   readonly timeoutMs: number;
   /** A guild's settings document (`/v1/guilds/{id}/settings`). */
@@ -247,12 +300,10 @@ export class GatewayClient {
   readonly #fetch: typeof fetch;
 
   constructor(options: GatewayClientOptions) {
-    checkPods(options.pods);
-    this.pods = options.pods;
-    this.strategy = options.strategy ?? "md5";
-    if (this.strategy !== "md5" && this.strategy !== "discord") {
-      throw new TypeError(`unknown shard strategy ${JSON.stringify(this.strategy)} (md5 or discord)`);
-    }
+    const { pods, strategy, shards } = checkSharding(options);
+    this.pods = pods;
+    this.strategy = strategy;
+    this.shards = shards;
     this.podUrlTemplate = options.podUrlTemplate;
     this.#template = parseTemplate(options.podUrlTemplate);
     if (typeof options.token !== "string" || options.token === "") {
@@ -284,7 +335,7 @@ export class GatewayClient {
 
   /** The ordinal of the pod this client believes owns a guild. */
   ownerOrdinal(guildId: string): number {
-    return ownerOrdinal(guildId, { pods: this.pods, strategy: this.strategy });
+    return ownerOrdinal(guildId, { pods: this.pods, strategy: this.strategy, shards: this.shards });
   }
 
   /** The base URL of the pod this client believes owns a guild. */

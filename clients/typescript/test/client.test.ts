@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { GatewayClient, GatewayError, ownerOrdinal } from "../src/index.js";
+import { GatewayClient, GatewayError, ownerOrdinal, type MisdirectedBody } from "../src/index.js";
 
 interface Call {
   url: string;
@@ -44,10 +44,16 @@ function client(fetchImpl: typeof fetch, pods = 3, timeoutMs?: number): GatewayC
 }
 
 function misdirected(url: string) {
-  return {
-    status: 421,
-    body: { error: `guild ${GUILD} is owned by pod 2 (${url})`, guild_id: GUILD, ordinal: 2, pods: 3, strategy: "md5", url },
+  const body: MisdirectedBody = {
+    error: `guild ${GUILD} is owned by pod 2 (${url})`,
+    guild_id: GUILD,
+    ordinal: 2,
+    pods: 3,
+    strategy: "md5",
+    shards: 1,
+    url,
   };
+  return { status: 421, body };
 }
 
 async function rejectsWith(promise: Promise<unknown>, status: number, error?: string | RegExp): Promise<GatewayError> {
@@ -160,6 +166,54 @@ describe("query", () => {
     assert.throws(() => new GatewayClient({ pods: 3, podUrlTemplate: TEMPLATE, token: "" }), TypeError);
     await assert.rejects(client(fetch).query(GUILD, { sql: 1 as unknown as string, parameters: [] }), TypeError);
     await assert.rejects(client(fetch).queryGuilds([], { sql: "select 1", parameters: [] }), TypeError);
+    assert.equal(calls.length, 0);
+  });
+});
+
+describe("the shard count", () => {
+  test("defaults to 1 with md5 and to the pod count with discord", () => {
+    const { fetch } = scripted();
+    assert.equal(client(fetch).shards, 1);
+    const discord = new GatewayClient({ pods: 3, strategy: "discord", podUrlTemplate: TEMPLATE, token: TOKEN, fetch });
+    assert.equal(discord.shards, 3);
+    assert.equal(discord.ownerOrdinal(GUILD), Number((BigInt(GUILD) >> 22n) % 3n));
+  });
+
+  test("a discord client sends each guild to the pod that runs its shard", async () => {
+    // Shard (id >> 22) % 8 = 5 runs on pod 5 % 3 = 2; with the default 3 shards it would be pod 1.
+    const owner = Number(((BigInt(GUILD) >> 22n) % 8n) % 3n);
+    assert.equal(owner, 2);
+    const { fetch, calls } = scripted({ status: 200, body: { columns: [], rows: [] } }, { status: 200, body: { guild_id: GUILD, settings: {} } });
+    const discord = new GatewayClient({ pods: 3, strategy: "discord", shards: 8, podUrlTemplate: TEMPLATE, token: TOKEN, fetch });
+    assert.equal(discord.shards, 8);
+    assert.equal(discord.ownerOrdinal(GUILD), owner);
+    assert.equal(discord.ownerUrl(GUILD), `http://gw-${owner}.test:3000`);
+    await discord.query(GUILD, { sql: "select 1", parameters: [] });
+    await discord.settings.get(GUILD);
+    assert.deepEqual(
+      calls.map((c) => c.url),
+      [`http://gw-2.test:3000/v1/guilds/${GUILD}/query`, `http://gw-2.test:3000/v1/guilds/${GUILD}/settings`],
+    );
+  });
+
+  test("md5 clients own the same guilds whatever the shard count", () => {
+    const { fetch } = scripted();
+    for (const shards of [1, 2, 8, 64]) {
+      const md5 = new GatewayClient({ pods: 3, shards, podUrlTemplate: TEMPLATE, token: TOKEN, fetch });
+      assert.equal(md5.shards, shards);
+      assert.equal(md5.ownerOrdinal(GUILD), OWNER);
+    }
+  });
+
+  test("a shard count the pods would refuse is refused before sending", () => {
+    const { fetch, calls } = scripted();
+    for (const [strategy, shards] of [["md5", 0], ["discord", 0], ["discord", 2], ["md5", 2.5], ["md5", 65_537]] as const) {
+      assert.throws(
+        () => new GatewayClient({ pods: 3, strategy, shards, podUrlTemplate: TEMPLATE, token: TOKEN, fetch }),
+        RangeError,
+        `${strategy} ${shards}`,
+      );
+    }
     assert.equal(calls.length, 0);
   });
 });

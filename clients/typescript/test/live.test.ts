@@ -18,6 +18,7 @@ import {
   ownerUrl,
   toObjects,
   type GatewayClientOptions,
+  type GuildOwner,
 } from "../src/index.js";
 
 const packageDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -237,13 +238,16 @@ describe("against a live 3-pod deployment", { timeout: 120_000 }, () => {
           headers: { authorization: `Bearer ${token}` },
         });
         assert.equal(response.status, 200);
-        assert.deepEqual(await response.json(), {
+        const owner: GuildOwner = {
           guild_id: guild,
           ordinal: ownerOrdinal(guild, { pods: PODS }),
           pods: PODS,
           strategy: "md5",
+          // No DISCORD_SHARDS: the md5 default.
+          shards: 1,
           url: ownerUrl(guild, { pods: PODS, podUrlTemplate: template }),
-        });
+        };
+        assert.deepEqual(await response.json(), owner);
       }
     }
   });
@@ -261,15 +265,41 @@ describe("against a live 3-pod deployment", { timeout: 120_000 }, () => {
           { encoding: "utf8", env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin" }, timeout: 30_000 },
         );
         assert.equal(run.status, 0, run.stderr);
-        const owners = run.stdout.trim().split("\n").map((line) => JSON.parse(line) as { guild_id: string; ordinal: number; url: string });
+        const owners = run.stdout.trim().split("\n").map((line) => JSON.parse(line) as GuildOwner);
         assert.deepEqual(owners.map((o) => o.guild_id), ids);
         for (const owner of owners) {
           const opts = { pods: n, strategy, podUrlTemplate: urlTemplate };
           assert.equal(ownerOrdinal(owner.guild_id, opts), owner.ordinal, `${strategy} ${n} ${owner.guild_id}`);
           assert.equal(ownerUrl(owner.guild_id, opts), owner.url);
+          // Without --shards: 1 with md5, one shard per pod with discord.
+          assert.equal(owner.shards, strategy === "discord" ? n : 1);
         }
       }
     }
+  });
+
+  test("ownerOrdinal with 8 shards agrees with shard-of --strategy discord --pods 3 --shards 8", () => {
+    const vectors = JSON.parse(readFileSync(path.join(fixtures, "shard_vectors.json"), "utf8")) as { guild_id: string }[];
+    const numeric = vectors.map((v) => v.guild_id).filter((id) => /^[0-9]+$/.test(id));
+    assert.ok(numeric.length > 8);
+    const run = spawnSync(BIN, ["shard-of", "--json", "--strategy", "discord", "--pods", "3", "--shards", "8", ...numeric], {
+      encoding: "utf8",
+      env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin" },
+      timeout: 30_000,
+    });
+    assert.equal(run.status, 0, run.stderr);
+    const owners = run.stdout.trim().split("\n").map((line) => JSON.parse(line) as GuildOwner);
+    assert.deepEqual(owners.map((o) => o.guild_id), numeric);
+    const ordinals = new Set<number>();
+    for (const owner of owners) {
+      assert.equal(owner.strategy, "discord");
+      assert.equal(owner.pods, 3);
+      assert.equal(owner.shards, 8);
+      assert.equal(ownerOrdinal(owner.guild_id, { pods: 3, strategy: "discord", shards: 8 }), owner.ordinal, owner.guild_id);
+      ordinals.add(owner.ordinal);
+    }
+    // The ids land on more than one pod, so the comparison says something.
+    assert.ok(ordinals.size > 1);
   });
 
   test("query on each guild returns its rows from its owner", async () => {

@@ -5,7 +5,16 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { getShardForGuild, md5U32, ownerOrdinal, ownerUrl, podUrl, toObjects } from "../src/index.js";
+import {
+  defaultShards,
+  GatewayClient,
+  getShardForGuild,
+  md5U32,
+  ownerOrdinal,
+  ownerUrl,
+  podUrl,
+  toObjects,
+} from "../src/index.js";
 
 // Compiled to dist/test/, two levels below the package.
 const packageDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -79,6 +88,84 @@ describe("ownership", () => {
       assert.throws(() => ownerOrdinal("1", { pods, strategy: "discord" }), RangeError);
     }
     assert.throws(() => ownerOrdinal("1", { pods: 3, strategy: "crc32" as "md5" }), TypeError);
+  });
+});
+
+describe("the Discord shard count", () => {
+  const numeric = vectors.filter((v) => /^[0-9]+$/.test(v.guild_id)).map((v) => v.guild_id);
+
+  test("discord with 8 shards over 3 pods: shard (id >> 22) % 8, on pod shard % 3", () => {
+    assert.ok(numeric.length > 8);
+    const owners = new Set<number>();
+    for (const id of numeric) {
+      const shard = (BigInt(id) >> 22n) % 8n;
+      const expected = Number(shard % 3n);
+      assert.equal(ownerOrdinal(id, { pods: 3, strategy: "discord", shards: 8 }), expected, id);
+      assert.equal(
+        ownerUrl(id, { pods: 3, strategy: "discord", shards: 8, podUrlTemplate: "http://gw-{ordinal}:3000" }),
+        `http://gw-${expected}:3000`,
+      );
+      owners.add(expected);
+    }
+    assert.equal(owners.size, 3);
+    // The shard count moves guilds: 8 shards do not place them as the default 3 would.
+    assert.ok(numeric.some((id) => ownerOrdinal(id, { pods: 3, strategy: "discord", shards: 8 }) !== ownerOrdinal(id, { pods: 3, strategy: "discord" })));
+    // Shards are dealt round robin: pod 0 runs 0, 3, 6; pod 1 runs 1, 4, 7; pod 2 runs 2, 5.
+    for (let shard = 0n; shard < 16n; shard++) {
+      const id = String((shard << 22n) | 12345n);
+      assert.equal(ownerOrdinal(id, { pods: 3, strategy: "discord", shards: 8 }), Number((shard % 8n) % 3n), id);
+    }
+    assert.equal(ownerOrdinal("1325263406417087088", { pods: 3, strategy: "discord", shards: 8 }), 2);
+    assert.equal(ownerOrdinal("1325263406417087088", { pods: 3, strategy: "discord" }), 1);
+    assert.equal(ownerOrdinal("18446744073709551615", { pods: 3, strategy: "discord", shards: 8 }), 1);
+  });
+
+  test("with shards = pods (the default) discord is (id >> 22) % pods, as before", () => {
+    for (const id of numeric) {
+      for (const pods of [1, 2, 3, 7, 16]) {
+        const old = Number((BigInt(id) >> 22n) % BigInt(pods));
+        assert.equal(ownerOrdinal(id, { pods, strategy: "discord", shards: pods }), old, `${id} ${pods}`);
+        assert.equal(ownerOrdinal(id, { pods, strategy: "discord" }), old, `${id} ${pods}`);
+      }
+    }
+    assert.equal(defaultShards("discord", 7), 7);
+    assert.equal(defaultShards("md5", 7), 1);
+  });
+
+  test("md5 ignores the shard count", () => {
+    for (const v of vectors) {
+      for (const [pods, expected] of Object.entries(v.shard)) {
+        for (const shards of [1, 2, 8, 1024, 65_536]) {
+          const id = JSON.stringify(v.guild_id);
+          assert.equal(ownerOrdinal(v.guild_id, { pods: Number(pods), shards }), expected, `${id} ${pods} ${shards}`);
+          assert.equal(ownerOrdinal(v.guild_id, { pods: Number(pods), strategy: "md5", shards }), expected);
+        }
+      }
+    }
+  });
+
+  test("a shard count the pods would refuse is refused", () => {
+    const template = "http://gw-{ordinal}:3000";
+    const refused = (pods: number, strategy: "md5" | "discord", shards: number) => {
+      const what = `${strategy} pods=${pods} shards=${shards}`;
+      assert.throws(() => ownerOrdinal("1325263406417087088", { pods, strategy, shards }), RangeError, what);
+      assert.throws(() => ownerUrl("1325263406417087088", { pods, strategy, shards, podUrlTemplate: template }), RangeError, what);
+      assert.throws(() => new GatewayClient({ pods, strategy, shards, podUrlTemplate: template, token: "t" }), RangeError, what);
+    };
+    for (const strategy of ["md5", "discord"] as const) {
+      for (const shards of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, 65_537, "8" as unknown as number]) {
+        refused(1, strategy, shards);
+      }
+    }
+    // discord: every pod needs at least one shard.
+    refused(3, "discord", 1);
+    refused(3, "discord", 2);
+    refused(16, "discord", 8);
+    assert.equal(ownerOrdinal("1325263406417087088", { pods: 3, strategy: "discord", shards: 3 }), 1);
+    assert.equal(ownerOrdinal("1325263406417087088", { pods: 1, strategy: "discord", shards: 65_536 }), 0);
+    // md5: any count from 1, fewer than the pods included (each pod runs every shard).
+    assert.equal(ownerOrdinal("1325263406417087088", { pods: 3, shards: 1 }), getShardForGuild("1325263406417087088", 3));
+    assert.equal(ownerOrdinal("1325263406417087088", { pods: 3, strategy: "md5", shards: 2 }), getShardForGuild("1325263406417087088", 3));
   });
 });
 

@@ -215,6 +215,8 @@ pub struct FakeOptions {
     pub session_start_limit: u32,
     /// The session start limit's period, counted from the fake's start.
     pub session_start_reset: Duration,
+    /// Starts left in the first period (a bot that already spent some today); None: all.
+    pub session_starts_remaining: Option<u32>,
     /// `/gateway/bot`'s `shards`; None: one per 1,000 guilds of the recording, at least 1.
     pub recommended_shards: Option<u32>,
 }
@@ -234,6 +236,7 @@ impl Default for FakeOptions {
             identify_window: IDENTIFY_RATE_LIMIT_WINDOW,
             session_start_limit: DEFAULT_SESSION_START_LIMIT,
             session_start_reset: SESSION_START_RESET,
+            session_starts_remaining: None,
             recommended_shards: None,
         }
     }
@@ -632,7 +635,10 @@ pub async fn start(
     let started = Instant::now();
     let limits = Limits {
         period_start: started,
-        remaining: options.session_start_limit,
+        remaining: options
+            .session_starts_remaining
+            .unwrap_or(options.session_start_limit)
+            .min(options.session_start_limit),
         token_reset: false,
         last_accepted: HashMap::new(),
         accepted: 0,
@@ -756,6 +762,9 @@ pub struct FakeDiscordArgs {
     /// The session start limit's period in milliseconds, counted from the start
     #[arg(long, default_value_t = SESSION_START_RESET.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub session_start_reset_ms: u64,
+    /// Starts left in the first period (a bot that already spent some today) [default: the limit]
+    #[arg(long)]
+    pub session_starts_remaining: Option<u32>,
     /// The shard count /gateway/bot recommends [default: one per 1,000 guilds of the stream, at least 1]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub recommended_shards: Option<u32>,
@@ -775,6 +784,7 @@ impl FakeDiscordArgs {
             identify_window: Duration::from_millis(self.identify_window_ms),
             session_start_limit: self.session_start_limit,
             session_start_reset: Duration::from_millis(self.session_start_reset_ms),
+            session_starts_remaining: self.session_starts_remaining,
             recommended_shards: self.recommended_shards,
         }
     }
