@@ -68,6 +68,9 @@ struct SessionStatus {
 
 async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
     state.pipeline.refresh_gauges();
+    if let Some(sessions) = &state.gateway {
+        sessions.refresh_gauges();
+    }
     let ready = readiness(&state).await.is_ok();
     state.pipeline.metrics().ready.set(i64::from(ready));
     HttpResponse::Ok()

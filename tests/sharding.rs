@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 /// `simulate --json` with `args`; returns its summary and the stream it generated. One at a
 /// time: two deployments at once on a small machine only measure the machine.
-fn simulate(dir: &Path, args: &[&str]) -> (Value, PathBuf) {
+fn simulate(dir: &Path, args: &str) -> (Value, PathBuf) {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let out = dev()
         .args(["simulate", "--json", "--data-dir"])
         .arg(dir)
-        .args(args)
+        .args(args.split_whitespace())
         .output()
         .expect("running simulate");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -38,10 +38,15 @@ fn simulate(dir: &Path, args: &[&str]) -> (Value, PathBuf) {
     (summary, stream)
 }
 
-fn pod_dbs(dir: &Path, pods: u32) -> Vec<PathBuf> {
-    (0..pods)
+/// The pods' rows are exactly those of `stream` replayed into one pod, each guild in its
+/// owner's database only.
+fn assert_exact_rows(dir: &Path, stream: &Path, pods: u32, strategy: &str, shards: u32) {
+    let truth = dir.join("one-pod.sqlite3");
+    replay(&truth, 0, 1, "md5", stream);
+    let dbs: Vec<PathBuf> = (0..pods)
         .map(|k| dir.join(format!("gateway-{k}.sqlite3")))
-        .collect()
+        .collect();
+    assert_rows_with_shards(&dbs, strategy, Some(shards), &expected_rows_of(&truth));
 }
 
 /// Dispatches in a stream file (every line is one).
@@ -58,18 +63,7 @@ fn discord_strategy_splits_eight_shards_over_three_pods_with_exact_rows() {
     let dir = tempfile::tempdir().unwrap();
     let (summary, stream) = simulate(
         dir.path(),
-        &[
-            "--pods",
-            "3",
-            "--strategy",
-            "discord",
-            "--shards",
-            "8",
-            "--guilds",
-            "12000",
-            "--messages",
-            "20000",
-        ],
+        "--pods 3 --strategy discord --shards 8 --guilds 12000 --messages 20000",
     );
     let pods = summary["pods"].as_array().unwrap();
     let shards: Vec<Value> = pods.iter().map(|p| p["shards"].clone()).collect();
@@ -90,14 +84,7 @@ fn discord_strategy_splits_eight_shards_over_three_pods_with_exact_rows() {
             Some(pod["shards"].as_array().unwrap().len() as u64)
         );
     }
-    let truth = dir.path().join("one-pod.sqlite3");
-    replay(&truth, 0, 1, "md5", &stream);
-    assert_rows_with_shards(
-        &pod_dbs(dir.path(), 3),
-        "discord",
-        Some(8),
-        &expected_rows_of(&truth),
-    );
+    assert_exact_rows(dir.path(), &stream, 3, "discord", 8);
 }
 
 #[test]
@@ -106,18 +93,7 @@ fn md5_pods_run_every_shard_and_receive_each_event_once() {
     // 8,000 guilds over 4 shards: about 2,000 a shard, under Discord's 2,500.
     let (summary, stream) = simulate(
         dir.path(),
-        &[
-            "--pods",
-            "3",
-            "--strategy",
-            "md5",
-            "--shards",
-            "4",
-            "--guilds",
-            "8000",
-            "--messages",
-            "20000",
-        ],
+        "--pods 3 --strategy md5 --shards 4 --guilds 8000 --messages 20000",
     );
     let events = dispatches(&stream);
     for pod in summary["pods"].as_array().unwrap() {
@@ -129,14 +105,7 @@ fn md5_pods_run_every_shard_and_receive_each_event_once() {
         assert_eq!(identifies, 4, "a re-identify would replay a session: {pod}");
         assert_eq!(pod["received"].as_u64(), Some(events + identifies), "{pod}");
     }
-    let truth = dir.path().join("one-pod.sqlite3");
-    replay(&truth, 0, 1, "md5", &stream);
-    assert_rows_with_shards(
-        &pod_dbs(dir.path(), 3),
-        "md5",
-        Some(4),
-        &expected_rows_of(&truth),
-    );
+    assert_exact_rows(dir.path(), &stream, 3, "md5", 4);
 }
 
 /// A fake Discord on the given stream, with extra rules.

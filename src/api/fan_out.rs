@@ -127,17 +127,21 @@ async fn call_pod(
     })
     .map_err(|e| ApiError::Internal(format!("encoding a pod call: {e}")))?;
     let token = api.config.token.as_deref().unwrap_or_default();
-    let sent = api
-        .client
-        .post(format!("{url}/v1/query"))
-        .bearer_auth(token)
-        .header(FORWARDED, "1")
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await;
-    let response = match sent {
-        Ok(response) => response,
+    let answer = async {
+        let response = api
+            .client
+            .post(format!("{url}/v1/query"))
+            .bearer_auth(token)
+            .header(FORWARDED, "1")
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok::<_, reqwest::Error>((status, response.bytes().await?))
+    };
+    let (status, bytes) = match answer.await {
+        Ok(answer) => answer,
         Err(e) => {
             api.metrics
                 .pod_calls
@@ -146,20 +150,6 @@ async fn call_pod(
             return Err(failed(
                 StatusCode::BAD_GATEWAY,
                 format!("is unreachable: {e}"),
-            ));
-        }
-    };
-    let status = response.status().as_u16();
-    let bytes = match response.bytes().await {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            api.metrics
-                .pod_calls
-                .with_label_values(&["unreachable"])
-                .inc();
-            return Err(failed(
-                StatusCode::BAD_GATEWAY,
-                format!("broke off its answer: {e}"),
             ));
         }
     };

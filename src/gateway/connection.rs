@@ -180,6 +180,7 @@ impl RawEventHandler for Forwarder {
                     *id = Some(ready.ready.session_id.clone());
                 }
                 self.state.identifies.fetch_add(1, Ordering::SeqCst);
+                self.state.connected.store(true, Ordering::SeqCst);
                 self.metrics.identifies.inc();
                 close_codes::watch().connected(self.state.shard[0]);
                 self.seq.store(1, Ordering::SeqCst);
@@ -189,6 +190,7 @@ impl RawEventHandler for Forwarder {
             // RESUMED repeats the last seq instead of taking a new one.
             Event::Resumed(_) => {
                 self.state.ready.store(true, Ordering::SeqCst);
+                self.state.connected.store(true, Ordering::SeqCst);
                 close_codes::watch().connected(self.state.shard[0]);
                 self.metrics.resumes.inc();
                 None
@@ -250,7 +252,7 @@ pub fn discord_http(token: &str, api_url: Option<&str>) -> serenity::http::Http 
 pub struct Connection {
     pub state: Arc<SessionState>,
     /// Resolves when the connection ends for good (an error, or after `shutdown`).
-    pub finished: oneshot::Receiver<Result<(), ConnectionError>>,
+    finished: oneshot::Receiver<Result<(), ConnectionError>>,
     shard_manager: oneshot::Receiver<Arc<ShardManager>>,
     /// Ends a connection still waiting for its turn to identify.
     stop: tokio::sync::watch::Sender<bool>,

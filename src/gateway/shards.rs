@@ -14,13 +14,24 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// What `/readyz` and `/status` read.
+/// What `/readyz`, `/status` and `/metrics` read.
 pub struct Sessions {
     pub sessions: Vec<Arc<SessionState>>,
     pub gate: Arc<IdentifyGate>,
+    /// `gateway_connected`: 1 while every session's socket is up.
+    connected: prometheus::IntGauge,
 }
 
 impl Sessions {
+    /// Sets the gauges that are read rather than counted, before a scrape.
+    pub fn refresh_gauges(&self) {
+        let up = self
+            .sessions
+            .iter()
+            .all(|s| s.connected.load(Ordering::SeqCst));
+        self.connected.set(i64::from(up));
+    }
+
     /// Every session is READY or RESUMED.
     pub fn ready(&self) -> bool {
         self.sessions.iter().all(|s| s.ready.load(Ordering::SeqCst))
@@ -97,8 +108,8 @@ impl ShardSet {
         let sessions = Arc::new(Sessions {
             sessions: connections.iter().map(|c| c.state.clone()).collect(),
             gate,
+            connected: metrics.connected.clone(),
         });
-        tokio::spawn(report_connected(sessions.clone(), metrics));
         (
             ShardSet {
                 sessions,
@@ -143,18 +154,5 @@ impl ShardSet {
         };
         tokio::time::timeout(limit, all).await.map_err(|_| ())?;
         Ok(errors)
-    }
-}
-
-/// `gateway_connected` is 1 while every session's socket is up.
-async fn report_connected(sessions: Arc<Sessions>, metrics: Arc<GatewayMetrics>) {
-    let mut every = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        every.tick().await;
-        let up = sessions
-            .sessions
-            .iter()
-            .all(|s| s.connected.load(Ordering::SeqCst));
-        metrics.connected.set(i64::from(up));
     }
 }
