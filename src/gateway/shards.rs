@@ -99,9 +99,10 @@ impl ShardSet {
         for connection in &mut connections {
             let (tx, finished) = (ended_tx.clone(), connection.take_finished());
             tokio::spawn(async move {
-                let result = finished.await.unwrap_or_else(|_| {
-                    Err(ConnectionError::Thread("a connection thread ended".into()))
-                });
+                let result = match finished.await {
+                    Ok(result) => result,
+                    Err(_) => Err(ConnectionError::Thread("a connection thread ended".into())),
+                };
                 let _ = tx.send(result);
             });
         }
