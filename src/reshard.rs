@@ -18,6 +18,9 @@ pub struct ReshardArgs {
     /// The new strategy: md5 or discord
     #[arg(long, default_value = "md5")]
     pub strategy: String,
+    /// The bot's Discord shard count under the new layout (it moves guilds with discord) [default: 1 with md5, --pods with discord]
+    #[arg(long, value_parser = crate::config::shard_count)]
+    pub shards: Option<crate::config::ShardCount>,
     /// Where gateway-0.sqlite3 ... gateway-(N-1).sqlite3 are written (they must not exist)
     #[arg(long)]
     pub out: PathBuf,
@@ -38,7 +41,10 @@ pub fn run(args: ReshardArgs) -> anyhow::Result<ExitCode> {
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let report = reshard(&args.sources, strategy, pods, &args.out)?;
+    let shards = crate::config::checked_shards(strategy, pods, args.shards)?
+        // `auto` (md5 only) cannot move a guild.
+        .unwrap_or(1);
+    let report = reshard(&args.sources, strategy, pods, shards, &args.out)?;
 
     let mut source_rows = std::collections::BTreeMap::new();
     for source in &args.sources {

@@ -306,6 +306,7 @@ fn the_gateway_container_has_its_settings_probes_and_resources() {
             "HTTP_ADDR",
             "API_TOKEN",
             "POD_URL_TEMPLATE",
+            "DISCORD_SHARDS",
         ] {
             assert!(gateway_env.contains(name), "{target}: gateway lacks {name}");
         }

@@ -166,3 +166,37 @@ fn the_single_file_of_the_typescript_deployment_splits_by_owner() {
     );
     assert!(!summary.contains("more than one source"), "{summary}");
 }
+
+#[test]
+fn resharding_to_discord_with_eight_shards_puts_each_guild_on_its_shards_pod() {
+    let dir = tempfile::tempdir().unwrap();
+    let old: Vec<PathBuf> = (0..3)
+        .map(|k| dir.path().join(format!("old/gateway-{k}.sqlite3")))
+        .collect();
+    for (k, db) in old.iter().enumerate() {
+        replay(db, k as u32, 3, "md5", &sample_stream());
+    }
+    let out = dir.path().join("discord-8");
+    let run = gateway()
+        .args([
+            "reshard",
+            "--pods",
+            "3",
+            "--strategy",
+            "discord",
+            "--shards",
+            "8",
+            "--out",
+        ])
+        .arg(&out)
+        .args(&old)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_rows_with_shards(&targets(&out, 3), "discord", Some(8), &expected());
+    assert_eq!(union_of(&targets(&out, 3)), union_of(&old));
+}

@@ -6,7 +6,7 @@
 //! leave one row. Columns are those the source and the target share, so the TypeScript bot's
 //! file (without the added columns and tables) is a valid source.
 
-use crate::shard::{owner_of_str, Strategy};
+use crate::shard::{Sharding, Strategy};
 use crate::store::{self, StoreError};
 use rusqlite::functions::FunctionFlags;
 use rusqlite::Connection;
@@ -67,13 +67,21 @@ fn columns(conn: &Connection, schema: &str, table: &str) -> rusqlite::Result<Vec
     Ok(names)
 }
 
-/// Writes `out_dir/gateway-k.sqlite3` for every k < pods from `sources`.
+/// Writes `out_dir/gateway-k.sqlite3` for every k < pods from `sources`, each guild to its
+/// owner under `strategy`, `pods` and the bot's Discord shard count `shards`.
 pub fn reshard(
     sources: &[PathBuf],
     strategy: Strategy,
     pods: u32,
+    shards: u32,
     out_dir: &Path,
 ) -> Result<ReshardReport, ReshardError> {
+    let layout = Sharding {
+        strategy,
+        ordinal: 0,
+        pods,
+        shards,
+    };
     let targets: Vec<PathBuf> = (0..pods)
         .map(|k| out_dir.join(format!("gateway-{k}.sqlite3")))
         .collect();
@@ -95,7 +103,7 @@ pub fn reshard(
             move |ctx| {
                 let guild: Option<String> = ctx.get(0)?;
                 Ok(guild
-                    .and_then(|g| owner_of_str(strategy, &g, pods).ok())
+                    .and_then(|g| layout.owner_of_str(&g).ok())
                     .map(i64::from))
             },
         )
