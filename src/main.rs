@@ -6,6 +6,7 @@
 
 mod api;
 mod config;
+mod coverage;
 mod gateway;
 mod http;
 mod logging;
@@ -45,6 +46,8 @@ enum Command {
     Reshard(reshard::ReshardArgs),
     /// Print the pod that owns each guild id: `GUILD_ID ORDINAL` per line
     ShardOf(shard_of::ShardOfArgs),
+    /// Ask every pod how it shards, and check that every guild has exactly one owner
+    Coverage(coverage::CoverageArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::ShardOf(args) => match shard_of::run(args) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
+        Command::Coverage(args) => match coverage::run(args) {
+            Ok(code) => code,
             Err(e) => fail(e),
         },
         Command::Reshard(args) => match reshard::run(args) {

@@ -1,0 +1,173 @@
+//! `guild-gateway coverage`: proves that every guild has exactly one owner right now, by asking
+//! every pod how it shards.
+//!
+//! The owner function is total and deterministic, so every guild has exactly one owner if and
+//! only if: every ordinal 0..N answers, each as itself; all of them use the same layout (pod
+//! count, strategy, Discord shard count); and, with `discord`, their shard sets partition the
+//! shards. A pod restarted with a stale NUM_GATEWAY_PODS breaks the second rule, and this
+//! command names it.
+
+use crate::routing::UrlTemplate;
+use anyhow::Context as _;
+use clap::Args;
+use serde::Deserialize;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct CoverageArgs {
+    /// Number of pods that should be running
+    #[arg(long, env = "NUM_GATEWAY_PODS", default_value = "1",
+        value_parser = crate::config::number("NUM_GATEWAY_PODS", 1, 1 << 16))]
+    pub pods: u64,
+    /// Base URL of pod {ordinal}
+    #[arg(long, env = "POD_URL_TEMPLATE", default_value = crate::config::DEFAULT_POD_URL_TEMPLATE,
+        value_parser = crate::config::pod_url_template)]
+    pub pod_url_template: UrlTemplate,
+}
+
+/// What a pod says of its layout (its `/status`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+struct Layout {
+    pod_ordinal: u32,
+    num_pods: u32,
+    strategy: String,
+    shards: u32,
+    pod_shards: Vec<u32>,
+}
+
+pub fn run(args: CoverageArgs) -> anyhow::Result<ExitCode> {
+    let pods = args.pods as u32;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .context("building the HTTP client")?;
+    let answers: Vec<Result<Layout, String>> = runtime.block_on(async {
+        let asks = (0..pods).map(|k| {
+            let url = format!("{}/status", args.pod_url_template.url(k));
+            let client = client.clone();
+            async move {
+                let response = client
+                    .get(&url)
+                    .send()
+                    .await
+                    .map_err(|e| format!("{url}: {e}"))?;
+                let body = response.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+                serde_json::from_slice::<Layout>(&body)
+                    .map_err(|e| format!("{url}: not a pod's /status: {e}"))
+            }
+        });
+        futures_util::future::join_all(asks).await
+    });
+
+    let mut problems = Vec::new();
+    let mut layouts = Vec::new();
+    for (k, answer) in answers.into_iter().enumerate() {
+        match answer {
+            Err(e) => problems.push(format!(
+                "pod {k} does not answer ({e}): its guilds have no owner"
+            )),
+            Ok(layout) => {
+                println!(
+                    "pod {k}: ordinal {}, {} pods, {}, {} shards, runs shards {:?}",
+                    layout.pod_ordinal,
+                    layout.num_pods,
+                    layout.strategy,
+                    layout.shards,
+                    layout.pod_shards
+                );
+                if layout.pod_ordinal != k as u32 {
+                    problems.push(format!("pod {k} answers as ordinal {}", layout.pod_ordinal));
+                }
+                layouts.push(layout);
+            }
+        }
+    }
+    problems.extend(disagreements(pods, &layouts));
+    if problems.is_empty() {
+        let l = &layouts[0];
+        println!(
+            "every guild has exactly one owner: {pods} pods agree on {} with {} shards",
+            l.strategy, l.shards
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for p in &problems {
+        eprintln!("error: {p}");
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+/// What keeps the answering pods from covering every guild exactly once.
+fn disagreements(pods: u32, layouts: &[Layout]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for l in layouts {
+        if l.num_pods != pods {
+            problems.push(format!(
+                "pod {} shards for {} pods, not {pods}: it owns guilds that another pod owns too (a stale NUM_GATEWAY_PODS?)",
+                l.pod_ordinal, l.num_pods
+            ));
+        }
+    }
+    if let Some(first) = layouts.first() {
+        for l in &layouts[1..] {
+            if (l.strategy.as_str(), l.shards) != (first.strategy.as_str(), first.shards) {
+                problems.push(format!(
+                    "pod {} uses {} with {} shards, pod {} uses {} with {} shards",
+                    l.pod_ordinal,
+                    l.strategy,
+                    l.shards,
+                    first.pod_ordinal,
+                    first.strategy,
+                    first.shards
+                ));
+            }
+        }
+        if problems.is_empty() && first.strategy == "discord" {
+            let mut shards: Vec<u32> = layouts.iter().flat_map(|l| l.pod_shards.clone()).collect();
+            shards.sort_unstable();
+            if shards != (0..first.shards).collect::<Vec<_>>() {
+                problems.push(format!(
+                    "the pods' shard sets do not split the {} shards exactly: {shards:?}",
+                    first.shards
+                ));
+            }
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(k: u32, pods: u32, strategy: &str, shards: u32, pod_shards: &[u32]) -> Layout {
+        Layout {
+            pod_ordinal: k,
+            num_pods: pods,
+            strategy: strategy.into(),
+            shards,
+            pod_shards: pod_shards.to_vec(),
+        }
+    }
+
+    #[test]
+    fn agreement_and_its_failures() {
+        let ok = [
+            layout(0, 3, "discord", 8, &[0, 3, 6]),
+            layout(1, 3, "discord", 8, &[1, 4, 7]),
+            layout(2, 3, "discord", 8, &[2, 5]),
+        ];
+        assert!(disagreements(3, &ok).is_empty());
+        let mut stale = ok.clone();
+        stale[2] = layout(2, 4, "discord", 8, &[2, 6]);
+        assert!(disagreements(3, &stale)[0].contains("stale NUM_GATEWAY_PODS"));
+        let mut shards = ok.clone();
+        shards[1].shards = 4;
+        assert!(!disagreements(3, &shards).is_empty());
+    }
+}
