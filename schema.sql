@@ -115,3 +115,30 @@ CREATE TABLE IF NOT EXISTS member_timeouts (
     until_ms INTEGER NOT NULL,
     PRIMARY KEY (guild_id, user_id)
 ) WITHOUT ROWID;
+
+-- added: this pod's committed ownership (live rescale, see actors/src/domain/ownership.rs):
+-- the layout every pod must agree on, its epoch, and the transition under way. One row. A
+-- restart follows it, whatever NUM_GATEWAY_PODS says (a differing setting is flagged).
+CREATE TABLE IF NOT EXISTS gateway_ownership (
+    id            INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch         INTEGER NOT NULL,
+    pods          INTEGER NOT NULL,
+    strategy      TEXT NOT NULL,
+    shards        INTEGER NOT NULL,
+    next_epoch    INTEGER,
+    next_pods     INTEGER,
+    next_strategy TEXT,
+    next_shards   INTEGER,
+    frozen        INTEGER NOT NULL DEFAULT 0,
+    live          INTEGER NOT NULL DEFAULT 0
+);
+
+-- added: the events of guilds coming to this pod during a rescale, in arrival order, until the
+-- epoch commits (then emptied).
+CREATE TABLE IF NOT EXISTS gateway_captured (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    guild_id TEXT NOT NULL,
+    seq      INTEGER,
+    kind     TEXT NOT NULL,
+    payload  TEXT NOT NULL
+);

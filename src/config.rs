@@ -381,13 +381,8 @@ impl PodArgs {
                 .and_then(|h| ordinal_from_hostname(&h))
                 .unwrap_or(0),
         };
-        if ordinal >= pods {
-            return Err(bad(
-                "POD_ORDINAL",
-                &ordinal.to_string(),
-                format!("must be below NUM_GATEWAY_PODS={pods}"),
-            ));
-        }
+        // An ordinal at or past NUM_GATEWAY_PODS is a standby pod: it owns nothing and runs
+        // no Discord session until a rescale gives it guilds (scale up: the StatefulSet first).
         let shards = checked_shards(self.shard_strategy, pods, self.discord_shards)?;
         let sharding = Sharding {
             strategy: self.shard_strategy,

@@ -16,10 +16,10 @@ use std::time::Duration;
 
 #[derive(Debug, Args)]
 pub struct CoverageArgs {
-    /// Number of pods that should be running
-    #[arg(long, env = "NUM_GATEWAY_PODS", default_value = "1",
+    /// Number of pods that should own guilds [default: what pod 0's committed ownership says]
+    #[arg(long, env = "NUM_GATEWAY_PODS",
         value_parser = crate::config::number("NUM_GATEWAY_PODS", 1, 1 << 16))]
-    pub pods: u64,
+    pub pods: Option<u64>,
     /// Base URL of pod {ordinal}
     #[arg(long, env = "POD_URL_TEMPLATE", default_value = crate::config::DEFAULT_POD_URL_TEMPLATE,
         value_parser = crate::config::pod_url_template)]
@@ -34,10 +34,17 @@ struct Layout {
     strategy: String,
     shards: u32,
     pod_shards: Vec<u32>,
+    ownership: Epoch,
+}
+
+/// The committed epoch a pod follows, and the rescale under way.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+struct Epoch {
+    epoch: u64,
+    next: Option<serde_json::Value>,
 }
 
 pub fn run(args: CoverageArgs) -> anyhow::Result<ExitCode> {
-    let pods = args.pods as u32;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -46,23 +53,31 @@ pub fn run(args: CoverageArgs) -> anyhow::Result<ExitCode> {
         .timeout(Duration::from_secs(5))
         .build()
         .context("building the HTTP client")?;
-    let answers: Vec<Result<Layout, String>> = runtime.block_on(async {
-        let asks = (0..pods).map(|k| {
-            let url = format!("{}/status", args.pod_url_template.url(k));
-            let client = client.clone();
-            async move {
-                let response = client
-                    .get(&url)
-                    .send()
-                    .await
-                    .map_err(|e| format!("{url}: {e}"))?;
-                let body = response.bytes().await.map_err(|e| format!("{url}: {e}"))?;
-                serde_json::from_slice::<Layout>(&body)
-                    .map_err(|e| format!("{url}: not a pod's /status: {e}"))
-            }
-        });
-        futures_util::future::join_all(asks).await
-    });
+    let ask = |k: u32| {
+        let url = format!("{}/status", args.pod_url_template.url(k));
+        let client = client.clone();
+        async move {
+            let response = client
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| format!("{url}: {e}"))?;
+            let body = response.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+            serde_json::from_slice::<Layout>(&body)
+                .map_err(|e| format!("{url}: not a pod's /status: {e}"))
+        }
+    };
+    let pods = match args.pods {
+        Some(pods) => pods as u32,
+        None => {
+            runtime
+                .block_on(ask(0))
+                .map_err(|e| anyhow::anyhow!("asking pod 0 how many pods own guilds: {e}"))?
+                .num_pods
+        }
+    };
+    let answers: Vec<Result<Layout, String>> =
+        runtime.block_on(futures_util::future::join_all((0..pods).map(ask)));
 
     let mut problems = Vec::new();
     let mut layouts = Vec::new();
@@ -73,12 +88,18 @@ pub fn run(args: CoverageArgs) -> anyhow::Result<ExitCode> {
             )),
             Ok(layout) => {
                 println!(
-                    "pod {k}: ordinal {}, {} pods, {}, {} shards, runs shards {:?}",
+                    "pod {k}: ordinal {}, epoch {}, {} pods, {}, {} shards, runs shards {:?}{}",
                     layout.pod_ordinal,
+                    layout.ownership.epoch,
                     layout.num_pods,
                     layout.strategy,
                     layout.shards,
-                    layout.pod_shards
+                    layout.pod_shards,
+                    if layout.ownership.next.is_some() {
+                        " (a rescale is under way: this epoch's owners serve until its commit)"
+                    } else {
+                        ""
+                    }
                 );
                 if layout.pod_ordinal != k as u32 {
                     problems.push(format!("pod {k} answers as ordinal {}", layout.pod_ordinal));
@@ -91,8 +112,8 @@ pub fn run(args: CoverageArgs) -> anyhow::Result<ExitCode> {
     if problems.is_empty() {
         let l = &layouts[0];
         println!(
-            "every guild has exactly one owner: {pods} pods agree on {} with {} shards",
-            l.strategy, l.shards
+            "every guild has exactly one owner: {pods} pods agree on epoch {}, {} with {} shards",
+            l.ownership.epoch, l.strategy, l.shards
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -115,6 +136,12 @@ fn disagreements(pods: u32, layouts: &[Layout]) -> Vec<String> {
     }
     if let Some(first) = layouts.first() {
         for l in &layouts[1..] {
+            if l.ownership.epoch != first.ownership.epoch {
+                problems.push(format!(
+                    "pod {} follows epoch {}, pod {} epoch {}: a rescale committed on some pods only (run `guild-gateway rescale` to finish it) or a pod restored from an old backup",
+                    l.pod_ordinal, l.ownership.epoch, first.pod_ordinal, first.ownership.epoch
+                ));
+            }
             if (l.strategy.as_str(), l.shards) != (first.strategy.as_str(), first.shards) {
                 problems.push(format!(
                     "pod {} uses {} with {} shards, pod {} uses {} with {} shards",
@@ -152,6 +179,10 @@ mod tests {
             strategy: strategy.into(),
             shards,
             pod_shards: pod_shards.to_vec(),
+            ownership: Epoch {
+                epoch: 1,
+                next: None,
+            },
         }
     }
 
@@ -169,5 +200,8 @@ mod tests {
         let mut shards = ok.clone();
         shards[1].shards = 4;
         assert!(!disagreements(3, &shards).is_empty());
+        let mut epochs = ok.clone();
+        epochs[1].ownership.epoch = 2;
+        assert!(disagreements(3, &epochs)[0].contains("epoch 2"));
     }
 }

@@ -7,7 +7,6 @@ use crate::config::PodConfig;
 use crate::gateway::shards::Sessions;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context as _;
-use gateway_actors::shard::Sharding;
 use gateway_actors::Pipeline;
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -18,13 +17,14 @@ use std::time::Duration;
 /// What the handlers read.
 pub struct HttpState {
     pub pipeline: Arc<Pipeline>,
-    pub sharding: Sharding,
     /// The Discord sessions, in `serve`; readiness then requires them.
     pub gateway: Option<Arc<Sessions>>,
 }
 
 #[derive(Serialize)]
 struct Status {
+    /// The committed ownership this pod follows (its epoch, and the rescale under way).
+    ownership: crate::api::rescale::RescaleState,
     pod_ordinal: u32,
     num_pods: u32,
     strategy: &'static str,
@@ -103,14 +103,17 @@ async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
     }
 }
 
-async fn status(state: web::Data<HttpState>) -> HttpResponse {
+async fn status(state: web::Data<HttpState>, api: web::Data<Api>) -> HttpResponse {
     let p = state.pipeline.status();
     let m = state.pipeline.metrics();
     let fault = state.pipeline.storage_fault();
+    let ownership = state.pipeline.ownership();
+    let sharding = ownership.sharding();
     HttpResponse::Ok().json(Status {
-        pod_ordinal: state.sharding.ordinal,
-        num_pods: state.sharding.pods,
-        strategy: state.sharding.strategy.as_str(),
+        ownership: crate::api::rescale::state_of(&api, ownership),
+        pod_ordinal: sharding.ordinal,
+        num_pods: sharding.pods,
+        strategy: sharding.strategy.as_str(),
         last_seq_received: p.last_seq_received,
         last_seq_committed: p.last_seq_committed,
         events_accepted: p.events_accepted,
@@ -123,16 +126,21 @@ async fn status(state: web::Data<HttpState>) -> HttpResponse {
         guilds_stuck: m.guilds_stuck.get(),
         storage_error: fault.as_ref().map(|f| f.error.clone()),
         storage_failing_secs: fault.as_ref().map(|f| f.since.elapsed().as_secs_f64()),
-        shards: state.sharding.shards,
-        pod_shards: state.sharding.pod_shards(),
+        shards: sharding.shards,
+        pod_shards: ownership
+            .layout
+            .sessions(sharding.ordinal)
+            .iter()
+            .map(|s| s[0])
+            .collect(),
         session_id: state
             .gateway
             .as_ref()
-            .and_then(|g| g.sessions.first())
+            .and_then(|g| g.list().first().cloned())
             .and_then(|s| s.session_id()),
         gateway_ready: state.gateway.as_ref().map(|g| g.ready()),
         sessions: state.gateway.as_ref().map(|g| {
-            g.sessions
+            g.list()
                 .iter()
                 .map(|s| SessionStatus {
                     shard: s.shard,
@@ -155,15 +163,11 @@ pub fn start_pod(
 ) -> anyhow::Result<actix_web::dev::ServerHandle> {
     let api = Api::new(
         config.api.clone(),
-        config.sharding,
         pipeline.clone(),
         &config.database,
+        gateway.clone(),
     )?;
-    let state = HttpState {
-        pipeline,
-        sharding: config.sharding,
-        gateway,
-    };
+    let state = HttpState { pipeline, gateway };
     start(config.http_addr, state, api)
 }
 
@@ -178,6 +182,7 @@ fn start(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(api.clone())
             .configure(crate::api::routes(api.clone()))
             .route("/metrics", web::get().to(metrics))
             .route("/healthz", web::get().to(healthz))

@@ -11,6 +11,7 @@ mod gateway;
 mod http;
 mod logging;
 mod replay;
+mod rescale;
 mod reshard;
 mod routing;
 mod serve;
@@ -48,6 +49,8 @@ enum Command {
     ShardOf(shard_of::ShardOfArgs),
     /// Ask every pod how it shards, and check that every guild has exactly one owner
     Coverage(coverage::CoverageArgs),
+    /// Change the number of pods (or the strategy) under live traffic, moving every guild's history
+    Rescale(rescale::RescaleArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +66,10 @@ fn main() -> ExitCode {
         Command::Coverage(args) => match coverage::run(args) {
             Ok(code) => code,
             Err(e) => fail(e),
+        },
+        Command::Rescale(args) => match rescale::run(args) {
+            Ok(code) => code,
+            Err(e) => fail_with(e, ExitCode::FAILURE),
         },
         Command::Reshard(args) => match reshard::run(args) {
             Ok(code) => code,
@@ -110,8 +117,12 @@ fn usage_error(e: clap::Error) -> ExitCode {
 
 /// One line on stderr with the whole chain of causes.
 fn fail(error: anyhow::Error) -> ExitCode {
+    fail_with(error, ExitCode::from(2))
+}
+
+fn fail_with(error: anyhow::Error, code: ExitCode) -> ExitCode {
     eprintln!("error: {error:#}");
-    ExitCode::from(2)
+    code
 }
 
 fn run_in_system<F: std::future::Future>(future: F) -> F::Output {

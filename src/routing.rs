@@ -63,6 +63,10 @@ pub struct Owner {
     /// The bot's Discord shard count (ownership depends on it with `discord`).
     pub shards: u32,
     pub url: String,
+    /// The committed ownership epoch this answer is from (absent from `shard-of`, which
+    /// computes owners from its arguments alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 impl Owner {
@@ -79,7 +83,15 @@ impl Owner {
             strategy: sharding.strategy.as_str().to_owned(),
             shards: sharding.shards,
             url: urls.url(ordinal),
+            epoch: None,
         })
+    }
+
+    pub fn at_epoch(self, epoch: u64) -> Owner {
+        Owner {
+            epoch: Some(epoch),
+            ..self
+        }
     }
 }
 

@@ -10,7 +10,7 @@
 use crate::config::PodConfig;
 use crate::gateway::connection::discord_http;
 use crate::gateway::identify::{IdentifyGate, StartLimits};
-use crate::gateway::shards::ShardSet;
+use crate::gateway::shards::{Discord, ShardSet};
 use crate::gateway::{GatewayActor, GatewayMetrics};
 use crate::http;
 use crate::signals::shutdown_signal;
@@ -18,6 +18,7 @@ use actix::prelude::*;
 use anyhow::Context as _;
 use clap::Args;
 use gateway_actors::metrics::Metrics;
+use gateway_actors::ownership::Ownership;
 use gateway_actors::Pipeline;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -98,33 +99,42 @@ pub async fn run(mut config: PodConfig, discord: DiscordSettings) -> anyhow::Res
     if config.shards_auto {
         config.sharding.shards = recommended_shards(&discord).await?;
     }
-    let sharding = config.sharding;
-    let metrics =
-        Arc::new(Metrics::new(sharding.ordinal, sharding.pods).context("registering metrics")?);
+    let metrics = Arc::new(
+        Metrics::new(config.sharding.ordinal, config.sharding.pods)
+            .context("registering metrics")?,
+    );
     let gateway_metrics =
         Arc::new(GatewayMetrics::register(&metrics.registry).context("registering metrics")?);
     let pipeline = Arc::new(
         Pipeline::start(config.pipeline.clone(), metrics)
             .with_context(|| format!("opening the pod's database {}", config.database.display()))?,
     );
+    // The committed ownership, not the settings, decides what this pod runs (they differ
+    // after a rescale until the settings are updated; /status says so).
+    let ownership = pipeline.ownership();
     let gate = Arc::new(IdentifyGate::new(
-        sharding,
         discord.session_start_reserve,
         discord.identify_backoff,
         identify_record_path(&config.database),
         gateway_metrics.session_starts_remaining.clone(),
     ));
     let (mut shards, mut events) = ShardSet::start(
-        &discord.token,
-        discord.api_url.as_deref(),
-        &sharding,
+        Discord {
+            token: discord.token.clone(),
+            api_url: discord.api_url.clone(),
+            ordinal: ownership.ordinal,
+        },
+        ownership.epoch,
+        ownership.layout,
         gate,
         gateway_metrics,
     );
+    follow_rescale(&mut shards, &ownership).await;
     let server = http::start_pod(&config, pipeline.clone(), Some(shards.sessions.clone()))?;
+    let sharding = ownership.sharding();
     tracing::info!(pod = sharding.ordinal, pods = sharding.pods, strategy = %sharding.strategy,
-        shards = sharding.shards, pod_shards = ?sharding.pod_shards(),
-        database = %config.database.display(), "serving");
+        shards = sharding.shards, pod_shards = ?ownership.layout.sessions(sharding.ordinal),
+        epoch = ownership.epoch, database = %config.database.display(), "serving");
 
     let (submitted_tx, submitted) = tokio::sync::oneshot::channel();
     let events = futures_util::stream::poll_fn(move |cx| events.poll_recv(cx));
@@ -135,12 +145,19 @@ pub async fn run(mut config: PodConfig, discord: DiscordSettings) -> anyhow::Res
     });
 
     tokio::pin!(signal);
-    let outcome = tokio::select! {
-        name = &mut signal => {
-            tracing::info!("{name}: closing the Discord sessions and draining");
-            Ok(())
+    let mut ownership_changes = pipeline.watch_ownership();
+    let outcome = loop {
+        tokio::select! {
+            name = &mut signal => {
+                tracing::info!("{name}: closing the Discord sessions and draining");
+                break Ok(());
+            }
+            finished = shards.finished() => break finished,
+            Ok(()) = ownership_changes.changed() => {
+                let ownership = *ownership_changes.borrow_and_update();
+                follow_rescale(&mut shards, &ownership).await;
+            }
         }
-        finished = shards.finished() => finished,
     };
     // Every session closes (a fatal close of one ends the pod: the others would only keep
     // receiving guilds whose shard is gone).
@@ -196,6 +213,19 @@ pub async fn run(mut config: PodConfig, discord: DiscordSettings) -> anyhow::Res
         Err(e) => {
             eprintln!("error: {e}");
             Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Runs the sessions a rescale needs: the new layout's beside the old while it changes this
+/// pod's sessions, and only the committed layout's otherwise.
+async fn follow_rescale(shards: &mut ShardSet, ownership: &Ownership) {
+    match ownership.next {
+        Some(next) if ownership.sessions_change() => shards.open(next.epoch, next.layout),
+        Some(_) => {}
+        None => {
+            shards.open(ownership.epoch, ownership.layout);
+            shards.close_all_but(ownership.epoch).await;
         }
     }
 }

@@ -45,19 +45,8 @@ fn bad_pod_counts() {
 
 #[test]
 fn bad_ordinals() {
-    assert_rejected(
-        &[("NUM_GATEWAY_PODS", "3"), ("POD_ORDINAL", "3")],
-        "POD_ORDINAL",
-        "\"3\"",
-    );
     assert_rejected(&[("POD_ORDINAL", "-1")], "POD_ORDINAL", "\"-1\"");
     assert_rejected(&[("POD_ORDINAL", "1.5")], "POD_ORDINAL", "\"1.5\"");
-    // The HOSTNAME fallback is validated too.
-    assert_rejected(
-        &[("NUM_GATEWAY_PODS", "3"), ("HOSTNAME", "gateway-4")],
-        "POD_ORDINAL",
-        "\"4\"",
-    );
 }
 
 #[test]

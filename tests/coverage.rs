@@ -68,7 +68,7 @@ fn agreeing_pods_cover_every_guild_once() {
 #[test]
 fn a_stale_pod_count_or_a_missing_pod_fails_the_check() {
     let dir = tempfile::tempdir().unwrap();
-    // Pod 2 restarted with the old count: it shards for 4 pods.
+    // Pod 2 started on a fresh volume with another count: it shards for 4 pods.
     let (mut pods, template) = pods(dir.path(), &[3, 3, 4]);
     let (ok, text) = coverage(3, &template);
     assert!(!ok, "{text}");

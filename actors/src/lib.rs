@@ -27,13 +27,13 @@ mod storage;
 
 // Short paths inside the crate; the groups above are the tree's shape.
 use actors::{filter, guild, inbox, writer};
-pub use domain::{event, shard, stats, time};
+pub use domain::{event, ownership, shard, stats, time};
 pub(crate) use domain::{handlers, moderation, scope};
-pub(crate) use storage::store;
+pub(crate) use storage::{handoff, store};
 pub use storage::{query, reshard};
 
 pub use health::StorageFault;
-pub use pipeline::{Pipeline, PipelineConfig, SlowGuildHook};
+pub use pipeline::{Pipeline, PipelineConfig, RescaleError, SlowGuildHook};
 pub use storage::store::{count_rows, CacheExpiry, StoreError, BUSY_TIMEOUT};
 pub use writer::{NotWritable, SettingsError};
 
@@ -44,4 +44,16 @@ pub mod internals {
     pub use crate::handlers::GuildState;
     pub use crate::moderation::ModerationLog;
     pub use crate::store::{apply, open_writer, Op};
+}
+
+/// An error and its causes, on one line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

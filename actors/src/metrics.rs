@@ -45,6 +45,17 @@ pub struct Metrics {
     pub write_retries: IntCounterVec,
     /// Writes refused because the row they name belongs to another guild than the event's.
     pub cross_guild_writes_refused: IntCounter,
+    /// Live rescale: the committed epoch, the phase of the change under way, its events.
+    pub epoch: IntGauge,
+    pub rescale_phase: IntGauge,
+    pub rescale_captured_events: IntCounter,
+    pub rescale_frozen_events: IntCounter,
+    pub rescale_guilds_moved: IntCounter,
+    pub rescale_guilds_remaining: IntGauge,
+    pub rescale_pause_seconds: Histogram,
+    /// 1 while NUM_GATEWAY_PODS, SHARD_STRATEGY or DISCORD_SHARDS differ from the committed
+    /// ownership this pod follows.
+    pub config_stale: IntGauge,
 }
 
 impl Metrics {
@@ -162,7 +173,10 @@ impl Metrics {
                 "1 when /readyz answers ready (database writable, gateway session up).",
             )?,
             pod_ordinal: gauge("pod_ordinal", "This pod's ordinal.")?,
-            pods: gauge("pods", "Number of gateway pods (NUM_GATEWAY_PODS).")?,
+            pods: gauge(
+                "pods",
+                "Number of gateway pods in the committed ownership this pod follows.",
+            )?,
             cache_expired: counter_vec(
                 "message_cache_expired_total",
                 "message_cache rows changed by the expiry job.",
@@ -192,6 +206,39 @@ impl Metrics {
             cross_guild_writes_refused: counter(
                 "cross_guild_writes_refused_total",
                 "Writes refused because the row they name (a channel, a message, an audit entry) belongs to another guild than the event's; nothing was changed.",
+            )?,
+            epoch: gauge(
+                "ownership_epoch",
+                "The committed ownership epoch this pod follows (each rescale adds one).",
+            )?,
+            rescale_phase: gauge(
+                "rescale_phase",
+                "This pod's part in a rescale: 0 none, 1 capturing, 2 frozen, 3 live (waiting for the commit).",
+            )?,
+            rescale_captured_events: counter(
+                "rescale_captured_events_total",
+                "Events of guilds coming to this pod written to the capture log.",
+            )?,
+            rescale_frozen_events: counter(
+                "rescale_frozen_events_total",
+                "Events of guilds leaving this pod not applied after their freeze (the new owner captured them).",
+            )?,
+            rescale_guilds_moved: counter(
+                "rescale_guilds_moved_total",
+                "Guilds imported by this pod from their previous owners.",
+            )?,
+            rescale_guilds_remaining: gauge(
+                "rescale_guilds_remaining",
+                "Guilds this pod gives away in the rescale under way (counted at the freeze), until the commit.",
+            )?,
+            rescale_pause_seconds: histogram(
+                "rescale_pause_seconds",
+                "Per moved guild: the time from its freeze on the old owner to live on this pod.",
+                exponential_buckets(0.05, 2.0, 12)?,
+            )?,
+            config_stale: gauge(
+                "config_stale",
+                "1 while NUM_GATEWAY_PODS, SHARD_STRATEGY or DISCORD_SHARDS differ from the committed ownership the pod follows.",
             )?,
             registry,
         };

@@ -6,17 +6,19 @@
 //! It must be called inside a running actix `System`.
 
 use crate::event::Dispatch;
-use crate::filter::ShardFilter;
+use crate::filter::{Commit, Freeze, GoLive, SetOwnership, ShardFilter};
 pub use crate::guild::SlowGuildHook;
 use crate::guild::{FlushWaiting, GuildDeps};
+use crate::handoff;
 use crate::health::{StorageFault, StorageHealth};
 use crate::inbox::GuildEvent;
 use crate::metrics::Metrics;
+use crate::ownership::{Layout, Ownership, Transition};
 use crate::progress::{Progress, Snapshot};
 use crate::shard::Sharding;
 use crate::store::{self, CacheExpiry, StoreError};
 use crate::writer::{
-    CheckWritable, NotWritable, PatchSettings, SettingsError, SqliteWriter, WriterConfig,
+    CheckWritable, Handoff, NotWritable, PatchSettings, SettingsError, SqliteWriter, WriterConfig,
     WriterLink,
 };
 use actix::prelude::*;
@@ -95,8 +97,25 @@ pub struct Pipeline {
     database: PathBuf,
     /// The writer's thread and the guild workers, stopped by `shutdown`.
     arbiters: Vec<Arbiter>,
+    /// The ownership persisted in the database (the filter may be a step ahead while a
+    /// rescale step commits): what the API routes by and the gateway's sessions follow.
+    ownership: tokio::sync::watch::Sender<Ownership>,
+    /// Why NUM_GATEWAY_PODS and the others differ from the committed ownership, if they do.
+    config_stale: Option<String>,
+    /// One rescale step at a time.
+    handoff: tokio::sync::Mutex<()>,
     /// This process is the database's only writer while the pipeline lives.
     _lock: store::WriterLock,
+}
+
+/// Why a rescale step was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RescaleError {
+    /// Not in this state: another epoch, or a step out of order.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Failed(String),
 }
 
 impl Pipeline {
@@ -108,6 +127,7 @@ impl Pipeline {
                 path: config.database.clone(),
                 source,
             })?;
+        let (ownership, config_stale) = committed_ownership(&conn, &config)?;
         let reads = store::read_pool(&config.database, config.read_pool_size)?;
         let progress = Arc::new(Progress::new(
             config.max_in_flight,
@@ -139,13 +159,28 @@ impl Pipeline {
             slow_hook: config.slow_hook.clone(),
         };
         let filter = ShardFilter::new(
-            config.sharding,
+            ownership,
             config.guild_mailbox.max(1),
             config.guild_stuck,
             workers.iter().map(|a| a.handle()).collect(),
             deps,
         )
         .start();
+        if ownership.next.is_some_and(|t| t.live) {
+            // Restarted after going live and before the commit: the whole log again, first.
+            let replay = filter.send(GoLive(ownership));
+            actix::spawn(async move {
+                match replay.await {
+                    Ok(Ok(events)) => {
+                        tracing::info!(events, "capture log re-applied after a restart")
+                    }
+                    Ok(Err(e)) => tracing::error!(error = %e, "re-applying the capture log"),
+                    Err(e) => tracing::error!(error = %e, "re-applying the capture log"),
+                }
+            });
+        }
+        publish(&metrics, &ownership);
+        metrics.config_stale.set(i64::from(config_stale.is_some()));
 
         let mut arbiters = workers;
         arbiters.push(writer_thread);
@@ -157,6 +192,9 @@ impl Pipeline {
             metrics,
             database: config.database,
             arbiters,
+            ownership: tokio::sync::watch::channel(ownership).0,
+            config_stale,
+            handoff: tokio::sync::Mutex::new(()),
             _lock: lock,
         })
     }
@@ -164,9 +202,18 @@ impl Pipeline {
     /// Accepts one dispatch, waiting while `max_in_flight` events are unfinished or the
     /// storage cannot take writes.
     pub async fn submit(&self, dispatch: Dispatch) {
+        self.submit_from(dispatch, self.ownership().epoch).await;
+    }
+
+    /// [`Pipeline::submit`] for an event of the Discord sessions of epoch `source_epoch`.
+    pub async fn submit_from(&self, dispatch: Dispatch, source_epoch: u64) {
         self.health.wait_until_writable().await;
         let ticket = self.progress.admit(dispatch.seq).await;
-        self.filter.do_send(GuildEvent { ticket, dispatch });
+        self.filter.do_send(GuildEvent {
+            ticket,
+            dispatch,
+            source_epoch,
+        });
     }
 
     /// Resolves when every accepted event is committed (or deliberately skipped or shed). No
@@ -246,6 +293,250 @@ impl Pipeline {
             .map_err(|_| SettingsError::WriterGone)?
     }
 
+    /// The committed ownership and the transition under way, as persisted.
+    pub fn ownership(&self) -> Ownership {
+        *self.ownership.borrow()
+    }
+
+    /// Told of every change of [`Pipeline::ownership`].
+    pub fn watch_ownership(&self) -> tokio::sync::watch::Receiver<Ownership> {
+        self.ownership.subscribe()
+    }
+
+    /// How the pod's settings differ from the committed ownership it follows, if they do.
+    pub fn config_stale(&self) -> Option<&str> {
+        self.config_stale.as_deref()
+    }
+
+    fn set_ownership(&self, ownership: Ownership) {
+        publish(&self.metrics, &ownership);
+        self.ownership.send_replace(ownership);
+    }
+
+    async fn save(&self, ownership: Ownership) -> Result<(), RescaleError> {
+        self.writer
+            .send(Handoff::Save(ownership))
+            .await
+            .map_err(|_| RescaleError::Failed("the writer is gone".into()))?
+            .map_err(RescaleError::Failed)
+    }
+
+    /// The transition of `epoch`, or why there is none.
+    fn transition(&self, epoch: u64) -> Result<(Ownership, Transition), RescaleError> {
+        let now = self.ownership();
+        match now.next {
+            Some(next) if next.epoch == epoch => Ok((now, next)),
+            Some(next) => Err(RescaleError::Conflict(format!(
+                "pod {} is in the rescale to epoch {} ({}), not {epoch}",
+                now.ordinal, next.epoch, next.layout
+            ))),
+            None => Err(RescaleError::Conflict(format!(
+                "pod {} has no rescale under way (committed epoch {}: {})",
+                now.ordinal, now.epoch, now.layout
+            ))),
+        }
+    }
+
+    /// Step 1: start capturing the guilds that come here under `layout` (epoch `epoch`).
+    pub async fn prepare(&self, epoch: u64, layout: Layout) -> Result<Ownership, RescaleError> {
+        let _one = self.handoff.lock().await;
+        let now = self.ownership();
+        match now.next {
+            Some(next) if next.epoch == epoch && next.layout == layout => return Ok(now),
+            None if now.epoch == epoch && now.layout == layout => return Ok(now),
+            None if now.epoch + 1 == epoch => {}
+            _ => {
+                return Err(RescaleError::Conflict(format!(
+                    "pod {} cannot prepare epoch {epoch} ({layout}): committed epoch {} ({}), under way: {}",
+                    now.ordinal,
+                    now.epoch,
+                    now.layout,
+                    now.next.map_or("none".into(), |t| format!("epoch {} ({})", t.epoch, t.layout))
+                )))
+            }
+        }
+        let prepared = Ownership {
+            next: Some(Transition {
+                epoch,
+                layout,
+                frozen: false,
+                live: false,
+            }),
+            ..now
+        };
+        self.save(prepared).await?;
+        self.filter
+            .send(SetOwnership(prepared))
+            .await
+            .map_err(|_| RescaleError::Failed("the shard filter is gone".into()))?;
+        self.set_ownership(prepared);
+        tracing::info!(epoch, %layout, "rescale prepared: capturing incoming guilds");
+        Ok(prepared)
+    }
+
+    /// Step 2: stop applying the guilds that leave, and commit what was accepted for them.
+    pub async fn freeze(&self, epoch: u64, limit: Duration) -> Result<Ownership, RescaleError> {
+        let _one = self.handoff.lock().await;
+        let (now, next) = self.transition(epoch)?;
+        if next.frozen {
+            return Ok(now);
+        }
+        let mark = self
+            .filter
+            .send(Freeze)
+            .await
+            .map_err(|_| RescaleError::Failed("the shard filter is gone".into()))?;
+        tokio::time::timeout(limit, self.progress.wait_before(mark))
+            .await
+            .map_err(|_| {
+                RescaleError::Failed(format!(
+                    "the events accepted before the freeze were not committed within {limit:?}"
+                ))
+            })?;
+        let frozen = Ownership {
+            next: Some(Transition {
+                frozen: true,
+                ..next
+            }),
+            ..now
+        };
+        self.save(frozen).await?;
+        self.set_ownership(frozen);
+        let database = self.database.clone();
+        let leaving = tokio::task::spawn_blocking(move || {
+            handoff::count_guilds(&database, move |g| now.outgoing(g) && !now.incoming(g))
+        })
+        .await;
+        if let Ok(Ok(leaving)) = leaving {
+            self.metrics.rescale_guilds_remaining.set(leaving);
+        }
+        tracing::info!(epoch, "rescale: outgoing guilds frozen");
+        Ok(frozen)
+    }
+
+    /// Step 3 (on the old owner): a database of the frozen guilds that go to pod `to`.
+    pub async fn export(&self, epoch: u64, to: u32, out: PathBuf) -> Result<(), RescaleError> {
+        let (now, next) = self.transition(epoch)?;
+        if !next.frozen {
+            return Err(RescaleError::Conflict(format!(
+                "pod {} is not frozen for epoch {epoch}",
+                now.ordinal
+            )));
+        }
+        let database = self.database.clone();
+        let moves =
+            move |g: u64| now.outgoing(g) && next.layout.owner(g) == to && to != now.ordinal;
+        tokio::task::spawn_blocking(move || handoff::export(&database, &out, moves))
+            .await
+            .map_err(|e| RescaleError::Failed(e.to_string()))?
+            .map_err(|e| RescaleError::Failed(crate::error_chain(&e)))
+    }
+
+    /// Step 3 (on the new owner): import the exported `files`, re-apply the capture log, and
+    /// apply the incoming guilds' events from now on. `frozen_at`: when the freeze began, for
+    /// the pause metric.
+    pub async fn import(
+        &self,
+        epoch: u64,
+        files: Vec<PathBuf>,
+        frozen_at: Option<std::time::SystemTime>,
+    ) -> Result<(Ownership, u64, usize), RescaleError> {
+        let _one = self.handoff.lock().await;
+        let (now, next) = self.transition(epoch)?;
+        if next.live {
+            return Ok((now, 0, 0));
+        }
+        let live = Ownership {
+            next: Some(Transition { live: true, ..next }),
+            ..now
+        };
+        let mut guilds = 0;
+        for file in &files {
+            guilds += handoff::guild_count(file).unwrap_or(0);
+        }
+        self.writer
+            .send(Handoff::Import(files, live))
+            .await
+            .map_err(|_| RescaleError::Failed("the writer is gone".into()))?
+            .map_err(RescaleError::Failed)?;
+        let replayed = self
+            .filter
+            .send(GoLive(live))
+            .await
+            .map_err(|_| RescaleError::Failed("the shard filter is gone".into()))?
+            .map_err(RescaleError::Failed)?;
+        self.set_ownership(live);
+        self.metrics.rescale_guilds_moved.inc_by(guilds);
+        if let Some(pause) = frozen_at.and_then(|t| t.elapsed().ok()) {
+            for _ in 0..guilds {
+                self.metrics
+                    .rescale_pause_seconds
+                    .observe(pause.as_secs_f64());
+            }
+        }
+        tracing::info!(
+            epoch,
+            guilds,
+            replayed,
+            "rescale: incoming guilds imported and live"
+        );
+        Ok((live, guilds, replayed))
+    }
+
+    /// Step 4: the new layout is this pod's; the rows it gave away are deleted.
+    pub async fn commit(&self, epoch: u64) -> Result<Ownership, RescaleError> {
+        let _one = self.handoff.lock().await;
+        let now = self.ownership();
+        if now.next.is_none() && now.epoch == epoch {
+            return Ok(now);
+        }
+        let (now, next) = self.transition(epoch)?;
+        let gives = now.ordinal < now.layout.pods;
+        let takes = now.ordinal < next.layout.pods;
+        if (gives && !next.frozen) || (takes && !next.live) {
+            return Err(RescaleError::Conflict(format!(
+                "pod {} cannot commit epoch {epoch}: frozen {}, live {}",
+                now.ordinal, next.frozen, next.live
+            )));
+        }
+        let committed = Ownership {
+            ordinal: now.ordinal,
+            epoch,
+            layout: next.layout,
+            next: None,
+        };
+        self.commit_as(committed).await?;
+        tracing::info!(epoch, layout = %next.layout, "rescale committed");
+        Ok(committed)
+    }
+
+    /// Gives up a rescale before this pod froze anything: the capture log is dropped.
+    pub async fn abort(&self, epoch: u64) -> Result<Ownership, RescaleError> {
+        let _one = self.handoff.lock().await;
+        let (now, next) = self.transition(epoch)?;
+        if next.frozen {
+            return Err(RescaleError::Conflict(format!(
+                "pod {} is frozen for epoch {epoch}: after a freeze a rescale only rolls forward",
+                now.ordinal
+            )));
+        }
+        let back = Ownership { next: None, ..now };
+        self.commit_as(back).await?;
+        tracing::info!(epoch, "rescale aborted");
+        Ok(back)
+    }
+
+    async fn commit_as(&self, ownership: Ownership) -> Result<(), RescaleError> {
+        self.filter
+            .send(Commit(ownership))
+            .await
+            .map_err(|_| RescaleError::Failed("the shard filter is gone".into()))?
+            .map_err(RescaleError::Failed)?;
+        self.set_ownership(ownership);
+        self.metrics.rescale_guilds_remaining.set(0);
+        Ok(())
+    }
+
     /// Stops the worker threads after a drain; the writer commits anything left as it stops.
     pub fn shutdown(self) {
         for arbiter in self.arbiters {
@@ -255,4 +546,45 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// The ownership persisted in the database, or (first start) the configured one, persisted
+/// now; with a description of how the configuration differs from it.
+fn committed_ownership(
+    conn: &rusqlite::Connection,
+    config: &PipelineConfig,
+) -> Result<(Ownership, Option<String>), StoreError> {
+    let configured = Layout::of(&config.sharding);
+    match handoff::load(conn, config.sharding.ordinal)? {
+        Some(ownership) => {
+            let stale = (ownership.layout != configured).then(|| {
+                format!(
+                    "the settings say {configured}, the committed ownership (epoch {}) says {}: the pod follows the committed ownership; update NUM_GATEWAY_PODS, SHARD_STRATEGY and DISCORD_SHARDS",
+                    ownership.epoch, ownership.layout
+                )
+            });
+            if let Some(stale) = &stale {
+                tracing::warn!("{stale}");
+            }
+            Ok((ownership, stale))
+        }
+        None => {
+            let ownership = Ownership::initial(&config.sharding);
+            handoff::save(conn, &ownership)?;
+            Ok((ownership, None))
+        }
+    }
+}
+
+/// The ownership gauges.
+fn publish(metrics: &Metrics, ownership: &Ownership) {
+    metrics.epoch.set(ownership.epoch as i64);
+    metrics.pods.set(i64::from(ownership.layout.pods));
+    let phase = match ownership.next {
+        None => 0,
+        Some(t) if t.live => 3,
+        Some(t) if t.frozen => 2,
+        Some(_) => 1,
+    };
+    metrics.rescale_phase.set(phase);
 }

@@ -7,6 +7,7 @@
 
 use prometheus::Histogram;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use tokio::sync::{Notify, Semaphore};
@@ -48,6 +49,9 @@ pub struct Progress {
     admission: Arc<Semaphore>,
     /// Woken when the last unfinished event is done (drains wait on it).
     idle: Notify,
+    /// Events accepted without a permit ([`Progress::admit_now`]): their completion pays
+    /// this back instead of returning a permit.
+    debt: AtomicUsize,
 }
 
 impl Progress {
@@ -57,6 +61,7 @@ impl Progress {
             latency,
             admission: Arc::new(Semaphore::new(max_in_flight.max(1))),
             idle: Notify::new(),
+            debt: AtomicUsize::new(0),
         }
     }
 
@@ -72,6 +77,33 @@ impl Progress {
             permit.forget();
         }
         self.begin(seq)
+    }
+
+    /// Accepts an event without waiting, past the bound if need be: for a rescale's capture
+    /// log, re-applied at once when a guild goes live (already accepted once, and bounded by
+    /// the log).
+    pub fn admit_now(&self, seq: Option<u64>) -> Ticket {
+        match self.admission.try_acquire() {
+            Ok(permit) => permit.forget(),
+            Err(_) => {
+                self.debt.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        self.begin(seq)
+    }
+
+    /// The ticket the next accepted event will get: [`Progress::wait_before`] it waits for
+    /// everything accepted until now.
+    pub fn mark(&self) -> u64 {
+        let w = self.lock();
+        w.first + w.slots.len() as u64
+    }
+
+    /// Resolves when every event accepted before `mark` is done.
+    pub async fn wait_before(&self, mark: u64) {
+        while self.lock().first < mark {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     fn begin(&self, seq: Option<u64>) -> Ticket {
@@ -117,7 +149,13 @@ impl Progress {
         if let Some(latency) = &self.latency {
             latency.observe(accepted.elapsed().as_secs_f64());
         }
-        self.admission.add_permits(1);
+        let repaid = self
+            .debt
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1))
+            .is_ok();
+        if !repaid {
+            self.admission.add_permits(1);
+        }
         if idle {
             self.idle.notify_waiters();
         }

@@ -4,7 +4,7 @@ use crate::routing::Owner;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use gateway_actors::query::QueryError;
-use gateway_actors::SettingsError;
+use gateway_actors::{RescaleError, SettingsError};
 use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,12 @@ pub enum ApiError {
     Pod { status: StatusCode, message: String },
     #[error("{0}")]
     Internal(String),
+    /// A rescale step out of order or for another epoch.
+    #[error(transparent)]
+    Rescale(#[from] RescaleError),
+    /// The guild is moving to another pod: try again in a moment.
+    #[error("{0}")]
+    Moving(String),
 }
 
 impl ApiError {
@@ -58,6 +64,9 @@ impl ResponseError for ApiError {
             ApiError::Settings(SettingsError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Settings(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Pod { status, .. } => *status,
+            ApiError::Rescale(RescaleError::Conflict(_)) => StatusCode::CONFLICT,
+            ApiError::Rescale(RescaleError::Failed(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Moving(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -79,6 +88,7 @@ impl ResponseError for ApiError {
                 "strategy": owner.strategy,
                 "shards": owner.shards,
                 "url": owner.url,
+                "epoch": owner.epoch,
             })),
             ApiError::Unauthorized(_) | ApiError::Disabled => response
                 .insert_header(("WWW-Authenticate", "Bearer"))

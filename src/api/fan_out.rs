@@ -66,7 +66,7 @@ pub async fn query_guilds(
     let parts = by_owner.into_iter().map(|(ordinal, guilds)| {
         let (api, sql, params) = (api.clone(), sql.clone(), params.clone());
         async move {
-            let rows = if ordinal == api.sharding.ordinal {
+            let rows = if ordinal == api.sharding().ordinal {
                 run_local(&api, "query", QueryBody { sql, params }).await
             } else if forwarded {
                 // The caller thought this pod owns these guilds: pods disagree on ownership.

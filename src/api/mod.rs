@@ -17,9 +17,11 @@ mod fan_out;
 mod guard;
 mod metrics;
 mod query;
+pub mod rescale;
 mod settings;
 
 use crate::config::ApiConfig;
+use crate::gateway::shards::Sessions;
 use crate::routing::Owner;
 use actix_web::{web, HttpResponse};
 use gateway_actors::query::QueryPool;
@@ -33,21 +35,25 @@ pub use metrics::ApiMetrics;
 /// What the API's handlers share.
 pub struct Api {
     pub config: ApiConfig,
-    pub sharding: Sharding,
     pub pool: QueryPool,
     /// The one writer, for settings.
     pub pipeline: Arc<Pipeline>,
     /// Calls to the other pods (cross-guild reads).
     pub client: reqwest::Client,
+    /// Calls to the other pods that move a guild's rows (no query-sized time limit).
+    pub transfer: reqwest::Client,
     pub metrics: ApiMetrics,
+    pub database: std::path::PathBuf,
+    /// The Discord sessions (serve): a rescale asks whether the new ones are up.
+    pub gateway: Option<Arc<Sessions>>,
 }
 
 impl Api {
     pub fn new(
         config: ApiConfig,
-        sharding: Sharding,
         pipeline: Arc<Pipeline>,
         database: &std::path::Path,
+        gateway: Option<Arc<Sessions>>,
     ) -> anyhow::Result<Api> {
         use anyhow::Context as _;
         let pool = QueryPool::open(database, config.pool_size, config.limits)
@@ -58,27 +64,56 @@ impl Api {
             .connect_timeout(std::time::Duration::from_secs(2))
             .build()
             .context("building the HTTP client for pod-to-pod calls")?;
+        let transfer = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .timeout(std::time::Duration::from_secs(600))
+            .build()
+            .context("building the HTTP client for pod-to-pod transfers")?;
         let metrics = ApiMetrics::register(&pipeline.metrics().registry)
             .context("registering the API's metrics")?;
         Ok(Api {
             config,
-            sharding,
             pool,
             pipeline,
             client,
+            transfer,
             metrics,
+            database: database.to_owned(),
+            gateway,
         })
     }
 
+    /// This pod under the committed ownership: owners, 421s and the routing of cross-guild
+    /// reads follow it (a rescale moves a guild's reads at its commit).
+    pub fn sharding(&self) -> Sharding {
+        self.pipeline.ownership().sharding()
+    }
+
     pub fn owner(&self, guild_id: &str) -> Result<Owner, ApiError> {
-        Owner::of(guild_id, &self.sharding, &self.config.pod_urls)
+        let ownership = self.pipeline.ownership();
+        Owner::of(guild_id, &ownership.sharding(), &self.config.pod_urls)
+            .map(|owner| owner.at_epoch(ownership.epoch))
             .map_err(|e| ApiError::BadRequest(format!("guild id {guild_id:?}: {e}")))
+    }
+
+    /// Refuses a write to a guild this pod has frozen for a rescale: its rows are being
+    /// exported, and the new owner takes writes after the commit.
+    pub fn writable(&self, guild_id: &str) -> Result<(), ApiError> {
+        let ownership = self.pipeline.ownership();
+        let frozen = ownership.next.is_some_and(|t| t.frozen);
+        match guild_id.parse::<u64>() {
+            Ok(id) if frozen && ownership.outgoing(id) => Err(ApiError::Moving(format!(
+                "guild {guild_id} is moving to another pod (rescale to epoch {}); retry in a few seconds",
+                ownership.next.map_or(0, |t| t.epoch)
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// The guild's owner, if it is this pod; else the 421 that names the owner.
     pub fn owned(&self, guild_id: &str) -> Result<(), ApiError> {
         let owner = self.owner(guild_id)?;
-        if owner.ordinal == self.sharding.ordinal {
+        if owner.ordinal == self.pipeline.ownership().ordinal {
             Ok(())
         } else {
             self.metrics.misdirected.inc();
@@ -111,6 +146,13 @@ pub fn routes(api: web::Data<Api>) -> impl FnOnce(&mut web::ServiceConfig) {
                     "/guilds/{guild_id}/settings",
                     web::patch().to(settings::patch),
                 )
+                .route("/rescale", web::get().to(rescale::state))
+                .route("/rescale/prepare", web::post().to(rescale::prepare))
+                .route("/rescale/freeze", web::post().to(rescale::freeze))
+                .route("/rescale/export", web::get().to(rescale::export))
+                .route("/rescale/import", web::post().to(rescale::import))
+                .route("/rescale/commit", web::post().to(rescale::commit))
+                .route("/rescale/abort", web::post().to(rescale::abort))
                 .default_service(web::to(|| async {
                     ApiError::NotFound("no such /v1 endpoint".into()).into_response()
                 })),

@@ -26,6 +26,7 @@ pub async fn patch(
     body: web::Json<Json>,
 ) -> Result<HttpResponse, ApiError> {
     api.owned(&guild_id)?;
+    api.writable(&guild_id)?;
     // Any other JSON value would replace the whole document (RFC 7396); the settings page
     // only ever sends objects, so anything else is a mistake.
     if !body.is_object() {

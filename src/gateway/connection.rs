@@ -56,12 +56,18 @@ pub struct ConnectionConfig {
     pub api_url: Option<String>,
     /// `[id, total]`: the shard this session identifies as.
     pub shard: [u32; 2],
+    /// The ownership epoch whose layout this session serves, and this pod under that
+    /// layout (its identify slot depends on it).
+    pub epoch: u64,
+    pub sharding: gateway_actors::shard::Sharding,
 }
 
 /// One session's state: whether it is usable (READY or RESUMED seen and not lost since), and
 /// how far the pipeline has taken its events.
 pub struct SessionState {
     pub shard: [u32; 2],
+    /// The ownership epoch whose layout this session serves.
+    pub epoch: u64,
     pub ready: AtomicBool,
     /// The current session's id (from READY), for matching a pod with a fake's session.
     pub session_id: std::sync::Mutex<Option<String>>,
@@ -74,9 +80,10 @@ pub struct SessionState {
 }
 
 impl SessionState {
-    pub fn new(shard: [u32; 2]) -> SessionState {
+    pub fn new(shard: [u32; 2], epoch: u64) -> SessionState {
         SessionState {
             shard,
+            epoch,
             ready: AtomicBool::new(false),
             session_id: std::sync::Mutex::new(None),
             identifies: AtomicU64::new(0),
@@ -258,6 +265,8 @@ pub struct Connection {
     stop: tokio::sync::watch::Sender<bool>,
     /// The thread has ended (nothing left to shut down).
     ended: Arc<AtomicBool>,
+    /// `shutdown` was called: the end that follows was asked for.
+    asked: Arc<AtomicBool>,
 }
 
 /// What every session of a pod shares.
@@ -274,7 +283,7 @@ impl Connection {
         let (done_tx, finished) = oneshot::channel();
         let (manager_tx, shard_manager) = oneshot::channel();
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let state = Arc::new(SessionState::new(config.shard));
+        let state = Arc::new(SessionState::new(config.shard, config.epoch));
         let thread_state = state.clone();
         let ended = Arc::new(AtomicBool::new(false));
         let thread_ended = ended.clone();
@@ -307,6 +316,7 @@ impl Connection {
             shard_manager,
             stop,
             ended,
+            asked: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -315,8 +325,14 @@ impl Connection {
         std::mem::replace(&mut self.finished, oneshot::channel().1)
     }
 
+    /// Whether `shutdown` was called (read when the session ends).
+    pub fn stop_requested(&self) -> Arc<AtomicBool> {
+        self.asked.clone()
+    }
+
     /// Closes the session (or gives up waiting to open it).
     pub async fn shutdown(&mut self) {
+        self.asked.store(true, Ordering::SeqCst);
         let _ = self.stop.send(true);
         if self.ended.load(Ordering::SeqCst) {
             return;
@@ -353,7 +369,7 @@ async fn run(
     rest.get_gateway().await.map_err(unreachable)?;
     let mut fatal = close_codes::watch().register(shard);
     tokio::select! {
-        turn = shared.gate.wait_turn(shard, &rest) => { turn.map_err(unreachable)?; }
+        turn = shared.gate.wait_turn(&config.sharding, shard, &rest) => { turn.map_err(unreachable)?; }
         _ = stopped.wait_for(|stop| *stop) => return Ok(()),
     }
     tracing::info!(shard, shards, "identifying");

@@ -103,6 +103,7 @@ pub fn to_dispatch(event: &SEvent, seq: Option<u64>) -> Dispatch {
             seq,
             guild_id: None,
             event: Event::Other,
+            payload: None,
         }
     })
 }
@@ -112,8 +113,31 @@ mod tests {
     use super::*;
     use gateway_actors::event::decode_frame;
 
-    /// serenity keeps a guild's channels in a map: their order carries no meaning.
+    /// serenity keeps a guild's channels in a map: their order carries no meaning. The kept
+    /// payload is serenity's serialization on one path and the line's text on the other: it
+    /// must decode to the same dispatch (what a capture log re-applies), so it is replaced by
+    /// that decoding's own Debug text.
     fn in_order(mut dispatch: Dispatch) -> Dispatch {
+        if let Some(payload) = dispatch.payload.take() {
+            let again = gateway_actors::event::decode_dispatch(
+                dispatch.kind.name(),
+                dispatch.seq,
+                &payload,
+            )
+            .expect("a kept payload decodes");
+            assert!(again.payload.is_some());
+            dispatch.payload = Some(
+                format!(
+                    "{:?}",
+                    in_order(Dispatch {
+                        payload: None,
+                        ..again
+                    })
+                    .event
+                )
+                .into(),
+            );
+        }
         if let Event::GuildCreate(guild) = &mut dispatch.event {
             guild.channels.sort_by_key(|c| c.id);
             guild.threads.sort_by_key(|c| c.id);

@@ -168,7 +168,6 @@ pub struct Waiting {
 
 /// The gate every session of this pod passes before it identifies.
 pub struct IdentifyGate {
-    sharding: Sharding,
     reserve: u64,
     backoff_base: Duration,
     record_path: PathBuf,
@@ -181,14 +180,12 @@ pub struct IdentifyGate {
 
 impl IdentifyGate {
     pub fn new(
-        sharding: Sharding,
         reserve: u64,
         backoff_base: Duration,
         record_path: PathBuf,
         remaining: IntGauge,
     ) -> IdentifyGate {
         IdentifyGate {
-            sharding,
             reserve,
             backoff_base,
             record_path,
@@ -209,9 +206,11 @@ impl IdentifyGate {
         self.waiting.lock().ok().and_then(|w| w.reason.clone())
     }
 
-    /// Resolves when session `shard` may identify now, with the limits Discord gave.
+    /// Resolves when session `shard` of this pod (`sharding`: the layout the session serves)
+    /// may identify now, with the limits Discord gave.
     pub async fn wait_turn(
         &self,
+        sharding: &Sharding,
         shard: u32,
         discord: &impl StartLimits,
     ) -> Result<StartLimit, serenity::Error> {
@@ -247,7 +246,7 @@ impl IdentifyGate {
                     "the session-start budget allows identifying again"
                 );
             }
-            let (offset, cycle) = slot_of(&self.sharding, shard, limit.max_concurrency);
+            let (offset, cycle) = slot_of(sharding, shard, limit.max_concurrency);
             let wait = until_slot(SystemTime::now(), offset, cycle);
             if !wait.is_zero() {
                 self.set_waiting(Some(format!(

@@ -146,7 +146,7 @@ impl StreamHandler<ShardEvent> for GatewayActor {
         ctx.wait(
             async move {
                 let seq = dispatch.seq;
-                pipeline.submit(dispatch).await;
+                pipeline.submit_from(dispatch, session.epoch).await;
                 if let Some(seq) = seq {
                     session
                         .last_seq_submitted

@@ -7,13 +7,17 @@
 //! in `events_shed_total` and logged. Guild-less events (DMs) are owned by pod 0 and store
 //! nothing.
 
+use crate::event::decode_dispatch;
 use crate::event::{Event, EventKind, Id};
 use crate::guild::{FlushWaiting, GuildActor, GuildDeps, Stop};
+use crate::handoff;
 use crate::inbox::{GuildEvent, GuildInbox, Offered, Passivate};
 use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
+use crate::ownership::{Ownership, Route};
 use crate::progress::Progress;
-use crate::shard::Sharding;
+use crate::store::Op;
+use crate::writer::{Handoff, WriteCmd};
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -26,7 +30,8 @@ struct GuildEntry {
 }
 
 pub struct ShardFilter {
-    sharding: Sharding,
+    /// Which guilds this pod applies, captures or ignores (a rescale changes it).
+    ownership: Ownership,
     /// Events a guild's mailbox holds before the rest wait in its overflow.
     mailbox_capacity: usize,
     /// A guild with events queued that hands none on for this long is declared stuck.
@@ -44,7 +49,7 @@ impl ShardFilter {
     /// `workers`: the arbiters guild actors run on (spread by guild id); empty means the
     /// filter's own.
     pub fn new(
-        sharding: Sharding,
+        ownership: Ownership,
         mailbox_capacity: usize,
         stuck_after: Duration,
         workers: Vec<ArbiterHandle>,
@@ -53,7 +58,7 @@ impl ShardFilter {
         let metrics = deps.metrics.clone();
         let progress = deps.progress.clone();
         ShardFilter {
-            sharding,
+            ownership,
             mailbox_capacity,
             stuck_after,
             guilds: HashMap::new(),
@@ -158,11 +163,67 @@ impl Handler<GuildEvent> for ShardFilter {
         }
         // Session events (READY, RESUMED) concern every pod; the rest go by guild.
         let session_event = matches!(dispatch.kind, EventKind::Ready | EventKind::Resumed);
-        if !session_event && !self.sharding.owns(dispatch.guild_id.map(|id| id.0)) {
-            counters.foreign.inc();
-            self.finish(event);
-            return;
+        let route = match dispatch.guild_id {
+            _ if session_event => Route::Apply,
+            None if self.ownership.owns_guildless() => Route::Apply,
+            None => Route::Foreign,
+            Some(id) => self.ownership.route(id.0, event.source_epoch),
+        };
+        match route {
+            Route::Apply => {}
+            Route::Foreign | Route::Frozen => {
+                if route == Route::Frozen {
+                    self.metrics.rescale_frozen_events.inc();
+                }
+                counters.foreign.inc();
+                self.finish(event);
+                return;
+            }
+            Route::Capture | Route::CaptureAndApply => {
+                let Some(capture) = self.capture_op(dispatch) else {
+                    // Stores nothing (or cannot be captured): nothing to carry over.
+                    counters.skipped.inc();
+                    self.finish(event);
+                    return;
+                };
+                self.metrics.rescale_captured_events.inc();
+                self.metrics.writer_queue_depth.inc();
+                if route == Route::Capture {
+                    counters.owned.inc();
+                    let cmd = WriteCmd::capture(Some(event.ticket), capture);
+                    self.deps.writer.addr.do_send(cmd);
+                    return;
+                }
+                // Sent before the event reaches its actor, so the writer commits the capture
+                // no later than the event's own writes.
+                self.deps
+                    .writer
+                    .addr
+                    .do_send(WriteCmd::capture(None, capture));
+            }
         }
+        self.deliver(event, ctx);
+    }
+}
+
+impl ShardFilter {
+    /// The capture-log append of an event, if it stores anything.
+    fn capture_op(&self, dispatch: &crate::event::Dispatch) -> Option<Op> {
+        match (&dispatch.event, &dispatch.payload, dispatch.guild_id) {
+            (Event::Other, _, _) | (_, None, _) | (_, _, None) => None,
+            (_, Some(payload), Some(guild_id)) => Some(Op::Capture {
+                guild_id,
+                seq: dispatch.seq,
+                kind: dispatch.kind.name(),
+                payload: payload.clone(),
+            }),
+        }
+    }
+
+    /// Hands an owned event to its guild's actor.
+    fn deliver(&mut self, event: GuildEvent, ctx: &mut Context<Self>) {
+        let dispatch = &event.dispatch;
+        let counters = self.metrics.kind(dispatch.kind);
         counters.owned.inc();
         let guild_id = match (dispatch.guild_id, &dispatch.event) {
             (Some(id), event) if !matches!(event, Event::Other | Event::Ready { .. }) => id,
@@ -187,6 +248,133 @@ impl Handler<GuildEvent> for ShardFilter {
             }
             Offered::Refused(event) => self.drop_event(guild_id, event, "the guild is stuck"),
         }
+    }
+
+    /// Re-applies the capture log (after the writer committed every capture sent so far) and
+    /// marks the incoming guilds live: no event can come between, the filter waits meanwhile.
+    fn replay_captured(&mut self, ctx: &mut Context<Self>) -> Result<usize, String> {
+        let conn = self.deps.reads.get().map_err(|e| e.to_string())?;
+        let captured = handoff::captured(&conn).map_err(|e| e.to_string())?;
+        drop(conn);
+        let count = captured.len();
+        for c in captured {
+            match decode_dispatch(&c.kind, c.seq, &c.payload) {
+                Ok(dispatch) => {
+                    let ticket = self.progress.admit_now(dispatch.seq);
+                    self.deliver(
+                        GuildEvent {
+                            ticket,
+                            dispatch,
+                            source_epoch: 0,
+                        },
+                        ctx,
+                    );
+                }
+                // It was decoded once before it was captured: this is a bug, said loudly.
+                Err(e) => {
+                    self.metrics.handler_errors.inc();
+                    tracing::error!(error = %e, kind = c.kind, "a captured event no longer decodes");
+                }
+            }
+        }
+        Ok(count)
+    }
+}
+
+/// Replace the ownership (a rescale was prepared, aborted, or a pod restarted mid-way).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetOwnership(pub Ownership);
+
+impl Handler<SetOwnership> for ShardFilter {
+    type Result = ();
+    fn handle(&mut self, msg: SetOwnership, _: &mut Self::Context) {
+        self.ownership = msg.0;
+    }
+}
+
+/// Stop applying the guilds this pod gives away; answers the progress mark before which
+/// every event they were given is accepted.
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub struct Freeze;
+
+impl Handler<Freeze> for ShardFilter {
+    type Result = u64;
+    fn handle(&mut self, _: Freeze, _: &mut Self::Context) -> u64 {
+        if let Some(next) = &mut self.ownership.next {
+            next.frozen = true;
+        }
+        self.progress.mark()
+    }
+}
+
+/// The incoming guilds' rows are imported: re-apply the capture log and go live. Answers how
+/// many captured events were re-applied.
+#[derive(Message)]
+#[rtype(result = "Result<usize, String>")]
+pub struct GoLive(pub Ownership);
+
+impl Handler<GoLive> for ShardFilter {
+    type Result = ResponseFuture<Result<usize, String>>;
+    fn handle(&mut self, msg: GoLive, ctx: &mut Self::Context) -> Self::Result {
+        let (done, result) = tokio::sync::oneshot::channel();
+        // An empty save: it commits every capture queued before it. `wait` holds every other
+        // message (new events) until the log is re-applied.
+        let committed = self.deps.writer.addr.send(Handoff::Save(msg.0));
+        ctx.wait(
+            async move { committed.await.map_err(|e| e.to_string())? }
+                .into_actor(self)
+                .map(move |saved: Result<(), String>, act, ctx| {
+                    let replayed = saved.and_then(|()| {
+                        act.ownership = msg.0;
+                        act.replay_captured(ctx)
+                    });
+                    let _ = done.send(replayed);
+                }),
+        );
+        Box::pin(async move {
+            result
+                .await
+                .unwrap_or_else(|_| Err("the shard filter stopped".into()))
+        })
+    }
+}
+
+/// The epoch commits: delete what was given away, persist, and apply the new layout.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct Commit(pub Ownership);
+
+impl Handler<Commit> for ShardFilter {
+    type Result = ResponseActFuture<Self, Result<(), String>>;
+    fn handle(&mut self, msg: Commit, _: &mut Self::Context) -> Self::Result {
+        let before = self.ownership;
+        let gone = move |g: u64| before.outgoing(g) && !before.incoming(g);
+        // From now on nothing is captured: the writer gets this after every capture sent.
+        self.ownership = msg.0;
+        let committed = self
+            .deps
+            .writer
+            .addr
+            .send(Handoff::Commit(msg.0, Box::new(gone)));
+        // The actors of guilds given away hold state that a later return must not find.
+        let leaving: Vec<Id> = self.guilds.keys().copied().filter(|g| gone(g.0)).collect();
+        for guild_id in leaving {
+            if let Some(entry) = self.guilds.remove(&guild_id) {
+                entry.addr.do_send(Stop);
+            }
+        }
+        Box::pin(
+            async move { committed.await.map_err(|e| e.to_string())? }
+                .into_actor(self)
+                .map(move |result, act, _| {
+                    if result.is_err() {
+                        act.ownership = before;
+                    }
+                    result
+                }),
+        )
     }
 }
 

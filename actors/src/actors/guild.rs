@@ -127,7 +127,9 @@ impl GuildActor {
     }
 
     fn process(&mut self, event: GuildEvent, ctx: &mut Context<Self>) {
-        let GuildEvent { ticket, dispatch } = event;
+        let GuildEvent {
+            ticket, dispatch, ..
+        } = event;
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);

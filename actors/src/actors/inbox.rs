@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 pub struct GuildEvent {
     pub ticket: Ticket,
     pub dispatch: Dispatch,
+    /// The epoch of the Discord sessions that delivered it (see [`crate::ownership::Route`]).
+    pub source_epoch: u64,
 }
 
 /// A guild actor reports that it is idle and may be stopped.

@@ -10,14 +10,17 @@
 //! The mailbox is bounded by [`WriterLink`]'s semaphore, because actix's own bound is not
 //! enforced for `do_send` (see ../shared/NOTES.md).
 
+use crate::handoff;
 use crate::health::StorageHealth;
 use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
+use crate::ownership::Ownership;
 use crate::progress::{Progress, Ticket};
 use crate::scope::{CrossGuildWrite, Outcome, RefusedWrites};
 use crate::store::{self, CacheExpiry, Op};
 use actix::prelude::*;
 use rusqlite::Connection;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -27,14 +30,44 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct WriteCmd {
-    pub ticket: Ticket,
+    /// None for a capture written beside an event that its guild actor also applies.
+    pub ticket: Option<Ticket>,
     /// A second event finished by the same writes (an audit entry paired with its event).
     pub also: Option<Ticket>,
     pub ops: Vec<Op>,
     /// The guild's count of uncommitted commands; a guild passivates only at zero.
     pub unwritten: Arc<AtomicUsize>,
     /// Held until the command is done: dropping it frees a place in the writer's mailbox.
-    _permit: OwnedSemaphorePermit,
+    /// Captures sent by the filter have none: each belongs to an accepted event, so
+    /// `MAX_IN_FLIGHT` bounds them.
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl WriteCmd {
+    /// A capture-log append, from the shard filter.
+    pub fn capture(ticket: Option<Ticket>, op: Op) -> WriteCmd {
+        WriteCmd {
+            ticket,
+            also: None,
+            ops: vec![op],
+            unwritten: Arc::new(AtomicUsize::new(1)),
+            _permit: None,
+        }
+    }
+}
+
+/// A step of a live rescale that changes the database, after everything queued before it
+/// is committed (the capture log included).
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub enum Handoff {
+    /// Persist the ownership.
+    Save(Ownership),
+    /// Import exported files (each idempotent), then persist the ownership.
+    Import(Vec<PathBuf>, Ownership),
+    /// Delete the rows of the guilds given away and the capture log, and persist the
+    /// committed ownership, in one transaction.
+    Commit(Ownership, Box<dyn Fn(u64) -> bool + Send>),
 }
 
 /// Commit what is pending now.
@@ -277,7 +310,7 @@ impl SqliteWriter {
 fn finish(metrics: &Metrics, progress: &Progress, cmd: WriteCmd) {
     metrics.writer_queue_depth.dec();
     cmd.unwritten.fetch_sub(1, Ordering::AcqRel);
-    for ticket in std::iter::once(cmd.ticket).chain(cmd.also) {
+    for ticket in cmd.ticket.into_iter().chain(cmd.also) {
         metrics.processed.inc();
         progress.complete(ticket);
     }
@@ -397,6 +430,54 @@ impl Handler<PatchSettings> for SqliteWriter {
     }
 }
 
+impl Handler<Handoff> for SqliteWriter {
+    type Result = Result<(), String>;
+    fn handle(&mut self, step: Handoff, ctx: &mut Self::Context) -> Self::Result {
+        self.flush(ctx);
+        if !self.pending.is_empty() {
+            let why = self.health.fault().map_or_else(String::new, |f| f.error);
+            return Err(format!("the database does not take writes now: {why}"));
+        }
+        let conn = &mut self.conn;
+        let result = match step {
+            Handoff::Save(ownership) => conn
+                .transaction()
+                .and_then(|tx| {
+                    handoff::save(&tx, &ownership)?;
+                    tx.commit()
+                })
+                .map_err(|e| e.to_string()),
+            Handoff::Import(files, ownership) => files
+                .iter()
+                .try_for_each(|file| {
+                    handoff::import(conn, file).map_err(|e| {
+                        format!("importing {}: {}", file.display(), crate::error_chain(&e))
+                    })
+                })
+                .and_then(|()| {
+                    conn.transaction()
+                        .and_then(|tx| {
+                            handoff::save(&tx, &ownership)?;
+                            tx.commit()
+                        })
+                        .map_err(|e| e.to_string())
+                }),
+            Handoff::Commit(ownership, gone) => conn
+                .transaction()
+                .and_then(|tx| {
+                    handoff::remove_guilds(&tx, gone)?;
+                    handoff::save(&tx, &ownership)?;
+                    tx.commit()
+                })
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "a rescale step failed to commit");
+        }
+        result
+    }
+}
+
 /// The guild actors' way to the writer, with a real bound on queued commands.
 #[derive(Clone)]
 pub struct WriterLink {
@@ -426,11 +507,11 @@ impl WriterLink {
         unwritten.fetch_add(1, Ordering::AcqRel);
         self.metrics.writer_queue_depth.inc();
         self.addr.do_send(WriteCmd {
-            ticket,
+            ticket: Some(ticket),
             also,
             ops,
             unwritten,
-            _permit: permit,
+            _permit: Some(permit),
         });
     }
 }

@@ -116,6 +116,9 @@ pub struct Dispatch {
     /// The guild the event belongs to; `None` for DMs and guild-less events.
     pub guild_id: Option<Id>,
     pub event: Event,
+    /// The payload as received, for the events that store something: what a rescale's
+    /// capture log keeps, to decode again on the guild's new owner.
+    pub payload: Option<std::sync::Arc<str>>,
 }
 
 /// The events the guild handlers act on; everything else is `Other` (counted, not stored).
@@ -504,11 +507,13 @@ pub fn decode_dispatch(name: &str, seq: Option<u64>, data: &str) -> Result<Dispa
             (scoped.and_then(|s| s.guild_id), Event::Other)
         }
     };
+    let payload = (!matches!(event, Event::Other)).then(|| std::sync::Arc::from(data));
     Ok(Dispatch {
         kind,
         seq,
         guild_id,
         event,
+        payload,
     })
 }
 

@@ -3,6 +3,7 @@
 pub mod event;
 pub(crate) mod handlers;
 pub(crate) mod moderation;
+pub mod ownership;
 pub(crate) mod scope;
 pub mod shard;
 pub mod stats;

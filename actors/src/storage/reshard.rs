@@ -171,7 +171,11 @@ fn collect_channel_guilds(conn: &Connection) -> rusqlite::Result<()> {
 
 /// Copies the rows of `source_path` that pod `ordinal` owns into `conn`; returns how many of
 /// its channel_info rows have no known guild (and so were copied nowhere).
-fn copy_owned(conn: &Connection, source_path: &Path, ordinal: u32) -> Result<i64, ReshardError> {
+pub(crate) fn copy_owned(
+    conn: &Connection,
+    source_path: &Path,
+    ordinal: u32,
+) -> Result<i64, ReshardError> {
     let copy_error = |table, error| ReshardError::Copy {
         table,
         source_path: source_path.to_owned(),

@@ -311,6 +311,13 @@ pub enum Op {
         user_id: Id,
         until_ms: Option<i64>,
     },
+    /// Append an event of a guild coming to this pod to the capture log (a live rescale).
+    Capture {
+        guild_id: Id,
+        seq: Option<u64>,
+        kind: &'static str,
+        payload: std::sync::Arc<str>,
+    },
 }
 
 fn opt_id(id: Option<Id>) -> Option<String> {
@@ -593,6 +600,12 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<Outcome> 
             }
         }
         Op::InsertMessage(row) => return insert_message(tx, row),
+        Op::Capture {
+            guild_id,
+            seq,
+            kind,
+            payload,
+        } => crate::handoff::capture(tx, *guild_id, *seq, kind, payload)?,
         Op::UpdateMessageStats {
             guild_id,
             message_id,

@@ -1,0 +1,214 @@
+//! The SQL of a live rescale ([`crate::ownership`]): the persisted ownership, the capture log,
+//! and the export, import and removal of the guilds that move.
+//!
+//! Rows move with the same copy as `reshard` ([`crate::reshard::copy_owned`]), through an
+//! `owner(guild_id)` SQL function that names which guilds go where.
+
+use crate::event::Id;
+use crate::ownership::{Layout, Ownership, Transition};
+use crate::reshard::{copy_owned, ReshardError};
+use crate::shard::Strategy;
+use crate::store::{self, StoreError};
+use rusqlite::functions::FunctionFlags;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+
+/// The persisted ownership, if this database has one (a pod that never started has none).
+pub fn load(conn: &Connection, ordinal: u32) -> rusqlite::Result<Option<Ownership>> {
+    conn.query_row(
+        "SELECT epoch, pods, strategy, shards, next_epoch, next_pods, next_strategy,
+                next_shards, frozen, live FROM gateway_ownership WHERE id = 1",
+        [],
+        |r| {
+            let strategy = |s: String| s.parse::<Strategy>().unwrap_or_default();
+            let layout = Layout {
+                pods: r.get(1)?,
+                strategy: strategy(r.get(2)?),
+                shards: r.get(3)?,
+            };
+            let next = match r.get::<_, Option<i64>>(4)? {
+                Some(epoch) => Some(Transition {
+                    epoch: epoch as u64,
+                    layout: Layout {
+                        pods: r.get(5)?,
+                        strategy: strategy(r.get(6)?),
+                        shards: r.get(7)?,
+                    },
+                    frozen: r.get(8)?,
+                    live: r.get(9)?,
+                }),
+                None => None,
+            };
+            Ok(Ownership {
+                ordinal,
+                epoch: r.get::<_, i64>(0)? as u64,
+                layout,
+                next,
+            })
+        },
+    )
+    .optional()
+}
+
+/// Persists `ownership` (in the caller's transaction).
+pub fn save(conn: &Connection, ownership: &Ownership) -> rusqlite::Result<()> {
+    let next = ownership.next;
+    conn.execute(
+        "INSERT OR REPLACE INTO gateway_ownership (id, epoch, pods, strategy, shards, next_epoch,
+           next_pods, next_strategy, next_shards, frozen, live)
+         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            ownership.epoch as i64,
+            ownership.layout.pods,
+            ownership.layout.strategy.as_str(),
+            ownership.layout.shards,
+            next.map(|t| t.epoch as i64),
+            next.map(|t| t.layout.pods),
+            next.map(|t| t.layout.strategy.as_str()),
+            next.map(|t| t.layout.shards),
+            next.is_some_and(|t| t.frozen),
+            next.is_some_and(|t| t.live),
+        ],
+    )?;
+    Ok(())
+}
+
+/// One captured event.
+pub struct Captured {
+    pub seq: Option<u64>,
+    pub kind: String,
+    pub payload: String,
+}
+
+/// Appends an event to the capture log.
+pub fn capture(
+    conn: &Connection,
+    guild_id: Id,
+    seq: Option<u64>,
+    kind: &str,
+    payload: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO gateway_captured (guild_id, seq, kind, payload) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        guild_id.to_string(),
+        seq.map(|s| s as i64),
+        kind,
+        payload
+    ])?;
+    Ok(())
+}
+
+/// The capture log, in arrival order.
+pub fn captured(conn: &Connection) -> rusqlite::Result<Vec<Captured>> {
+    let mut stmt = conn.prepare("SELECT seq, kind, payload FROM gateway_captured ORDER BY id")?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(Captured {
+                seq: r.get::<_, Option<i64>>(0)?.map(|s| s as u64),
+                kind: r.get(1)?,
+                payload: r.get(2)?,
+            })
+        })?
+        .collect();
+    rows
+}
+
+/// Registers `owner(guild_id)` on `conn`: `to` for the guilds `moves` selects, else -1.
+fn register_owner(
+    conn: &Connection,
+    to: u32,
+    moves: impl Fn(u64) -> bool + Send + 'static,
+) -> rusqlite::Result<()> {
+    conn.create_scalar_function(
+        "owner",
+        1,
+        FunctionFlags::SQLITE_DETERMINISTIC | FunctionFlags::SQLITE_UTF8,
+        move |ctx| {
+            let guild: Option<String> = ctx.get(0)?;
+            let moving = guild
+                .and_then(|g| g.parse::<u64>().ok())
+                .is_some_and(|g| moves(g));
+            Ok(if moving { i64::from(to) } else { -1 })
+        },
+    )
+}
+
+/// Writes a new database `out` holding the rows of `database` of the guilds `moves` selects.
+pub fn export(
+    database: &Path,
+    out: &Path,
+    moves: impl Fn(u64) -> bool + Send + 'static,
+) -> Result<(), ReshardError> {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", out.display()));
+    }
+    let conn = store::open_writer(out)?;
+    register_owner(&conn, 0, moves).map_err(StoreError::Sql)?;
+    copy_owned(&conn, database, 0)?;
+    // One self-contained file to send: no WAL beside it.
+    conn.pragma_update(None, "journal_mode", "DELETE")
+        .map_err(StoreError::Sql)?;
+    Ok(())
+}
+
+/// Copies every row of an exported file into `conn` (rows already present are kept: an
+/// import that is retried changes nothing).
+pub fn import(conn: &Connection, file: &Path) -> Result<(), ReshardError> {
+    register_owner(conn, 0, |_| true).map_err(StoreError::Sql)?;
+    copy_owned(conn, file, 0)?;
+    Ok(())
+}
+
+/// Deletes every row of the guilds `gone` selects (in the caller's transaction), and the
+/// capture log.
+pub fn remove_guilds(
+    conn: &Connection,
+    gone: impl Fn(u64) -> bool + Send + 'static,
+) -> rusqlite::Result<()> {
+    conn.create_scalar_function(
+        "gone",
+        1,
+        FunctionFlags::SQLITE_DETERMINISTIC | FunctionFlags::SQLITE_UTF8,
+        move |ctx| {
+            let guild: Option<String> = ctx.get(0)?;
+            Ok(guild
+                .and_then(|g| g.parse::<u64>().ok())
+                .is_some_and(|g| gone(g)))
+        },
+    )?;
+    conn.execute_batch(
+        "DELETE FROM message_reactions WHERE message_id IN
+           (SELECT message_id FROM message_stats WHERE gone(guild_id));
+         DELETE FROM channel_info WHERE id IN
+           (SELECT channel_id FROM guild_channels WHERE gone(guild_id));
+         DELETE FROM guilds WHERE gone(id);
+         DELETE FROM guild_channels WHERE gone(guild_id);
+         DELETE FROM message_stats WHERE gone(guild_id);
+         DELETE FROM message_cache WHERE gone(guild_id);
+         DELETE FROM mod_actions WHERE gone(guild_id);
+         DELETE FROM mod_action_late_entries WHERE gone(guild_id);
+         DELETE FROM member_timeouts WHERE gone(guild_id);
+         DELETE FROM gateway_captured;",
+    )
+}
+
+/// Guilds of an exported file.
+pub fn guild_count(file: &Path) -> rusqlite::Result<u64> {
+    let conn = Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.query_row("SELECT COUNT(*) FROM guilds", [], |r| r.get::<_, i64>(0))
+        .map(|n| n as u64)
+}
+
+/// Guilds of `database` that `selected` picks.
+pub fn count_guilds(
+    database: &Path,
+    selected: impl Fn(u64) -> bool + Send + 'static,
+) -> rusqlite::Result<i64> {
+    let conn = Connection::open_with_flags(database, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    register_owner(&conn, 0, selected)?;
+    conn.query_row("SELECT COUNT(*) FROM guilds WHERE owner(id) = 0", [], |r| {
+        r.get(0)
+    })
+}

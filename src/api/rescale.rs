@@ -1,0 +1,281 @@
+//! `/v1/rescale`: the steps of a live rescale, driven by `guild-gateway rescale` (see
+//! `gateway_actors::ownership` for the protocol and its invariant). Every step is idempotent,
+//! so a command that died can run again; the state lives in each pod's database.
+//!
+//! - `GET  /v1/rescale`: this pod's ownership, the change under way, and whether the sessions
+//!   that capture for it are up;
+//! - `POST /v1/rescale/prepare` `{epoch, pods, strategy, shards}`: start capturing;
+//! - `POST /v1/rescale/freeze` `{epoch}`: stop applying the guilds that leave;
+//! - `GET  /v1/rescale/export?epoch=E&to=K`: the frozen guilds going to pod K, as a SQLite file;
+//! - `POST /v1/rescale/import` `{epoch, frozen_at_ms}`: fetch every export for this pod,
+//!   import, re-apply the capture log, go live;
+//! - `POST /v1/rescale/commit` `{epoch}` and `POST /v1/rescale/abort` `{epoch}`.
+
+use super::{Api, ApiError};
+use actix_web::{web, HttpResponse};
+use anyhow::Context as _;
+use gateway_actors::ownership::{Layout, Ownership};
+use gateway_actors::shard::Strategy;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// How long a freeze may wait for the events accepted before it to commit.
+const FREEZE_LIMIT: Duration = Duration::from_secs(60);
+
+/// What `GET /v1/rescale` answers (and `rescale --status` prints).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RescaleState {
+    pub ordinal: u32,
+    pub epoch: u64,
+    pub layout: LayoutBody,
+    pub next: Option<NextBody>,
+    /// How the pod's settings differ from the committed ownership, if they do.
+    pub config_stale: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayoutBody {
+    pub pods: u32,
+    pub strategy: String,
+    pub shards: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NextBody {
+    pub epoch: u64,
+    pub layout: LayoutBody,
+    pub frozen: bool,
+    pub live: bool,
+    /// The Discord sessions this pod needs under the new layout are READY (always, when they
+    /// are the ones it already runs).
+    pub capturing: bool,
+}
+
+impl LayoutBody {
+    pub fn of(layout: Layout) -> LayoutBody {
+        LayoutBody {
+            pods: layout.pods,
+            strategy: layout.strategy.as_str().to_owned(),
+            shards: layout.shards,
+        }
+    }
+
+    pub fn layout(&self) -> Result<Layout, ApiError> {
+        let strategy: Strategy = self
+            .strategy
+            .parse()
+            .map_err(|e| ApiError::BadRequest(format!("{e}")))?;
+        if self.pods == 0 || self.shards == 0 {
+            return Err(ApiError::BadRequest(
+                "pods and shards must be at least 1".into(),
+            ));
+        }
+        if strategy == Strategy::Discord && self.shards < self.pods {
+            return Err(ApiError::BadRequest(
+                "with discord the shard count must be at least the pod count".into(),
+            ));
+        }
+        Ok(Layout {
+            pods: self.pods,
+            strategy,
+            shards: self.shards,
+        })
+    }
+}
+
+impl std::fmt::Display for LayoutBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} pods, {}, {} shards",
+            self.pods, self.strategy, self.shards
+        )
+    }
+}
+
+pub fn state_of(api: &Api, ownership: Ownership) -> RescaleState {
+    RescaleState {
+        ordinal: ownership.ordinal,
+        epoch: ownership.epoch,
+        layout: LayoutBody::of(ownership.layout),
+        next: ownership.next.map(|t| NextBody {
+            epoch: t.epoch,
+            layout: LayoutBody::of(t.layout),
+            frozen: t.frozen,
+            live: t.live,
+            capturing: !ownership.sessions_change()
+                || api
+                    .gateway
+                    .as_ref()
+                    .is_none_or(|g| g.ready_for_epoch(t.epoch)),
+        }),
+        config_stale: api.pipeline.config_stale().map(str::to_owned),
+    }
+}
+
+pub async fn state(api: web::Data<Api>) -> HttpResponse {
+    HttpResponse::Ok().json(state_of(&api, api.pipeline.ownership()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PrepareBody {
+    pub epoch: u64,
+    #[serde(flatten)]
+    pub layout: LayoutBody,
+}
+
+pub async fn prepare(
+    api: web::Data<Api>,
+    body: web::Json<PrepareBody>,
+) -> Result<HttpResponse, ApiError> {
+    let layout = body.layout.layout()?;
+    let ownership = api.pipeline.prepare(body.epoch, layout).await?;
+    Ok(HttpResponse::Ok().json(state_of(&api, ownership)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EpochBody {
+    pub epoch: u64,
+    /// When the freeze began (ms since the Unix epoch): for the pause metric.
+    #[serde(default)]
+    pub frozen_at_ms: Option<u64>,
+}
+
+pub async fn freeze(
+    api: web::Data<Api>,
+    body: web::Json<EpochBody>,
+) -> Result<HttpResponse, ApiError> {
+    let ownership = api.pipeline.freeze(body.epoch, FREEZE_LIMIT).await?;
+    Ok(HttpResponse::Ok().json(state_of(&api, ownership)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ExportQuery {
+    pub epoch: u64,
+    pub to: u32,
+}
+
+pub async fn export(
+    api: web::Data<Api>,
+    query: web::Query<ExportQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let out = beside(
+        &api.database,
+        &format!("export-{}-to-{}", query.epoch, query.to),
+    );
+    api.pipeline
+        .export(query.epoch, query.to, out.clone())
+        .await?;
+    let bytes = tokio::fs::read(&out)
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading {}: {e}", out.display())))?;
+    let _ = tokio::fs::remove_file(&out).await;
+    Ok(HttpResponse::Ok()
+        .content_type("application/vnd.sqlite3")
+        .body(bytes))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ImportAnswer {
+    #[serde(flatten)]
+    pub state: RescaleState,
+    /// Guild rows imported, and captured events re-applied.
+    pub guilds: u64,
+    pub replayed: usize,
+}
+
+pub async fn import(
+    api: web::Data<Api>,
+    body: web::Json<EpochBody>,
+) -> Result<HttpResponse, ApiError> {
+    let now = api.pipeline.ownership();
+    let (epoch, ordinal) = (body.epoch, now.ordinal);
+    let Some(next) = now.next.filter(|t| t.epoch == epoch) else {
+        return Err(ApiError::Rescale(gateway_actors::RescaleError::Conflict(
+            format!("pod {ordinal} has no rescale to epoch {epoch} under way"),
+        )));
+    };
+    let mut files = Vec::new();
+    if !next.live {
+        for from in (0..now.layout.pods).filter(|&j| j != ordinal) {
+            let file = beside(&api.database, &format!("import-{epoch}-from-{from}"));
+            fetch_export(&api, from, epoch, ordinal, &file)
+                .await
+                .map_err(|e| {
+                    ApiError::Rescale(gateway_actors::RescaleError::Failed(format!("{e:#}")))
+                })?;
+            files.push(file);
+        }
+    }
+    let frozen_at = body
+        .frozen_at_ms
+        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+    let result = api.pipeline.import(epoch, files.clone(), frozen_at).await;
+    for file in &files {
+        let _ = tokio::fs::remove_file(file).await;
+    }
+    let (ownership, guilds, replayed) = result?;
+    Ok(HttpResponse::Ok().json(ImportAnswer {
+        state: state_of(&api, ownership),
+        guilds,
+        replayed,
+    }))
+}
+
+/// Downloads pod `from`'s export of the guilds coming to `to`.
+async fn fetch_export(
+    api: &Api,
+    from: u32,
+    epoch: u64,
+    to: u32,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let url = format!(
+        "{}/v1/rescale/export?epoch={epoch}&to={to}",
+        api.config.pod_urls.url(from)
+    );
+    let mut request = api.transfer.get(&url);
+    if let Some(token) = &api.config.token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("asking pod {from} for its export ({url})"))?;
+    let status = response.status();
+    let bytes = response
+        .bytes()
+        .await
+        .with_context(|| format!("reading pod {from}'s export"))?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "pod {from} answered {status} for its export: {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(500)])
+        );
+    }
+    tokio::fs::write(file, &bytes)
+        .await
+        .with_context(|| format!("writing {}", file.display()))
+}
+
+pub async fn commit(
+    api: web::Data<Api>,
+    body: web::Json<EpochBody>,
+) -> Result<HttpResponse, ApiError> {
+    let ownership = api.pipeline.commit(body.epoch).await?;
+    Ok(HttpResponse::Ok().json(state_of(&api, ownership)))
+}
+
+pub async fn abort(
+    api: web::Data<Api>,
+    body: web::Json<EpochBody>,
+) -> Result<HttpResponse, ApiError> {
+    let ownership = api.pipeline.abort(body.epoch).await?;
+    Ok(HttpResponse::Ok().json(state_of(&api, ownership)))
+}
+
+/// A working file beside the database (on the pod's volume).
+fn beside(database: &std::path::Path, what: &str) -> PathBuf {
+    PathBuf::from(format!("{}.{what}.sqlite3", database.display()))
+}

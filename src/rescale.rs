@@ -1,0 +1,462 @@
+//! `guild-gateway rescale`: changes the pod count (or the strategy, or the Discord shard count)
+//! under live traffic, through the pods' `/v1/rescale` API.
+//!
+//! The state lives on the pods, so the command holds none: each run reads every pod's
+//! ownership, finds the change under way (or starts the one asked for), and drives every pod
+//! through the remaining steps: prepare (capture) -> margin -> freeze -> import (live) ->
+//! commit. Each step is idempotent on the pods, so a run that died is resumed by running the
+//! command again. Before any pod froze, `--abort` cancels; after a freeze the change only
+//! rolls forward.
+
+use crate::api::rescale::{ImportAnswer, LayoutBody, RescaleState};
+use crate::routing::UrlTemplate;
+use anyhow::{bail, Context as _};
+use clap::Args;
+use gateway_actors::shard::{default_shards, Strategy};
+use serde::Serialize;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Args)]
+pub struct RescaleArgs {
+    /// The new number of pods
+    #[arg(long, value_parser = crate::config::number("--to", 1, 1 << 16))]
+    pub to: Option<u64>,
+    /// The new strategy (md5 or discord) [default: the current one]
+    #[arg(long, value_parser = crate::config::strategy("--strategy"))]
+    pub strategy: Option<Strategy>,
+    /// The new Discord shard count [default: kept if it still fits, else 1 with md5 and --to with discord]
+    #[arg(long, value_parser = crate::config::number("--shards", 1, 1 << 16))]
+    pub shards: Option<u64>,
+    /// Show every pod's ownership and the change under way, and change nothing
+    #[arg(long, conflicts_with_all = ["to", "abort"])]
+    pub status: bool,
+    /// Cancel the change under way (only before any pod froze its guilds)
+    #[arg(long, conflicts_with = "to")]
+    pub abort: bool,
+    /// Wait this long between every pod capturing and the freeze: the skew between sessions
+    #[arg(long, default_value = "2000",
+        value_parser = crate::config::number("--margin-ms", 0, 600_000))]
+    pub margin_ms: u64,
+    /// Give up waiting for the new sessions to capture after this many seconds
+    #[arg(long, default_value = "600",
+        value_parser = crate::config::number("--capture-timeout-secs", 1, 86_400))]
+    pub capture_timeout_secs: u64,
+    /// Stop after this step (prepare, freeze or import); running the command again goes on
+    /// from there. For stepping through a change, and for testing that it resumes.
+    #[arg(long, value_enum)]
+    pub until: Option<Step>,
+    /// Print the summary as one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Bearer token of the pods' /v1 API
+    #[arg(long, env = "API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Base URL of pod {ordinal}
+    #[arg(long, env = "POD_URL_TEMPLATE", default_value = crate::config::DEFAULT_POD_URL_TEMPLATE,
+        value_parser = crate::config::pod_url_template)]
+    pub pod_url_template: UrlTemplate,
+}
+
+/// The steps `--until` can stop after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Step {
+    Prepare,
+    Freeze,
+    Import,
+}
+
+/// What a finished rescale reports.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub epoch: u64,
+    pub from: LayoutBody,
+    pub to: LayoutBody,
+    /// Guilds imported by their new owners.
+    pub guilds_moved: u64,
+    /// Captured events re-applied by the new owners.
+    pub events_replayed: u64,
+    /// From the freeze to the last new owner live: the longest any guild waited.
+    pub longest_pause_ms: u64,
+    /// This run, from its start to the commit.
+    pub duration_ms: u64,
+}
+
+pub fn run(args: RescaleArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(drive(args))
+}
+
+struct Pods {
+    client: reqwest::Client,
+    token: String,
+    urls: UrlTemplate,
+}
+
+impl Pods {
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        ordinal: u32,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<T> {
+        let url = format!("{}/v1/rescale{path}", self.urls.url(ordinal));
+        let mut request = self.client.request(method, &url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("pod {ordinal} ({url})"))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .with_context(|| format!("pod {ordinal}: reading the answer"))?;
+        if !status.is_success() {
+            let error = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            bail!("pod {ordinal} answered {status}: {error}");
+        }
+        serde_json::from_str(&text).with_context(|| format!("pod {ordinal}: an unexpected answer"))
+    }
+
+    async fn state(&self, ordinal: u32) -> anyhow::Result<RescaleState> {
+        self.call(ordinal, reqwest::Method::GET, "", None).await
+    }
+
+    /// Every pod's state: ordinals 0.. up to the largest pod count any of them names.
+    async fn states(&self) -> anyhow::Result<Vec<RescaleState>> {
+        let mut states: Vec<RescaleState> = Vec::new();
+        let mut wanted = 1;
+        while (states.len() as u32) < wanted {
+            let k = states.len() as u32;
+            let state = self.state(k).await?;
+            wanted = wanted
+                .max(state.layout.pods)
+                .max(state.next.as_ref().map_or(0, |n| n.layout.pods));
+            states.push(state);
+        }
+        Ok(states)
+    }
+
+    /// The same call on several pods at once; the first error, naming its pod.
+    async fn each<T: serde::de::DeserializeOwned>(
+        &self,
+        ordinals: impl Iterator<Item = u32>,
+        path: &str,
+        body: serde_json::Value,
+    ) -> anyhow::Result<Vec<(u32, T)>> {
+        let calls = ordinals.map(|k| {
+            let body = body.clone();
+            async move {
+                self.call::<T>(k, reqwest::Method::POST, path, Some(body))
+                    .await
+                    .map(|t| (k, t))
+            }
+        });
+        futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .collect()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn progress(text: impl std::fmt::Display) {
+    eprintln!("rescale: {text}");
+}
+
+async fn drive(args: RescaleArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let token = match args.api_token.as_deref() {
+        Some(t) if !t.is_empty() => t.to_owned(),
+        _ => bail!("API_TOKEN (or --api-token) is required: the pods' /v1 API needs it"),
+    };
+    let pods = Pods {
+        client: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(900))
+            .build()
+            .context("building the HTTP client")?,
+        token,
+        urls: args.pod_url_template.clone(),
+    };
+    let states = pods.states().await?;
+    if args.status {
+        print_status(&states);
+        return Ok(if agree(&states) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    let under_way = states.iter().find_map(|s| s.next.as_ref());
+    let current = &states[0];
+    if args.abort {
+        let Some(next) = under_way else {
+            progress("no rescale under way: nothing to abort");
+            return Ok(ExitCode::SUCCESS);
+        };
+        if let Some(frozen) = states
+            .iter()
+            .find(|s| s.next.as_ref().is_some_and(|n| n.frozen))
+        {
+            bail!(
+                "pod {} froze its guilds for epoch {}: a rescale only rolls forward after a freeze; run `guild-gateway rescale` again to finish it",
+                frozen.ordinal,
+                next.epoch
+            );
+        }
+        let with_next = states
+            .iter()
+            .filter(|s| s.next.is_some())
+            .map(|s| s.ordinal);
+        pods.each::<RescaleState>(
+            with_next,
+            "/abort",
+            serde_json::json!({"epoch": next.epoch}),
+        )
+        .await?;
+        progress(format_args!(
+            "the rescale to epoch {} is aborted",
+            next.epoch
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    // The target: the change under way, or the one asked for.
+    let (epoch, target) = match under_way {
+        Some(next) => {
+            let asked = args.to.map(|m| target_of(&args, &next.layout, m as u32));
+            if let Some(asked) = asked.filter(|a| *a != next.layout) {
+                bail!(
+                    "a rescale to {} (epoch {}) is under way: run again without --to (or with the same target) to finish it, or --abort before any freeze; you asked for {asked}",
+                    next.layout,
+                    next.epoch
+                );
+            }
+            progress(format_args!(
+                "resuming the rescale to {} (epoch {})",
+                next.layout, next.epoch
+            ));
+            (next.epoch, next.layout.clone())
+        }
+        None => {
+            let Some(to) = args.to else {
+                bail!("--to M is required (or --status, or --abort)");
+            };
+            if !agree(&states) {
+                print_status(&states);
+                bail!("the pods do not agree on their committed ownership: see above (and `guild-gateway coverage`)");
+            }
+            let target = target_of(&args, &current.layout, to as u32);
+            if target == current.layout {
+                progress(format_args!(
+                    "already at {target} (epoch {})",
+                    current.epoch
+                ));
+                return Ok(ExitCode::SUCCESS);
+            }
+            (current.epoch + 1, target)
+        }
+    };
+    // The layout before: that of a pod which has not committed the new epoch.
+    let from = states
+        .iter()
+        .find(|s| s.epoch != epoch)
+        .map_or_else(|| current.layout.clone(), |s| s.layout.clone());
+    let everyone = from.pods.max(target.pods);
+    progress(format_args!(
+        "{from} -> {target}, epoch {epoch}, pods 0..{everyone}"
+    ));
+    // Pods that committed already (a run that died during the commits) are done.
+    let pending: Vec<u32> = (0..everyone)
+        .filter(|&k| states.get(k as usize).is_none_or(|s| s.epoch != epoch))
+        .collect();
+
+    // 1. prepare: every pod captures what comes to it.
+    let prepare = serde_json::json!({
+        "epoch": epoch, "pods": target.pods, "strategy": target.strategy, "shards": target.shards,
+    });
+    pods.each::<RescaleState>(pending.iter().copied(), "/prepare", prepare)
+        .await?;
+    progress("prepared: the new owners capture their incoming guilds");
+    let deadline = Instant::now() + Duration::from_secs(args.capture_timeout_secs);
+    let mut any_frozen = false;
+    loop {
+        let mut waiting = Vec::new();
+        for &k in &pending {
+            let state = pods.state(k).await?;
+            if let Some(next) = &state.next {
+                any_frozen |= next.frozen;
+                if !next.capturing {
+                    waiting.push(k);
+                }
+            }
+        }
+        if waiting.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "pods {waiting:?} did not open their new Discord sessions within {} s (see their /status); run again to keep waiting, or --abort",
+                args.capture_timeout_secs
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if args.until == Some(Step::Prepare) {
+        progress("stopped after prepare (--until)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !any_frozen {
+        progress(format_args!(
+            "every pod captures; waiting {} ms for the skew between sessions",
+            args.margin_ms
+        ));
+        tokio::time::sleep(Duration::from_millis(args.margin_ms)).await;
+    }
+
+    // 2. freeze: the old owners stop applying the guilds that leave.
+    let frozen_at_ms = now_ms();
+    let freezing = Instant::now();
+    let old_pods = pending.iter().copied().filter(|&k| k < from.pods);
+    pods.each::<RescaleState>(old_pods, "/freeze", serde_json::json!({"epoch": epoch}))
+        .await?;
+    progress(format_args!(
+        "frozen in {} ms",
+        freezing.elapsed().as_millis()
+    ));
+    if args.until == Some(Step::Freeze) {
+        progress("stopped after freeze (--until)");
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    // 3. import: each new owner fetches its guilds, re-applies its capture log, goes live.
+    let new_pods = pending.iter().copied().filter(|&k| k < target.pods);
+    let imports = pods
+        .each::<ImportAnswer>(
+            new_pods,
+            "/import",
+            serde_json::json!({"epoch": epoch, "frozen_at_ms": frozen_at_ms}),
+        )
+        .await?;
+    let longest_pause_ms = freezing.elapsed().as_millis() as u64;
+    let guilds_moved: u64 = imports.iter().map(|(_, a)| a.guilds).sum();
+    let events_replayed: u64 = imports.iter().map(|(_, a)| a.replayed as u64).sum();
+    for (k, answer) in &imports {
+        progress(format_args!(
+            "pod {k} is live: {} guilds imported, {} captured events re-applied",
+            answer.guilds, answer.replayed
+        ));
+    }
+
+    if args.until == Some(Step::Import) {
+        progress("stopped after import (--until)");
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    // 4. commit: the epoch moves on; the old owners delete what they gave away.
+    pods.each::<RescaleState>(
+        pending.iter().copied(),
+        "/commit",
+        serde_json::json!({"epoch": epoch}),
+    )
+    .await?;
+    let summary = Summary {
+        epoch,
+        from,
+        to: target,
+        guilds_moved,
+        events_replayed,
+        longest_pause_ms,
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "committed epoch {}: {} -> {}; {} guilds moved, {} captured events re-applied, longest pause {} ms, {:.1} s in all",
+            summary.epoch,
+            summary.from,
+            summary.to,
+            summary.guilds_moved,
+            summary.events_replayed,
+            summary.longest_pause_ms,
+            summary.duration_ms as f64 / 1000.0
+        );
+    }
+    if summary.to.pods < summary.from.pods {
+        progress(format_args!(
+            "pods {}..{} own nothing now: scale the StatefulSet to {} and delete their PVCs (deploy/RUNBOOK.md)",
+            summary.to.pods, summary.from.pods, summary.to.pods
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The layout asked for: `--to M`, the strategy and shard count given or kept.
+fn target_of(args: &RescaleArgs, current: &LayoutBody, pods: u32) -> LayoutBody {
+    let current_strategy: Strategy = current.strategy.parse().unwrap_or_default();
+    let strategy = args.strategy.unwrap_or(current_strategy);
+    let shards = match args.shards {
+        Some(s) => s as u32,
+        // The shard count moves no guild with md5; with discord it is kept while every pod
+        // still gets a shard.
+        None if strategy == current_strategy
+            && (strategy == Strategy::Md5 || current.shards >= pods) =>
+        {
+            current.shards
+        }
+        None => default_shards(strategy, pods),
+    };
+    LayoutBody {
+        pods,
+        strategy: strategy.as_str().to_owned(),
+        shards,
+    }
+}
+
+/// Every pod follows the same committed epoch and layout, with no change half-done.
+fn agree(states: &[RescaleState]) -> bool {
+    states
+        .windows(2)
+        .all(|w| w[0].epoch == w[1].epoch && w[0].layout == w[1].layout)
+        && states.iter().all(|s| s.next.is_none())
+}
+
+fn print_status(states: &[RescaleState]) {
+    for s in states {
+        let next = match &s.next {
+            None => "no rescale under way".to_owned(),
+            Some(n) => format!(
+                "rescale to epoch {} ({}): capturing {}, frozen {}, live {}",
+                n.epoch, n.layout, n.capturing, n.frozen, n.live
+            ),
+        };
+        println!(
+            "pod {}: epoch {} ({}); {next}{}",
+            s.ordinal,
+            s.epoch,
+            s.layout,
+            s.config_stale
+                .as_deref()
+                .map_or(String::new(), |c| format!("; STALE SETTINGS: {c}"))
+        );
+    }
+}
