@@ -539,3 +539,324 @@ async fn a_session_is_closed_with_any_code_on_request() {
     assert_eq!(answer(&mut ws).await, Answer::Closed(4012));
     assert_eq!(wait_connected(port, &id, false)["open"], false);
 }
+
+// --- Live timeline: one clock over the recording, each event sent once to the sessions open
+// when it happens.
+
+/// A dispatch as received: (seq, t, d).
+type Dispatch = (u64, String, serde_json::Value);
+
+/// A fake in live mode in this process (so a test can hold its clock exactly), on the sample
+/// stream, any Identify accepted at once.
+async fn start_live_fake(rate: u32) -> std::sync::Arc<guild_gateway_dev::fake_discord::Fake> {
+    use guild_gateway_dev::fake_discord::{start, FakeOptions, Recording};
+    let recording = Recording::load(&sample_stream()).expect("the sample stream loads");
+    let options = FakeOptions {
+        token: TOKEN.into(),
+        live_rate: Some(rate),
+        identify_window: Duration::ZERO,
+        ..FakeOptions::default()
+    };
+    start("127.0.0.1:0".parse().unwrap(), recording, options)
+        .await
+        .expect("the fake starts")
+}
+
+/// Sends an Identify and returns READY's `d`.
+async fn ready(ws: &mut Ws, shard: Option<[u32; 2]>) -> serde_json::Value {
+    let mut d = serde_json::json!({"token": TOKEN, "intents": 1, "properties": {}});
+    if let Some(shard) = shard {
+        d["shard"] = serde_json::json!(shard);
+    }
+    send(ws, serde_json::json!({"op": 2, "d": d})).await;
+    let first = next_frame(ws, Duration::from_secs(10))
+        .await
+        .expect("READY within 10 s");
+    assert_eq!(first["t"], "READY", "{first}");
+    assert_eq!(first["s"], 1);
+    first["d"].clone()
+}
+
+/// The next text frame, parsed; None if none came within `within`.
+async fn next_frame(ws: &mut Ws, within: Duration) -> Option<serde_json::Value> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    tokio::time::timeout(within, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).unwrap(),
+                Some(Ok(Message::Close(close))) => panic!("closed: {close:?}"),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("the connection failed: {e}"),
+                None => panic!("the connection ended"),
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+/// The next `n` dispatches, within `within` in all.
+async fn dispatches(ws: &mut Ws, n: usize, within: Duration) -> Vec<Dispatch> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some(v) = next_frame(ws, left).await else {
+            panic!("{} of {n} dispatches within {within:?}", got.len());
+        };
+        assert_eq!(v["op"], 0, "{v}");
+        got.push((
+            v["s"].as_u64().expect("a seq"),
+            v["t"].as_str().expect("a t").to_owned(),
+            v["d"].clone(),
+        ));
+    }
+    got
+}
+
+/// What a session gets for these recording indexes: seq 2 onwards, the recorded `t` and `d`.
+fn expected_dispatches(
+    recording: &guild_gateway_dev::fake_discord::Recording,
+    indexes: &[usize],
+) -> Vec<Dispatch> {
+    indexes
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let frame = &recording.frames[i];
+            (
+                k as u64 + 2,
+                frame.name.clone(),
+                serde_json::from_str(frame.data.get()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Sessions admitted before the start get everything of their shard; sessions admitted later
+/// only what happens after them, and their READY still lists the shard's guilds.
+#[tokio::test(flavor = "current_thread")]
+async fn a_live_session_gets_only_what_happens_after_it_opened() {
+    let fake = start_live_fake(200).await;
+    let port = fake.addr.port();
+    let recording = &fake.recording;
+    let total = recording.frames.len() as u64;
+    let view = fake.clock_view();
+    assert!(view.live && !view.running, "{view:?}");
+    assert_eq!((view.position, view.total), (0, total));
+
+    // Admitted at position 0, before the start: nothing comes until the clock runs.
+    let mut early = connect(port).await;
+    ready(&mut early, Some([0, 2])).await;
+    assert!(
+        next_frame(&mut early, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "a dispatch before the clock started"
+    );
+    assert_eq!(
+        fake.clock_view().position,
+        0,
+        "the clock waits to be started"
+    );
+
+    fake.clock_start().unwrap();
+    let started = tokio::time::Instant::now();
+    while fake.clock_view().position < total / 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the clock did not advance"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Paused, so that the later sessions are admitted at a known position.
+    fake.clock_pause().unwrap();
+    let at = fake.clock_view().position;
+    assert!(at < total, "paused before the end: {at} of {total}");
+
+    let mut late = connect(port).await;
+    ready(&mut late, None).await;
+    let mut late_half = connect(port).await;
+    let half_ready = ready(&mut late_half, Some([1, 2])).await;
+    let shard_guilds: Vec<String> = recording
+        .frames_for([1, 2])
+        .into_iter()
+        .filter(|&i| recording.frames[i].name == "GUILD_CREATE")
+        .filter_map(|i| recording.frames[i].guild_id.map(|g| g.to_string()))
+        .collect();
+    let listed: Vec<String> = half_ready["guilds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!shard_guilds.is_empty());
+    assert_eq!(
+        listed, shard_guilds,
+        "READY lists the shard's guilds as usual"
+    );
+    fake.clock_resume().unwrap();
+
+    let early_want = expected_dispatches(recording, &recording.frames_for([0, 2]));
+    let late_indexes: Vec<usize> = (at as usize..recording.frames.len()).collect();
+    let late_want = expected_dispatches(recording, &late_indexes);
+    let half_indexes: Vec<usize> = recording
+        .frames_for([1, 2])
+        .into_iter()
+        .filter(|&i| i as u64 >= at)
+        .collect();
+    let half_want = expected_dispatches(recording, &half_indexes);
+    let within = Duration::from_secs(60);
+    let (early_got, late_got, half_got) = tokio::join!(
+        dispatches(&mut early, early_want.len(), within),
+        dispatches(&mut late, late_want.len(), within),
+        dispatches(&mut late_half, half_want.len(), within),
+    );
+    // The first dispatch of a late session is the first of its shard at or after `at`.
+    assert_eq!(late_got[0].0, 2);
+    assert_eq!(
+        late_got[0].2,
+        serde_json::from_str::<serde_json::Value>(recording.frames[at as usize].data.get())
+            .unwrap()
+    );
+    assert_eq!(late_got, late_want, "unsharded, admitted at {at}");
+    assert_eq!(half_got[0].2, half_want[0].2);
+    assert_eq!(half_got, half_want, "shard [1, 2], admitted at {at}");
+    assert_eq!(early_got, early_want, "shard [0, 2], admitted at 0");
+
+    assert_eq!(fake.clock_view().position, total);
+    // The server counts a dispatch as sent once written: allow it a moment after the client.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !fake.session_views().iter().all(|s| s.done) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "every session done within 10 s of its last dispatch"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fake.session_views().len(), 3);
+}
+
+/// `--live-rate` starts the clock at once; the HTTP admin API pauses and resumes it, and a
+/// session is done once it sent everything and the clock reached the end.
+#[tokio::test(flavor = "current_thread")]
+async fn the_live_clock_pauses_and_resumes_over_http() {
+    let lines = sample_lines();
+    let total = lines.len() as u64;
+    let (_fake, port) = start_fake_discord(TOKEN, &["--live-rate", "50"]);
+    let clock = || get_json(port, "/fake/clock").expect("/fake/clock answers JSON");
+    let post = |path: &str| http_request(port, "POST", path, &[], "").unwrap();
+    let c = clock();
+    assert_eq!(c["live"], true, "{c}");
+    assert_eq!(c["running"], true, "started at once: {c}");
+    assert_eq!(c["total"], total, "{c}");
+
+    let mut ws = connect(port).await;
+    let Answer::Ready(id) = identify(&mut ws, None).await else {
+        panic!("identify refused")
+    };
+    // A dispatch is the recording's line `first + seq - 2`: find `first` from the first one.
+    let got = dispatches(&mut ws, 1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].0, 2);
+    let first = lines
+        .iter()
+        .position(|l| l["t"] == got[0].1.as_str() && l["d"] == got[0].2)
+        .expect("the first dispatch is a line of the recording");
+    let is_line = |(seq, t, d): &Dispatch| {
+        let line = &lines[first + *seq as usize - 2];
+        line["t"] == t.as_str() && line["d"] == *d
+    };
+
+    let (code, body) = post("/fake/clock/pause");
+    assert_eq!((code, body.as_str()), (204, ""));
+    let c = clock();
+    assert_eq!(c["running"], false, "{c}");
+    let at = c["position"].as_u64().unwrap();
+    assert!(
+        at > first as u64 && at < total,
+        "paused between the first dispatch ({first}) and the end ({total}): {c}"
+    );
+    // What happened before the pause still comes (up to line at - 1), then nothing.
+    let before = dispatches(&mut ws, (at as usize - 1) - first, Duration::from_secs(30)).await;
+    assert!(before.iter().all(is_line), "{before:?}");
+    assert_eq!(before.last().map(|d| d.0), Some(at + 1 - first as u64));
+    let quiet = next_frame(&mut ws, Duration::from_secs(1)).await;
+    assert!(quiet.is_none(), "a dispatch while paused: {quiet:?}");
+    let c = clock();
+    assert_eq!(c["position"], at, "paused: {c}");
+    assert_eq!(session(port, &id)["done"], false);
+
+    let (code, _) = post("/fake/clock/resume");
+    assert_eq!(code, 204);
+    assert_eq!(clock()["running"], true);
+    let rest = dispatches(&mut ws, (total - at) as usize, Duration::from_secs(120)).await;
+    assert!(rest.iter().all(is_line), "{rest:?}");
+    assert_eq!(rest[0].0, at + 2 - first as u64, "no gap, no repeat");
+    let c = clock();
+    assert_eq!(c["position"], total, "{c}");
+    assert_eq!(c["running"], true, "{c}");
+    let s = wait_for(Duration::from_secs(10), || {
+        let s = session(port, &id);
+        (s["done"] == true).then_some(s)
+    })
+    .expect("the session is done once the clock ended and it sent everything");
+    assert_eq!(s["last_seq_sent"], total + 1 - first as u64);
+    // Starting again changes nothing.
+    assert_eq!(post("/fake/clock/start").0, 204);
+    assert_eq!(clock()["position"], total);
+}
+
+/// A Resume in live mode replays what the client missed, then goes on with the clock.
+#[tokio::test(flavor = "current_thread")]
+async fn a_live_session_resumes() {
+    let fake = start_live_fake(100).await;
+    let port = fake.addr.port();
+    let recording = &fake.recording;
+    let mut ws = connect(port).await;
+    let id = ready(&mut ws, None).await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    fake.clock_start().unwrap();
+    let want = expected_dispatches(recording, &(0..recording.frames.len()).collect::<Vec<_>>());
+    let got = dispatches(&mut ws, 20, Duration::from_secs(30)).await;
+    assert_eq!(got, want[..20]);
+    fake.control(&id, guild_gateway_dev::fake_discord::Control::Drop)
+        .unwrap();
+    drop(ws);
+    let mut ws = connect(port).await;
+    // From seq 21: dispatches 22 onwards (some sent before the drop and lost) then RESUMED.
+    let d = serde_json::json!({"token": TOKEN, "session_id": id, "seq": 21});
+    send(&mut ws, serde_json::json!({"op": 6, "d": d})).await;
+    let mut got = Vec::new();
+    loop {
+        let v = next_frame(&mut ws, Duration::from_secs(30))
+            .await
+            .expect("a frame within 30 s");
+        if v["t"] == "RESUMED" {
+            break;
+        }
+        got.push((
+            v["s"].as_u64().unwrap(),
+            v["t"].as_str().unwrap().to_owned(),
+            v["d"].clone(),
+        ));
+    }
+    let rest = want.len() - 20 - got.len();
+    got.extend(dispatches(&mut ws, rest, Duration::from_secs(60)).await);
+    assert_eq!(got, want[20..], "no gap, no repeat");
+}
+
+#[test]
+fn clock_requests_outside_live_mode_are_refused() {
+    let (_fake, port) = start_fake_discord(TOKEN, &[]);
+    for action in ["start", "pause", "resume"] {
+        let (code, body) =
+            http_request(port, "POST", &format!("/fake/clock/{action}"), &[], "").unwrap();
+        assert_eq!(code, 409, "{action}: {body}");
+    }
+    let c = get_json(port, "/fake/clock").expect("/fake/clock answers JSON");
+    assert_eq!(c["live"], false, "{c}");
+    assert_eq!(c["total"], sample_lines().len(), "{c}");
+}

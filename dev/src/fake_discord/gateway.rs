@@ -1,13 +1,13 @@
 //! The gateway side of the fake: Hello, Identify (judged by the rules in the module docs),
-//! READY, heartbeats, Resume, and each session's dispatches, with Discord's close codes for
-//! clients that misbehave.
+//! READY, heartbeats, Resume, and each session's dispatches (in live mode, each when the
+//! clock has passed it), with Discord's close codes for clients that misbehave.
 
-use super::{close, new_session_id, rest::bot_user, Control, Fake, Refusal, Session};
+use super::{close, new_session_id, rest::bot_user, Control, Due, Fake, Refusal, Session};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -53,19 +53,26 @@ pub async fn serve(fake: Arc<Fake>, stream: TcpStream) {
 }
 
 async fn run(fake: &Arc<Fake>, ws: &mut Ws, attached: &mut Option<Attached>) -> Ending {
+    let live = fake.live();
+    // In live mode the clock sets the pace.
     let mut pace = fake
         .options
         .rate
+        .filter(|_| !live)
         .map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(r.max(1)))));
     let never = Arc::new(Notify::new());
+    let mut clock_moved = fake.clock_moved.subscribe();
     loop {
-        let (sending, pending) = match attached.as_ref() {
+        // Marked seen before the clock is read below, so that a start, pause or resume from
+        // here on wakes the select.
+        clock_moved.borrow_and_update();
+        let (next_frame, pending) = match attached.as_ref() {
             Some(a) => {
                 let mut sessions = fake.sessions();
                 let session = &mut sessions[a.index];
-                (a.next < session.frames.len(), session.pending.take())
+                (session.frames.get(a.next).copied(), session.pending.take())
             }
-            None => (false, None),
+            None => (None, None),
         };
         match pending {
             Some(Control::Drop) => {
@@ -78,6 +85,13 @@ async fn run(fake: &Arc<Fake>, ws: &mut Ws, attached: &mut Option<Attached>) -> 
             }
             None => {}
         }
+        // Outside live mode every frame is due at once; in live mode a frame not yet
+        // happened is waited for until its due time, or (clock stopped) for a resume.
+        let (sending, due) = match next_frame.map(|index| fake.due(index)) {
+            Some(Due::Now) => (true, None),
+            Some(Due::At(at)) => (false, Some(at)),
+            Some(Due::Waiting) | None => (false, None),
+        };
         let control = attached
             .as_ref()
             .map_or(never.clone(), |a| a.control.clone());
@@ -96,6 +110,9 @@ async fn run(fake: &Arc<Fake>, ws: &mut Ws, attached: &mut Option<Attached>) -> 
             }
             // The request is in the session's `pending`, read at the top of the loop.
             _ = control.notified() => {}
+            // The clock was started, paused or resumed: due times change.
+            _ = clock_moved.changed(), if live => {}
+            _ = sleep_until(due) => {}
             _ = tick(&mut pace), if sending => {
                 let Some(a) = attached.as_mut() else { continue };
                 let (text, seq, drop_now) = {
@@ -122,6 +139,14 @@ async fn run(fake: &Arc<Fake>, ws: &mut Ws, attached: &mut Option<Attached>) -> 
                 }
             }
         }
+    }
+}
+
+/// Sleeps until `due`; never returns when None.
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -3,8 +3,9 @@
 //!
 //! One port serves the REST API serenity calls (`/api/v10/...`), the gateway WebSocket, and an
 //! admin API for tests (`/fake/...`). Every session receives the recorded stream, renumbered
-//! from seq 2 (READY is 1), restricted to what Discord routes to the shard it identified as.
-//! Sessions survive their connection, so a client can RESUME and get what it missed.
+//! from seq 2 (READY is 1), restricted to what Discord routes to the shard it identified as
+//! (in [live mode](#live-timeline), only what happens while it is open). Sessions survive their
+//! connection, so a client can RESUME and get what it missed.
 //!
 //! # Discord's rules for a growing bot
 //!
@@ -37,6 +38,32 @@
 //! `recommended_shards`) and `session_start_limit` (`total`, `remaining`, `reset_after` in
 //! ms, `max_concurrency`).
 //!
+//! # Live timeline
+//!
+//! By default each session gets the whole recording from its beginning, which is right for
+//! a fixed set of pods but not for pods that come and go while traffic flows (a live rescale
+//! of the StatefulSet): Discord sends each event once, when it happens, to the sessions open
+//! then, and a session opened later never sees what came before it. With `live_rate`
+//! (`--live-rate N`) the fake does the same:
+//!
+//! - One clock over the recording, shared by every session: its `position` is how many
+//!   frames of the recording have happened. It stands still until started, then advances at
+//!   N frames per second of running time (computed from the time elapsed, not from what was
+//!   sent, so it is steady however many sessions there are and however slow they read). It
+//!   can be paused and resumed (paused time does not count), and it stops at the end of the
+//!   recording. It starts only when told, so that a harness can first bring its pods up (and
+//!   have their sessions admitted at position 0); `--live-rate` on the command line starts it
+//!   at once.
+//! - A session admitted (READY sent) at position `p` gets the frames of its shard with an
+//!   index of at least `p`, each sent once the clock has passed it: events before it opened
+//!   are lost to it, as they are to a pod started late against Discord. A pause stops new
+//!   frames from happening; a session still behind on ones that already happened gets them
+//!   (a slow reader is behind, not paused). Seqs are numbered as usual (READY 1, its first frame 2), a
+//!   Resume replays what the client missed, and READY lists every guild of the shard as
+//!   unavailable, as usual. The per-session `rate` does not apply: the clock sets the pace.
+//! - A session is `done` once it has sent every frame of its list and the clock is at the
+//!   end: until then more may still happen to it.
+//!
 //! # Admin API (tests)
 //!
 //! - `GET /fake/sessions`: the sessions, an array of [`SessionView`].
@@ -49,6 +76,11 @@
 //!   4007, 4009, 4010 to 4014) the session ends and a Resume gets Invalid Session; after
 //!   others (4000, 4008, ...) it can be resumed. 409 if no connection is attached, 400 for a
 //!   code a server may not send.
+//! - `GET /fake/clock`: the live timeline's clock, a [`ClockView`] (`live` false outside live
+//!   mode).
+//! - `POST /fake/clock/start`, `POST /fake/clock/pause`, `POST /fake/clock/resume`: start the
+//!   clock (once; later calls change nothing), pause it while it runs, resume it while it is
+//!   paused. 204 (also when there was nothing to change), 409 outside live mode.
 
 mod gateway;
 mod rest;
@@ -200,8 +232,13 @@ pub struct FakeOptions {
     pub heartbeat_interval: Duration,
     /// Drop each session's first connection (no close frame) right after sending this seq.
     pub drop_at_seq: Option<u64>,
-    /// Dispatches per second per session (None: as fast as the client reads).
+    /// Dispatches per second per session (None: as fast as the client reads). Not used in
+    /// live mode, where the clock sets the pace.
     pub rate: Option<u32>,
+    /// Live mode: one clock over the recording at this many frames per second, each frame
+    /// sent once to the sessions open when it happens (see "Live timeline" in the module
+    /// docs). None: every session gets the whole recording.
+    pub live_rate: Option<u32>,
     /// Intents this bot may use; an Identify asking for more is closed with 4014.
     pub allowed_intents: u64,
     /// Guilds one shard may hold; an Identify for a shard holding more is closed with 4011.
@@ -230,6 +267,7 @@ impl Default for FakeOptions {
             heartbeat_interval: Duration::from_secs(5),
             drop_at_seq: None,
             rate: None,
+            live_rate: None,
             allowed_intents: u64::MAX,
             max_guilds_per_shard: MAX_GUILDS_PER_SHARD,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
@@ -274,9 +312,11 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn done(&self) -> bool {
+    /// Everything the session will get was sent. `timeline_ended`: the live clock is at the
+    /// recording's end (always true outside live mode); before that more may happen to it.
+    pub fn done(&self, timeline_ended: bool) -> bool {
         // READY is seq 1, the last frame seq len + 1.
-        self.last_seq_sent > self.frames.len() as u64
+        timeline_ended && self.last_seq_sent > self.frames.len() as u64
     }
 }
 
@@ -386,6 +426,119 @@ impl Limits {
     }
 }
 
+/// `GET /fake/clock`: the live timeline's clock.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClockView {
+    /// The fake is in live mode (`live_rate`); when false the rest means nothing.
+    pub live: bool,
+    /// Started and not paused. It stays true at the end, where the clock no longer moves:
+    /// `position == total` tells that.
+    pub running: bool,
+    /// Frames of the recording that have happened.
+    pub position: u64,
+    /// Frames of the recording.
+    pub total: u64,
+}
+
+/// A clock request to a fake that is not in live mode (HTTP 409).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotLive;
+
+/// When a frame of the recording is due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Due {
+    Now,
+    At(Instant),
+    /// The clock is not running: only a start or a resume can make it due.
+    Waiting,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum ClockState {
+    Unstarted,
+    Running { since: Instant },
+    Paused,
+}
+
+/// The live timeline's clock. Its position is computed from the running time at each
+/// reading (nothing ticks), so it is exact and costs nothing while nobody looks.
+struct Clock {
+    /// Frames per second (at least 1).
+    rate: u32,
+    total: u64,
+    state: ClockState,
+    /// Running time before the current run.
+    ran: Duration,
+}
+
+impl Clock {
+    fn new(rate: u32, total: u64) -> Clock {
+        Clock {
+            rate: rate.max(1),
+            total,
+            state: ClockState::Unstarted,
+            ran: Duration::ZERO,
+        }
+    }
+
+    fn running_time(&self, now: Instant) -> Duration {
+        match self.state {
+            ClockState::Running { since } => self.ran + now.saturating_duration_since(since),
+            ClockState::Unstarted | ClockState::Paused => self.ran,
+        }
+    }
+
+    fn position(&self, now: Instant) -> u64 {
+        let happened = self.running_time(now).as_nanos() * u128::from(self.rate) / 1_000_000_000;
+        u64::try_from(happened).unwrap_or(u64::MAX).min(self.total)
+    }
+
+    /// When frame `index` has happened (the position is past it).
+    fn due(&self, index: usize, now: Instant) -> Due {
+        if self.position(now) > index as u64 {
+            return Due::Now;
+        }
+        let ClockState::Running { since } = self.state else {
+            return Due::Waiting;
+        };
+        // The position passes `index` after (index + 1) / rate seconds of running time
+        // (rounded up, so that the position has moved when the wait is over).
+        let needed = (index as u128 + 1) * 1_000_000_000;
+        let needed = Duration::from_nanos(
+            u64::try_from(needed.div_ceil(u128::from(self.rate))).unwrap_or(u64::MAX),
+        );
+        Due::At(since + needed.saturating_sub(self.ran))
+    }
+
+    fn start(&mut self, now: Instant) {
+        if let ClockState::Unstarted = self.state {
+            self.state = ClockState::Running { since: now };
+        }
+    }
+
+    fn pause(&mut self, now: Instant) {
+        if let ClockState::Running { since } = self.state {
+            self.ran += now.saturating_duration_since(since);
+            self.state = ClockState::Paused;
+        }
+    }
+
+    fn resume(&mut self, now: Instant) {
+        if let ClockState::Paused = self.state {
+            self.state = ClockState::Running { since: now };
+        }
+    }
+
+    fn view(&self, now: Instant) -> ClockView {
+        ClockView {
+            live: true,
+            running: matches!(self.state, ClockState::Running { .. }),
+            position: self.position(now),
+            total: self.total,
+        }
+    }
+}
+
 /// The server's shared state.
 pub struct Fake {
     pub recording: Recording,
@@ -393,9 +546,14 @@ pub struct Fake {
     pub addr: SocketAddr,
     /// Identify times are ms since this.
     pub started: Instant,
-    // Lock order: `limits` before `sessions`.
+    // Lock order: `limits` before `sessions`; nothing is taken while `clock` is held.
     sessions: Mutex<Vec<Session>>,
     limits: Mutex<Limits>,
+    /// The live timeline's clock (None: not in live mode).
+    clock: Option<Mutex<Clock>>,
+    /// Changed at every start, pause and resume: connections waiting for the clock to run
+    /// (or sleeping until a due time it moved) look again.
+    clock_moved: tokio::sync::watch::Sender<()>,
 }
 
 impl Fake {
@@ -411,6 +569,7 @@ impl Fake {
     }
 
     pub fn session_views(&self) -> Vec<SessionView> {
+        let ended = self.timeline_ended();
         self.sessions()
             .iter()
             .map(|s| SessionView {
@@ -418,7 +577,7 @@ impl Fake {
                 shard: s.shard_sent,
                 identified_at_ms: s.identified_at_ms.clone(),
                 last_seq_sent: s.last_seq_sent,
-                done: s.done(),
+                done: s.done(ended),
                 connected: s.connected,
                 connections: s.connections,
                 open: s.open,
@@ -449,6 +608,65 @@ impl Fake {
             reset_after_ms: millis(limits.reset_after(Instant::now(), &self.options)),
             max_concurrency: self.max_concurrency(),
         }
+    }
+
+    /// Whether the fake is in live mode (`live_rate`).
+    pub fn live(&self) -> bool {
+        self.clock.is_some()
+    }
+
+    fn clock(&self) -> Option<MutexGuard<'_, Clock>> {
+        self.clock
+            .as_ref()
+            .map(|c| c.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The live timeline's clock as of now (`live` false, the rest 0 but `total`, outside
+    /// live mode).
+    pub fn clock_view(&self) -> ClockView {
+        match self.clock() {
+            Some(clock) => clock.view(Instant::now()),
+            None => ClockView {
+                live: false,
+                running: false,
+                position: 0,
+                total: self.recording.frames.len() as u64,
+            },
+        }
+    }
+
+    /// Whether the live clock is at the recording's end; always true outside live mode.
+    pub fn timeline_ended(&self) -> bool {
+        let view = self.clock_view();
+        !view.live || view.position == view.total
+    }
+
+    /// Starts the live clock at position 0; it has no effect once started (a paused clock
+    /// needs [`Fake::clock_resume`]).
+    pub fn clock_start(&self) -> Result<(), NotLive> {
+        self.move_clock(Clock::start)
+    }
+
+    /// Stops the live clock where it is (no effect unless it runs).
+    pub fn clock_pause(&self) -> Result<(), NotLive> {
+        self.move_clock(Clock::pause)
+    }
+
+    /// Continues a paused live clock from where it stopped (no effect unless paused).
+    pub fn clock_resume(&self) -> Result<(), NotLive> {
+        self.move_clock(Clock::resume)
+    }
+
+    fn move_clock(&self, change: fn(&mut Clock, Instant)) -> Result<(), NotLive> {
+        change(&mut *self.clock().ok_or(NotLive)?, Instant::now());
+        self.clock_moved.send_replace(());
+        Ok(())
+    }
+
+    /// When frame `index` of the recording may be sent: at once outside live mode.
+    fn due(&self, index: usize) -> Due {
+        self.clock()
+            .map_or(Due::Now, |clock| clock.due(index, Instant::now()))
     }
 
     /// `/gateway/bot`'s `shards`.
@@ -521,6 +739,11 @@ impl Fake {
                 limits.accepted += 1;
                 limits.last_accepted.insert(bucket, now);
                 session.identified_at_ms.push(at_ms);
+                // Live: what happened before this session opened is not for it.
+                if let Some(clock) = self.clock() {
+                    let from = clock.position(Instant::now());
+                    session.frames.retain(|&i| i as u64 >= from);
+                }
                 let mut sessions = self.sessions();
                 sessions.push(session);
                 Ok(sessions.len() - 1)
@@ -645,6 +868,9 @@ pub async fn start(
         violations: 0,
         attempts: VecDeque::new(),
     };
+    let clock = options
+        .live_rate
+        .map(|rate| Mutex::new(Clock::new(rate, recording.frames.len() as u64)));
     let fake = Arc::new(Fake {
         recording,
         options,
@@ -652,6 +878,8 @@ pub async fn start(
         started,
         sessions: Mutex::new(Vec::new()),
         limits: Mutex::new(limits),
+        clock,
+        clock_moved: tokio::sync::watch::Sender::new(()),
     });
     let server = fake.clone();
     tokio::spawn(async move {
@@ -741,6 +969,11 @@ pub struct FakeDiscordArgs {
     /// Dispatches per second per session [default: as fast as clients read]
     #[arg(long)]
     pub rate: Option<u32>,
+    /// Live timeline: one clock over the stream at N dispatches per second, started at once;
+    /// each dispatch goes once to the sessions open when it happens, a later session does not
+    /// get earlier ones (--rate is then not used; POST /fake/clock/pause and /resume)
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub live_rate: Option<u32>,
     /// Intents the bot may use (bit mask); an Identify asking for others is closed with 4014
     #[arg(long, default_value_t = u64::MAX)]
     pub allowed_intents: u64,
@@ -778,6 +1011,7 @@ impl FakeDiscordArgs {
             heartbeat_interval: Duration::from_millis(self.heartbeat_ms.max(100)),
             drop_at_seq: self.drop_at_seq,
             rate: self.rate,
+            live_rate: self.live_rate,
             allowed_intents: self.allowed_intents,
             max_guilds_per_shard: self.max_guilds_per_shard,
             max_concurrency: self.max_concurrency,
@@ -807,6 +1041,11 @@ pub async fn run(args: FakeDiscordArgs) -> anyhow::Result<()> {
         session_start_reset_ms = fake.options.session_start_reset.as_millis() as u64,
         "Discord's limits"
     );
+    if let Some(rate) = args.live_rate {
+        // Standalone there is no harness to wait for: the traffic starts now.
+        let _ = fake.clock_start();
+        tracing::info!(rate, "live timeline started");
+    }
     println!("fake-discord listening on http://{}", fake.addr);
     let name = signal.await;
     tracing::info!("{name}: stopping");
@@ -825,4 +1064,75 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = &'stati
             _ = int.recv() => "SIGINT",
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_clock_counts_running_time_only_and_stops_at_the_end() {
+        let t0 = Instant::now();
+        let mut clock = Clock::new(100, 50);
+        assert_eq!(clock.position(t0 + ms(5000)), 0, "not started");
+        assert_eq!(clock.due(0, t0), Due::Waiting);
+        clock.start(t0);
+        assert_eq!(clock.position(t0 + ms(95)), 9);
+        assert_eq!(clock.position(t0 + ms(100)), 10);
+        // Frame 10 has happened once the position is 11: at 110 ms.
+        assert_eq!(clock.due(10, t0 + ms(20)), Due::At(t0 + ms(110)));
+        assert_eq!(clock.due(9, t0 + ms(100)), Due::Now);
+        clock.pause(t0 + ms(200));
+        assert_eq!(
+            clock.position(t0 + ms(900)),
+            20,
+            "paused time does not count"
+        );
+        assert_eq!(clock.due(25, t0 + ms(900)), Due::Waiting);
+        clock.start(t0 + ms(900));
+        assert_eq!(clock.position(t0 + ms(950)), 20, "start does not resume");
+        clock.resume(t0 + ms(1000));
+        assert_eq!(clock.position(t0 + ms(1050)), 25);
+        assert_eq!(clock.due(25, t0 + ms(1000)), Due::At(t0 + ms(1060)));
+        let view = clock.view(t0 + ms(60_000));
+        assert_eq!(
+            view,
+            ClockView {
+                live: true,
+                running: true,
+                position: 50,
+                total: 50
+            }
+        );
+    }
+
+    #[test]
+    fn a_live_session_is_done_only_once_the_timeline_ended() {
+        let session = Session {
+            id: "s".into(),
+            shard: [0, 1],
+            shard_sent: None,
+            identified_at_ms: vec![0],
+            frames: vec![3, 4],
+            last_seq_sent: 3,
+            connected: true,
+            connections: 1,
+            open: true,
+            control: Arc::new(Notify::new()),
+            pending: None,
+        };
+        assert!(session.done(true));
+        assert!(!session.done(false), "more may still happen to it");
+        let empty = Session {
+            frames: Vec::new(),
+            last_seq_sent: 1,
+            ..session
+        };
+        assert!(empty.done(true));
+        assert!(!empty.done(false));
+    }
 }

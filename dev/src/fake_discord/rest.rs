@@ -1,8 +1,8 @@
 //! The REST side of the fake: what serenity asks at start, channels of the stream, and the
 //! admin API (`/fake/sessions`, `/fake/identifies`, `/fake/sessions/{id}/drop`,
-//! `/fake/sessions/{id}/close/{code}`).
+//! `/fake/sessions/{id}/close/{code}`, `/fake/clock` and its `start`, `pause`, `resume`).
 
-use super::{close, Control, ControlError, Fake};
+use super::{close, Control, ControlError, Fake, NotLive};
 use serde_json::json;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,6 +33,7 @@ pub async fn serve(fake: Arc<Fake>, mut stream: TcpStream, head: String) {
     let (status, body) = route(&fake, &method, &path, authorization.as_deref());
     let reason = match status {
         200 => "OK",
+        204 => "No Content",
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
@@ -107,6 +108,13 @@ fn admin_route(fake: &Fake, method: &str, path: &str) -> (u16, String) {
             200,
             serde_json::to_string(&fake.identifies_view()).unwrap_or_else(|_| "{}".into()),
         ),
+        ("GET", "clock") => (
+            200,
+            serde_json::to_string(&fake.clock_view()).unwrap_or_else(|_| "{}".into()),
+        ),
+        ("POST", "clock/start") => clock_answer(fake.clock_start()),
+        ("POST", "clock/pause") => clock_answer(fake.clock_pause()),
+        ("POST", "clock/resume") => clock_answer(fake.clock_resume()),
         ("POST", other) => {
             let Some(rest) = other.strip_prefix("sessions/") else {
                 return not_found();
@@ -143,6 +151,16 @@ fn admin_route(fake: &Fake, method: &str, path: &str) -> (u16, String) {
             }
         }
         _ => not_found(),
+    }
+}
+
+fn clock_answer(result: Result<(), NotLive>) -> (u16, String) {
+    match result {
+        Ok(()) => (204, String::new()),
+        Err(NotLive) => (
+            409,
+            json!({"message": "the fake is not in live mode (no live_rate)"}).to_string(),
+        ),
     }
 }
 
