@@ -292,6 +292,7 @@ async fn drive(args: RescaleArgs) -> anyhow::Result<ExitCode> {
     // 1. prepare: every pod captures what comes to it.
     let prepare = serde_json::json!({
         "epoch": epoch, "pods": target.pods, "strategy": target.strategy, "shards": target.shards,
+        "from": from,
     });
     pods.each::<RescaleState>(pending.iter().copied(), "/prepare", prepare)
         .await?;
@@ -432,9 +433,11 @@ fn target_of(args: &RescaleArgs, current: &LayoutBody, pods: u32) -> LayoutBody 
     }
 }
 
-/// Every pod follows the same committed epoch and layout, with no change half-done.
+/// Every pod that owns guilds follows the same committed epoch and layout, with no change
+/// half-done (standby pods, which own nothing, may have started on another epoch).
 fn agree(states: &[RescaleState]) -> bool {
-    states
+    let owners = &states[..states.len().min(states[0].layout.pods as usize)];
+    owners
         .windows(2)
         .all(|w| w[0].epoch == w[1].epoch && w[0].layout == w[1].layout)
         && states.iter().all(|s| s.next.is_none())

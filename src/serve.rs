@@ -42,6 +42,10 @@ pub struct ServeArgs {
     #[arg(long, env = "IDENTIFY_BACKOFF_SECS", default_value = "15",
         value_parser = crate::config::number("IDENTIFY_BACKOFF_SECS", 1, 3600))]
     pub identify_backoff_secs: u64,
+    /// One identify slot in milliseconds: Discord's 5 s per bucket and a margin for clock skew. Lower it only against a Discord-compatible server with a shorter window (a local fake-discord)
+    #[arg(long, env = "IDENTIFY_SLOT_MS", default_value_t = crate::gateway::identify::SLOT.as_millis() as u64,
+        value_parser = crate::config::number("IDENTIFY_SLOT_MS", 100, 600_000))]
+    pub identify_slot_ms: u64,
 }
 
 /// The validated Discord settings.
@@ -50,6 +54,7 @@ pub struct DiscordSettings {
     pub api_url: Option<String>,
     pub session_start_reserve: u64,
     pub identify_backoff: Duration,
+    pub identify_slot: Duration,
 }
 
 impl ServeArgs {
@@ -82,6 +87,7 @@ impl ServeArgs {
             api_url,
             session_start_reserve: self.session_start_reserve,
             identify_backoff: Duration::from_secs(self.identify_backoff_secs),
+            identify_slot: Duration::from_millis(self.identify_slot_ms),
         })
     }
 }
@@ -113,6 +119,7 @@ pub async fn run(mut config: PodConfig, discord: DiscordSettings) -> anyhow::Res
     // after a rescale until the settings are updated; /status says so).
     let ownership = pipeline.ownership();
     let gate = Arc::new(IdentifyGate::new(
+        discord.identify_slot,
         discord.session_start_reserve,
         discord.identify_backoff,
         identify_record_path(&config.database),
@@ -223,10 +230,7 @@ async fn follow_rescale(shards: &mut ShardSet, ownership: &Ownership) {
     match ownership.next {
         Some(next) if ownership.sessions_change() => shards.open(next.epoch, next.layout),
         Some(_) => {}
-        None => {
-            shards.open(ownership.epoch, ownership.layout);
-            shards.close_all_but(ownership.epoch).await;
-        }
+        None => shards.settle(ownership.epoch, ownership.layout).await,
     }
 }
 

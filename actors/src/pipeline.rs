@@ -337,14 +337,26 @@ impl Pipeline {
         }
     }
 
-    /// Step 1: start capturing the guilds that come here under `layout` (epoch `epoch`).
-    pub async fn prepare(&self, epoch: u64, layout: Layout) -> Result<Ownership, RescaleError> {
+    /// Step 1: start capturing the guilds that come here under `layout` (epoch `epoch`), from
+    /// the cluster's `from` layout (epoch `epoch - 1`). A standby pod that owns nothing takes
+    /// `from` as its own (it may have started on a fresh volume after the last rescale).
+    pub async fn prepare(
+        &self,
+        epoch: u64,
+        layout: Layout,
+        from: Layout,
+    ) -> Result<Ownership, RescaleError> {
         let _one = self.handoff.lock().await;
-        let now = self.ownership();
+        let mut now = self.ownership();
+        let standby = |o: &Ownership, l: &Layout| o.ordinal >= l.pods;
         match now.next {
             Some(next) if next.epoch == epoch && next.layout == layout => return Ok(now),
             None if now.epoch == epoch && now.layout == layout => return Ok(now),
-            None if now.epoch + 1 == epoch => {}
+            None if now.epoch + 1 == epoch && now.layout == from => {}
+            None if standby(&now, &now.layout) && standby(&now, &from) => {
+                now.epoch = epoch - 1;
+                now.layout = from;
+            }
             _ => {
                 return Err(RescaleError::Conflict(format!(
                     "pod {} cannot prepare epoch {epoch} ({layout}): committed epoch {} ({}), under way: {}",

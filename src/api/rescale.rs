@@ -121,16 +121,24 @@ pub async fn state(api: web::Data<Api>) -> HttpResponse {
 #[derive(Debug, Deserialize)]
 pub struct PrepareBody {
     pub epoch: u64,
+    /// The new layout.
     #[serde(flatten)]
     pub layout: LayoutBody,
+    /// The layout it replaces (epoch - 1's).
+    pub from: LayoutBody,
 }
 
 pub async fn prepare(
     api: web::Data<Api>,
     body: web::Json<PrepareBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let layout = body.layout.layout()?;
-    let ownership = api.pipeline.prepare(body.epoch, layout).await?;
+    let (layout, from) = (body.layout.layout()?, body.from.layout()?);
+    if body.epoch < 2 {
+        return Err(ApiError::BadRequest(
+            "a rescale's epoch is at least 2".into(),
+        ));
+    }
+    let ownership = api.pipeline.prepare(body.epoch, layout, from).await?;
     Ok(HttpResponse::Ok().json(state_of(&api, ownership)))
 }
 

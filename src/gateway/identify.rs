@@ -69,7 +69,12 @@ impl StartLimits for serenity::http::Http {
 
 /// Where session `shard` of pod `sharding.ordinal` identifies within its bucket: its offset in
 /// the bucket's cycle and the cycle's length.
-pub fn slot_of(sharding: &Sharding, shard: u32, max_concurrency: u32) -> (Duration, Duration) {
+pub fn slot_of(
+    sharding: &Sharding,
+    shard: u32,
+    max_concurrency: u32,
+    slot: Duration,
+) -> (Duration, Duration) {
     let c = max_concurrency.max(1);
     let bucket = shard % c;
     // Every session of the bot in this bucket, in one order all pods agree on.
@@ -87,7 +92,7 @@ pub fn slot_of(sharding: &Sharding, shard: u32, max_concurrency: u32) -> (Durati
         .position(|&(s, k)| s == shard && k == sharding.ordinal)
         .unwrap_or(0) as u32;
     let count = sessions.len().max(1) as u32;
-    (SLOT * place, SLOT * count)
+    (slot * place, slot * count)
 }
 
 /// How long to wait from `now` until the next start of the slot at `offset` in a cycle of
@@ -168,6 +173,8 @@ pub struct Waiting {
 
 /// The gate every session of this pod passes before it identifies.
 pub struct IdentifyGate {
+    /// One identify slot: [`SLOT`] against Discord.
+    slot: Duration,
     reserve: u64,
     backoff_base: Duration,
     record_path: PathBuf,
@@ -180,12 +187,14 @@ pub struct IdentifyGate {
 
 impl IdentifyGate {
     pub fn new(
+        slot: Duration,
         reserve: u64,
         backoff_base: Duration,
         record_path: PathBuf,
         remaining: IntGauge,
     ) -> IdentifyGate {
         IdentifyGate {
+            slot,
             reserve,
             backoff_base,
             record_path,
@@ -246,7 +255,7 @@ impl IdentifyGate {
                     "the session-start budget allows identifying again"
                 );
             }
-            let (offset, cycle) = slot_of(sharding, shard, limit.max_concurrency);
+            let (offset, cycle) = slot_of(sharding, shard, limit.max_concurrency, self.slot);
             let wait = until_slot(SystemTime::now(), offset, cycle);
             if !wait.is_zero() {
                 self.set_waiting(Some(format!(
@@ -337,7 +346,7 @@ mod tests {
         for k in 0..pods {
             let s = sharding(strategy, k, pods, shards);
             for shard in s.pod_shards() {
-                let (offset, cycle) = slot_of(&s, shard, c);
+                let (offset, cycle) = slot_of(&s, shard, c, SLOT);
                 out.push((shard % c, offset, cycle));
             }
         }

@@ -185,8 +185,36 @@ impl ShardSet {
         tracing::info!(epoch, layout = %layout, "Discord sessions opened");
     }
 
-    /// Closes the sessions of every epoch but `keep` (after a commit, or an abort).
-    pub async fn close_all_but(&mut self, keep: u64) {
+    /// After a commit (or an abort): keeps the sessions `layout` needs, labelled `epoch`, and
+    /// closes the others. A set that already runs those sessions is kept as it is (a rescale
+    /// that did not change this pod's sessions reconnects nothing).
+    pub async fn settle(&mut self, epoch: u64, layout: Layout) {
+        let wanted = layout.sessions(self.discord.ordinal);
+        let running = |c: &[Connection]| c.iter().map(|c| c.state.shard).collect::<Vec<_>>();
+        let keep = self
+            .connections
+            .iter()
+            .rev()
+            .find(|(e, c)| *e == epoch && running(c) == wanted)
+            .or_else(|| self.connections.iter().find(|(_, c)| running(c) == wanted))
+            .map(|(e, _)| *e);
+        match keep {
+            Some(kept) if kept != epoch => {
+                for (e, _) in self.connections.iter_mut().filter(|(e, _)| *e == kept) {
+                    *e = epoch;
+                }
+                for (e, _) in self.sessions.sets().iter_mut().filter(|(e, _)| *e == kept) {
+                    *e = epoch;
+                }
+            }
+            Some(_) => {}
+            None => self.open(epoch, layout),
+        }
+        self.close_all_but(epoch).await;
+    }
+
+    /// Closes the sessions of every epoch but `keep`.
+    async fn close_all_but(&mut self, keep: u64) {
         let (closing, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.connections)
             .into_iter()
             .partition(|(e, _)| *e != keep);

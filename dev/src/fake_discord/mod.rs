@@ -974,6 +974,10 @@ pub struct FakeDiscordArgs {
     /// get earlier ones (--rate is then not used; POST /fake/clock/pause and /resume)
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub live_rate: Option<u32>,
+    /// With --live-rate: hold the clock until POST /fake/clock/start (a harness starts the
+    /// traffic once its pods are connected)
+    #[arg(long, requires = "live_rate")]
+    pub live_hold: bool,
     /// Intents the bot may use (bit mask); an Identify asking for others is closed with 4014
     #[arg(long, default_value_t = u64::MAX)]
     pub allowed_intents: u64,
@@ -1041,10 +1045,16 @@ pub async fn run(args: FakeDiscordArgs) -> anyhow::Result<()> {
         session_start_reset_ms = fake.options.session_start_reset.as_millis() as u64,
         "Discord's limits"
     );
-    if let Some(rate) = args.live_rate {
-        // Standalone there is no harness to wait for: the traffic starts now.
-        let _ = fake.clock_start();
-        tracing::info!(rate, "live timeline started");
+    match args.live_rate {
+        Some(rate) if args.live_hold => {
+            tracing::info!(rate, "live timeline held until POST /fake/clock/start")
+        }
+        Some(rate) => {
+            // Standalone there is no harness to wait for: the traffic starts now.
+            let _ = fake.clock_start();
+            tracing::info!(rate, "live timeline started");
+        }
+        None => {}
     }
     println!("fake-discord listening on http://{}", fake.addr);
     let name = signal.await;

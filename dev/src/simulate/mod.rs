@@ -4,6 +4,15 @@
 //! was sent, with a per-pod summary. A pod that dies fails the run, naming the pod.
 //! The pods serve the data API on consecutive ports (`POD_URL_TEMPLATE` says which), with the
 //! token [`API_TOKEN`], while the run lasts.
+//!
+//! With `--rescale M[,M2...]` the fake plays the stream as live traffic (one clock, each event
+//! sent once, [`crate::fake_discord`]'s live timeline) and the pod count changes at evenly
+//! spaced points of it, each time by the real `guild-gateway rescale` ([`schedule`]): standby
+//! pods start first when it grows, emptied pods stop after its commit when it shrinks. The run
+//! then proves that nothing was lost against a one-pod replay of the same stream ([`verify`]).
+
+mod schedule;
+mod verify;
 
 use crate::fake_discord::{self, FakeOptions, Recording};
 use crate::probe::http_get;
@@ -45,6 +54,20 @@ pub struct SimulateArgs {
     /// Give up after this many seconds
     #[arg(long, default_value = "900")]
     pub timeout_secs: u64,
+    /// Change the pod count under live traffic, at evenly spaced points of the stream: `M`,
+    /// `M:STRATEGY` or `M:STRATEGY:SHARDS`, comma-separated (e.g. 3,5,2 or 3:discord)
+    #[arg(long)]
+    pub rescale: Option<String>,
+    /// With --rescale: the live stream's pace, dispatches per second for the whole bot
+    #[arg(long, default_value = "1000")]
+    pub live_rate: u32,
+    /// With --rescale: the rescale command's --margin-ms
+    #[arg(long, default_value = "1000")]
+    pub margin_ms: u64,
+    /// Discord's identify rate-limit window in the fake, in milliseconds; the pods' identify
+    /// slot (IDENTIFY_SLOT_MS) follows it. Shorter than Discord's 5000 only to save time
+    #[arg(long, default_value = "5000")]
+    pub identify_window_ms: u64,
     /// Exit 0 even if a pod dropped (shed) events of a stuck guild
     #[arg(long)]
     pub allow_shed: bool,
@@ -60,6 +83,8 @@ pub struct SimulateArgs {
 struct Pod {
     ordinal: u32,
     child: Child,
+    /// Stopped after a rescale emptied it.
+    stopped: bool,
     http: SocketAddr,
     database: PathBuf,
     log: PathBuf,
@@ -78,6 +103,8 @@ struct PodStatus {
     events_shed: u64,
     events_overflowed: u64,
     events_failed: u64,
+    /// /status `gateway_ready`.
+    ready: bool,
 }
 
 impl Drop for Pod {
@@ -91,13 +118,17 @@ impl Drop for Pod {
 }
 
 pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
-    let strategy: Strategy = args
+    let mut strategy: Strategy = args
         .strategy
         .parse()
         .map_err(|e| anyhow::anyhow!("--strategy: {e}"))?;
     if args.pods == 0 {
         bail!("--pods must be at least 1");
     }
+    let steps = match &args.rescale {
+        Some(list) => schedule::parse(list)?,
+        None => Vec::new(),
+    };
     // Before generating anything: a missing pod binary is the likeliest mistake.
     let exe = pod_binary(args.pod_binary.as_deref())?;
     std::fs::create_dir_all(&args.data_dir)
@@ -124,78 +155,57 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let recording = Recording::load(&events)?;
     let total_frames = recording.frames.len();
     let token = "simulate-token".to_string();
+    let live = !steps.is_empty();
     let options = FakeOptions {
         token: token.clone(),
         rate: args.rate,
+        live_rate: live.then_some(args.live_rate),
+        identify_window: Duration::from_millis(args.identify_window_ms),
         // Discord's own interval: a pod that stalls briefly under load is not a zombie.
         heartbeat_interval: Duration::from_millis(41_250),
         ..FakeOptions::default()
     };
     let fake = fake_discord::start("127.0.0.1:0".parse()?, recording, options).await?;
     eprintln!(
-        "fake Discord on http://{} ({total_frames} events per full session)",
-        fake.addr
+        "fake Discord on http://{} ({total_frames} events{})",
+        fake.addr,
+        if live {
+            format!(" of live traffic at {} a second", args.live_rate)
+        } else {
+            " per full session".into()
+        }
     );
 
     // Pod k serves HTTP (and the data API) on base + k, which POD_URL_TEMPLATE says.
-    let base_port = crate::testing::free_port_block(args.pods as u16);
-    let pod_urls = format!("http://127.0.0.1:{{ordinal+{base_port}}}");
+    let most_pods = steps.iter().map(|s| s.pods).fold(args.pods, u32::max);
+    let base_port = crate::testing::free_port_block(most_pods as u16);
+    let launcher = Launcher {
+        exe: exe.clone(),
+        data_dir: args.data_dir.clone(),
+        base_port,
+        pod_urls: format!("http://127.0.0.1:{{ordinal+{base_port}}}"),
+        discord_token: token,
+        discord_url: format!("http://{}", fake.addr),
+        // The pods' slot is Discord's window plus the same 30% margin as against Discord.
+        identify_slot_ms: args.identify_window_ms * 13 / 10,
+        json: args.json,
+    };
+    let mut shards = args.shards;
     let mut pods = Vec::new();
     for ordinal in 0..args.pods {
-        let database = args.data_dir.join(format!("gateway-{ordinal}.sqlite3"));
-        remove_database(&database)?;
-        let log = args.data_dir.join(format!("gateway-{ordinal}.log"));
-        let http = SocketAddr::from(([127, 0, 0, 1], base_port + ordinal as u16));
-        let child = Command::new(&exe)
-            .arg("serve")
-            .env("POD_ORDINAL", ordinal.to_string())
-            .env("NUM_GATEWAY_PODS", args.pods.to_string())
-            .env("SHARD_STRATEGY", strategy.as_str())
-            .envs(args.shards.map(|s| ("DISCORD_SHARDS", s.to_string())))
-            .env("DATABASE_URL", &database)
-            .env("HTTP_ADDR", http.to_string())
-            .env("POD_URL_TEMPLATE", &pod_urls)
-            .env("API_TOKEN", API_TOKEN)
-            .env("DISCORD_TOKEN", &token)
-            .env("DISCORD_API_URL", format!("http://{}", fake.addr))
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(&log)
-                    .with_context(|| format!("creating {}", log.display()))?,
-            )
-            .spawn()
-            .with_context(|| format!("starting pod {ordinal} ({})", exe.display()))?;
-        if args.json {
-            let line = serde_json::json!({"pod": {
-                "ordinal": ordinal, "pid": child.id(), "http": http.to_string(),
-                "database": database, "log": log,
-            }});
-            println!("{line}");
-        } else {
-            println!(
-                "pod {ordinal}: pid {}, http://{http}, database {}, log {}",
-                child.id(),
-                database.display(),
-                log.display()
-            );
-        }
-        pods.push(Pod {
-            ordinal,
-            child,
-            http,
-            database,
-            log,
-        });
+        pods.push(launcher.start(ordinal, args.pods, strategy, shards)?);
     }
 
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.timeout_secs);
-    let live = std::io::stderr().is_terminal();
+    let tty = std::io::stderr().is_terminal();
     let mut last_progress = Instant::now();
+    let mut current_pods = args.pods;
+    let mut next_step = 0;
+    let mut rescaling: Option<(Child, PathBuf)> = None;
+    let mut rescales: Vec<schedule::Summary> = Vec::new();
     let statuses = loop {
-        for pod in &mut pods {
+        for pod in pods.iter_mut().filter(|p| !p.stopped) {
             if let Some(status) = pod.child.try_wait().context("checking a pod")? {
                 bail!(
                     "pod {} (pid {}) died with {status} before committing everything it was sent; see {}",
@@ -207,40 +217,112 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         }
         let statuses: Vec<Option<PodStatus>> =
             futures_util::future::join_all(pods.iter().map(|p| pod_status(p.http))).await;
+        // Live traffic starts once every first pod has all its sessions.
+        if live && !fake.clock_view().running && all_connected(&statuses) {
+            eprintln!("every pod is connected: the live stream starts");
+            let _ = fake.clock_start();
+        }
+        let rescale_ended = match &mut rescaling {
+            Some((child, _)) => child.try_wait().context("checking rescale")?.is_some(),
+            None => false,
+        };
+        if rescale_ended {
+            if let Some((child, log)) = rescaling.take() {
+                let summary = schedule::finish(child, &log)?;
+                print_rescale(rescales.len(), &summary, args.json);
+                // Pods past the new count own nothing now: stopped, as the StatefulSet would.
+                for pod in pods
+                    .iter_mut()
+                    .filter(|p| p.ordinal >= summary.to.pods && !p.stopped)
+                {
+                    stop(pod, false)?;
+                    pod.stopped = true;
+                }
+                current_pods = summary.to.pods;
+                strategy = summary.to.strategy.parse().unwrap_or(strategy);
+                shards = Some(summary.to.shards);
+                rescales.push(summary);
+            }
+        }
+        let clock = fake.clock_view();
+        if rescaling.is_none() && next_step < steps.len() && clock.running {
+            let due = clock.total * (next_step as u64 + 1) / (steps.len() as u64 + 1);
+            if clock.position >= due {
+                let step = &steps[next_step];
+                // A larger count: its standby pods first (they own nothing yet).
+                for ordinal in current_pods..step.pods {
+                    match pods.iter_mut().find(|p| p.ordinal == ordinal) {
+                        Some(pod) if !pod.stopped => {}
+                        Some(pod) => {
+                            *pod = launcher.start(ordinal, current_pods, strategy, shards)?
+                        }
+                        None => {
+                            pods.push(launcher.start(ordinal, current_pods, strategy, shards)?)
+                        }
+                    }
+                    wait_answering(&pods[pods.len() - 1]).await?;
+                }
+                eprintln!(
+                    "rescale {}: {current_pods} -> {} pods at event {} of {}",
+                    next_step + 1,
+                    step.pods,
+                    clock.position,
+                    clock.total
+                );
+                let log = args.data_dir.join(format!("rescale-{}.log", next_step + 1));
+                let child = schedule::start(
+                    &exe,
+                    step,
+                    &launcher.pod_urls,
+                    API_TOKEN,
+                    args.margin_ms,
+                    &log,
+                )?;
+                rescaling = Some((child, log));
+                next_step += 1;
+            }
+        }
         let sessions = fake.session_views();
         // Finished: every session of every pod was sent everything, and the pod submitted it
-        // all and has nothing in flight.
-        let finished = pods.iter().zip(&statuses).all(|(_, status)| {
-            let Some(status) = status else { return false };
-            status.sessions.len() == status.pod_shards.len()
-                && status.in_flight == 0
-                && status.sessions.iter().all(|(id, submitted)| {
-                    sessions.iter().any(|s| {
-                        Some(&s.session_id) == id.as_ref()
-                            && s.done
-                            && *submitted == s.last_seq_sent
+        // all and has nothing in flight (and, live, the stream and every rescale are over).
+        let finished = rescaling.is_none()
+            && next_step == steps.len()
+            && fake.timeline_ended()
+            && pods.iter().zip(&statuses).all(|(pod, status)| {
+                if pod.stopped {
+                    return true;
+                }
+                let Some(status) = status else { return false };
+                status.sessions.len() == status.pod_shards.len()
+                    && status.in_flight == 0
+                    && status.sessions.iter().all(|(id, submitted)| {
+                        sessions.iter().any(|s| {
+                            Some(&s.session_id) == id.as_ref()
+                                && s.done
+                                && *submitted == s.last_seq_sent
+                        })
                     })
-                })
-        });
+            });
         if last_progress.elapsed() >= Duration::from_secs(1) || finished {
             last_progress = Instant::now();
             let line: Vec<String> = pods
                 .iter()
                 .zip(&statuses)
                 .map(|(p, s)| match s {
+                    _ if p.stopped => format!("pod {}: stopped", p.ordinal),
                     Some(s) => format!("pod {}: {} events", p.ordinal, s.events_done),
                     None => format!("pod {}: starting", p.ordinal),
                 })
                 .collect();
             let elapsed = started.elapsed().as_secs_f64();
-            if live {
+            if tty {
                 eprint!("\r{:>6.1}s  {}   ", elapsed, line.join("  |  "));
             } else {
                 eprintln!("{:>6.1}s  {}", elapsed, line.join("  |  "));
             }
         }
         if finished {
-            if live {
+            if tty {
                 eprintln!();
             }
             break statuses
@@ -254,11 +336,15 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let elapsed = started.elapsed().as_secs_f64();
-
     // Scrape before stopping, then stop every pod with SIGTERM (they drain and exit 0).
     let mut metrics = Vec::new();
     let mut cpu = Vec::new();
     for pod in &pods {
+        if pod.stopped {
+            metrics.push(String::new());
+            cpu.push(0.0);
+            continue;
+        }
         metrics.push(
             http_get(pod.http, "/metrics")
                 .await
@@ -267,7 +353,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         );
         cpu.push(cpu_seconds(pod.child.id()));
     }
-    for (pod, status) in pods.iter_mut().zip(&statuses) {
+    for (pod, status) in pods.iter_mut().zip(&statuses).filter(|(p, _)| !p.stopped) {
         // A pod that dropped or rolled back events says so in its exit status too; the summary
         // below reports those.
         let lost_events = status.events_shed + status.events_failed > 0;
@@ -306,6 +392,37 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     } else {
         print_table(&rows);
     }
+    if live {
+        // Nothing lost: the same stream replayed into one pod, row for row.
+        let reference = args.data_dir.join("reference.sqlite3");
+        verify::replay_reference(&exe, &events, &reference)?;
+        let last = rescales.last().map(|r| r.to.clone());
+        let layout = gateway_actors::ownership::Layout {
+            pods: current_pods,
+            strategy,
+            shards: last.map_or_else(
+                || {
+                    shards.unwrap_or_else(|| {
+                        gateway_actors::shard::default_shards(strategy, current_pods)
+                    })
+                },
+                |l| l.shards,
+            ),
+        };
+        let dbs: Vec<&Path> = pods.iter().map(|p| p.database.as_path()).collect();
+        let problems = verify::differences(&reference, &dbs, layout)?;
+        if !problems.is_empty() {
+            for p in &problems {
+                eprintln!("error: {p}");
+            }
+            eprintln!("error: the pods' rows differ from the one-pod replay of the same stream");
+            return Ok(ExitCode::FAILURE);
+        }
+        eprintln!(
+            "after {} rescales the pods hold exactly the one-pod replay's rows, each guild on its owner ({layout})",
+            rescales.len()
+        );
+    }
     let shed: u64 = statuses.iter().map(|s| s.events_shed).sum();
     let failed: u64 = statuses.iter().map(|s| s.events_failed).sum();
     if shed > 0 || failed > 0 {
@@ -331,6 +448,127 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         strategy
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts pods: each with its own database, log and port, as the StatefulSet would.
+struct Launcher {
+    exe: PathBuf,
+    data_dir: PathBuf,
+    base_port: u16,
+    pod_urls: String,
+    discord_token: String,
+    discord_url: String,
+    identify_slot_ms: u64,
+    json: bool,
+}
+
+impl Launcher {
+    /// Pod `ordinal`, told the deployment has `pods` pods (a standby pod when it is past them).
+    fn start(
+        &self,
+        ordinal: u32,
+        pods: u32,
+        strategy: Strategy,
+        shards: Option<u32>,
+    ) -> anyhow::Result<Pod> {
+        let database = self.data_dir.join(format!("gateway-{ordinal}.sqlite3"));
+        remove_database(&database)?;
+        let log = self.data_dir.join(format!("gateway-{ordinal}.log"));
+        let http = SocketAddr::from(([127, 0, 0, 1], self.base_port + ordinal as u16));
+        let child = Command::new(&self.exe)
+            .arg("serve")
+            .env("POD_ORDINAL", ordinal.to_string())
+            .env("NUM_GATEWAY_PODS", pods.to_string())
+            .env("SHARD_STRATEGY", strategy.as_str())
+            .envs(shards.map(|s| ("DISCORD_SHARDS", s.to_string())))
+            .env("DATABASE_URL", &database)
+            .env("HTTP_ADDR", http.to_string())
+            .env("POD_URL_TEMPLATE", &self.pod_urls)
+            .env("API_TOKEN", API_TOKEN)
+            .env("DISCORD_TOKEN", &self.discord_token)
+            .env("DISCORD_API_URL", &self.discord_url)
+            .env("IDENTIFY_SLOT_MS", self.identify_slot_ms.to_string())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(&log)
+                    .with_context(|| format!("creating {}", log.display()))?,
+            )
+            .spawn()
+            .with_context(|| format!("starting pod {ordinal} ({})", self.exe.display()))?;
+        if self.json {
+            let line = serde_json::json!({"pod": {
+                "ordinal": ordinal, "pid": child.id(), "http": http.to_string(),
+                "database": database, "log": log,
+            }});
+            println!("{line}");
+        } else {
+            println!(
+                "pod {ordinal}: pid {}, http://{http}, database {}, log {}",
+                child.id(),
+                database.display(),
+                log.display()
+            );
+        }
+        Ok(Pod {
+            ordinal,
+            child,
+            stopped: false,
+            http,
+            database,
+            log,
+        })
+    }
+}
+
+/// Every pod answers and all its sessions are up.
+fn all_connected(statuses: &[Option<PodStatus>]) -> bool {
+    statuses.iter().all(|s| {
+        s.as_ref()
+            .is_some_and(|s| s.sessions.len() == s.pod_shards.len() && s.ready)
+    })
+}
+
+/// Waits until a pod answers /status (30 s at most).
+async fn wait_answering(pod: &Pod) -> anyhow::Result<()> {
+    for _ in 0..300 {
+        if pod_status(pod.http).await.is_some() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!(
+        "pod {} did not answer within 30 s; see {}",
+        pod.ordinal,
+        pod.log.display()
+    )
+}
+
+/// One line per rescale: what moved and how long it took.
+fn print_rescale(index: usize, r: &schedule::Summary, json: bool) {
+    if json {
+        let line = serde_json::json!({"rescale": {
+            "index": index + 1, "epoch": r.epoch, "from": r.from, "to": r.to,
+            "guilds_moved": r.guilds_moved, "events_captured": r.events_replayed,
+            "longest_pause_ms": r.longest_pause_ms, "duration_ms": r.duration_ms,
+        }});
+        println!("{line}");
+    } else {
+        println!(
+            "rescale {}: {} -> {} pods ({}, {} shards), epoch {}: {} guilds moved, longest pause {} ms, {:.1} s, {} captured events re-applied",
+            index + 1,
+            r.from.pods,
+            r.to.pods,
+            r.to.strategy,
+            r.to.shards,
+            r.epoch,
+            r.guilds_moved,
+            r.longest_pause_ms,
+            r.duration_ms as f64 / 1000.0,
+            r.events_replayed
+        );
+    }
 }
 
 /// One pod's line of the summary.
@@ -435,6 +673,7 @@ async fn pod_status(addr: SocketAddr) -> Option<PodStatus> {
         events_shed: v["events_shed"].as_u64().unwrap_or(0),
         events_overflowed: v["events_overflowed"].as_u64().unwrap_or(0),
         events_failed: v["events_failed"].as_u64().unwrap_or(0),
+        ready: v["gateway_ready"].as_bool().unwrap_or(false),
     })
 }
 
@@ -477,7 +716,7 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn remove_database(path: &Path) -> anyhow::Result<()> {
+pub(crate) fn remove_database(path: &Path) -> anyhow::Result<()> {
     for suffix in ["", "-wal", "-shm"] {
         let file = PathBuf::from(format!("{}{suffix}", path.display()));
         match std::fs::remove_file(&file) {
