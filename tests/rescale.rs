@@ -8,7 +8,7 @@
 
 use guild_gateway_dev::testing::*;
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -72,5 +72,198 @@ fn a_stale_pod_count_is_followed_not_obeyed() {
     assert_eq!(
         (owner["pods"].clone(), owner["epoch"].clone()),
         (3.into(), 1.into())
+    );
+}
+
+/// The heavy tests below run one at a time: each starts a fake Discord and several pods, and
+/// together they would only compete for the machine's cores.
+static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Fake Discord's identify window here, and the pods' slot: short, to save the tests' time.
+const IDENTIFY_WINDOW_MS: &str = "300";
+const IDENTIFY_SLOT_MS: &str = "400";
+
+/// The rows of `stream` replayed into one pod, in the shape `assert_rows_with_shards` takes.
+fn one_pod_rows(dir: &Path, stream: &Path) -> Value {
+    let db = dir.join("one-pod.sqlite3");
+    replay(&db, 0, 1, "md5", stream);
+    expected_rows_of(&db)
+}
+
+/// Final pods `0..pods` hold exactly the one-pod rows, each guild on its owner; pods past them
+/// hold no guild's rows.
+fn assert_final_rows(
+    dir: &Path,
+    stream: &Path,
+    dbs: &[PathBuf],
+    pods: usize,
+    strategy: &str,
+    shards: Option<u32>,
+) {
+    let expected = one_pod_rows(dir, stream);
+    assert_rows_with_shards(&dbs[..pods], strategy, shards, &expected);
+    for db in &dbs[pods..] {
+        for (table, rows) in comparable_rows(db) {
+            assert!(rows.is_empty(), "{} still holds {table} rows", db.display());
+        }
+    }
+}
+
+/// A synthetic stream of `guilds` guilds and `messages` messages in `dir`.
+fn synthetic_stream(dir: &Path, guilds: u32, messages: u64) -> PathBuf {
+    let path = dir.join("stream.ndjson");
+    guild_gateway_dev::synthetic::write_file(&path, guilds, messages).unwrap();
+    path
+}
+
+/// `guild-gateway-dev simulate --json` of `stream` with `args`; its JSON lines, after
+/// asserting exit 0 and simulate's own check against a one-pod replay.
+fn simulate(dir: &Path, stream: &Path, args: &[&str]) -> Vec<Value> {
+    let out = dev()
+        .arg("simulate")
+        .args(args)
+        .arg("--events")
+        .arg(stream)
+        .args([
+            "--identify-window-ms",
+            IDENTIFY_WINDOW_MS,
+            "--json",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "simulate {args:?} failed:\n{stderr}");
+    assert!(
+        stderr.contains("hold exactly the one-pod replay's rows"),
+        "{stderr}"
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The `rescale` lines of simulate's output; each moved guilds, and none was lost or shed.
+fn rescales(lines: &[Value], expected: &[u32]) -> Vec<Value> {
+    let rescales: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| l.get("rescale").cloned())
+        .collect();
+    let to: Vec<u64> = rescales
+        .iter()
+        .map(|r| r["to"]["pods"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        to,
+        expected.iter().map(|&n| u64::from(n)).collect::<Vec<_>>()
+    );
+    for r in &rescales {
+        assert!(r["guilds_moved"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["events_captured"].as_u64().unwrap() > 0, "{r}");
+    }
+    let summary = lines.iter().find_map(|l| l.get("summary")).unwrap();
+    for pod in summary["pods"].as_array().unwrap() {
+        assert_eq!(
+            (pod["shed"].as_u64(), pod["failed"].as_u64()),
+            (Some(0), Some(0)),
+            "{pod}"
+        );
+    }
+    rescales
+}
+
+fn pod_dbs(dir: &Path, pods: u32) -> Vec<PathBuf> {
+    (0..pods)
+        .map(|k| dir.join(format!("gateway-{k}.sqlite3")))
+        .collect()
+}
+
+#[test]
+fn md5_one_to_three_to_five_to_two_under_live_traffic() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = synthetic_stream(dir.path(), 200, 15_000);
+    let lines = simulate(
+        dir.path(),
+        &stream,
+        &["--pods", "1", "--rescale", "3,5,2", "--live-rate", "800"],
+    );
+    rescales(&lines, &[3, 5, 2]);
+    assert_final_rows(dir.path(), &stream, &pod_dbs(dir.path(), 5), 2, "md5", None);
+}
+
+#[test]
+fn discord_three_to_five_under_live_traffic() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = synthetic_stream(dir.path(), 200, 15_000);
+    let lines = simulate(
+        dir.path(),
+        &stream,
+        &[
+            "--pods",
+            "3",
+            "--strategy",
+            "discord",
+            "--rescale",
+            "5",
+            "--live-rate",
+            "800",
+        ],
+    );
+    let r = &rescales(&lines, &[5])[0];
+    // S follows N with discord unless DISCORD_SHARDS says otherwise: 3 -> 5 shards.
+    assert_eq!(
+        (r["from"]["shards"].as_u64(), r["to"]["shards"].as_u64()),
+        (Some(3), Some(5))
+    );
+    assert_final_rows(
+        dir.path(),
+        &stream,
+        &pod_dbs(dir.path(), 5),
+        5,
+        "discord",
+        Some(5),
+    );
+}
+
+#[test]
+fn md5_to_discord_switch_under_live_traffic() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = synthetic_stream(dir.path(), 200, 15_000);
+    let lines = simulate(
+        dir.path(),
+        &stream,
+        &[
+            "--pods",
+            "3",
+            "--rescale",
+            "3:discord",
+            "--live-rate",
+            "800",
+        ],
+    );
+    let r = &rescales(&lines, &[3])[0];
+    assert_eq!(
+        (r["from"]["strategy"].as_str(), r["to"]["strategy"].as_str()),
+        (Some("md5"), Some("discord"))
+    );
+    assert_final_rows(
+        dir.path(),
+        &stream,
+        &pod_dbs(dir.path(), 3),
+        3,
+        "discord",
+        Some(3),
     );
 }

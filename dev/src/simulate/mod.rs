@@ -230,6 +230,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             if let Some((child, log)) = rescaling.take() {
                 let summary = schedule::finish(child, &log)?;
                 print_rescale(rescales.len(), &summary, args.json);
+                schedule::coverage(&exe, &launcher.pod_urls)?;
                 // Pods past the new count own nothing now: stopped, as the StatefulSet would.
                 for pod in pods
                     .iter_mut()

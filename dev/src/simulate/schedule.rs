@@ -111,6 +111,26 @@ pub fn finish(child: Child, log: &Path) -> anyhow::Result<Summary> {
         .with_context(|| format!("reading rescale's summary {stdout:?}"))
 }
 
+/// `guild-gateway coverage` against the pods: every guild has exactly one owner.
+pub fn coverage(exe: &Path, pod_urls: &str) -> anyhow::Result<()> {
+    let output = Command::new(exe)
+        .args(["coverage", "--pod-url-template", pod_urls])
+        .env_remove("NUM_GATEWAY_PODS")
+        .stdin(Stdio::null())
+        .output()
+        .context("running guild-gateway coverage")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "the coverage check failed after a rescale: {}{}",
+            text,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    eprintln!("  {}", text.lines().last().unwrap_or_default());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
