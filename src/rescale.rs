@@ -199,7 +199,7 @@ async fn drive(args: RescaleArgs) -> anyhow::Result<ExitCode> {
     let states = pods.states().await?;
     if args.status {
         print_status(&states);
-        return Ok(if agree(&states) {
+        return Ok(if committed_alike(&states) {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
@@ -433,14 +433,18 @@ fn target_of(args: &RescaleArgs, current: &LayoutBody, pods: u32) -> LayoutBody 
     }
 }
 
-/// Every pod that owns guilds follows the same committed epoch and layout, with no change
-/// half-done (standby pods, which own nothing, may have started on another epoch).
-fn agree(states: &[RescaleState]) -> bool {
+/// Every pod that owns guilds follows the same committed epoch and layout (standby pods, which
+/// own nothing, may have started on another epoch): each guild has one owner.
+fn committed_alike(states: &[RescaleState]) -> bool {
     let owners = &states[..states.len().min(states[0].layout.pods as usize)];
     owners
         .windows(2)
         .all(|w| w[0].epoch == w[1].epoch && w[0].layout == w[1].layout)
-        && states.iter().all(|s| s.next.is_none())
+}
+
+/// [`committed_alike`], with no change under way.
+fn agree(states: &[RescaleState]) -> bool {
+    committed_alike(states) && states.iter().all(|s| s.next.is_none())
 }
 
 fn print_status(states: &[RescaleState]) {

@@ -104,6 +104,7 @@ pub async fn run(mut config: PodConfig, discord: DiscordSettings) -> anyhow::Res
     let signal = shutdown_signal()?;
     if config.shards_auto {
         config.sharding.shards = recommended_shards(&discord).await?;
+        config.pipeline.sharding.shards = config.sharding.shards;
     }
     let metrics = Arc::new(
         Metrics::new(config.sharding.ordinal, config.sharding.pods)

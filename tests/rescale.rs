@@ -2,9 +2,12 @@
 //! to its new owner while traffic flows, through crashes of any party at any step.
 //!
 //! The traffic comes from fake-discord's live timeline: one clock over the stream, each event
-//! sent once to the sessions open when it happens. Crash tests pause that clock while a pod
-//! is down, because Discord sends nothing again to a session that did not exist: what they
-//! test is the protocol, and a pod's own downtime is another matter (the README says so).
+//! sent once to the sessions open when it happens. Crash tests pause that clock and let the
+//! pods commit what they were sent before a pod is killed, and resume it once the pod is back:
+//! Discord sends nothing again to a session that did not exist, so the events a pod had in
+//! flight or missed while down are lost with or without a rescale (the README says so). What
+//! these tests prove is that the rescale's own state (exports, capture logs, freezes,
+//! ownership) survives any party's crash at any step.
 
 use guild_gateway_dev::testing::*;
 use serde_json::Value;
@@ -266,4 +269,373 @@ fn md5_to_discord_switch_under_live_traffic() {
         "discord",
         Some(3),
     );
+}
+
+/// A deployment for the crash tests: fake-discord's live timeline (held until every first pod
+/// is connected), and `guild-gateway serve` pods on consecutive ports.
+struct Cluster {
+    dir: PathBuf,
+    stream: PathBuf,
+    fake: Proc,
+    fake_port: u16,
+    base: u16,
+    template: String,
+    /// Pod k's process, while it runs.
+    pods: Vec<Option<Proc>>,
+}
+
+impl Cluster {
+    /// `pods` pods of `setting` pods (more than `setting`: standby pods), the stream held.
+    fn start(dir: &Path, stream: &Path, pods: u32, setting: u32, live_rate: u32) -> Cluster {
+        let (fake, fake_port) = start_fake_discord_on(
+            "tok",
+            stream,
+            &[
+                "--live-rate",
+                &live_rate.to_string(),
+                "--live-hold",
+                "--identify-window-ms",
+                IDENTIFY_WINDOW_MS,
+                "--heartbeat-ms",
+                "41250",
+            ],
+        );
+        let base = free_port_block(pods as u16);
+        let mut cluster = Cluster {
+            dir: dir.to_owned(),
+            stream: stream.to_owned(),
+            fake,
+            fake_port,
+            base,
+            template: format!("http://127.0.0.1:{{ordinal+{base}}}"),
+            pods: (0..pods).map(|_| None).collect(),
+        };
+        for k in 0..pods {
+            cluster.start_pod(k, setting);
+        }
+        cluster.clock("start");
+        cluster
+    }
+
+    fn db(&self, k: u32) -> PathBuf {
+        self.dir.join(format!("gateway-{k}.sqlite3"))
+    }
+
+    fn port(&self, k: u32) -> u16 {
+        self.base + k as u16
+    }
+
+    /// Starts pod k (again, on its database) and waits until its sessions are READY.
+    fn start_pod(&mut self, k: u32, setting: u32) {
+        let log = std::fs::File::create(self.dir.join(format!("gateway-{k}.log"))).unwrap();
+        let pod = Proc(
+            gateway()
+                .arg("serve")
+                .env("POD_ORDINAL", k.to_string())
+                .env("NUM_GATEWAY_PODS", setting.to_string())
+                .env("DATABASE_URL", self.db(k))
+                .env("HTTP_ADDR", format!("127.0.0.1:{}", self.port(k)))
+                .env("POD_URL_TEMPLATE", &self.template)
+                .env("API_TOKEN", TOKEN)
+                .env("DISCORD_TOKEN", "tok")
+                .env(
+                    "DISCORD_API_URL",
+                    format!("http://127.0.0.1:{}", self.fake_port),
+                )
+                .env("IDENTIFY_SLOT_MS", IDENTIFY_SLOT_MS)
+                .env("IDENTIFY_BACKOFF_SECS", "1")
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        self.pods[k as usize] = Some(pod);
+        // Every session, a rescale's new ones too (readiness covers the committed layout's).
+        let ready = wait_for(Duration::from_secs(60), || {
+            get_json(self.port(k), "/status").filter(|s| {
+                s["gateway_ready"] == true
+                    && s["sessions"]
+                        .as_array()
+                        .is_some_and(|all| all.iter().all(|s| s["ready"] == true))
+            })
+        });
+        assert!(ready.is_some(), "pod {k} did not become ready");
+    }
+
+    /// SIGKILL, by the pod's PID.
+    fn kill(&mut self, k: u32) {
+        if let Some(mut pod) = self.pods[k as usize].take() {
+            pod.0.kill().unwrap();
+            pod.0.wait().unwrap();
+        }
+    }
+
+    /// `POST /fake/clock/{action}`: start, pause or resume the live stream.
+    fn clock(&self, action: &str) {
+        let (code, body) = http_request(
+            self.fake_port,
+            "POST",
+            &format!("/fake/clock/{action}"),
+            &[],
+            "",
+        )
+        .unwrap();
+        assert!(code == 204 || code == 200, "{action}: {code} {body}");
+    }
+
+    fn position(&self) -> (u64, u64) {
+        let clock = get_json(self.fake_port, "/fake/clock").unwrap();
+        (
+            clock["position"].as_u64().unwrap(),
+            clock["total"].as_u64().unwrap(),
+        )
+    }
+
+    /// Waits until the stream is `fraction` through.
+    fn wait_position(&self, fraction: f64) {
+        let reached = wait_for(Duration::from_secs(120), || {
+            let (position, total) = self.position();
+            (position as f64 >= fraction * total as f64).then_some(())
+        });
+        assert!(reached.is_some(), "the stream did not reach {fraction}");
+    }
+
+    /// `guild-gateway rescale ARGS`; its output, after asserting exit 0.
+    fn rescale(&self, args: &[&str]) -> String {
+        let out = self.rescale_command(args).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "rescale {args:?}:\n{text}");
+        text
+    }
+
+    fn rescale_command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = gateway();
+        cmd.arg("rescale")
+            .args(args)
+            .args(["--margin-ms", "500"])
+            .env("API_TOKEN", TOKEN)
+            .env("POD_URL_TEMPLATE", &self.template)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Waits until the stream has ended and every running pod committed all it was sent.
+    fn wait_settled(&self) {
+        self.wait_quiet(true);
+    }
+
+    /// Waits until every running pod committed all it was sent (and, `ended`, the stream is
+    /// over). With the clock paused, a crash then hits the protocol's state, not events in
+    /// flight: those a SIGKILL loses whether or not a rescale runs (see the module's docs).
+    fn wait_quiet(&self, ended: bool) {
+        let mut last = None;
+        let settled = wait_for(Duration::from_secs(180), || {
+            let now = self.progress(ended)?;
+            // The same for half a second: nothing more was sent meanwhile.
+            let same = last.as_ref() == Some(&now);
+            last = Some(now);
+            std::thread::sleep(Duration::from_millis(500));
+            same.then_some(())
+        });
+        assert!(
+            settled.is_some(),
+            "the pods did not commit what they were sent"
+        );
+    }
+
+    /// Every running session's last seq sent, if each pod submitted and committed all of it.
+    fn progress(&self, ended: bool) -> Option<Vec<Value>> {
+        let (position, total) = self.position();
+        if ended && position < total {
+            return None;
+        }
+        let sessions = get_json(self.fake_port, "/fake/sessions")?;
+        let sessions = sessions.as_array()?;
+        let mut sent = Vec::new();
+        for (k, pod) in self.pods.iter().enumerate() {
+            if pod.is_none() {
+                continue;
+            }
+            let status = get_json(self.port(k as u32), "/status")?;
+            if status["in_flight"] != 0 {
+                return None;
+            }
+            for session in status["sessions"].as_array()? {
+                let fake = sessions
+                    .iter()
+                    .find(|s| s["session_id"] == session["session_id"])?;
+                if fake["last_seq_sent"] != session["last_seq_submitted"]
+                    || (ended && fake["done"] != true)
+                {
+                    return None;
+                }
+                sent.push(fake["last_seq_sent"].clone());
+            }
+        }
+        Some(sent)
+    }
+
+    /// Every pod's state, as `rescale --status` prints it (exit 0: they agree).
+    fn status(&self) -> String {
+        self.rescale(&["--status"])
+    }
+
+    /// After the stream: exact rows on pods 0..pods, nothing shed, coverage passes.
+    fn assert_done(&self, pods: u32) {
+        self.wait_settled();
+        for (k, _) in self.pods.iter().enumerate().filter(|(_, p)| p.is_some()) {
+            let status = get_json(self.port(k as u32), "/status").unwrap();
+            assert_eq!(status["events_shed"], 0, "pod {k}: {status}");
+            assert_eq!(status["events_failed"], 0, "pod {k}: {status}");
+        }
+        let out = gateway()
+            .args(["coverage", "--pod-url-template", &self.template])
+            .env_remove("NUM_GATEWAY_PODS")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dbs: Vec<PathBuf> = (0..self.pods.len() as u32).map(|k| self.db(k)).collect();
+        assert_final_rows(&self.dir, &self.stream, &dbs, pods as usize, "md5", None);
+    }
+}
+
+/// Pod 2 joins 2 md5 pods under live traffic; `crash` runs between the steps of the rescale
+/// (the command stopped with --until `step`), with the stream paused, before the command runs
+/// again to finish.
+fn two_to_three_with(step: &str, crash: impl FnOnce(&mut Cluster)) {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = synthetic_stream(dir.path(), 120, 8_000);
+    let mut cluster = Cluster::start(dir.path(), &stream, 3, 2, 600);
+    cluster.wait_position(0.3);
+    cluster.rescale(&["--to", "3", "--until", step]);
+    cluster.clock("pause");
+    cluster.wait_quiet(false);
+    crash(&mut cluster);
+    cluster.clock("resume");
+    cluster.wait_position(0.6);
+    let finished = cluster.rescale(&["--to", "3"]);
+    assert!(finished.contains("committed epoch 2"), "{finished}");
+    assert!(cluster
+        .status()
+        .contains("pod 2: epoch 2 (3 pods, md5, 1 shards)"));
+    cluster.assert_done(3);
+}
+
+#[test]
+fn the_command_stops_after_each_step_and_resumes() {
+    two_to_three_with("prepare", |cluster| {
+        // Run again, stopping after each later step in turn: the state is on the pods.
+        let frozen = cluster.rescale(&["--until", "freeze"]);
+        assert!(frozen.contains("resuming"), "{frozen}");
+        let status = cluster.status();
+        assert!(status.contains("frozen true, live false"), "{status}");
+        // After a freeze there is no going back.
+        let abort = cluster.rescale_command(&["--abort"]).output().unwrap();
+        assert!(!abort.status.success());
+        assert!(String::from_utf8_lossy(&abort.stderr).contains("only rolls forward"));
+        cluster.rescale(&["--until", "import"]);
+        assert!(cluster.status().contains("live true"));
+    });
+}
+
+#[test]
+fn the_new_owner_killed_while_capturing() {
+    two_to_three_with("prepare", |cluster| {
+        cluster.kill(2);
+        cluster.start_pod(2, 2);
+    });
+}
+
+#[test]
+fn the_old_owners_killed_after_the_freeze() {
+    two_to_three_with("freeze", |cluster| {
+        cluster.kill(0);
+        cluster.kill(1);
+        cluster.start_pod(0, 2);
+        cluster.start_pod(1, 2);
+    });
+}
+
+#[test]
+fn the_new_owner_killed_after_the_import() {
+    two_to_three_with("import", |cluster| {
+        cluster.kill(2);
+        cluster.start_pod(2, 2);
+    });
+}
+
+#[test]
+fn an_old_owner_killed_before_the_cleanup() {
+    two_to_three_with("import", |cluster| {
+        cluster.kill(0);
+        cluster.start_pod(0, 2);
+    });
+}
+
+/// The command itself SIGKILLed in the middle of a run (after the freeze began), then run
+/// again.
+#[test]
+fn the_command_killed_mid_run() {
+    two_to_three_with("prepare", |cluster| {
+        cluster.clock("resume");
+        let mut command = Proc(
+            cluster
+                .rescale_command(&["--to", "3"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        // Killed once some pod is frozen (the command is between its freeze and its commit).
+        let frozen = wait_for(Duration::from_secs(60), || {
+            let port = cluster.port(0);
+            let bearer = format!("Bearer {TOKEN}");
+            let (_, body) = http_request(
+                port,
+                "GET",
+                "/v1/rescale",
+                &[("Authorization", &bearer)],
+                "",
+            )
+            .ok()?;
+            let state: Value = serde_json::from_str(&body).ok()?;
+            (state["next"]["frozen"] == true || state["epoch"] == 2).then_some(())
+        });
+        command.0.kill().unwrap();
+        command.0.wait().unwrap();
+        assert!(frozen.is_some(), "the command never froze");
+        cluster.clock("pause");
+    });
+}
+
+#[test]
+fn an_abort_before_the_freeze_keeps_every_row() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = synthetic_stream(dir.path(), 120, 8_000);
+    let cluster = Cluster::start(dir.path(), &stream, 3, 2, 600);
+    cluster.wait_position(0.3);
+    cluster.rescale(&["--to", "3", "--until", "prepare"]);
+    let aborted = cluster.rescale(&["--abort"]);
+    assert!(aborted.contains("aborted"), "{aborted}");
+    let status = cluster.status();
+    // Pods 0 and 1 (the standby pod 2 is not among the owners --status lists).
+    assert_eq!(
+        status
+            .matches("epoch 1 (2 pods, md5, 1 shards); no rescale under way")
+            .count(),
+        2,
+        "{status}"
+    );
+    cluster.assert_done(2);
 }

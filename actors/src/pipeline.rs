@@ -100,8 +100,10 @@ pub struct Pipeline {
     /// The ownership persisted in the database (the filter may be a step ahead while a
     /// rescale step commits): what the API routes by and the gateway's sessions follow.
     ownership: tokio::sync::watch::Sender<Ownership>,
-    /// Why NUM_GATEWAY_PODS and the others differ from the committed ownership, if they do.
-    config_stale: Option<String>,
+    /// The layout NUM_GATEWAY_PODS and the others describe (what a fresh database starts with),
+    /// and the committed one when the pod started: see [`stale_config`].
+    configured: Layout,
+    started_under: Layout,
     /// One rescale step at a time.
     handoff: tokio::sync::Mutex<()>,
     /// This process is the database's only writer while the pipeline lives.
@@ -127,7 +129,8 @@ impl Pipeline {
                 path: config.database.clone(),
                 source,
             })?;
-        let (ownership, config_stale) = committed_ownership(&conn, &config)?;
+        let ownership = committed_ownership(&conn, &config)?;
+        let configured = Layout::of(&config.sharding);
         let reads = store::read_pool(&config.database, config.read_pool_size)?;
         let progress = Arc::new(Progress::new(
             config.max_in_flight,
@@ -179,8 +182,11 @@ impl Pipeline {
                 }
             });
         }
-        publish(&metrics, &ownership);
-        metrics.config_stale.set(i64::from(config_stale.is_some()));
+        let started_under = ownership.layout;
+        publish(&metrics, &ownership, configured, started_under);
+        if let Some(stale) = stale_config(&ownership, configured, started_under) {
+            tracing::warn!("{stale}");
+        }
 
         let mut arbiters = workers;
         arbiters.push(writer_thread);
@@ -193,7 +199,8 @@ impl Pipeline {
             database: config.database,
             arbiters,
             ownership: tokio::sync::watch::channel(ownership).0,
-            config_stale,
+            configured,
+            started_under,
             handoff: tokio::sync::Mutex::new(()),
             _lock: lock,
         })
@@ -304,12 +311,17 @@ impl Pipeline {
     }
 
     /// How the pod's settings differ from the committed ownership it follows, if they do.
-    pub fn config_stale(&self) -> Option<&str> {
-        self.config_stale.as_deref()
+    pub fn config_stale(&self) -> Option<String> {
+        stale_config(&self.ownership(), self.configured, self.started_under)
     }
 
     fn set_ownership(&self, ownership: Ownership) {
-        publish(&self.metrics, &ownership);
+        publish(
+            &self.metrics,
+            &ownership,
+            self.configured,
+            self.started_under,
+        );
         self.ownership.send_replace(ownership);
     }
 
@@ -517,7 +529,7 @@ impl Pipeline {
             layout: next.layout,
             next: None,
         };
-        self.commit_as(committed).await?;
+        self.commit_as(committed, true).await?;
         tracing::info!(epoch, layout = %next.layout, "rescale committed");
         Ok(committed)
     }
@@ -533,14 +545,19 @@ impl Pipeline {
             )));
         }
         let back = Ownership { next: None, ..now };
-        self.commit_as(back).await?;
+        self.commit_as(back, false).await?;
         tracing::info!(epoch, "rescale aborted");
         Ok(back)
     }
 
-    async fn commit_as(&self, ownership: Ownership) -> Result<(), RescaleError> {
+    /// Ends the transition with `ownership`; `give_away`: delete the rows of the guilds that
+    /// left (a commit), or keep every row (an abort).
+    async fn commit_as(&self, ownership: Ownership, give_away: bool) -> Result<(), RescaleError> {
         self.filter
-            .send(Commit(ownership))
+            .send(Commit {
+                ownership,
+                give_away,
+            })
             .await
             .map_err(|_| RescaleError::Failed("the shard filter is gone".into()))?
             .map_err(RescaleError::Failed)?;
@@ -561,35 +578,58 @@ impl Pipeline {
 }
 
 /// The ownership persisted in the database, or (first start) the configured one, persisted
-/// now; with a description of how the configuration differs from it.
+/// now. With md5 the Discord shard count moves no guild, so a configured count (or
+/// `DISCORD_SHARDS=auto`'s recommendation) replaces the committed one while no rescale runs.
 fn committed_ownership(
     conn: &rusqlite::Connection,
     config: &PipelineConfig,
-) -> Result<(Ownership, Option<String>), StoreError> {
+) -> Result<Ownership, StoreError> {
     let configured = Layout::of(&config.sharding);
-    match handoff::load(conn, config.sharding.ordinal)? {
-        Some(ownership) => {
-            let stale = (ownership.layout != configured).then(|| {
-                format!(
-                    "the settings say {configured}, the committed ownership (epoch {}) says {}: the pod follows the committed ownership; update NUM_GATEWAY_PODS, SHARD_STRATEGY and DISCORD_SHARDS",
-                    ownership.epoch, ownership.layout
-                )
-            });
-            if let Some(stale) = &stale {
-                tracing::warn!("{stale}");
+    let ownership = match handoff::load(conn, config.sharding.ordinal)? {
+        Some(mut ownership) => {
+            let md5 = crate::shard::Strategy::Md5;
+            if ownership.next.is_none()
+                && ownership.layout.strategy == md5
+                && configured.strategy == md5
+                && ownership.layout.pods == configured.pods
+                && ownership.layout.shards != configured.shards
+            {
+                ownership.layout.shards = configured.shards;
+                handoff::save(conn, &ownership)?;
             }
-            Ok((ownership, stale))
+            ownership
         }
         None => {
             let ownership = Ownership::initial(&config.sharding);
             handoff::save(conn, &ownership)?;
-            Ok((ownership, None))
+            ownership
         }
-    }
+    };
+    Ok(ownership)
+}
+
+/// How the settings (`configured`) differ from the committed ownership, if the pod started
+/// with them against another ownership: a pod restarted with a stale NUM_GATEWAY_PODS. A pod
+/// whose settings were right when it started and that ran through a rescale is not flagged
+/// (its settings cannot change without a restart; the ConfigMap's are what matter next).
+fn stale_config(
+    ownership: &Ownership,
+    configured: Layout,
+    started_under: Layout,
+) -> Option<String> {
+    (ownership.layout != configured && started_under != configured).then(|| {
+        format!(
+            "the settings say {configured}, the committed ownership (epoch {}) says {}: the pod follows the committed ownership; set NUM_GATEWAY_PODS, SHARD_STRATEGY and DISCORD_SHARDS to match",
+            ownership.epoch, ownership.layout
+        )
+    })
 }
 
 /// The ownership gauges.
-fn publish(metrics: &Metrics, ownership: &Ownership) {
+fn publish(metrics: &Metrics, ownership: &Ownership, configured: Layout, started_under: Layout) {
+    metrics.config_stale.set(i64::from(
+        stale_config(ownership, configured, started_under).is_some(),
+    ));
     metrics.epoch.set(ownership.epoch as i64);
     metrics.pods.set(i64::from(ownership.layout.pods));
     let phase = match ownership.next {

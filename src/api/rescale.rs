@@ -110,7 +110,7 @@ pub fn state_of(api: &Api, ownership: Ownership) -> RescaleState {
                     .as_ref()
                     .is_none_or(|g| g.ready_for_epoch(t.epoch)),
         }),
-        config_stale: api.pipeline.config_stale().map(str::to_owned),
+        config_stale: api.pipeline.config_stale(),
     }
 }
 

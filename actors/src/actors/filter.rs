@@ -341,23 +341,28 @@ impl Handler<GoLive> for ShardFilter {
     }
 }
 
-/// The epoch commits: delete what was given away, persist, and apply the new layout.
+/// The epoch commits (delete what was given away, persist, apply the new layout), or the
+/// change is aborted before any freeze (`give_away: false`: every row stays).
 #[derive(Message)]
 #[rtype(result = "Result<(), String>")]
-pub struct Commit(pub Ownership);
+pub struct Commit {
+    pub ownership: Ownership,
+    pub give_away: bool,
+}
 
 impl Handler<Commit> for ShardFilter {
     type Result = ResponseActFuture<Self, Result<(), String>>;
     fn handle(&mut self, msg: Commit, _: &mut Self::Context) -> Self::Result {
         let before = self.ownership;
-        let gone = move |g: u64| before.outgoing(g) && !before.incoming(g);
+        let give_away = msg.give_away;
+        let gone = move |g: u64| give_away && before.outgoing(g) && !before.incoming(g);
         // From now on nothing is captured: the writer gets this after every capture sent.
-        self.ownership = msg.0;
+        self.ownership = msg.ownership;
         let committed = self
             .deps
             .writer
             .addr
-            .send(Handoff::Commit(msg.0, Box::new(gone)));
+            .send(Handoff::Commit(msg.ownership, Box::new(gone)));
         // The actors of guilds given away hold state that a later return must not find.
         let leaving: Vec<Id> = self.guilds.keys().copied().filter(|g| gone(g.0)).collect();
         for guild_id in leaving {

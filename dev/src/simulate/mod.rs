@@ -58,9 +58,10 @@ pub struct SimulateArgs {
     /// `M:STRATEGY` or `M:STRATEGY:SHARDS`, comma-separated (e.g. 3,5,2 or 3:discord)
     #[arg(long)]
     pub rescale: Option<String>,
-    /// With --rescale: the live stream's pace, dispatches per second for the whole bot
-    #[arg(long, default_value = "1000")]
-    pub live_rate: u32,
+    /// Live traffic (implied by --rescale): the stream's pace, dispatches per second for the
+    /// whole bot [default with --rescale: 1000]
+    #[arg(long)]
+    pub live_rate: Option<u32>,
     /// With --rescale: the rescale command's --margin-ms
     #[arg(long, default_value = "1000")]
     pub margin_ms: u64,
@@ -155,11 +156,12 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let recording = Recording::load(&events)?;
     let total_frames = recording.frames.len();
     let token = "simulate-token".to_string();
-    let live = !steps.is_empty();
+    let live = !steps.is_empty() || args.live_rate.is_some();
+    let live_rate = args.live_rate.unwrap_or(1000);
     let options = FakeOptions {
         token: token.clone(),
         rate: args.rate,
-        live_rate: live.then_some(args.live_rate),
+        live_rate: live.then_some(live_rate),
         identify_window: Duration::from_millis(args.identify_window_ms),
         // Discord's own interval: a pod that stalls briefly under load is not a zombie.
         heartbeat_interval: Duration::from_millis(41_250),
@@ -170,7 +172,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         "fake Discord on http://{} ({total_frames} events{})",
         fake.addr,
         if live {
-            format!(" of live traffic at {} a second", args.live_rate)
+            format!(" of live traffic at {live_rate} a second")
         } else {
             " per full session".into()
         }
@@ -203,6 +205,9 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let mut current_pods = args.pods;
     let mut next_step = 0;
     let mut rescaling: Option<(Child, PathBuf)> = None;
+    // The pods' CPU time and database sizes, sampled each round, to tell what a rescale costs.
+    let mut usage = Usage::default();
+    let mut window: Option<Window> = None;
     let mut rescales: Vec<schedule::Summary> = Vec::new();
     let statuses = loop {
         for pod in pods.iter_mut().filter(|p| !p.stopped) {
@@ -217,6 +222,10 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         }
         let statuses: Vec<Option<PodStatus>> =
             futures_util::future::join_all(pods.iter().map(|p| pod_status(p.http))).await;
+        usage.sample(&pods);
+        if let Some(w) = &mut window {
+            w.disk_peak = w.disk_peak.max(usage.disk);
+        }
         // Live traffic starts once every first pod has all its sessions.
         if live && !fake.clock_view().running && all_connected(&statuses) {
             eprintln!("every pod is connected: the live stream starts");
@@ -229,7 +238,8 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         if rescale_ended {
             if let Some((child, log)) = rescaling.take() {
                 let summary = schedule::finish(child, &log)?;
-                print_rescale(rescales.len(), &summary, args.json);
+                let cost = window.take().map(|w| w.cost(&usage));
+                print_rescale(rescales.len(), &summary, cost, args.json);
                 schedule::coverage(&exe, &launcher.pod_urls)?;
                 // Pods past the new count own nothing now: stopped, as the StatefulSet would.
                 for pod in pods
@@ -280,6 +290,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
                     &log,
                 )?;
                 rescaling = Some((child, log));
+                window = Some(Window::open(&usage));
                 next_step += 1;
             }
         }
@@ -546,13 +557,115 @@ async fn wait_answering(pod: &Pod) -> anyhow::Result<()> {
     )
 }
 
-/// One line per rescale: what moved and how long it took.
-fn print_rescale(index: usize, r: &schedule::Summary, json: bool) {
+/// Every pod's CPU seconds and database bytes (with WAL and working files), summed, as of
+/// the last sample; pods stopped keep their last figures.
+#[derive(Default)]
+struct Usage {
+    at: Option<Instant>,
+    cpu: f64,
+    disk: u64,
+    per_pod: std::collections::BTreeMap<u32, (f64, u64)>,
+    /// (when, total CPU seconds), the last 10 s: the steady rate before a rescale.
+    history: std::collections::VecDeque<(Instant, f64)>,
+}
+
+impl Usage {
+    fn sample(&mut self, pods: &[Pod]) {
+        let now = Instant::now();
+        for pod in pods.iter().filter(|p| !p.stopped) {
+            let dir = pod.database.parent().unwrap_or(Path::new("."));
+            let prefix = pod
+                .database
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            // The database, its WAL, and a rescale's export and import files beside it.
+            let disk = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum();
+            self.per_pod
+                .insert(pod.ordinal, (cpu_seconds(pod.child.id()), disk));
+        }
+        self.cpu = self.per_pod.values().map(|(c, _)| c).sum();
+        self.disk = self.per_pod.values().map(|(_, d)| d).sum();
+        self.at = Some(now);
+        self.history.push_back((now, self.cpu));
+        while self
+            .history
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(10))
+        {
+            self.history.pop_front();
+        }
+    }
+
+    /// CPU seconds per second over the sampled history.
+    fn rate(&self) -> f64 {
+        match (self.history.front(), self.history.back()) {
+            (Some((t0, c0)), Some((t1, c1))) if t1 > t0 => (c1 - c0) / (*t1 - *t0).as_secs_f64(),
+            _ => 0.0,
+        }
+    }
+}
+
+/// The pods' usage while one rescale runs.
+struct Window {
+    started: Instant,
+    cpu: f64,
+    rate_before: f64,
+    disk_before: u64,
+    disk_peak: u64,
+}
+
+/// What a rescale cost the pods, from its start to its commit.
+#[derive(serde::Serialize, Clone, Copy)]
+struct Cost {
+    cpu_seconds: f64,
+    /// The CPU the pods would have used meanwhile at their rate of the 10 s before.
+    cpu_seconds_at_rate_before: f64,
+    disk_bytes_before: u64,
+    disk_bytes_peak: u64,
+    disk_bytes_after: u64,
+}
+
+impl Window {
+    fn open(usage: &Usage) -> Window {
+        Window {
+            started: usage.at.unwrap_or_else(Instant::now),
+            cpu: usage.cpu,
+            rate_before: usage.rate(),
+            disk_before: usage.disk,
+            disk_peak: usage.disk,
+        }
+    }
+
+    fn cost(&self, usage: &Usage) -> Cost {
+        let elapsed = usage.at.map_or(0.0, |at| {
+            at.saturating_duration_since(self.started).as_secs_f64()
+        });
+        Cost {
+            cpu_seconds: usage.cpu - self.cpu,
+            cpu_seconds_at_rate_before: self.rate_before * elapsed,
+            disk_bytes_before: self.disk_before,
+            disk_bytes_peak: self.disk_peak.max(usage.disk),
+            disk_bytes_after: usage.disk,
+        }
+    }
+}
+
+/// One line per rescale: what moved, how long it took, and what it cost the pods.
+fn print_rescale(index: usize, r: &schedule::Summary, cost: Option<Cost>, json: bool) {
     if json {
         let line = serde_json::json!({"rescale": {
             "index": index + 1, "epoch": r.epoch, "from": r.from, "to": r.to,
             "guilds_moved": r.guilds_moved, "events_captured": r.events_replayed,
             "longest_pause_ms": r.longest_pause_ms, "duration_ms": r.duration_ms,
+            "cost": cost,
         }});
         println!("{line}");
     } else {
@@ -569,6 +682,17 @@ fn print_rescale(index: usize, r: &schedule::Summary, json: bool) {
             r.duration_ms as f64 / 1000.0,
             r.events_replayed
         );
+        if let Some(c) = cost {
+            let mb = |b: u64| b as f64 / 1_048_576.0;
+            println!(
+                "  pods' CPU meanwhile {:.2} s ({:.2} s at their rate before); disk {:.1} MB before, {:.1} MB at most, {:.1} MB after",
+                c.cpu_seconds,
+                c.cpu_seconds_at_rate_before,
+                mb(c.disk_bytes_before),
+                mb(c.disk_bytes_peak),
+                mb(c.disk_bytes_after)
+            );
+        }
     }
 }
 
