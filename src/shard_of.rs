@@ -23,6 +23,11 @@ pub struct ShardOfArgs {
     /// Print each owner as the JSON object of GET /v1/guilds/{id}/owner, one a line
     #[arg(long)]
     pub json: bool,
+    /// Take the pod count, strategy and shard count from this pod's committed ownership (its
+    /// /status, e.g. http://gateway-0.gateway:3000) instead of the settings; --json then
+    /// carries its epoch
+    #[arg(long, value_name = "URL")]
+    pub from_pod: Option<String>,
     /// Base URL of pod {ordinal}, for --json
     #[arg(long, env = "POD_URL_TEMPLATE", default_value = crate::config::DEFAULT_POD_URL_TEMPLATE,
         value_parser = crate::config::pod_url_template)]
@@ -50,21 +55,30 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn print_owners(args: ShardOfArgs) -> anyhow::Result<()> {
-    // Only the pod count and the strategy matter for an owner; the ordinal is anyone's.
-    let pods = args.pods as u32;
-    let shards = crate::config::checked_shards(args.strategy, pods, args.shards)?;
-    let sharding = Sharding {
-        strategy: args.strategy,
-        ordinal: 0,
-        pods,
-        // `auto` is md5 only, where the shard count moves no guild.
-        shards: shards.unwrap_or(1),
+    let (sharding, epoch) = match &args.from_pod {
+        Some(url) => committed_layout(url)?,
+        None => {
+            // Only the pod count and the strategy matter for an owner; the ordinal is anyone's.
+            let pods = args.pods as u32;
+            let shards = crate::config::checked_shards(args.strategy, pods, args.shards)?;
+            let sharding = Sharding {
+                strategy: args.strategy,
+                ordinal: 0,
+                pods,
+                // `auto` is md5 only, where the shard count moves no guild.
+                shards: shards.unwrap_or(1),
+            };
+            (sharding, None)
+        }
     };
 
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut print = |id: &str| -> anyhow::Result<()> {
-        let owner = Owner::of(id, &sharding, &args.pod_url_template)?;
+        let mut owner = Owner::of(id, &sharding, &args.pod_url_template)?;
+        if let Some(epoch) = epoch {
+            owner = owner.at_epoch(epoch);
+        }
         if args.json {
             serde_json::to_writer(&mut out, &owner).context("writing to stdout")?;
             writeln!(out).context("writing to stdout")
@@ -86,4 +100,42 @@ fn print_owners(args: ShardOfArgs) -> anyhow::Result<()> {
         }
     }
     out.flush().context("writing to stdout")
+}
+
+/// The committed layout (and its epoch) a pod's `/status` reports.
+fn committed_layout(url: &str) -> anyhow::Result<(Sharding, Option<u64>)> {
+    #[derive(serde::Deserialize)]
+    struct Status {
+        ownership: crate::api::rescale::RescaleState,
+    }
+    let status_url = format!("{}/status", url.trim_end_matches('/'));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let body = runtime.block_on(async {
+        reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()?
+            .get(&status_url)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await
+    });
+    let body = body.with_context(|| format!("asking {status_url}"))?;
+    let status: Status = serde_json::from_slice(&body)
+        .with_context(|| format!("{status_url} is not a pod's /status"))?;
+    let layout = status.ownership.layout;
+    let sharding = Sharding {
+        strategy: layout
+            .strategy
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{status_url}: {e}"))?,
+        ordinal: 0,
+        pods: layout.pods,
+        shards: layout.shards,
+    };
+    Ok((sharding, Some(status.ownership.epoch)))
 }

@@ -276,7 +276,8 @@ fn md5_to_discord_switch_under_live_traffic() {
 struct Cluster {
     dir: PathBuf,
     stream: PathBuf,
-    fake: Proc,
+    /// Kept for its lifetime: dropping it stops the fake (by PID).
+    _fake: Proc,
     fake_port: u16,
     base: u16,
     template: String,
@@ -304,7 +305,7 @@ impl Cluster {
         let mut cluster = Cluster {
             dir: dir.to_owned(),
             stream: stream.to_owned(),
-            fake,
+            _fake: fake,
             fake_port,
             base,
             template: format!("http://127.0.0.1:{{ordinal+{base}}}"),
@@ -361,6 +362,50 @@ impl Cluster {
             })
         });
         assert!(ready.is_some(), "pod {k} did not become ready");
+    }
+
+    /// A /v1 call to pod k with the token; the status and the JSON answer.
+    fn api(&self, k: u32, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let bearer = format!("Bearer {TOKEN}");
+        let headers = [
+            ("Authorization", bearer.as_str()),
+            ("Content-Type", "application/json"),
+        ];
+        let (code, text) = http_request(self.port(k), method, path, &headers, body).unwrap();
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Reads `guild`'s messages as the HTTP services do: ask any pod (here pod 2) for the
+    /// owner, then query it. The owner's ordinal and the count.
+    fn read(&self, guild: &str) -> (u32, i64) {
+        let (code, owner) = self.api(2, "GET", &format!("/v1/guilds/{guild}/owner"), "");
+        assert_eq!(code, 200, "{owner}");
+        let ordinal = owner["ordinal"].as_u64().unwrap() as u32;
+        let sql = serde_json::json!({
+            "sql": "SELECT COUNT(*) FROM message_stats WHERE guild_id = ?",
+            "parameters": [guild],
+        });
+        let (code, rows) = self.api(
+            ordinal,
+            "POST",
+            &format!("/v1/guilds/{guild}/query"),
+            &sql.to_string(),
+        );
+        assert_eq!(code, 200, "pod {ordinal} reading {guild}: {rows}");
+        (ordinal, rows["rows"][0][0].as_i64().unwrap())
+    }
+
+    /// SIGKILLs the pods `which` (by PID), then starts them again on their databases.
+    fn kill_and_restart(&mut self, which: &[u32]) {
+        for &k in which {
+            self.kill(k);
+        }
+        for &k in which {
+            self.start_pod(k, 2);
+        }
     }
 
     /// SIGKILL, by the pod's PID.
@@ -531,55 +576,133 @@ fn two_to_three_with(step: &str, crash: impl FnOnce(&mut Cluster)) {
     cluster.assert_done(3);
 }
 
+/// A guild of the stream that moves to pod 2 when 2 md5 pods become 3.
+fn moving_guild(stream: &Path) -> String {
+    let text = std::fs::read_to_string(stream).unwrap();
+    let ids: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["t"] == "GUILD_CREATE")
+        .filter_map(|v| v["d"]["id"].as_str().map(str::to_owned))
+        .collect();
+    let owners = owners(&ids, 3, "md5");
+    owners
+        .into_iter()
+        .find_map(|(id, k)| (k == 2).then_some(id))
+        .expect("a guild moves to pod 2")
+}
+
 #[test]
 fn the_command_stops_after_each_step_and_resumes() {
     two_to_three_with("prepare", |cluster| {
+        let guild = moving_guild(&cluster.stream);
+        // Reads are served by the old owner until the commit.
+        let (owner, prepared) = cluster.read(&guild);
+        assert!(owner < 2 && prepared > 0, "{owner} {prepared}");
         // Run again, stopping after each later step in turn: the state is on the pods.
         let frozen = cluster.rescale(&["--until", "freeze"]);
         assert!(frozen.contains("resuming"), "{frozen}");
         let status = cluster.status();
         assert!(status.contains("frozen true, live false"), "{status}");
+        assert_eq!(cluster.read(&guild), (owner, prepared));
+        // Its settings cannot change while its rows are exported: 503, retry.
+        let patch = cluster.api(
+            owner,
+            "PATCH",
+            &format!("/v1/guilds/{guild}/settings"),
+            r#"{"theme": "dark"}"#,
+        );
+        assert_eq!(patch.0, 503, "{}", patch.1);
         // After a freeze there is no going back.
         let abort = cluster.rescale_command(&["--abort"]).output().unwrap();
         assert!(!abort.status.success());
         assert!(String::from_utf8_lossy(&abort.stderr).contains("only rolls forward"));
         cluster.rescale(&["--until", "import"]);
         assert!(cluster.status().contains("live true"));
+        assert_eq!(cluster.read(&guild).0, owner);
     });
+}
+
+/// After the commit, the new owner answers for a moved guild, with at least what the old
+/// owner had.
+#[test]
+fn reads_move_to_the_new_owner_at_the_commit() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = synthetic_stream(dir.path(), 120, 8_000);
+    let cluster = Cluster::start(dir.path(), &stream, 3, 2, 600);
+    let guild = moving_guild(&stream);
+    cluster.wait_position(0.5);
+    let (before, count) = cluster.read(&guild);
+    assert!(before < 2 && count > 0);
+    cluster.rescale(&["--to", "3"]);
+    let (after, moved) = cluster.read(&guild);
+    assert_eq!(after, 2);
+    assert!(moved >= count, "{moved} < {count}");
+    // Writes are taken by the new owner again.
+    let patch = cluster.api(
+        2,
+        "PATCH",
+        &format!("/v1/guilds/{guild}/settings"),
+        r#"{"theme": "dark"}"#,
+    );
+    assert_eq!(patch.0, 200, "{}", patch.1);
+    // And the old owner sends the services to it.
+    let (code, misdirected) =
+        cluster.api(before, "GET", &format!("/v1/guilds/{guild}/settings"), "");
+    assert_eq!(code, 421);
+    assert_eq!(
+        (
+            misdirected["ordinal"].as_u64(),
+            misdirected["epoch"].as_u64()
+        ),
+        (Some(2), Some(2))
+    );
+    // shard-of asked for the committed layout agrees.
+    let out = gateway()
+        .args([
+            "shard-of",
+            "--json",
+            "--from-pod",
+            &format!("http://127.0.0.1:{}", cluster.port(0)),
+            &guild,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let owner: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            owner["ordinal"].as_u64(),
+            owner["epoch"].as_u64(),
+            owner["pods"].as_u64()
+        ),
+        (Some(2), Some(2), Some(3))
+    );
 }
 
 #[test]
 fn the_new_owner_killed_while_capturing() {
-    two_to_three_with("prepare", |cluster| {
-        cluster.kill(2);
-        cluster.start_pod(2, 2);
-    });
+    two_to_three_with("prepare", |cluster| cluster.kill_and_restart(&[2]));
 }
 
 #[test]
 fn the_old_owners_killed_after_the_freeze() {
-    two_to_three_with("freeze", |cluster| {
-        cluster.kill(0);
-        cluster.kill(1);
-        cluster.start_pod(0, 2);
-        cluster.start_pod(1, 2);
-    });
+    two_to_three_with("freeze", |cluster| cluster.kill_and_restart(&[0, 1]));
 }
 
 #[test]
 fn the_new_owner_killed_after_the_import() {
-    two_to_three_with("import", |cluster| {
-        cluster.kill(2);
-        cluster.start_pod(2, 2);
-    });
+    two_to_three_with("import", |cluster| cluster.kill_and_restart(&[2]));
 }
 
 #[test]
 fn an_old_owner_killed_before_the_cleanup() {
-    two_to_three_with("import", |cluster| {
-        cluster.kill(0);
-        cluster.start_pod(0, 2);
-    });
+    two_to_three_with("import", |cluster| cluster.kill_and_restart(&[0]));
 }
 
 /// The command itself SIGKILLed in the middle of a run (after the freeze began), then run

@@ -115,24 +115,34 @@ pub fn captured(conn: &Connection) -> rusqlite::Result<Vec<Captured>> {
     rows
 }
 
-/// Registers `owner(guild_id)` on `conn`: `to` for the guilds `moves` selects, else -1.
-fn register_owner(
+/// Registers the SQL function `name(guild_id)`: `f` of the numeric id (NULL or a non-numeric
+/// id: `otherwise`).
+fn register_guild_fn(
     conn: &Connection,
-    to: u32,
-    moves: impl Fn(u64) -> bool + Send + 'static,
+    name: &str,
+    otherwise: i64,
+    f: impl Fn(u64) -> i64 + Send + 'static,
 ) -> rusqlite::Result<()> {
     conn.create_scalar_function(
-        "owner",
+        name,
         1,
         FunctionFlags::SQLITE_DETERMINISTIC | FunctionFlags::SQLITE_UTF8,
         move |ctx| {
             let guild: Option<String> = ctx.get(0)?;
-            let moving = guild
+            Ok(guild
                 .and_then(|g| g.parse::<u64>().ok())
-                .is_some_and(|g| moves(g));
-            Ok(if moving { i64::from(to) } else { -1 })
+                .map_or(otherwise, &f))
         },
     )
+}
+
+/// Registers `owner(guild_id)` as `reshard`'s copy reads it: 0 for the guilds `moves`
+/// selects, else -1 (copied nowhere).
+fn register_owner(
+    conn: &Connection,
+    moves: impl Fn(u64) -> bool + Send + 'static,
+) -> rusqlite::Result<()> {
+    register_guild_fn(conn, "owner", -1, move |g| if moves(g) { 0 } else { -1 })
 }
 
 /// Writes a new database `out` holding the rows of `database` of the guilds `moves` selects.
@@ -145,7 +155,7 @@ pub fn export(
         let _ = std::fs::remove_file(format!("{}{suffix}", out.display()));
     }
     let conn = store::open_writer(out)?;
-    register_owner(&conn, 0, moves).map_err(StoreError::Sql)?;
+    register_owner(&conn, moves).map_err(StoreError::Sql)?;
     copy_owned(&conn, database, 0)?;
     // One self-contained file to send: no WAL beside it.
     conn.pragma_update(None, "journal_mode", "DELETE")
@@ -156,7 +166,7 @@ pub fn export(
 /// Copies every row of an exported file into `conn` (rows already present are kept: an
 /// import that is retried changes nothing).
 pub fn import(conn: &Connection, file: &Path) -> Result<(), ReshardError> {
-    register_owner(conn, 0, |_| true).map_err(StoreError::Sql)?;
+    register_owner(conn, |_| true).map_err(StoreError::Sql)?;
     copy_owned(conn, file, 0)?;
     Ok(())
 }
@@ -167,17 +177,7 @@ pub fn remove_guilds(
     conn: &Connection,
     gone: impl Fn(u64) -> bool + Send + 'static,
 ) -> rusqlite::Result<()> {
-    conn.create_scalar_function(
-        "gone",
-        1,
-        FunctionFlags::SQLITE_DETERMINISTIC | FunctionFlags::SQLITE_UTF8,
-        move |ctx| {
-            let guild: Option<String> = ctx.get(0)?;
-            Ok(guild
-                .and_then(|g| g.parse::<u64>().ok())
-                .is_some_and(|g| gone(g)))
-        },
-    )?;
+    register_guild_fn(conn, "gone", 0, move |g| i64::from(gone(g)))?;
     conn.execute_batch(
         "DELETE FROM message_reactions WHERE message_id IN
            (SELECT message_id FROM message_stats WHERE gone(guild_id));
@@ -207,7 +207,7 @@ pub fn count_guilds(
     selected: impl Fn(u64) -> bool + Send + 'static,
 ) -> rusqlite::Result<i64> {
     let conn = Connection::open_with_flags(database, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    register_owner(&conn, 0, selected)?;
+    register_owner(&conn, selected)?;
     conn.query_row("SELECT COUNT(*) FROM guilds WHERE owner(id) = 0", [], |r| {
         r.get(0)
     })

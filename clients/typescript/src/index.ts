@@ -185,6 +185,11 @@ export interface GuildOwner {
   shards: number;
   /** The owner's base URL, without a trailing slash. */
   url: string;
+  /**
+   * The committed ownership epoch the answering pod routes by (each live rescale adds one).
+   * Pods answer with it; the local `ownerOrdinal` has none.
+   */
+  epoch?: number;
 }
 
 /** The body of a 421 answer: the owner, and a message. */

@@ -565,8 +565,8 @@ struct Usage {
     cpu: f64,
     disk: u64,
     per_pod: std::collections::BTreeMap<u32, (f64, u64)>,
-    /// (when, total CPU seconds), the last 10 s: the steady rate before a rescale.
-    history: std::collections::VecDeque<(Instant, f64)>,
+    /// (when, total CPU seconds, total bytes), the last 10 s: the steady rates before a rescale.
+    history: std::collections::VecDeque<(Instant, f64, u64)>,
 }
 
 impl Usage {
@@ -594,21 +594,24 @@ impl Usage {
         self.cpu = self.per_pod.values().map(|(c, _)| c).sum();
         self.disk = self.per_pod.values().map(|(_, d)| d).sum();
         self.at = Some(now);
-        self.history.push_back((now, self.cpu));
+        self.history.push_back((now, self.cpu, self.disk));
         while self
             .history
             .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(10))
+            .is_some_and(|(t, _, _)| now.duration_since(*t) > Duration::from_secs(10))
         {
             self.history.pop_front();
         }
     }
 
-    /// CPU seconds per second over the sampled history.
-    fn rate(&self) -> f64 {
+    /// CPU seconds and bytes per second over the sampled history.
+    fn rates(&self) -> (f64, f64) {
         match (self.history.front(), self.history.back()) {
-            (Some((t0, c0)), Some((t1, c1))) if t1 > t0 => (c1 - c0) / (*t1 - *t0).as_secs_f64(),
-            _ => 0.0,
+            (Some((t0, c0, d0)), Some((t1, c1, d1))) if t1 > t0 => {
+                let secs = (*t1 - *t0).as_secs_f64();
+                ((c1 - c0) / secs, (*d1 as f64 - *d0 as f64) / secs)
+            }
+            _ => (0.0, 0.0),
         }
     }
 }
@@ -618,6 +621,7 @@ struct Window {
     started: Instant,
     cpu: f64,
     rate_before: f64,
+    disk_rate_before: f64,
     disk_before: u64,
     disk_peak: u64,
 }
@@ -631,14 +635,18 @@ struct Cost {
     disk_bytes_before: u64,
     disk_bytes_peak: u64,
     disk_bytes_after: u64,
+    /// What the files would have grown by meanwhile at their rate of the 10 s before.
+    disk_bytes_growth_at_rate_before: u64,
 }
 
 impl Window {
     fn open(usage: &Usage) -> Window {
+        let (rate_before, disk_rate_before) = usage.rates();
         Window {
             started: usage.at.unwrap_or_else(Instant::now),
             cpu: usage.cpu,
-            rate_before: usage.rate(),
+            rate_before,
+            disk_rate_before,
             disk_before: usage.disk,
             disk_peak: usage.disk,
         }
@@ -654,6 +662,7 @@ impl Window {
             disk_bytes_before: self.disk_before,
             disk_bytes_peak: self.disk_peak.max(usage.disk),
             disk_bytes_after: usage.disk,
+            disk_bytes_growth_at_rate_before: (self.disk_rate_before.max(0.0) * elapsed) as u64,
         }
     }
 }
@@ -685,12 +694,13 @@ fn print_rescale(index: usize, r: &schedule::Summary, cost: Option<Cost>, json: 
         if let Some(c) = cost {
             let mb = |b: u64| b as f64 / 1_048_576.0;
             println!(
-                "  pods' CPU meanwhile {:.2} s ({:.2} s at their rate before); disk {:.1} MB before, {:.1} MB at most, {:.1} MB after",
+                "  pods' CPU meanwhile {:.2} s ({:.2} s at their rate before); files {:.1} MB before, {:.1} MB at most, {:.1} MB after ({:.1} MB of growth at their rate before)",
                 c.cpu_seconds,
                 c.cpu_seconds_at_rate_before,
                 mb(c.disk_bytes_before),
                 mb(c.disk_bytes_peak),
-                mb(c.disk_bytes_after)
+                mb(c.disk_bytes_after),
+                mb(c.disk_bytes_growth_at_rate_before)
             );
         }
     }
