@@ -130,7 +130,9 @@ CREATE TABLE IF NOT EXISTS gateway_ownership (
     next_strategy TEXT,
     next_shards   INTEGER,
     frozen        INTEGER NOT NULL DEFAULT 0,
-    live          INTEGER NOT NULL DEFAULT 0
+    live          INTEGER NOT NULL DEFAULT 0,
+    -- the epoch of the Discord sessions the pod applies events from
+    sessions_epoch INTEGER NOT NULL DEFAULT 1
 );
 
 -- added: the events of guilds coming to this pod during a rescale, in arrival order, until the

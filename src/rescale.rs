@@ -212,12 +212,14 @@ async fn drive(args: RescaleArgs) -> anyhow::Result<ExitCode> {
             progress("no rescale under way: nothing to abort");
             return Ok(ExitCode::SUCCESS);
         };
-        if let Some(frozen) = states
-            .iter()
-            .find(|s| s.next.as_ref().is_some_and(|n| n.frozen))
-        {
+        // Frozen, live or committed anywhere: guilds may already be applied only by their new
+        // owners, so the change can only finish.
+        let past_freeze = |s: &&RescaleState| {
+            s.epoch == next.epoch || s.next.as_ref().is_some_and(|n| n.frozen || n.live)
+        };
+        if let Some(frozen) = states.iter().find(past_freeze) {
             bail!(
-                "pod {} froze its guilds for epoch {}: a rescale only rolls forward after a freeze; run `guild-gateway rescale` again to finish it",
+                "pod {} froze, went live or committed for epoch {}: a rescale only rolls forward after a freeze; run `guild-gateway rescale` again to finish it",
                 frozen.ordinal,
                 next.epoch
             );

@@ -132,11 +132,15 @@ pub async fn run(mut config: PodConfig, discord: DiscordSettings) -> anyhow::Res
             api_url: discord.api_url.clone(),
             ordinal: ownership.ordinal,
         },
-        ownership.epoch,
+        ownership.sessions_epoch,
         ownership.layout,
         gate,
         gateway_metrics,
     );
+    if ownership.ordinal >= ownership.layout.pods {
+        tracing::warn!(pod = ownership.ordinal, pods = ownership.layout.pods,
+            "standby: this pod owns no guild and runs no Discord session until a rescale gives it guilds");
+    }
     follow_rescale(&mut shards, &ownership).await;
     let server = http::start_pod(&config, pipeline.clone(), Some(shards.sessions.clone()))?;
     let sharding = ownership.sharding();
@@ -231,7 +235,11 @@ async fn follow_rescale(shards: &mut ShardSet, ownership: &Ownership) {
     match ownership.next {
         Some(next) if ownership.sessions_change() => shards.open(next.epoch, next.layout),
         Some(_) => {}
-        None => shards.settle(ownership.epoch, ownership.layout).await,
+        None => {
+            shards
+                .settle(ownership.sessions_epoch, ownership.layout)
+                .await
+        }
     }
 }
 

@@ -620,6 +620,8 @@ fn the_command_stops_after_each_step_and_resumes() {
         cluster.rescale(&["--until", "import"]);
         assert!(cluster.status().contains("live true"));
         assert_eq!(cluster.read(&guild).0, owner);
+        let abort = cluster.rescale_command(&["--abort"]).output().unwrap();
+        assert!(!abort.status.success(), "an abort after the import");
     });
 }
 

@@ -104,6 +104,11 @@ pub struct Pipeline {
     /// and the committed one when the pod started: see [`stale_config`].
     configured: Layout,
     started_under: Layout,
+    /// The database says live while this process is not yet (a restart in that step).
+    persisted_live: bool,
+    /// The progress mark of this process's freeze: an export waits until every event
+    /// accepted before it is done.
+    freeze_mark: std::sync::Mutex<Option<u64>>,
     /// One rescale step at a time.
     handoff: tokio::sync::Mutex<()>,
     /// This process is the database's only writer while the pipeline lives.
@@ -162,26 +167,24 @@ impl Pipeline {
             slow_hook: config.slow_hook.clone(),
         };
         let filter = ShardFilter::new(
-            ownership,
+            Ownership {
+                next: ownership.next.map(|t| Transition { live: false, ..t }),
+                ..ownership
+            },
             config.guild_mailbox.max(1),
             config.guild_stuck,
             workers.iter().map(|a| a.handle()).collect(),
             deps,
         )
         .start();
-        if ownership.next.is_some_and(|t| t.live) {
-            // Restarted after going live and before the commit: the whole log again, first.
-            let replay = filter.send(GoLive(ownership));
-            actix::spawn(async move {
-                match replay.await {
-                    Ok(Ok(events)) => {
-                        tracing::info!(events, "capture log re-applied after a restart")
-                    }
-                    Ok(Err(e)) => tracing::error!(error = %e, "re-applying the capture log"),
-                    Err(e) => tracing::error!(error = %e, "re-applying the capture log"),
-                }
-            });
-        }
+        // Restarted after going live and before the commit: the incoming guilds are captured
+        // again, not applied, until the command's next import re-applies the whole log (an
+        // overlapping suffix) and goes live; the commit waits for it.
+        let persisted_live = ownership.next.is_some_and(|t| t.live);
+        let ownership = Ownership {
+            next: ownership.next.map(|t| Transition { live: false, ..t }),
+            ..ownership
+        };
         let started_under = ownership.layout;
         publish(&metrics, &ownership, configured, started_under);
         if let Some(stale) = stale_config(&ownership, configured, started_under) {
@@ -201,6 +204,8 @@ impl Pipeline {
             ownership: tokio::sync::watch::channel(ownership).0,
             configured,
             started_under,
+            persisted_live,
+            freeze_mark: std::sync::Mutex::new(None),
             handoff: tokio::sync::Mutex::new(()),
             _lock: lock,
         })
@@ -209,7 +214,8 @@ impl Pipeline {
     /// Accepts one dispatch, waiting while `max_in_flight` events are unfinished or the
     /// storage cannot take writes.
     pub async fn submit(&self, dispatch: Dispatch) {
-        self.submit_from(dispatch, self.ownership().epoch).await;
+        self.submit_from(dispatch, self.ownership().sessions_epoch)
+            .await;
     }
 
     /// [`Pipeline::submit`] for an event of the Discord sessions of epoch `source_epoch`.
@@ -399,24 +405,11 @@ impl Pipeline {
     }
 
     /// Step 2: stop applying the guilds that leave, and commit what was accepted for them.
+    /// The freeze is persisted first, so that no crash can bring back a pod that applies them
+    /// again, nor allow an abort after the filter dropped one of their events.
     pub async fn freeze(&self, epoch: u64, limit: Duration) -> Result<Ownership, RescaleError> {
         let _one = self.handoff.lock().await;
         let (now, next) = self.transition(epoch)?;
-        if next.frozen {
-            return Ok(now);
-        }
-        let mark = self
-            .filter
-            .send(Freeze)
-            .await
-            .map_err(|_| RescaleError::Failed("the shard filter is gone".into()))?;
-        tokio::time::timeout(limit, self.progress.wait_before(mark))
-            .await
-            .map_err(|_| {
-                RescaleError::Failed(format!(
-                    "the events accepted before the freeze were not committed within {limit:?}"
-                ))
-            })?;
         let frozen = Ownership {
             next: Some(Transition {
                 frozen: true,
@@ -424,18 +417,43 @@ impl Pipeline {
             }),
             ..now
         };
-        self.save(frozen).await?;
-        self.set_ownership(frozen);
-        let database = self.database.clone();
-        let leaving = tokio::task::spawn_blocking(move || {
-            handoff::count_guilds(&database, move |g| now.outgoing(g) && !now.incoming(g))
-        })
-        .await;
-        if let Ok(Ok(leaving)) = leaving {
-            self.metrics.rescale_guilds_remaining.set(leaving);
+        if !next.frozen {
+            self.save(frozen).await?;
+            self.set_ownership(frozen);
+            let mark = self
+                .filter
+                .send(Freeze)
+                .await
+                .map_err(|_| RescaleError::Failed("the shard filter is gone".into()))?;
+            *self.freeze_mark.lock().unwrap_or_else(|p| p.into_inner()) = Some(mark);
+            let database = self.database.clone();
+            let leaving = tokio::task::spawn_blocking(move || {
+                handoff::count_guilds(&database, move |g| now.outgoing(g) && !now.incoming(g))
+            })
+            .await;
+            if let Ok(Ok(leaving)) = leaving {
+                self.metrics.rescale_guilds_remaining.set(leaving);
+            }
+            tracing::info!(epoch, "rescale: outgoing guilds frozen");
         }
-        tracing::info!(epoch, "rescale: outgoing guilds frozen");
+        self.frozen_committed(limit).await?;
         Ok(frozen)
+    }
+
+    /// Waits until every event accepted before this process's freeze is done (at once after
+    /// a restart: the filter started frozen).
+    async fn frozen_committed(&self, limit: Duration) -> Result<(), RescaleError> {
+        let mark = *self.freeze_mark.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mark) = mark {
+            tokio::time::timeout(limit, self.progress.wait_before(mark))
+                .await
+                .map_err(|_| {
+                    RescaleError::Failed(format!(
+                        "the events accepted before the freeze were not committed within {limit:?}"
+                    ))
+                })?;
+        }
+        Ok(())
     }
 
     /// Step 3 (on the old owner): a database of the frozen guilds that go to pod `to`.
@@ -523,11 +541,8 @@ impl Pipeline {
                 now.ordinal, next.frozen, next.live
             )));
         }
-        let committed = Ownership {
-            ordinal: now.ordinal,
-            epoch,
-            layout: next.layout,
-            next: None,
+        let Some(committed) = now.committed() else {
+            return Err(RescaleError::Conflict("no rescale under way".into()));
         };
         self.commit_as(committed, true).await?;
         tracing::info!(epoch, layout = %next.layout, "rescale committed");
@@ -538,9 +553,9 @@ impl Pipeline {
     pub async fn abort(&self, epoch: u64) -> Result<Ownership, RescaleError> {
         let _one = self.handoff.lock().await;
         let (now, next) = self.transition(epoch)?;
-        if next.frozen {
+        if next.frozen || next.live || self.persisted_live {
             return Err(RescaleError::Conflict(format!(
-                "pod {} is frozen for epoch {epoch}: after a freeze a rescale only rolls forward",
+                "pod {} is frozen or live for epoch {epoch}: after a freeze a rescale only rolls forward",
                 now.ordinal
             )));
         }

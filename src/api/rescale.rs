@@ -283,7 +283,10 @@ pub async fn abort(
     Ok(HttpResponse::Ok().json(state_of(&api, ownership)))
 }
 
-/// A working file beside the database (on the pod's volume).
+/// A working file beside the database (on the pod's volume), named for this request alone: a
+/// command that gave up and runs again may overlap a request still running.
 fn beside(database: &std::path::Path, what: &str) -> PathBuf {
-    PathBuf::from(format!("{}.{what}.sqlite3", database.display()))
+    static REQUEST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = REQUEST.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    PathBuf::from(format!("{}.{what}.{n}.sqlite3", database.display()))
 }

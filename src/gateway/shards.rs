@@ -185,31 +185,11 @@ impl ShardSet {
         tracing::info!(epoch, layout = %layout, "Discord sessions opened");
     }
 
-    /// After a commit (or an abort): keeps the sessions `layout` needs, labelled `epoch`, and
-    /// closes the others. A set that already runs those sessions is kept as it is (a rescale
-    /// that did not change this pod's sessions reconnects nothing).
+    /// After a commit (or an abort): keeps the sessions of `epoch` (the ownership's sessions
+    /// epoch: a rescale that did not change this pod's sessions keeps the set it had), opening
+    /// `layout`'s if there are none, and closes the others.
     pub async fn settle(&mut self, epoch: u64, layout: Layout) {
-        let wanted = layout.sessions(self.discord.ordinal);
-        let running = |c: &[Connection]| c.iter().map(|c| c.state.shard).collect::<Vec<_>>();
-        let keep = self
-            .connections
-            .iter()
-            .rev()
-            .find(|(e, c)| *e == epoch && running(c) == wanted)
-            .or_else(|| self.connections.iter().find(|(_, c)| running(c) == wanted))
-            .map(|(e, _)| *e);
-        match keep {
-            Some(kept) if kept != epoch => {
-                for (e, _) in self.connections.iter_mut().filter(|(e, _)| *e == kept) {
-                    *e = epoch;
-                }
-                for (e, _) in self.sessions.sets().iter_mut().filter(|(e, _)| *e == kept) {
-                    *e = epoch;
-                }
-            }
-            Some(_) => {}
-            None => self.open(epoch, layout),
-        }
+        self.open(epoch, layout);
         self.close_all_but(epoch).await;
     }
 
@@ -239,7 +219,11 @@ impl ShardSet {
             match self.ended.recv().await {
                 Some((asked, result)) => {
                     self.still_running -= 1;
-                    if asked && result.is_ok() && !self.connections.is_empty() {
+                    // A set closed after a rescale, while the pod goes on.
+                    if asked && !self.connections.is_empty() {
+                        if let Err(e) = result {
+                            tracing::warn!(error = %e, "a closed session ended with an error");
+                        }
                         continue;
                     }
                     return result;

@@ -151,7 +151,7 @@ impl Actor for ShardFilter {
 
 impl Handler<GuildEvent> for ShardFilter {
     type Result = ();
-    fn handle(&mut self, event: GuildEvent, ctx: &mut Self::Context) {
+    fn handle(&mut self, mut event: GuildEvent, ctx: &mut Self::Context) {
         let dispatch = &event.dispatch;
         let counters = self.metrics.kind(dispatch.kind);
         counters.received.inc();
@@ -170,7 +170,8 @@ impl Handler<GuildEvent> for ShardFilter {
             Some(id) => self.ownership.route(id.0, event.source_epoch),
         };
         match route {
-            Route::Apply => {}
+            // The payload is for the capture log only: not kept while the event waits.
+            Route::Apply => event.dispatch.payload = None,
             Route::Foreign | Route::Frozen => {
                 if route == Route::Frozen {
                     self.metrics.rescale_frozen_events.inc();
@@ -251,16 +252,19 @@ impl ShardFilter {
     }
 
     /// Re-applies the capture log (after the writer committed every capture sent so far) and
-    /// marks the incoming guilds live: no event can come between, the filter waits meanwhile.
-    fn replay_captured(&mut self, ctx: &mut Context<Self>) -> Result<usize, String> {
+    /// marks the incoming guilds live (`live`): no event can come between, the filter waits
+    /// meanwhile. If the log cannot be read, nothing changes.
+    fn go_live(&mut self, live: Ownership, ctx: &mut Context<Self>) -> Result<usize, String> {
         let conn = self.deps.reads.get().map_err(|e| e.to_string())?;
         let captured = handoff::captured(&conn).map_err(|e| e.to_string())?;
         drop(conn);
+        self.ownership = live;
         let count = captured.len();
         for c in captured {
             match decode_dispatch(&c.kind, c.seq, &c.payload) {
                 Ok(dispatch) => {
-                    let ticket = self.progress.admit_now(dispatch.seq);
+                    // No seq: the log's are older than what this pod has received since.
+                    let ticket = self.progress.admit_now(None);
                     self.deliver(
                         GuildEvent {
                             ticket,
@@ -326,10 +330,7 @@ impl Handler<GoLive> for ShardFilter {
             async move { committed.await.map_err(|e| e.to_string())? }
                 .into_actor(self)
                 .map(move |saved: Result<(), String>, act, ctx| {
-                    let replayed = saved.and_then(|()| {
-                        act.ownership = msg.0;
-                        act.replay_captured(ctx)
-                    });
+                    let replayed = saved.and_then(|()| act.go_live(msg.0, ctx));
                     let _ = done.send(replayed);
                 }),
         );
@@ -351,35 +352,44 @@ pub struct Commit {
 }
 
 impl Handler<Commit> for ShardFilter {
-    type Result = ResponseActFuture<Self, Result<(), String>>;
-    fn handle(&mut self, msg: Commit, _: &mut Self::Context) -> Self::Result {
+    type Result = ResponseFuture<Result<(), String>>;
+    fn handle(&mut self, msg: Commit, ctx: &mut Self::Context) -> Self::Result {
         let before = self.ownership;
         let give_away = msg.give_away;
         let gone = move |g: u64| give_away && before.outgoing(g) && !before.incoming(g);
-        // From now on nothing is captured: the writer gets this after every capture sent.
-        self.ownership = msg.ownership;
         let committed = self
             .deps
             .writer
             .addr
             .send(Handoff::Commit(msg.ownership, Box::new(gone)));
-        // The actors of guilds given away hold state that a later return must not find.
-        let leaving: Vec<Id> = self.guilds.keys().copied().filter(|g| gone(g.0)).collect();
-        for guild_id in leaving {
-            if let Some(entry) = self.guilds.remove(&guild_id) {
-                entry.addr.do_send(Stop);
-            }
-        }
-        Box::pin(
+        let (done, result) = tokio::sync::oneshot::channel();
+        // `wait`: no event is routed until the writer committed (every capture sent before is
+        // committed first); then the new ownership applies, or, if the commit failed, the old
+        // one goes on as before.
+        ctx.wait(
             async move { committed.await.map_err(|e| e.to_string())? }
                 .into_actor(self)
-                .map(move |result, act, _| {
-                    if result.is_err() {
-                        act.ownership = before;
+                .map(move |result: Result<(), String>, act, _| {
+                    if result.is_ok() {
+                        act.ownership = msg.ownership;
+                        // The actors of guilds given away hold state that a later return
+                        // must not find.
+                        let leaving: Vec<Id> =
+                            act.guilds.keys().copied().filter(|g| gone(g.0)).collect();
+                        for guild_id in leaving {
+                            if let Some(entry) = act.guilds.remove(&guild_id) {
+                                entry.addr.do_send(Stop);
+                            }
+                        }
                     }
-                    result
+                    let _ = done.send(result);
                 }),
-        )
+        );
+        Box::pin(async move {
+            result
+                .await
+                .unwrap_or_else(|_| Err("the shard filter stopped".into()))
+        })
     }
 }
 

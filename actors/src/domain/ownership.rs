@@ -97,6 +97,10 @@ pub struct Ownership {
     pub ordinal: u32,
     pub epoch: u64,
     pub layout: Layout,
+    /// The epoch of the Discord sessions this pod applies events from: the committed layout's
+    /// (the epoch of the last rescale that changed this pod's sessions). Events of any other
+    /// sessions (a set being closed after a commit or an abort) are not applied.
+    pub sessions_epoch: u64,
     pub next: Option<Transition>,
 }
 
@@ -123,6 +127,7 @@ impl Ownership {
             ordinal: sharding.ordinal,
             epoch: 1,
             layout: Layout::of(sharding),
+            sessions_epoch: 1,
             next: None,
         }
     }
@@ -164,19 +169,39 @@ impl Ownership {
         self.ordinal == 0
     }
 
+    /// The ownership once `next` commits.
+    pub fn committed(&self) -> Option<Ownership> {
+        let next = self.next?;
+        Some(Ownership {
+            ordinal: self.ordinal,
+            epoch: next.epoch,
+            layout: next.layout,
+            sessions_epoch: if self.sessions_change() {
+                next.epoch
+            } else {
+                self.sessions_epoch
+            },
+            next: None,
+        })
+    }
+
     /// Where a guild's event goes. `source_epoch` is the epoch of the sessions that delivered
-    /// it; it matters only while this pod's sessions change (old and new sessions both run).
+    /// it: the committed sessions' events feed the committed owners, and while this pod's
+    /// sessions change, the new sessions' feed the incoming guilds.
     pub fn route(&self, guild_id: u64, source_epoch: u64) -> Route {
+        let from_old = source_epoch == self.sessions_epoch;
         let Some(next) = self.next else {
-            return if self.owns_now(guild_id) {
+            return if from_old && self.owns_now(guild_id) {
                 Route::Apply
             } else {
                 Route::Foreign
             };
         };
-        let change = self.sessions_change();
-        let from_old = !change || source_epoch != next.epoch;
-        let from_new = !change || source_epoch == next.epoch;
+        let from_new = if self.sessions_change() {
+            source_epoch == next.epoch
+        } else {
+            from_old
+        };
         if self.incoming(guild_id) {
             if from_new {
                 return if next.live {
@@ -216,6 +241,7 @@ mod tests {
             ordinal,
             epoch: 1,
             layout: from,
+            sessions_epoch: 1,
             next: Some(Transition {
                 epoch: 2,
                 layout: to,
@@ -244,8 +270,11 @@ mod tests {
                 for guild in (0..300u64).map(|g| (g * 7919 + 13) << 22 | g) {
                     let routes: Vec<(Route, Route)> = (0..pods)
                         .map(|k| {
+                            // A pod's old sessions are epoch 1's; its new ones epoch 2's if
+                            // its sessions change, else the same sessions again.
                             let o = moving(k, from, to, frozen, live);
-                            (o.route(guild, 1), o.route(guild, 2))
+                            let new = if o.sessions_change() { 2 } else { 1 };
+                            (o.route(guild, 1), o.route(guild, new))
                         })
                         .collect();
                     let applying = |r: Route| matches!(r, Route::Apply | Route::CaptureAndApply);
@@ -268,6 +297,20 @@ mod tests {
                     let owner = to.owner(guild);
                     if live && from.owner(guild) != owner {
                         assert!(applying(routes[owner as usize].1), "live owner applies");
+                    }
+                    if live {
+                        // Committed: exactly the new owner applies, from the sessions it
+                        // keeps; the closing set's late events are nobody's.
+                        let appliers: Vec<(u32, u64)> = (0..pods)
+                            .filter_map(|k| moving(k, from, to, true, true).committed())
+                            .flat_map(|o| [1, 2].map(|e| (o, e)))
+                            .filter(|(o, e)| o.route(guild, *e) == Route::Apply)
+                            .map(|(o, e)| (o.ordinal, e))
+                            .collect();
+                        let kept = moving(owner, from, to, true, true)
+                            .committed()
+                            .map_or(0, |o| o.sessions_epoch);
+                        assert_eq!(appliers, vec![(owner, kept)], "{from} -> {to}: {guild}");
                     }
                 }
             }

@@ -17,7 +17,7 @@ use std::path::Path;
 pub fn load(conn: &Connection, ordinal: u32) -> rusqlite::Result<Option<Ownership>> {
     conn.query_row(
         "SELECT epoch, pods, strategy, shards, next_epoch, next_pods, next_strategy,
-                next_shards, frozen, live FROM gateway_ownership WHERE id = 1",
+                next_shards, frozen, live, sessions_epoch FROM gateway_ownership WHERE id = 1",
         [],
         |r| {
             let strategy = |s: String| s.parse::<Strategy>().unwrap_or_default();
@@ -43,6 +43,7 @@ pub fn load(conn: &Connection, ordinal: u32) -> rusqlite::Result<Option<Ownershi
                 ordinal,
                 epoch: r.get::<_, i64>(0)? as u64,
                 layout,
+                sessions_epoch: r.get::<_, i64>(10)? as u64,
                 next,
             })
         },
@@ -55,8 +56,8 @@ pub fn save(conn: &Connection, ownership: &Ownership) -> rusqlite::Result<()> {
     let next = ownership.next;
     conn.execute(
         "INSERT OR REPLACE INTO gateway_ownership (id, epoch, pods, strategy, shards, next_epoch,
-           next_pods, next_strategy, next_shards, frozen, live)
-         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+           next_pods, next_strategy, next_shards, frozen, live, sessions_epoch)
+         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             ownership.epoch as i64,
             ownership.layout.pods,
@@ -68,6 +69,7 @@ pub fn save(conn: &Connection, ownership: &Ownership) -> rusqlite::Result<()> {
             next.map(|t| t.layout.shards),
             next.is_some_and(|t| t.frozen),
             next.is_some_and(|t| t.live),
+            ownership.sessions_epoch as i64,
         ],
     )?;
     Ok(())

@@ -199,8 +199,23 @@ pub(crate) fn copy_owned(
                 .map(|c| format!("\"{c}\""))
                 .collect();
             let list = shared.join(", ");
+            // A moderation row without a source_key (the TypeScript bot's) has no unique key
+            // to be ignored by: a row already there with the same guild, user, action and
+            // time is the same row (a second source, a retried copy).
+            let same_row =
+                if table == "mod_actions" && source_columns.iter().any(|c| c == "source_key") {
+                    " AND NOT (t.source_key IS NULL AND EXISTS (SELECT 1 FROM main.mod_actions m
+                   WHERE m.source_key IS NULL AND m.guild_id = t.guild_id AND m.user_id = t.user_id
+                   AND m.action_type = t.action_type AND m.created_at = t.created_at))"
+                } else if table == "mod_actions" {
+                    " AND NOT EXISTS (SELECT 1 FROM main.mod_actions m
+                   WHERE m.source_key IS NULL AND m.guild_id = t.guild_id AND m.user_id = t.user_id
+                   AND m.action_type = t.action_type AND m.created_at = t.created_at)"
+                } else {
+                    ""
+                };
             let sql = format!(
-                "INSERT OR IGNORE INTO main.\"{table}\" ({list}) SELECT {} FROM src.\"{table}\" t WHERE owner({guild_expr}) = ?1",
+                "INSERT OR IGNORE INTO main.\"{table}\" ({list}) SELECT {} FROM src.\"{table}\" t WHERE owner({guild_expr}) = ?1{same_row}",
                 shared.iter().map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", ")
             );
             conn.execute(&sql, [ordinal])
