@@ -166,17 +166,6 @@ impl Pipeline {
             bot_user_id: Default::default(),
             slow_hook: config.slow_hook.clone(),
         };
-        let filter = ShardFilter::new(
-            Ownership {
-                next: ownership.next.map(|t| Transition { live: false, ..t }),
-                ..ownership
-            },
-            config.guild_mailbox.max(1),
-            config.guild_stuck,
-            workers.iter().map(|a| a.handle()).collect(),
-            deps,
-        )
-        .start();
         // Restarted after going live and before the commit: the incoming guilds are captured
         // again, not applied, until the command's next import re-applies the whole log (an
         // overlapping suffix) and goes live; the commit waits for it.
@@ -185,6 +174,14 @@ impl Pipeline {
             next: ownership.next.map(|t| Transition { live: false, ..t }),
             ..ownership
         };
+        let filter = ShardFilter::new(
+            ownership,
+            config.guild_mailbox.max(1),
+            config.guild_stuck,
+            workers.iter().map(|a| a.handle()).collect(),
+            deps,
+        )
+        .start();
         let started_under = ownership.layout;
         publish(&metrics, &ownership, configured, started_under);
         if let Some(stale) = stale_config(&ownership, configured, started_under) {

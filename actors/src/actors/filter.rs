@@ -6,9 +6,14 @@
 //! only a guild that makes no progress for the stuck timeout has its events dropped, counted
 //! in `events_shed_total` and logged. Guild-less events (DMs) are owned by pod 0 and store
 //! nothing.
+//!
+//! During a live rescale it routes each event by [`Ownership::route`]: the guilds coming to
+//! this pod are written to the capture log until they go live ([`GoLive`] re-applies the log
+//! first), the ones leaving are dropped once frozen ([`Freeze`]), and [`Commit`] switches to the
+//! new layout. Each of these steps holds the filter's mailbox while it changes state, so no
+//! event is routed by half of a change.
 
-use crate::event::decode_dispatch;
-use crate::event::{Event, EventKind, Id};
+use crate::event::{decode_dispatch, Event, EventKind, Id};
 use crate::guild::{FlushWaiting, GuildActor, GuildDeps, Stop};
 use crate::handoff;
 use crate::inbox::{GuildEvent, GuildInbox, Offered, Passivate};
