@@ -190,84 +190,58 @@ fn pod_dbs(dir: &Path, pods: u32) -> Vec<PathBuf> {
         .collect()
 }
 
-#[test]
-fn md5_one_to_three_to_five_to_two_under_live_traffic() {
+/// One simulate run of `args` over a 200-guild stream at 800 events/s: its rescale lines
+/// (checked by [`rescales`] against `to`), after checking the final rows of the
+/// `total_pods` databases (the last count of `to` owning guilds) under `strategy` and `shards`.
+fn live_rescale(
+    args: &[&str],
+    to: &[u32],
+    total_pods: u32,
+    strategy: &str,
+    shards: Option<u32>,
+) -> Vec<Value> {
     let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let stream = synthetic_stream(dir.path(), 200, 15_000);
-    let lines = simulate(
-        dir.path(),
-        &stream,
-        &["--pods", "1", "--rescale", "3,5,2", "--live-rate", "800"],
+    let mut all = args.to_vec();
+    all.extend(["--live-rate", "800"]);
+    let lines = simulate(dir.path(), &stream, &all);
+    let rescales = rescales(&lines, to);
+    let final_pods = *to.last().unwrap() as usize;
+    let dbs = pod_dbs(dir.path(), total_pods);
+    assert_final_rows(dir.path(), &stream, &dbs, final_pods, strategy, shards);
+    rescales
+}
+
+#[test]
+fn md5_one_to_three_to_five_to_two_under_live_traffic() {
+    live_rescale(
+        &["--pods", "1", "--rescale", "3,5,2"],
+        &[3, 5, 2],
+        5,
+        "md5",
+        None,
     );
-    rescales(&lines, &[3, 5, 2]);
-    assert_final_rows(dir.path(), &stream, &pod_dbs(dir.path(), 5), 2, "md5", None);
 }
 
 #[test]
 fn discord_three_to_five_under_live_traffic() {
-    let _one = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    let stream = synthetic_stream(dir.path(), 200, 15_000);
-    let lines = simulate(
-        dir.path(),
-        &stream,
-        &[
-            "--pods",
-            "3",
-            "--strategy",
-            "discord",
-            "--rescale",
-            "5",
-            "--live-rate",
-            "800",
-        ],
-    );
-    let r = &rescales(&lines, &[5])[0];
+    let args = ["--pods", "3", "--strategy", "discord", "--rescale", "5"];
+    let r = &live_rescale(&args, &[5], 5, "discord", Some(5))[0];
     // S follows N with discord unless DISCORD_SHARDS says otherwise: 3 -> 5 shards.
     assert_eq!(
         (r["from"]["shards"].as_u64(), r["to"]["shards"].as_u64()),
         (Some(3), Some(5))
     );
-    assert_final_rows(
-        dir.path(),
-        &stream,
-        &pod_dbs(dir.path(), 5),
-        5,
-        "discord",
-        Some(5),
-    );
 }
 
 #[test]
 fn md5_to_discord_switch_under_live_traffic() {
-    let _one = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    let stream = synthetic_stream(dir.path(), 200, 15_000);
-    let lines = simulate(
-        dir.path(),
-        &stream,
-        &[
-            "--pods",
-            "3",
-            "--rescale",
-            "3:discord",
-            "--live-rate",
-            "800",
-        ],
-    );
-    let r = &rescales(&lines, &[3])[0];
+    let args = ["--pods", "3", "--rescale", "3:discord"];
+    let r = &live_rescale(&args, &[3], 3, "discord", Some(3))[0];
     assert_eq!(
         (r["from"]["strategy"].as_str(), r["to"]["strategy"].as_str()),
         (Some("md5"), Some("discord"))
-    );
-    assert_final_rows(
-        dir.path(),
-        &stream,
-        &pod_dbs(dir.path(), 3),
-        3,
-        "discord",
-        Some(3),
     );
 }
 
