@@ -71,15 +71,24 @@ pub fn expected() -> Value {
 }
 
 /// A port on 127.0.0.1 for a server that a test starts, checked free by binding it.
+pub fn free_port() -> u16 {
+    free_port_block(1)
+}
+
+/// `n` consecutive free ports on 127.0.0.1 (pods whose URLs are `{ordinal+BASE}`), the first
+/// of them returned.
 ///
 /// A port taken from the kernel's ephemeral range could be handed to any outgoing connection
 /// between this check and the server's bind. These come from below that range, which the
 /// kernel never assigns by itself, from a block of ports of this process's own (cargo runs
-/// test binaries one at a time; the block keeps concurrent ones apart too), never twice.
-pub fn free_port() -> u16 {
+/// test binaries one at a time; the block keeps concurrent ones apart too). A run of ports is
+/// reserved with one atomic step, so tests running on other threads of this process cannot
+/// interleave with it, and no port is handed out twice until the block wraps.
+pub fn free_port_block(n: u16) -> u16 {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     const FIRST: u32 = 10_000;
     const BLOCK: u32 = 500;
+    let n = u32::from(n).max(1);
     let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
@@ -88,13 +97,19 @@ pub fn free_port() -> u16 {
     let blocks = (ephemeral_start - FIRST) / BLOCK;
     let base = FIRST + (std::process::id() % blocks) * BLOCK;
     for _ in 0..BLOCK {
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let port = (base + n % BLOCK) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+        let start = NEXT.fetch_add(n, std::sync::atomic::Ordering::Relaxed) % BLOCK;
+        if start + n > BLOCK {
+            continue; // a run may not wrap around the block's end
+        }
+        let first = base + start;
+        if (first..first + n).all(|port| TcpListener::bind(("127.0.0.1", port as u16)).is_ok()) {
+            return first as u16;
         }
     }
-    panic!("no free port in 127.0.0.1:{base}..{}", base + BLOCK);
+    panic!(
+        "no {n} consecutive free ports in 127.0.0.1:{base}..{}",
+        base + BLOCK
+    );
 }
 
 /// Every environment variable the pod binary reads, from its own `--help` (so none can be
@@ -628,14 +643,24 @@ pub fn http_request(
     Ok(crate::probe::status_and_body(&response))
 }
 
-/// `n` consecutive free ports on 127.0.0.1 (pods whose URLs are `{ordinal+BASE}`), taken from
-/// [`free_port`]'s sequence so that no other caller in this process gets one of them.
-pub fn free_port_block(n: u16) -> u16 {
-    for _ in 0..200 {
-        let base = free_port();
-        if (1..n).all(|k| free_port() == base + k) {
-            return base;
+#[cfg(test)]
+mod tests {
+    use super::free_port_block;
+
+    /// Tests of one binary run on several threads; their port runs must never overlap.
+    #[test]
+    fn concurrent_port_runs_are_disjoint_and_consecutive() {
+        let threads: Vec<_> = (0..8)
+            .map(|_| std::thread::spawn(|| (0..20).map(|_| free_port_block(3)).collect::<Vec<_>>()))
+            .collect();
+        let mut ports = std::collections::HashSet::new();
+        for thread in threads {
+            for first in thread.join().expect("a port thread panicked") {
+                for port in first..first + 3 {
+                    assert!(ports.insert(port), "port {port} handed out twice");
+                }
+            }
         }
+        assert_eq!(ports.len(), 8 * 20 * 3);
     }
-    panic!("no {n} consecutive free ports");
 }
