@@ -107,16 +107,8 @@ fn call_as(
     body: Option<&Value>,
     token: Option<&str>,
 ) -> (u16, Value) {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut headers = vec![("Content-Type", "application/json")];
-    if let Some(auth) = &auth {
-        headers.push(("Authorization", auth.as_str()));
-    }
     let text = body.map(Value::to_string).unwrap_or_default();
-    let (code, answer) =
-        http_request(port, method, path, &headers, &text).expect("the pod answers");
-    let json = serde_json::from_str(&answer).unwrap_or(Value::String(answer));
-    (code, json)
+    api_request(port, token, method, path, &text).expect("the pod answers")
 }
 
 fn query(port: u16, guild: &str, sql: &str, params: &[Value]) -> (u16, Value) {

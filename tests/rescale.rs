@@ -61,17 +61,15 @@ fn a_stale_pod_count_is_followed_not_obeyed() {
     assert_eq!(metric(&page, "guild_gateway_config_stale"), 1.0);
     assert_eq!(metric(&page, "guild_gateway_pods"), 3.0);
     assert_eq!(metric(&page, "guild_gateway_ownership_epoch"), 1.0);
-    let bearer = format!("Bearer {TOKEN}");
-    let (code, owner) = http_request(
+    let (code, owner) = api_request(
         port,
+        Some(TOKEN),
         "GET",
         "/v1/guilds/1325263406417087088/owner",
-        &[("Authorization", &bearer)],
         "",
     )
     .unwrap();
     assert_eq!(code, 200, "{owner}");
-    let owner: Value = serde_json::from_str(&owner).unwrap();
     assert_eq!(
         (owner["pods"].clone(), owner["epoch"].clone()),
         (3.into(), 1.into())
@@ -340,16 +338,7 @@ impl Cluster {
 
     /// A /v1 call to pod k with the token; the status and the JSON answer.
     fn api(&self, k: u32, method: &str, path: &str, body: &str) -> (u16, Value) {
-        let bearer = format!("Bearer {TOKEN}");
-        let headers = [
-            ("Authorization", bearer.as_str()),
-            ("Content-Type", "application/json"),
-        ];
-        let (code, text) = http_request(self.port(k), method, path, &headers, body).unwrap();
-        (
-            code,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        api_request(self.port(k), Some(TOKEN), method, path, body).unwrap()
     }
 
     /// Reads `guild`'s messages as the HTTP services do: ask any pod (here pod 2) for the
@@ -697,17 +686,8 @@ fn the_command_killed_mid_run() {
         );
         // Killed once some pod is frozen (the command is between its freeze and its commit).
         let frozen = wait_for(Duration::from_secs(60), || {
-            let port = cluster.port(0);
-            let bearer = format!("Bearer {TOKEN}");
-            let (_, body) = http_request(
-                port,
-                "GET",
-                "/v1/rescale",
-                &[("Authorization", &bearer)],
-                "",
-            )
-            .ok()?;
-            let state: Value = serde_json::from_str(&body).ok()?;
+            let (_, state) =
+                api_request(cluster.port(0), Some(TOKEN), "GET", "/v1/rescale", "").ok()?;
             (state["next"]["frozen"] == true || state["epoch"] == 2).then_some(())
         });
         command.0.kill().unwrap();

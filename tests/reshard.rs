@@ -51,15 +51,21 @@ fn targets(out: &Path, pods: u32) -> Vec<PathBuf> {
         .collect()
 }
 
-#[test]
-fn resharding_moves_every_row_to_its_new_owner() {
-    let dir = tempfile::tempdir().unwrap();
+/// The sample stream replayed into 3 md5 pods' files under `dir/old`.
+fn three_md5_pods(dir: &Path) -> Vec<PathBuf> {
     let old: Vec<PathBuf> = (0..3)
-        .map(|k| dir.path().join(format!("old/gateway-{k}.sqlite3")))
+        .map(|k| dir.join(format!("old/gateway-{k}.sqlite3")))
         .collect();
     for (k, db) in old.iter().enumerate() {
         replay(db, k as u32, 3, "md5", &sample_stream());
     }
+    old
+}
+
+#[test]
+fn resharding_moves_every_row_to_its_new_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = three_md5_pods(dir.path());
     let before = union_of(&old);
     for pods in [2u32, 5] {
         let out = dir.path().join(format!("new-{pods}"));
@@ -170,12 +176,7 @@ fn the_single_file_of_the_typescript_deployment_splits_by_owner() {
 #[test]
 fn resharding_to_discord_with_eight_shards_puts_each_guild_on_its_shards_pod() {
     let dir = tempfile::tempdir().unwrap();
-    let old: Vec<PathBuf> = (0..3)
-        .map(|k| dir.path().join(format!("old/gateway-{k}.sqlite3")))
-        .collect();
-    for (k, db) in old.iter().enumerate() {
-        replay(db, k as u32, 3, "md5", &sample_stream());
-    }
+    let old = three_md5_pods(dir.path());
     let out = dir.path().join("discord-8");
     let run = gateway()
         .args([

@@ -643,6 +643,25 @@ pub fn http_request(
     Ok(crate::probe::status_and_body(&response))
 }
 
+/// A call to a pod's `/v1` API with `token` as the bearer (none: unauthenticated) and a JSON
+/// body; returns the status and the answer, as JSON, or as a JSON string when it is not JSON.
+pub fn api_request(
+    port: u16,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> std::io::Result<(u16, Value)> {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(auth) = &auth {
+        headers.push(("Authorization", auth.as_str()));
+    }
+    let (code, text) = http_request(port, method, path, &headers, body)?;
+    let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Ok((code, json))
+}
+
 #[cfg(test)]
 mod tests {
     use super::free_port_block;
