@@ -115,6 +115,10 @@ pub struct ApiArgs {
     #[arg(long, env = "QUERY_MAX_ROWS", default_value = "50000",
         value_parser = number("QUERY_MAX_ROWS", 1, 10_000_000))]
     pub query_max_rows: u64,
+    /// Most bytes a /v1 query's answer may take, counted while its rows are read; more is an error (422)
+    #[arg(long, env = "QUERY_MAX_BYTES", default_value = "16777216",
+        value_parser = number("QUERY_MAX_BYTES", 1024, 1 << 30))]
+    pub query_max_bytes: u64,
     /// Read-only connections for /v1 queries (apart from the pipeline's own)
     #[arg(long, env = "QUERY_POOL_SIZE", default_value = "4",
         value_parser = number("QUERY_POOL_SIZE", 1, 64))]
@@ -123,6 +127,10 @@ pub struct ApiArgs {
     #[arg(long, env = "API_MAX_BODY_BYTES", default_value = "1048576",
         value_parser = number("API_MAX_BODY_BYTES", 1024, 64 << 20))]
     pub api_max_body_bytes: u64,
+    /// Milliseconds a client has to send a /v1 request body; slower bodies get 408
+    #[arg(long, env = "API_BODY_TIMEOUT_MS", default_value = "10000",
+        value_parser = millis("API_BODY_TIMEOUT_MS", 100, 600_000))]
+    pub api_body_timeout_ms: Duration,
 }
 
 /// The StatefulSet's pods behind its headless Service (deploy/base), in the same namespace.
@@ -140,6 +148,7 @@ pub struct ApiConfig {
     pub limits: QueryLimits,
     pub pool_size: u32,
     pub max_body: usize,
+    pub body_timeout: Duration,
 }
 
 impl ApiArgs {
@@ -161,9 +170,11 @@ impl ApiArgs {
             limits: QueryLimits {
                 timeout: self.query_timeout_ms,
                 max_rows: self.query_max_rows as usize,
+                max_bytes: self.query_max_bytes as usize,
             },
             pool_size: self.query_pool_size as u32,
             max_body: self.api_max_body_bytes as usize,
+            body_timeout: self.api_body_timeout_ms,
         })
     }
 }

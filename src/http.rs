@@ -27,6 +27,9 @@ struct Status {
     ownership: crate::api::rescale::RescaleState,
     pod_ordinal: u32,
     num_pods: u32,
+    /// The ordinal is at or past the pod count: this pod owns nothing until a rescale
+    /// includes it.
+    standby: bool,
     strategy: &'static str,
     /// The bot's Discord shard count, and those this pod runs.
     shards: u32,
@@ -113,6 +116,7 @@ async fn status(state: web::Data<HttpState>, api: web::Data<Api>) -> HttpRespons
         ownership: crate::api::rescale::state_of(&api, ownership),
         pod_ordinal: sharding.ordinal,
         num_pods: sharding.pods,
+        standby: sharding.ordinal >= sharding.pods,
         strategy: sharding.strategy.as_str(),
         last_seq_received: p.last_seq_received,
         last_seq_committed: p.last_seq_committed,

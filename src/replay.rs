@@ -56,6 +56,16 @@ enum Line {
 }
 
 pub async fn run(config: PodConfig, args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    // A standby ordinal is for `serve` only (a pod that waits for a rescale): a replay with
+    // one would store nothing and look like success.
+    let sharding = config.sharding;
+    if sharding.ordinal >= sharding.pods {
+        anyhow::bail!(
+            "POD_ORDINAL={} is at or past NUM_GATEWAY_PODS={}: this pod would own no guild and replay would store nothing (ordinals run from 0 to NUM_GATEWAY_PODS - 1)",
+            sharding.ordinal,
+            sharding.pods
+        );
+    }
     let signal = shutdown_signal()?;
     let input: Box<dyn Read + Send> = if args.file.as_os_str() == "-" {
         Box::new(std::io::stdin())
@@ -65,7 +75,6 @@ pub async fn run(config: PodConfig, args: ReplayArgs) -> anyhow::Result<ExitCode
                 .with_context(|| format!("opening {}", args.file.display()))?,
         )
     };
-    let sharding = config.sharding;
     let metrics =
         Arc::new(Metrics::new(sharding.ordinal, sharding.pods).context("registering metrics")?);
     let pipeline = Arc::new(

@@ -139,7 +139,7 @@ pub async fn run(mut config: PodConfig, discord: DiscordSettings) -> anyhow::Res
     );
     if ownership.ordinal >= ownership.layout.pods {
         tracing::warn!(pod = ownership.ordinal, pods = ownership.layout.pods,
-            "standby: this pod owns no guild and runs no Discord session until a rescale gives it guilds");
+            "standby: this pod owns nothing (POD_ORDINAL at or past NUM_GATEWAY_PODS) and runs no Discord session until a rescale includes it");
     }
     follow_rescale(&mut shards, &ownership).await;
     let server = http::start_pod(&config, pipeline.clone(), Some(shards.sessions.clone()))?;

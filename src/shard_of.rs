@@ -32,6 +32,10 @@ pub struct ShardOfArgs {
     #[arg(long, env = "POD_URL_TEMPLATE", default_value = crate::config::DEFAULT_POD_URL_TEMPLATE,
         value_parser = crate::config::pod_url_template)]
     pub pod_url_template: UrlTemplate,
+    /// Hash any string as the TypeScript function does (parity checks); without it, an id
+    /// that is not a Discord snowflake is an error
+    #[arg(long)]
+    pub any_string: bool,
     /// Guild ids; with none, ids are read from standard input, one per line
     #[arg(allow_hyphen_values = true)]
     pub guild_ids: Vec<String>,
@@ -75,6 +79,9 @@ fn print_owners(args: ShardOfArgs) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut print = |id: &str| -> anyhow::Result<()> {
+        if !args.any_string {
+            gateway_actors::shard::parse_snowflake(id)?;
+        }
         let mut owner = Owner::of(id, &sharding, &args.pod_url_template)?;
         if let Some(epoch) = epoch {
             owner = owner.at_epoch(epoch);

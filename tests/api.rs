@@ -630,3 +630,212 @@ fn settings_patches_commit_through_the_writer_and_guild_create_never_overwrites_
     sigterm(&pod.0);
     assert!(wait_exit(&mut pod.0, Duration::from_secs(30)).success());
 }
+
+/// The pod's peak resident memory so far (VmHWM), in bytes.
+fn peak_rss(deployment: &Deployment, ordinal: u32) -> u64 {
+    let pid = deployment.pods[ordinal as usize].as_ref().unwrap().0.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kb * 1024
+}
+
+/// The hostile pass over `/v1/guilds/{id}/query`: functions and virtual tables that reach
+/// into the process are refused by name, and an answer is bounded in bytes, in memory and in
+/// time, and the pod goes on answering.
+#[test]
+fn hostile_queries_cannot_crash_a_pod_or_take_its_memory() {
+    let deployment = Deployment::start(1, &[("QUERY_MAX_BYTES", "1048576")]);
+    let guild = guilds_by_owner(&deployment)[&0][0].clone();
+    let port = deployment.port(0);
+    let refused = |sql: &str, params: &[Value], status: u16, says: &str| {
+        let (code, body) = query(port, &guild, sql, params);
+        assert_eq!(code, status, "{sql}: {body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(says), "{sql}: {error:?} should say {says:?}");
+    };
+    refused("SELECT hex(fts3_tokenizer(?1))", &[json!("simple")], 400, "the function fts3_tokenizer");
+    refused("SELECT fts3_tokenizer('simple', ?1)", &[json!("AAAAAAAA")], 400, "the function fts3_tokenizer");
+    refused("SELECT * FROM fts3tokenize WHERE input = 'a b'", &[], 400, "the table fts3tokenize");
+    refused("SELECT * FROM dbstat", &[], 400, "the table dbstat");
+    refused("SELECT name FROM pragma_function_list", &[], 400, "pragma_function_list");
+
+    // 4 x 16 MB of zeros: 422 at the byte budget, and the pod's peak memory stays near it.
+    let before = peak_rss(&deployment, 0);
+    refused(
+        "SELECT zeroblob(16000000) FROM message_stats LIMIT 4",
+        &[],
+        422,
+        "QUERY_MAX_BYTES",
+    );
+    let grew = peak_rss(&deployment, 0).saturating_sub(before);
+    assert!(grew < 48 << 20, "the peak RSS grew by {} MB", grew >> 20);
+    // Blobs come as base64 in a tagged object.
+    let (code, body) = query(port, &guild, "SELECT x'0001ff'", &[]);
+    assert_eq!((code, &body["rows"]), (200, &json!([[{"$blob": "AAH/"}]])), "{body}");
+    assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
+    assert_eq!(http_get(port, "/readyz").unwrap().0, 200);
+}
+
+/// Ids that are not snowflakes, settings keys with NUL, and numbers JavaScript cannot hold:
+/// all refused with 400 naming them, and nothing is written.
+#[test]
+fn bad_ids_keys_and_numbers_are_refused() {
+    let deployment = Deployment::start(2, &[]);
+    let port = deployment.port(0);
+    let bad_ids = [
+        "abc".to_string(),
+        "-1".into(),
+        "00012".into(),
+        "0".into(),
+        "18446744073709551616".into(),
+        "%F0%9F%98%80".into(),
+        "1%002".into(),
+        "9".repeat(10_000),
+    ];
+    for id in &bad_ids {
+        for (method, route, body) in [
+            ("GET", "owner", None),
+            ("POST", "query", Some(json!({"sql": "select 1", "parameters": []}))),
+            ("GET", "settings", None),
+            ("PATCH", "settings", Some(json!({"a": 1}))),
+        ] {
+            let (code, answer) = call(port, method, &format!("/v1/guilds/{id}/{route}"), body.as_ref());
+            let shown: String = id.chars().take(20).collect();
+            assert_eq!(code, 400, "{method} {route} {shown}: {answer}");
+            assert!(
+                answer["error"].as_str().unwrap_or_default().contains("not a Discord snowflake"),
+                "{shown}: {answer}"
+            );
+        }
+    }
+    let good = guilds_by_owner(&deployment)[&0][0].clone();
+    let (code, answer) = call(
+        port,
+        "POST",
+        "/v1/query",
+        Some(&json!({"guilds": [good, "00012"], "sql": "select 1", "parameters": []})),
+    );
+    assert_eq!(code, 400, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("\"00012\""), "{answer}");
+
+    // A NUL inside a key would be cut by SQLite's JSON and overwrite another key.
+    let settings = format!("/v1/guilds/{good}/settings");
+    assert_eq!(call(port, "PATCH", &settings, Some(&json!({"a": 1}))).0, 200);
+    let (code, answer) = call(port, "PATCH", &settings, Some(&json!({"a\u{0}b": 2})));
+    assert_eq!(code, 400, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("NUL"), "{answer}");
+    // Integers beyond 2^53, in settings and in parameters.
+    let (code, answer) = api_request(port, Some(TOKEN), "PATCH", &settings, r#"{"n": {"m": [1, 9007199254740993]}}"#).unwrap();
+    assert_eq!(code, 400, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("/n/m/1"), "{answer}");
+    let (code, answer) = api_request(
+        port,
+        Some(TOKEN),
+        "POST",
+        &format!("/v1/guilds/{good}/query"),
+        r#"{"sql": "select ?1", "parameters": [18446744073709551616]}"#,
+    )
+    .unwrap();
+    assert_eq!(code, 400, "{answer}");
+    let (code, answer) = call(port, "GET", &settings, None);
+    assert_eq!((code, &answer["settings"]), (200, &json!({"a": 1})), "{answer}");
+
+    // No guilds row was created for any bad id, on either pod.
+    for k in 0..2 {
+        let db = deployment.dir.path().join(format!("pod{k}.sqlite3"));
+        let ids = run_on_file(&db, "select id from guilds", &[]);
+        for row in ids["rows"].as_array().unwrap() {
+            let id = row[0].as_str().unwrap();
+            assert!(gateway_actors::shard::parse_snowflake(id).is_ok(), "pod {k} holds a guilds row {id:?}");
+        }
+    }
+}
+
+/// Heavy calls (a 110k-id cross-guild read, three at once) run off the thread that answers
+/// the probes; a body of exactly the cap forwarded to another pod is not refused for the
+/// forwarding's overhead; a body that never finishes is timed out.
+#[test]
+fn probes_answer_during_heavy_calls_and_slow_bodies_time_out() {
+    let deployment = Deployment::start(2, &[("API_BODY_TIMEOUT_MS", "500")]);
+    let port = deployment.port(0);
+    let ids: Vec<String> = (1..=110_000u64).map(|i| i.to_string()).collect();
+    let heavy = json!({"guilds": ids, "sql": "select 1", "parameters": []}).to_string();
+    assert!(heavy.len() < 1 << 20, "{}", heavy.len());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probes = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut times = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && times.len() < 10_000 {
+                let started = std::time::Instant::now();
+                let (code, _) = http_get(port, "/healthz").expect("the probe is answered");
+                assert_eq!(code, 200);
+                times.push(started.elapsed());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            times
+        })
+    };
+    let callers: Vec<_> = (0..3)
+        .map(|_| {
+            let heavy = heavy.clone();
+            std::thread::spawn(move || {
+                for _ in 0..3 {
+                    let (code, body) = api_request(port, Some(TOKEN), "POST", "/v1/query", &heavy).unwrap();
+                    assert_eq!(code, 200, "{body}");
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.join().expect("a heavy caller failed");
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut times = probes.join().expect("the prober failed");
+    times.sort();
+    assert!(times.len() >= 5, "{}", times.len());
+    // The kubelet's timeout is 1 s; the probes must stay far inside it.
+    let (median, worst) = (times[times.len() / 2], times[times.len() - 1]);
+    assert!(median < Duration::from_millis(100), "median probe {median:?}");
+    assert!(worst < Duration::from_secs(1), "slowest probe {worst:?}");
+
+    // A body of exactly the cap, for guilds of the other pod: its re-encoded copy is longer
+    // (1E9 becomes 1000000000.0), and the other pod still takes it.
+    let other: Vec<String> = guilds_by_owner(&deployment)[&1].iter().take(3).cloned().collect();
+    let columns: Vec<String> = (1..=50).map(|i| format!("?{i}")).collect();
+    let params = vec!["1E9"; 50].join(",");
+    let build = |pad: usize| {
+        format!(
+            r#"{{"guilds":{},"sql":"select {}{}","parameters":[{params}]}}"#,
+            json!(other),
+            columns.join(","),
+            " ".repeat(pad)
+        )
+    };
+    let body = build(1_048_576 - build(0).len());
+    assert_eq!(body.len(), 1_048_576);
+    let (code, answer) = api_request(port, Some(TOKEN), "POST", "/v1/query", &body).unwrap();
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["rows"][0][0], json!(1e9));
+    let (code, _) = api_request(port, Some(TOKEN), "POST", "/v1/query", &build(1_048_577 - build(0).len())).unwrap();
+    assert_eq!(code, 413);
+
+    // A body that stops half way: 408 after API_BODY_TIMEOUT_MS, and the pod answers.
+    use std::io::Read;
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        slow,
+        "POST /v1/query HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"guilds\""
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = slow.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("API_BODY_TIMEOUT_MS"), "{answer}");
+    assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
+}

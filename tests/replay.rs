@@ -115,7 +115,7 @@ fn shard_of_prints_one_line_per_id_in_order() {
     let mut with_odd = ids.clone();
     with_odd.push("not-a-number".into());
     let out = gateway()
-        .args(["shard-of", "--pods", "7", "--"])
+        .args(["shard-of", "--any-string", "--pods", "7", "--"])
         .args(&with_odd)
         .output()
         .unwrap();
@@ -152,7 +152,17 @@ fn shard_of_prints_one_line_per_id_in_order() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("\"abc\" is not a numeric snowflake"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"abc\" is not a Discord snowflake"));
+    // Without --any-string, every id must be a snowflake, with either strategy.
+    for bad in ["abc", "-1", "00012", "0", "18446744073709551616", "\u{1F600}"] {
+        let out = gateway().args(["shard-of", "--", bad]).output().unwrap();
+        assert!(!out.status.success(), "{bad:?} was accepted");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("is not a Discord snowflake"),
+            "{bad:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     // pods from NUM_GATEWAY_PODS, ids from stdin.
     let mut child = gateway()
         .args(["shard-of"])

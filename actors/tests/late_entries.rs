@@ -204,3 +204,33 @@ fn a_late_entry_completes_its_row_after_a_restart() {
     );
     assert_eq!(mod_rows(&db), completed);
 }
+
+/// Several moderation events of one guild waiting in one window: each is written when its own
+/// window closes, with no later event and no flush (the timer used to be set once, for the
+/// oldest, and the others waited for the guild's next moderation event).
+#[test]
+fn every_waiting_event_is_written_when_its_window_closes_without_a_later_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gateway.sqlite3");
+    in_system(async {
+        let metrics = Arc::new(Metrics::new(0, 1).unwrap());
+        let pipeline = Pipeline::start(config(&db), metrics.clone()).unwrap();
+        submit(&pipeline, &[ready(1), ban(2, 77)]).await;
+        // Inside the first ban's window: a timeout and a second ban, no entries.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        submit(&pipeline, &[timeout(3, 78)]).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        submit(&pipeline, &[ban(4, 79)]).await;
+        settle(&pipeline).await;
+        assert_eq!(
+            mod_rows(&db),
+            vec![
+                row("77", "ban", None, ""),
+                row("78", "timeout", None, ""),
+                row("79", "ban", None, "")
+            ]
+        );
+        assert_eq!(pipeline.status().last_seq_committed, Some(4));
+        pipeline.shutdown();
+    });
+}

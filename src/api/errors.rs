@@ -2,7 +2,7 @@
 
 use crate::routing::Owner;
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use actix_web::{HttpResponse, ResponseError};
 use gateway_actors::query::QueryError;
 use gateway_actors::{RescaleError, SettingsError};
 use serde_json::json;
@@ -37,6 +37,9 @@ pub enum ApiError {
     /// The guild is moving to another pod: try again in a moment.
     #[error("{0}")]
     Moving(String),
+    /// The client did not send its whole body in time (API_BODY_TIMEOUT_MS).
+    #[error("the request body did not arrive within {0:?} (API_BODY_TIMEOUT_MS)")]
+    BodyTimeout(std::time::Duration),
 }
 
 impl ApiError {
@@ -56,7 +59,9 @@ impl ResponseError for ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Query(e) => match e {
                 QueryError::Refused(_) | QueryError::Sql(_) => StatusCode::BAD_REQUEST,
-                QueryError::TooManyRows(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                QueryError::TooManyRows(_) | QueryError::TooLarge(_) => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
                 QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 QueryError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
                 QueryError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -67,6 +72,7 @@ impl ResponseError for ApiError {
             ApiError::Rescale(RescaleError::Conflict(_)) => StatusCode::CONFLICT,
             ApiError::Rescale(RescaleError::Failed(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Moving(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -96,20 +102,4 @@ impl ResponseError for ApiError {
             _ => response.json(json!({ "error": message })),
         }
     }
-}
-
-/// Bodies that are too large or not the expected JSON.
-pub fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
-    use actix_web::error::JsonPayloadError as E;
-    match err {
-        E::OverflowKnownLength { length, limit } => ApiError::TooLarge(format!(
-            "the body has {length} bytes; the limit is {limit} (API_MAX_BODY_BYTES)"
-        )),
-        E::Overflow { limit } => ApiError::TooLarge(format!(
-            "the body is over the limit of {limit} bytes (API_MAX_BODY_BYTES)"
-        )),
-        E::ContentType => ApiError::BadRequest("send Content-Type: application/json".into()),
-        other => ApiError::BadRequest(format!("the body is not the expected JSON: {other}")),
-    }
-    .into()
 }

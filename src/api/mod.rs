@@ -12,6 +12,7 @@
 //! request needs `Authorization: Bearer API_TOKEN` ([`guard`]); with no token configured, the
 //! API refuses everything.
 
+mod body;
 mod errors;
 mod fan_out;
 mod guard;
@@ -25,7 +26,7 @@ use crate::gateway::shards::Sessions;
 use crate::routing::Owner;
 use actix_web::{web, HttpResponse};
 use gateway_actors::query::QueryPool;
-use gateway_actors::shard::Sharding;
+use gateway_actors::shard::{parse_snowflake, ShardError, Sharding};
 use gateway_actors::Pipeline;
 use std::sync::Arc;
 
@@ -89,11 +90,15 @@ impl Api {
         self.pipeline.ownership().sharding()
     }
 
+    /// The guild's owner under the committed ownership; 400 for an id that is not a
+    /// snowflake (no row may be keyed by one).
     pub fn owner(&self, guild_id: &str) -> Result<Owner, ApiError> {
+        let bad = |e: ShardError| ApiError::BadRequest(e.to_string());
+        parse_snowflake(guild_id).map_err(bad)?;
         let ownership = self.pipeline.ownership();
         Owner::of(guild_id, &ownership.sharding(), &self.config.pod_urls)
             .map(|owner| owner.at_epoch(ownership.epoch))
-            .map_err(|e| ApiError::BadRequest(format!("guild id {guild_id:?}: {e}")))
+            .map_err(bad)
     }
 
     /// Refuses a write to a guild this pod has frozen for a rescale: its rows are being
@@ -125,15 +130,9 @@ impl Api {
 /// Mounts `/v1` on an App.
 pub fn routes(api: web::Data<Api>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
-        let max_body = api.config.max_body;
         cfg.service(
             web::scope("/v1")
                 .app_data(api.clone())
-                .app_data(
-                    web::JsonConfig::default()
-                        .limit(max_body)
-                        .error_handler(errors::json_error),
-                )
                 .wrap(actix_web::middleware::from_fn(guard::guard))
                 .route("/guilds/{guild_id}/owner", web::get().to(owner))
                 .route(

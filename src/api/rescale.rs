@@ -11,6 +11,7 @@
 //!   import, re-apply the capture log, go live;
 //! - `POST /v1/rescale/commit` `{epoch}` and `POST /v1/rescale/abort` `{epoch}`.
 
+use super::body::JsonBody;
 use super::{Api, ApiError};
 use actix_web::{web, HttpResponse};
 use anyhow::Context as _;
@@ -130,7 +131,7 @@ pub struct PrepareBody {
 
 pub async fn prepare(
     api: web::Data<Api>,
-    body: web::Json<PrepareBody>,
+    body: JsonBody<PrepareBody>,
 ) -> Result<HttpResponse, ApiError> {
     let (layout, from) = (body.layout.layout()?, body.from.layout()?);
     if body.epoch < 2 {
@@ -152,7 +153,7 @@ pub struct EpochBody {
 
 pub async fn freeze(
     api: web::Data<Api>,
-    body: web::Json<EpochBody>,
+    body: JsonBody<EpochBody>,
 ) -> Result<HttpResponse, ApiError> {
     let ownership = api.pipeline.freeze(body.epoch, FREEZE_LIMIT).await?;
     Ok(HttpResponse::Ok().json(state_of(&api, ownership)))
@@ -195,7 +196,7 @@ pub struct ImportAnswer {
 
 pub async fn import(
     api: web::Data<Api>,
-    body: web::Json<EpochBody>,
+    body: JsonBody<EpochBody>,
 ) -> Result<HttpResponse, ApiError> {
     let now = api.pipeline.ownership();
     let (epoch, ordinal) = (body.epoch, now.ordinal);
@@ -269,7 +270,7 @@ async fn fetch_export(
 
 pub async fn commit(
     api: web::Data<Api>,
-    body: web::Json<EpochBody>,
+    body: JsonBody<EpochBody>,
 ) -> Result<HttpResponse, ApiError> {
     let ownership = api.pipeline.commit(body.epoch).await?;
     Ok(HttpResponse::Ok().json(state_of(&api, ownership)))
@@ -277,7 +278,7 @@ pub async fn commit(
 
 pub async fn abort(
     api: web::Data<Api>,
-    body: web::Json<EpochBody>,
+    body: JsonBody<EpochBody>,
 ) -> Result<HttpResponse, ApiError> {
     let ownership = api.pipeline.abort(body.epoch).await?;
     Ok(HttpResponse::Ok().json(state_of(&api, ownership)))

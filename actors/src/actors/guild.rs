@@ -68,6 +68,10 @@ pub struct GuildActor {
     last_event: Instant,
     /// Writes waiting for room in the writer, oldest first (see [`GuildActor::write`]).
     blocked: VecDeque<BlockedWrite>,
+    /// The one timer for the oldest waiting moderation item, and its deadline. Each expiry
+    /// sets the next, so an item that arrived while an older one waited is never left
+    /// without a timer.
+    expiry: Option<(Instant, SpawnHandle)>,
 }
 
 /// One event's writes, waiting for room in the writer.
@@ -94,6 +98,7 @@ impl GuildActor {
             deps,
             last_event: Instant::now(),
             blocked: VecDeque::new(),
+            expiry: None,
         }
     }
 
@@ -176,19 +181,29 @@ impl GuildActor {
         }
     }
 
+    /// Keeps exactly one timer, set for the oldest waiting item's deadline.
     fn schedule_expiry(&mut self, ctx: &mut Context<Self>) {
-        if let Some(deadline) = self.moderation.next_deadline() {
-            ctx.run_later(
+        let next = self.moderation.next_deadline();
+        if self.expiry.as_ref().map(|(at, _)| *at) == next {
+            return;
+        }
+        if let Some((_, handle)) = self.expiry.take() {
+            ctx.cancel_future(handle);
+        }
+        if let Some(deadline) = next {
+            let handle = ctx.run_later(
                 deadline.saturating_duration_since(Instant::now()),
                 |act, ctx| {
+                    act.expiry = None;
                     let resolutions = act.moderation.expire(Instant::now());
                     act.apply_resolutions(resolutions, ctx);
+                    act.schedule_expiry(ctx);
                 },
             );
+            self.expiry = Some((deadline, handle));
         }
     }
 
-    /// Hands ops to the writer; `dequeue` marks the current mailbox event as handed on.
     /// Hands ops to the writer, in the order they are produced: when the writer is full, or
     /// earlier writes still wait for room, they queue behind those, and the guild's mailbox
     /// is held until the queue is empty. `dequeue` marks the current mailbox event as handed on.
@@ -336,6 +351,7 @@ impl Handler<FlushWaiting> for GuildActor {
     fn handle(&mut self, _: FlushWaiting, ctx: &mut Self::Context) {
         let resolutions = self.moderation.flush();
         self.apply_resolutions(resolutions, ctx);
+        self.schedule_expiry(ctx);
     }
 }
 

@@ -61,6 +61,19 @@ pub enum ShardError {
     NotNumeric(String),
     #[error("the number of pods must be at least 1")]
     NoPods,
+    #[error("guild id {0:?} is not a Discord snowflake (a decimal number from 1 to 18446744073709551615, without leading zeros)")]
+    NotSnowflake(String),
+}
+
+/// A guild id as Discord writes one: decimal digits, no sign, no leading zero, at least 1 and
+/// at most u64::MAX. Everything the pod accepts from outside (the API, fan-out lists,
+/// `shard-of`) goes through this, so no row is ever keyed by an id no pod would route alike.
+pub fn parse_snowflake(guild_id: &str) -> Result<u64, ShardError> {
+    let bad = || ShardError::NotSnowflake(guild_id.chars().take(40).collect());
+    if guild_id.is_empty() || guild_id.starts_with('0') || !guild_id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    guild_id.parse().map_err(|_| bad())
 }
 
 /// The first four bytes of md5(id) as a big-endian u32: the value the TypeScript services use.

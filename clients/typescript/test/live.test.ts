@@ -263,7 +263,7 @@ describe("against a live 3-pod deployment", { timeout: 120_000 }, () => {
       for (const n of [1, 3, 7, 16]) {
         const run = spawnSync(
           BIN,
-          ["shard-of", "--json", "--strategy", strategy, "--pods", String(n), "--pod-url-template", urlTemplate, ...ids],
+          ["shard-of", "--json", "--any-string", "--strategy", strategy, "--pods", String(n), "--pod-url-template", urlTemplate, ...ids],
           { encoding: "utf8", env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin" }, timeout: 30_000 },
         );
         assert.equal(run.status, 0, run.stderr);
