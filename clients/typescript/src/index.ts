@@ -208,7 +208,9 @@ export interface CompiledQuery {
 
 /**
  * Rows as the pods send them: positional, with the column names once. Integers are JSON
- * numbers, so those above 2^53 lose precision (snowflakes are stored as text, so ids do not).
+ * numbers, so those above 2^53 lose precision (snowflakes are stored as text, so ids do not;
+ * the pods refuse such numbers as parameters and in settings). Blobs arrive as
+ * `{"$blob": base64}` and are decoded here into `Uint8Array`s.
  */
 export interface QueryResult {
   columns: string[];
@@ -351,7 +353,7 @@ export class GatewayClient {
   /** Runs one read-only statement on the guild's owner. */
   async query(guildId: string, compiled: CompiledQuery): Promise<QueryResult> {
     const answer = await this.#toOwner(guildId, "POST", "/query", encodeQuery(compiled));
-    return expectOk(answer) as QueryResult;
+    return decodeBlobs(expectOk(answer) as QueryResult);
   }
 
   /**
@@ -365,7 +367,7 @@ export class GatewayClient {
     // Any pod fans out; the first guild's owner saves a hop when all guilds share it.
     const url = `${this.ownerUrl(first)}/v1/query`;
     const body = encodeQuery(compiled, guildIds);
-    return expectOk(await this.#send("POST", url, body)) as GuildsQueryResult;
+    return decodeBlobs(expectOk(await this.#send("POST", url, body)) as GuildsQueryResult);
   }
 
   /**
@@ -412,6 +414,19 @@ export class GatewayClient {
       return { status: response.status, url, body: text };
     }
   }
+}
+
+/** Turns each `{"$blob": base64}` value of an answer into the bytes it carries, in place. */
+export function decodeBlobs<T extends QueryResult>(result: T): T {
+  for (const row of result.rows) {
+    for (let i = 0; i < row.length; i++) {
+      const value = row[i];
+      if (isRecord(value) && typeof value["$blob"] === "string" && Object.keys(value).length === 1) {
+        row[i] = new Uint8Array(Buffer.from(value["$blob"], "base64"));
+      }
+    }
+  }
+  return result;
 }
 
 /** The owner URL named by a 421 answer, if that is what it is. */

@@ -284,7 +284,7 @@ describe("against a live 3-pod deployment", { timeout: 120_000 }, () => {
     const vectors = JSON.parse(readFileSync(path.join(fixtures, "shard_vectors.json"), "utf8")) as { guild_id: string }[];
     const numeric = vectors.map((v) => v.guild_id).filter((id) => /^[0-9]+$/.test(id));
     assert.ok(numeric.length > 8);
-    const run = spawnSync(BIN, ["shard-of", "--json", "--strategy", "discord", "--pods", "3", "--shards", "8", ...numeric], {
+    const run = spawnSync(BIN, ["shard-of", "--json", "--any-string", "--strategy", "discord", "--pods", "3", "--shards", "8", ...numeric], {
       encoding: "utf8",
       env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin" },
       timeout: 30_000,
@@ -319,6 +319,13 @@ describe("against a live 3-pod deployment", { timeout: 120_000 }, () => {
     // Straight to the owner each time: no 421 on the way.
     assert.equal(urls.length, 2 * GUILDS.length);
     for (const url of urls) assert.match(url, /\/v1\/guilds\/[0-9]+\/query$/);
+  });
+
+  test("blobs come back as bytes", async () => {
+    const { client } = recording();
+    const guild = GUILDS[0]!;
+    const result = await client.query(guild, { sql: "select x'00ff10' as b, zeroblob(2) as z, 'x' as t", parameters: [] });
+    assert.deepEqual(toObjects(result), [{ b: new Uint8Array([0, 255, 16]), z: new Uint8Array([0, 0]), t: "x" }]);
   });
 
   test("a client with a stale pod count follows the 421 to the owner", async () => {
