@@ -132,7 +132,10 @@ CREATE TABLE IF NOT EXISTS gateway_ownership (
     frozen        INTEGER NOT NULL DEFAULT 0,
     live          INTEGER NOT NULL DEFAULT 0,
     -- the epoch of the Discord sessions the pod applies events from
-    sessions_epoch INTEGER NOT NULL DEFAULT 1
+    sessions_epoch INTEGER NOT NULL DEFAULT 1,
+    -- added: the id of the rescale command's operation that prepared the transition (one
+    -- operation at a time; another is refused with this id)
+    operation     INTEGER
 );
 
 -- added: the events of guilds coming to this pod during a rescale, in arrival order, until the

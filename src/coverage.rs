@@ -78,6 +78,15 @@ pub fn run(args: CoverageArgs) -> anyhow::Result<ExitCode> {
     };
     let answers: Vec<Result<Layout, String>> =
         runtime.block_on(futures_util::future::join_all((0..pods).map(ask)));
+    // Standby pods past the count own nothing, but one may hold a prepare left by a rescale
+    // command that died: look at those that answer, up to the first that does not.
+    let mut standby = Vec::new();
+    for k in pods..pods.saturating_add(MAX_STANDBY_PROBES) {
+        match runtime.block_on(ask(k)) {
+            Ok(layout) => standby.push(layout),
+            Err(_) => break,
+        }
+    }
 
     let mut problems = Vec::new();
     let mut layouts = Vec::new();
@@ -109,6 +118,7 @@ pub fn run(args: CoverageArgs) -> anyhow::Result<ExitCode> {
         }
     }
     problems.extend(disagreements(pods, &layouts));
+    problems.extend(left_prepares(layouts.iter().chain(&standby)));
     if problems.is_empty() {
         let l = &layouts[0];
         println!(
@@ -124,6 +134,29 @@ pub fn run(args: CoverageArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// What keeps the answering pods from covering every guild exactly once.
+/// How many ordinals past the pod count coverage looks at for standby pods.
+const MAX_STANDBY_PROBES: u32 = 16;
+
+/// Prepares that no command can finish: their epoch is already committed by some pod (under
+/// another operation), so they are what a command that died or lost a race left behind.
+fn left_prepares<'a>(layouts: impl Iterator<Item = &'a Layout> + Clone) -> Vec<String> {
+    let committed = layouts.clone().map(|l| l.ownership.epoch).max().unwrap_or(0);
+    layouts
+        .filter_map(|l| {
+            let next = l.ownership.next.as_ref()?;
+            let epoch = next["epoch"].as_u64()?;
+            (epoch <= committed).then(|| {
+                format!(
+                    "pod {} holds a prepare left behind: operation {}, epoch {epoch} ({} pods), but epoch {committed} is committed; `guild-gateway rescale --abort` removes it",
+                    l.pod_ordinal,
+                    next["operation"].as_str().unwrap_or("?"),
+                    next["layout"]["pods"]
+                )
+            })
+        })
+        .collect()
+}
+
 fn disagreements(pods: u32, layouts: &[Layout]) -> Vec<String> {
     let mut problems = Vec::new();
     for l in layouts {

@@ -7,8 +7,14 @@
 //! commit. Each step is idempotent on the pods, so a run that died is resumed by running the
 //! command again. Before any pod froze, `--abort` cancels; after a freeze the change only
 //! rolls forward.
+//!
+//! One operation at a time: a new change gets an operation id that every pod it prepares
+//! holds, and a pod holding another operation refuses with that one's id and target. A
+//! prepare that fails anywhere is undone on the pods that took it. Every call to a pod has a
+//! time limit (`--pod-timeout-secs`), so a pod that stops answering ends the command within
+//! it, naming the pod and the step; running the command again resumes.
 
-use crate::api::rescale::{ImportAnswer, LayoutBody, RescaleState};
+use crate::api::rescale::{ImportAnswer, LayoutBody, NextBody, RescaleState};
 use crate::routing::UrlTemplate;
 use anyhow::{bail, Context as _};
 use clap::Args;
@@ -49,6 +55,11 @@ pub struct RescaleArgs {
     /// Print the summary as one JSON object on stdout
     #[arg(long)]
     pub json: bool,
+    /// The longest any one call to a pod may take (a freeze waits up to 60 s on the pod; an
+    /// import moves the guilds' rows): a pod that stops answering ends the command then
+    #[arg(long, default_value = "120",
+        value_parser = crate::config::number("--pod-timeout-secs", 1, 86_400))]
+    pub pod_timeout_secs: u64,
     /// Bearer token of the pods' /v1 API
     #[arg(long, env = "API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
@@ -96,10 +107,15 @@ struct Pods {
     urls: UrlTemplate,
 }
 
+/// One pod's answer to `GET /v1/rescale`, or why it gave none.
+type Answered = Result<RescaleState, String>;
+
 impl Pods {
+    /// One call to pod `ordinal`, for the protocol step `step`; its errors name both.
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         ordinal: u32,
+        step: &str,
         method: reqwest::Method,
         path: &str,
         body: Option<serde_json::Value>,
@@ -111,64 +127,119 @@ impl Pods {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.to_string());
         }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("pod {ordinal} ({url})"))?;
+        let failed = || format!("pod {ordinal}, step {step} ({url})");
+        let response = request.send().await.with_context(failed)?;
         let status = response.status();
-        let text = response
-            .text()
-            .await
-            .with_context(|| format!("pod {ordinal}: reading the answer"))?;
+        let text = response.text().await.with_context(failed)?;
         if !status.is_success() {
             let error = serde_json::from_str::<serde_json::Value>(&text)
                 .ok()
                 .and_then(|v| v["error"].as_str().map(str::to_owned))
                 .unwrap_or(text);
-            bail!("pod {ordinal} answered {status}: {error}");
+            bail!("pod {ordinal}, step {step}: answered {status}: {error}");
         }
-        serde_json::from_str(&text).with_context(|| format!("pod {ordinal}: an unexpected answer"))
+        serde_json::from_str(&text)
+            .with_context(|| format!("pod {ordinal}, step {step}: an unexpected answer"))
     }
 
     async fn state(&self, ordinal: u32) -> anyhow::Result<RescaleState> {
-        self.call(ordinal, reqwest::Method::GET, "", None).await
+        self.call(ordinal, "read state", reqwest::Method::GET, "", None)
+            .await
     }
 
-    /// Every pod's state: ordinals 0.. up to the largest pod count any of them names.
-    async fn states(&self) -> anyhow::Result<Vec<RescaleState>> {
-        let mut states: Vec<RescaleState> = Vec::new();
+    /// Every pod's state: ordinals 0.. up to the largest pod count any of them names, then
+    /// standby pods past it while they answer (one may hold a prepare a dead command left).
+    /// With `tolerant`, a pod that does not answer is reported, not an error.
+    async fn states(&self, tolerant: bool) -> anyhow::Result<Vec<Answered>> {
+        let mut states: Vec<Answered> = Vec::new();
         let mut wanted = 1;
-        while (states.len() as u32) < wanted {
+        loop {
             let k = states.len() as u32;
-            let state = self.state(k).await?;
-            wanted = wanted
-                .max(state.layout.pods)
-                .max(state.next.as_ref().map_or(0, |n| n.layout.pods));
-            states.push(state);
+            let answer = self.state(k).await;
+            if k >= wanted {
+                // Past every count named: only pods that answer are of interest.
+                match answer {
+                    Ok(state) if k < wanted + MAX_STANDBY_PROBES => states.push(Ok(state)),
+                    _ => break,
+                }
+                continue;
+            }
+            match answer {
+                Ok(state) => {
+                    wanted = wanted
+                        .max(state.layout.pods)
+                        .max(state.next.as_ref().map_or(0, |n| n.layout.pods));
+                    states.push(Ok(state));
+                }
+                Err(e) if tolerant => states.push(Err(format!("{e:#}"))),
+                Err(e) => return Err(e),
+            }
         }
         Ok(states)
     }
 
-    /// The same call on several pods at once; the first error, naming its pod.
+    /// The same call on several pods at once; every pod's outcome.
     async fn each<T: serde::de::DeserializeOwned>(
         &self,
         ordinals: impl Iterator<Item = u32>,
+        step: &str,
         path: &str,
         body: serde_json::Value,
-    ) -> anyhow::Result<Vec<(u32, T)>> {
+    ) -> Vec<(u32, anyhow::Result<T>)> {
         let calls = ordinals.map(|k| {
             let body = body.clone();
             async move {
-                self.call::<T>(k, reqwest::Method::POST, path, Some(body))
-                    .await
-                    .map(|t| (k, t))
+                let outcome = self
+                    .call::<T>(k, step, reqwest::Method::POST, path, Some(body))
+                    .await;
+                (k, outcome)
             }
         });
-        futures_util::future::join_all(calls)
+        futures_util::future::join_all(calls).await
+    }
+
+    /// [`Pods::each`], failing on the first error.
+    async fn all<T: serde::de::DeserializeOwned>(
+        &self,
+        ordinals: impl Iterator<Item = u32>,
+        step: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> anyhow::Result<Vec<(u32, T)>> {
+        self.each(ordinals, step, path, body)
             .await
             .into_iter()
+            .map(|(k, outcome)| outcome.map(|t| (k, t)))
             .collect()
     }
+}
+
+/// How many ordinals past every pod count the command looks at for standby pods.
+const MAX_STANDBY_PROBES: u32 = 16;
+
+/// A fresh operation id: unique enough that two commands never share one.
+fn new_operation() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    format!("{:016x}", hasher.finish())
+}
+
+/// Prepares whose epoch some pod has already committed (under another operation): a command
+/// that lost a race, or died, left them, and none can finish them.
+fn left_behind(states: &[Answered]) -> Vec<(u32, &NextBody)> {
+    let committed = states.iter().flatten().map(|s| s.epoch).max().unwrap_or(0);
+    states
+        .iter()
+        .flatten()
+        .filter_map(|s| Some((s.ordinal, s.next.as_ref()?)))
+        .filter(|(_, next)| next.epoch <= committed)
+        .collect()
 }
 
 fn now_ms() -> u64 {
@@ -190,80 +261,64 @@ async fn drive(args: RescaleArgs) -> anyhow::Result<ExitCode> {
     let pods = Pods {
         client: reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(900))
+            .timeout(Duration::from_secs(args.pod_timeout_secs))
             .build()
             .context("building the HTTP client")?,
         token,
         urls: args.pod_url_template.clone(),
     };
-    let states = pods.states().await?;
     if args.status {
+        let states = pods.states(true).await?;
         print_status(&states);
-        return Ok(if committed_alike(&states) {
+        let healthy = states.iter().all(Result::is_ok)
+            && left_behind(&states).is_empty()
+            && committed_alike(&states);
+        return Ok(if healthy {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
         });
     }
+    if args.abort {
+        return abort(&pods).await;
+    }
+    let answered = pods.states(false).await?;
+    if let Some((k, next)) = left_behind(&answered).first() {
+        bail!(
+            "pod {k} holds a prepare left behind by operation {} (epoch {}, {}), whose epoch is already committed: remove it with `guild-gateway rescale --abort`",
+            next.operation,
+            next.epoch,
+            next.layout
+        );
+    }
+    let states: Vec<RescaleState> = answered.into_iter().flatten().collect();
     let under_way = states.iter().find_map(|s| s.next.as_ref());
     let current = &states[0];
-    if args.abort {
-        let Some(next) = under_way else {
-            progress("no rescale under way: nothing to abort");
-            return Ok(ExitCode::SUCCESS);
-        };
-        // Frozen, live or committed anywhere: guilds may already be applied only by their new
-        // owners, so the change can only finish.
-        let past_freeze = |s: &&RescaleState| {
-            s.epoch == next.epoch || s.next.as_ref().is_some_and(|n| n.frozen || n.live)
-        };
-        if let Some(frozen) = states.iter().find(past_freeze) {
-            bail!(
-                "pod {} froze, went live or committed for epoch {}: a rescale only rolls forward after a freeze; run `guild-gateway rescale` again to finish it",
-                frozen.ordinal,
-                next.epoch
-            );
-        }
-        let with_next = states
-            .iter()
-            .filter(|s| s.next.is_some())
-            .map(|s| s.ordinal);
-        pods.each::<RescaleState>(
-            with_next,
-            "/abort",
-            serde_json::json!({"epoch": next.epoch}),
-        )
-        .await?;
-        progress(format_args!(
-            "the rescale to epoch {} is aborted",
-            next.epoch
-        ));
-        return Ok(ExitCode::SUCCESS);
-    }
 
     // The target: the change under way, or the one asked for.
-    let (epoch, target) = match under_way {
+    let (epoch, target, operation, fresh) = match under_way {
         Some(next) => {
             let asked = args.to.map(|m| target_of(&args, &next.layout, m as u32));
             if let Some(asked) = asked.filter(|a| *a != next.layout) {
                 bail!(
-                    "a rescale to {} (epoch {}) is under way: run again without --to (or with the same target) to finish it, or --abort before any freeze; you asked for {asked}",
+                    "operation {} is under way, a rescale to {} (epoch {}): run again without --to (or with the same target) to finish it, or --abort before any freeze; you asked for {asked}",
+                    next.operation,
                     next.layout,
                     next.epoch
                 );
             }
             progress(format_args!(
-                "resuming the rescale to {} (epoch {})",
-                next.layout, next.epoch
+                "resuming operation {}: the rescale to {} (epoch {})",
+                next.operation, next.layout, next.epoch
             ));
-            (next.epoch, next.layout.clone())
+            (next.epoch, next.layout.clone(), next.operation.clone(), false)
         }
         None => {
             let Some(to) = args.to else {
                 bail!("--to M is required (or --status, or --abort)");
             };
             if !agree(&states) {
-                print_status(&states);
+                print_status(&states.into_iter().map(Ok).collect::<Vec<_>>());
                 bail!("the pods do not agree on their committed ownership: see above (and `guild-gateway coverage`)");
             }
             let target = target_of(&args, &current.layout, to as u32);
@@ -274,7 +329,7 @@ async fn drive(args: RescaleArgs) -> anyhow::Result<ExitCode> {
                 ));
                 return Ok(ExitCode::SUCCESS);
             }
-            (current.epoch + 1, target)
+            (current.epoch + 1, target, new_operation(), true)
         }
     };
     // The layout before: that of a pod which has not committed the new epoch.
@@ -284,7 +339,7 @@ async fn drive(args: RescaleArgs) -> anyhow::Result<ExitCode> {
         .map_or_else(|| current.layout.clone(), |s| s.layout.clone());
     let everyone = from.pods.max(target.pods);
     progress(format_args!(
-        "{from} -> {target}, epoch {epoch}, pods 0..{everyone}"
+        "operation {operation}: {from} -> {target}, epoch {epoch}, pods 0..{everyone}"
     ));
     // Pods that committed already (a run that died during the commits) are done.
     let pending: Vec<u32> = (0..everyone)
@@ -294,10 +349,35 @@ async fn drive(args: RescaleArgs) -> anyhow::Result<ExitCode> {
     // 1. prepare: every pod captures what comes to it.
     let prepare = serde_json::json!({
         "epoch": epoch, "pods": target.pods, "strategy": target.strategy, "shards": target.shards,
-        "from": from,
+        "from": from, "operation": operation,
     });
-    pods.each::<RescaleState>(pending.iter().copied(), "/prepare", prepare)
-        .await?;
+    let prepared = pods
+        .each::<RescaleState>(pending.iter().copied(), "prepare", "/prepare", prepare)
+        .await;
+    let failed: Vec<String> = prepared
+        .iter()
+        .filter_map(|(_, outcome)| outcome.as_ref().err().map(|e| format!("{e:#}")))
+        .collect();
+    if !failed.is_empty() {
+        if fresh {
+            // Nothing froze: undo this operation where it was taken, so no pod keeps a
+            // prepare that no command will finish.
+            let took = prepared
+                .iter()
+                .filter(|(_, outcome)| outcome.is_ok())
+                .map(|(k, _)| *k);
+            let body = serde_json::json!({"epoch": epoch, "operation": operation});
+            for (k, outcome) in pods.each::<RescaleState>(took, "undo prepare", "/abort", body).await {
+                match outcome {
+                    Ok(_) => progress(format_args!("pod {k}: prepare undone")),
+                    Err(e) => progress(format_args!(
+                        "pod {k} keeps the prepare ({e:#}): `guild-gateway rescale --abort` removes it"
+                    )),
+                }
+            }
+        }
+        bail!("the prepare failed, nothing froze: {}", failed.join("; "));
+    }
     progress("prepared: the new owners capture their incoming guilds");
     let deadline = Instant::now() + Duration::from_secs(args.capture_timeout_secs);
     let mut any_frozen = false;
@@ -339,7 +419,7 @@ async fn drive(args: RescaleArgs) -> anyhow::Result<ExitCode> {
     let frozen_at_ms = now_ms();
     let freezing = Instant::now();
     let old_pods = pending.iter().copied().filter(|&k| k < from.pods);
-    pods.each::<RescaleState>(old_pods, "/freeze", serde_json::json!({"epoch": epoch}))
+    pods.all::<RescaleState>(old_pods, "freeze", "/freeze", serde_json::json!({"epoch": epoch}))
         .await?;
     progress(format_args!(
         "frozen in {} ms",
@@ -353,8 +433,9 @@ async fn drive(args: RescaleArgs) -> anyhow::Result<ExitCode> {
     // 3. import: each new owner fetches its guilds, re-applies its capture log, goes live.
     let new_pods = pending.iter().copied().filter(|&k| k < target.pods);
     let imports = pods
-        .each::<ImportAnswer>(
+        .all::<ImportAnswer>(
             new_pods,
+            "import",
             "/import",
             serde_json::json!({"epoch": epoch, "frozen_at_ms": frozen_at_ms}),
         )
@@ -375,8 +456,9 @@ async fn drive(args: RescaleArgs) -> anyhow::Result<ExitCode> {
     }
 
     // 4. commit: the epoch moves on; the old owners delete what they gave away.
-    pods.each::<RescaleState>(
+    pods.all::<RescaleState>(
         pending.iter().copied(),
+        "commit",
         "/commit",
         serde_json::json!({"epoch": epoch}),
     )
@@ -413,6 +495,85 @@ async fn drive(args: RescaleArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--abort`: removes every prepare left behind, and cancels the change under way if no pod
+/// froze, went live or committed it. Pods of the old layout must answer (one of them might
+/// have frozen); a new pod that is down is named, and a later `--abort` removes its prepare
+/// once it answers.
+async fn abort(pods: &Pods) -> anyhow::Result<ExitCode> {
+    let states = pods.states(true).await?;
+    let mut targets: Vec<(u32, u64, String)> = left_behind(&states)
+        .into_iter()
+        .map(|(k, next)| (k, next.epoch, next.operation.clone()))
+        .collect();
+    let reachable: Vec<&RescaleState> = states.iter().flatten().collect();
+    let under_way = reachable
+        .iter()
+        .filter_map(|s| s.next.as_ref())
+        .find(|next| !targets.iter().any(|(_, _, op)| *op == next.operation));
+    if let Some(next) = under_way {
+        // Frozen, live or committed anywhere: guilds may already be applied only by their
+        // new owners, so the change can only finish.
+        let past_freeze = |s: &&&RescaleState| {
+            (s.epoch == next.epoch && s.layout == next.layout)
+                || s.next
+                    .as_ref()
+                    .is_some_and(|n| n.operation == next.operation && (n.frozen || n.live))
+        };
+        if let Some(frozen) = reachable.iter().find(past_freeze) {
+            bail!(
+                "pod {} froze, went live or committed operation {} (epoch {}): a rescale only rolls forward after a freeze; run `guild-gateway rescale` again to finish it",
+                frozen.ordinal,
+                next.operation,
+                next.epoch
+            );
+        }
+        let old_pods = reachable
+            .iter()
+            .find(|s| s.epoch + 1 == next.epoch)
+            .map_or(0, |s| s.layout.pods);
+        let silent: Vec<u32> = (0..old_pods)
+            .filter(|&k| states.get(k as usize).is_none_or(Result::is_err))
+            .collect();
+        if !silent.is_empty() {
+            bail!(
+                "pods {silent:?} of the old layout do not answer, and one of them may have frozen: run --abort again once they answer"
+            );
+        }
+        targets.extend(
+            reachable
+                .iter()
+                .filter(|s| s.next.as_ref().is_some_and(|n| n.operation == next.operation))
+                .map(|s| (s.ordinal, next.epoch, next.operation.clone())),
+        );
+    }
+    for (k, why) in states.iter().enumerate().filter_map(|(k, s)| Some((k, s.as_ref().err()?))) {
+        progress(format_args!(
+            "pod {k} does not answer ({why}): if it holds a prepare, --abort again once it answers"
+        ));
+    }
+    if targets.is_empty() {
+        progress("no rescale under way and none left behind: nothing to abort");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut failed = Vec::new();
+    for (k, epoch, operation) in targets {
+        let body = serde_json::json!({"epoch": epoch, "operation": operation});
+        match pods
+            .call::<RescaleState>(k, "abort", reqwest::Method::POST, "/abort", Some(body))
+            .await
+        {
+            Ok(_) => progress(format_args!(
+                "pod {k}: operation {operation} (epoch {epoch}) aborted"
+            )),
+            Err(e) => failed.push(format!("{e:#}")),
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The layout asked for: `--to M`, the strategy and shard count given or kept.
 fn target_of(args: &RescaleArgs, current: &LayoutBody, pods: u32) -> LayoutBody {
     let current_strategy: Strategy = current.strategy.parse().unwrap_or_default();
@@ -437,25 +598,48 @@ fn target_of(args: &RescaleArgs, current: &LayoutBody, pods: u32) -> LayoutBody 
 
 /// Every pod that owns guilds follows the same committed epoch and layout (standby pods, which
 /// own nothing, may have started on another epoch): each guild has one owner.
-fn committed_alike(states: &[RescaleState]) -> bool {
-    let owners = &states[..states.len().min(states[0].layout.pods as usize)];
-    owners
-        .windows(2)
-        .all(|w| w[0].epoch == w[1].epoch && w[0].layout == w[1].layout)
+fn committed_alike(states: &[Answered]) -> bool {
+    let Some(Ok(first)) = states.first() else {
+        return false;
+    };
+    let owners = &states[..states.len().min(first.layout.pods as usize)];
+    owners.iter().all(|s| {
+        s.as_ref()
+            .is_ok_and(|s| s.epoch == first.epoch && s.layout == first.layout)
+    })
 }
 
-/// [`committed_alike`], with no change under way.
+/// Every pod answered the same committed ownership, with no change under way.
 fn agree(states: &[RescaleState]) -> bool {
-    committed_alike(states) && states.iter().all(|s| s.next.is_none())
+    let answered: Vec<Answered> = states.iter().map(|s| Ok(s.clone())).collect();
+    committed_alike(&answered) && states.iter().all(|s| s.next.is_none())
 }
 
-fn print_status(states: &[RescaleState]) {
-    for s in states {
+fn print_status(states: &[Answered]) {
+    let left = left_behind(states);
+    for (k, s) in states.iter().enumerate() {
+        let s = match s {
+            Ok(s) => s,
+            Err(e) => {
+                println!("pod {k}: DOES NOT ANSWER: {e}");
+                continue;
+            }
+        };
         let next = match &s.next {
             None => "no rescale under way".to_owned(),
             Some(n) => format!(
-                "rescale to epoch {} ({}): capturing {}, frozen {}, live {}",
-                n.epoch, n.layout, n.capturing, n.frozen, n.live
+                "operation {}: rescale to epoch {} ({}): capturing {}, frozen {}, live {}{}",
+                n.operation,
+                n.epoch,
+                n.layout,
+                n.capturing,
+                n.frozen,
+                n.live,
+                if left.iter().any(|(o, _)| *o == s.ordinal) {
+                    " -- LEFT BEHIND (its epoch is committed): remove it with --abort"
+                } else {
+                    ""
+                }
             ),
         };
         println!(

@@ -718,3 +718,111 @@ fn an_abort_before_the_freeze_keeps_every_row() {
     );
     cluster.assert_done(2);
 }
+
+/// The operation id of the change under way, as `--status` prints it.
+fn operation_of(status: &str) -> String {
+    let at = status.find("operation ").expect("an operation under way");
+    status[at + "operation ".len()..][..16].to_owned()
+}
+
+/// Partial failure of the command: one operation at a time (a second is refused with the
+/// first's id and target); a prepare that lost a race is shown by --status and coverage and
+/// removed by --abort; a target pod down at prepare leaves no prepare behind; a new pod down at
+/// abort does not stop the abort; a stalled old owner ends the command within its time limit,
+/// naming the pod and the step, and a rerun finishes with exact rows.
+#[test]
+fn one_operation_at_a_time_and_partial_failures() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = synthetic_stream(dir.path(), 120, 8_000);
+    let mut cluster = Cluster::start(dir.path(), &stream, 4, 2, 600);
+    cluster.wait_position(0.2);
+
+    // A second command while the first is under way: refused, naming it.
+    cluster.rescale(&["--to", "3", "--until", "prepare"]);
+    let first = operation_of(&cluster.status());
+    let out = cluster.rescale_command(&["--to", "4"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(text.contains(&first) && text.contains("3 pods"), "{text}");
+
+    // The race: another command's prepare reached standby pod 3 before it saw the first.
+    let (code, body) = cluster.api(
+        3,
+        "POST",
+        "/v1/rescale/prepare",
+        r#"{"epoch": 2, "pods": 4, "strategy": "md5", "shards": 1,
+            "from": {"pods": 2, "strategy": "md5", "shards": 1}, "operation": "00000000000000bb"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    // A pod holding one operation refuses another's prepare, naming the one it holds.
+    let (code, body) = cluster.api(
+        0,
+        "POST",
+        "/v1/rescale/prepare",
+        r#"{"epoch": 2, "pods": 4, "strategy": "md5", "shards": 1,
+            "from": {"pods": 2, "strategy": "md5", "shards": 1}, "operation": "00000000000000bb"}"#,
+    );
+    assert_eq!(code, 409, "{body}");
+    assert!(body["error"].as_str().unwrap().contains(&first), "{body}");
+    let finished = cluster.rescale(&[]);
+    assert!(finished.contains("committed epoch 2"), "{finished}");
+    // Pod 3's prepare can never finish (epoch 2 is committed): shown, refused, removable.
+    let out = cluster.rescale_command(&["--status"]).output().unwrap();
+    let status = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success(), "{status}");
+    assert!(status.contains("00000000000000bb") && status.contains("LEFT BEHIND"), "{status}");
+    let coverage = gateway()
+        .args(["coverage", "--pod-url-template", &cluster.template])
+        .env_remove("NUM_GATEWAY_PODS")
+        .output()
+        .unwrap();
+    assert!(!coverage.status.success());
+    assert!(String::from_utf8_lossy(&coverage.stderr).contains("pod 3 holds a prepare left behind"));
+    let out = cluster.rescale_command(&["--to", "4"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--abort"));
+    let aborted = cluster.rescale(&["--abort"]);
+    assert!(aborted.contains("pod 3: operation 00000000000000bb"), "{aborted}");
+    cluster.status();
+
+    // A target pod down at prepare: the prepare is undone on the pods that took it.
+    cluster.kill(3);
+    let out = cluster.rescale_command(&["--to", "4"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(text.contains("pod 3, step prepare") && text.contains("prepare undone"), "{text}");
+    assert_eq!(cluster.status().matches("no rescale under way").count(), 3);
+
+    // Down after its prepare: --abort undoes the others, names it, and removes its prepare
+    // once it answers again.
+    cluster.start_pod(3, 2);
+    cluster.rescale(&["--to", "4", "--until", "prepare"]);
+    cluster.kill(3);
+    let aborted = cluster.rescale(&["--abort"]);
+    assert!(aborted.contains("pod 3 does not answer"), "{aborted}");
+    cluster.start_pod(3, 2);
+    cluster.rescale(&["--abort"]);
+    assert_eq!(cluster.status().matches("no rescale under way").count(), 4);
+
+    // An old owner that stops answering mid-change: the command ends within its time limit,
+    // naming the pod and the step; run again once the pod is back, it finishes.
+    cluster.rescale(&["--to", "4", "--until", "prepare"]);
+    let pid = cluster.pods[0].as_ref().unwrap().0.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let started = std::time::Instant::now();
+    let out = cluster
+        .rescale_command(&["--pod-timeout-secs", "3"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("pod 0, step"), "{text}");
+    // Bounded by the time limit (3 s a call), far from the old unbounded wait.
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    let finished = cluster.rescale(&[]);
+    assert!(finished.contains("committed epoch 3"), "{finished}");
+    cluster.assert_done(4);
+}

@@ -360,12 +360,23 @@ impl Pipeline {
         epoch: u64,
         layout: Layout,
         from: Layout,
+        operation: u64,
     ) -> Result<Ownership, RescaleError> {
         let _one = self.handoff.lock().await;
         let mut now = self.ownership();
         let standby = |o: &Ownership, l: &Layout| o.ordinal >= l.pods;
         match now.next {
-            Some(next) if next.epoch == epoch && next.layout == layout => return Ok(now),
+            Some(next)
+                if next.epoch == epoch && next.layout == layout && next.operation == operation =>
+            {
+                return Ok(now)
+            }
+            Some(next) => {
+                return Err(RescaleError::Conflict(format!(
+                    "pod {} holds operation {:016x}, a rescale to epoch {} ({}); one operation at a time: finish it (`guild-gateway rescale`) or abort it (`--abort`)",
+                    now.ordinal, next.operation, next.epoch, next.layout
+                )))
+            }
             None if now.epoch == epoch && now.layout == layout => return Ok(now),
             None if now.epoch + 1 == epoch && now.layout == from => {}
             None if standby(&now, &now.layout) && standby(&now, &from) => {
@@ -388,6 +399,7 @@ impl Pipeline {
                 layout,
                 frozen: false,
                 live: false,
+                operation,
             }),
             ..now
         };
@@ -547,9 +559,20 @@ impl Pipeline {
     }
 
     /// Gives up a rescale before this pod froze anything: the capture log is dropped.
-    pub async fn abort(&self, epoch: u64) -> Result<Ownership, RescaleError> {
+    /// Cancels the transition to `epoch` (of `operation`, when given) before any freeze.
+    pub async fn abort(
+        &self,
+        epoch: u64,
+        operation: Option<u64>,
+    ) -> Result<Ownership, RescaleError> {
         let _one = self.handoff.lock().await;
         let (now, next) = self.transition(epoch)?;
+        if let Some(op) = operation.filter(|&op| op != next.operation) {
+            return Err(RescaleError::Conflict(format!(
+                "pod {} holds operation {:016x}, not {op:016x}",
+                now.ordinal, next.operation
+            )));
+        }
         if next.frozen || next.live || self.persisted_live {
             return Err(RescaleError::Conflict(format!(
                 "pod {} is frozen or live for epoch {epoch}: after a freeze a rescale only rolls forward",

@@ -67,6 +67,9 @@ impl Api {
             .context("building the HTTP client for pod-to-pod calls")?;
         let transfer = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(2))
+            // A peer that stalls (stopped, overloaded) fails the transfer within this, and
+            // the rescale command reports it; a large export still has its 600 s.
+            .read_timeout(std::time::Duration::from_secs(30))
             .timeout(std::time::Duration::from_secs(600))
             .build()
             .context("building the HTTP client for pod-to-pod transfers")?;

@@ -25,7 +25,7 @@ use std::time::{Duration, UNIX_EPOCH};
 const FREEZE_LIMIT: Duration = Duration::from_secs(60);
 
 /// What `GET /v1/rescale` answers (and `rescale --status` prints).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RescaleState {
     pub ordinal: u32,
     pub epoch: u64,
@@ -42,9 +42,12 @@ pub struct LayoutBody {
     pub shards: u32,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NextBody {
     pub epoch: u64,
+    /// The rescale operation that prepared it (16 hex digits).
+    #[serde(default)]
+    pub operation: String,
     pub layout: LayoutBody,
     pub frozen: bool,
     pub live: bool,
@@ -102,6 +105,7 @@ pub fn state_of(api: &Api, ownership: Ownership) -> RescaleState {
         layout: LayoutBody::of(ownership.layout),
         next: ownership.next.map(|t| NextBody {
             epoch: t.epoch,
+            operation: format!("{:016x}", t.operation),
             layout: LayoutBody::of(t.layout),
             frozen: t.frozen,
             live: t.live,
@@ -127,6 +131,16 @@ pub struct PrepareBody {
     pub layout: LayoutBody,
     /// The layout it replaces (epoch - 1's).
     pub from: LayoutBody,
+    /// The command's operation id (16 hex digits): one operation at a time.
+    pub operation: String,
+}
+
+/// An operation id as the command sends it: 16 hex digits.
+fn operation_id(text: &str) -> Result<u64, ApiError> {
+    u64::from_str_radix(text, 16)
+        .ok()
+        .filter(|_| text.len() == 16)
+        .ok_or_else(|| ApiError::BadRequest(format!("operation {text:?} is not 16 hex digits")))
 }
 
 pub async fn prepare(
@@ -139,7 +153,11 @@ pub async fn prepare(
             "a rescale's epoch is at least 2".into(),
         ));
     }
-    let ownership = api.pipeline.prepare(body.epoch, layout, from).await?;
+    let operation = operation_id(&body.operation)?;
+    let ownership = api
+        .pipeline
+        .prepare(body.epoch, layout, from, operation)
+        .await?;
     Ok(HttpResponse::Ok().json(state_of(&api, ownership)))
 }
 
@@ -149,6 +167,9 @@ pub struct EpochBody {
     /// When the freeze began (ms since the Unix epoch): for the pause metric.
     #[serde(default)]
     pub frozen_at_ms: Option<u64>,
+    /// For an abort: only the transition of this operation is cancelled.
+    #[serde(default)]
+    pub operation: Option<String>,
 }
 
 pub async fn freeze(
@@ -280,7 +301,8 @@ pub async fn abort(
     api: web::Data<Api>,
     body: JsonBody<EpochBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let ownership = api.pipeline.abort(body.epoch).await?;
+    let operation = body.operation.as_deref().map(operation_id).transpose()?;
+    let ownership = api.pipeline.abort(body.epoch, operation).await?;
     Ok(HttpResponse::Ok().json(state_of(&api, ownership)))
 }
 

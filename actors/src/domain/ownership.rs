@@ -89,6 +89,9 @@ pub struct Transition {
     pub frozen: bool,
     /// This pod imported the guilds it receives and applies their events.
     pub live: bool,
+    /// The id of the `rescale` operation that prepared it: one operation at a time, so a
+    /// second command is refused with this id (0: prepared by a release without ids).
+    pub operation: u64,
 }
 
 /// One pod's ownership: the committed layout and the transition under way.
@@ -247,6 +250,7 @@ mod tests {
                 layout: to,
                 frozen,
                 live,
+                operation: 7,
             }),
         }
     }

@@ -17,7 +17,8 @@ use std::path::Path;
 pub fn load(conn: &Connection, ordinal: u32) -> rusqlite::Result<Option<Ownership>> {
     conn.query_row(
         "SELECT epoch, pods, strategy, shards, next_epoch, next_pods, next_strategy,
-                next_shards, frozen, live, sessions_epoch FROM gateway_ownership WHERE id = 1",
+                next_shards, frozen, live, sessions_epoch, operation FROM gateway_ownership
+         WHERE id = 1",
         [],
         |r| {
             let strategy = |s: String| s.parse::<Strategy>().unwrap_or_default();
@@ -36,6 +37,7 @@ pub fn load(conn: &Connection, ordinal: u32) -> rusqlite::Result<Option<Ownershi
                     },
                     frozen: r.get(8)?,
                     live: r.get(9)?,
+                    operation: r.get::<_, Option<i64>>(11)?.map_or(0, |op| op as u64),
                 }),
                 None => None,
             };
@@ -56,8 +58,8 @@ pub fn save(conn: &Connection, ownership: &Ownership) -> rusqlite::Result<()> {
     let next = ownership.next;
     conn.execute(
         "INSERT OR REPLACE INTO gateway_ownership (id, epoch, pods, strategy, shards, next_epoch,
-           next_pods, next_strategy, next_shards, frozen, live, sessions_epoch)
-         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+           next_pods, next_strategy, next_shards, frozen, live, sessions_epoch, operation)
+         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![
             ownership.epoch as i64,
             ownership.layout.pods,
@@ -70,6 +72,7 @@ pub fn save(conn: &Connection, ownership: &Ownership) -> rusqlite::Result<()> {
             next.is_some_and(|t| t.frozen),
             next.is_some_and(|t| t.live),
             ownership.sessions_epoch as i64,
+            next.map(|t| t.operation as i64),
         ],
     )?;
     Ok(())

@@ -109,8 +109,27 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
         .map_err(prepare)?;
     tx.execute_batch(SCHEMA).map_err(prepare)?;
     move_channel_columns_to_guild_channels(&tx).map_err(prepare)?;
+    add_missing_column(&tx, "gateway_ownership", "operation", "INTEGER").map_err(prepare)?;
     tx.commit().map_err(prepare)?;
     Ok(conn)
+}
+
+/// Adds a column that a newer schema has to a table an older release created.
+fn add_missing_column(
+    tx: &Transaction,
+    table: &str,
+    column: &str,
+    declaration: &str,
+) -> rusqlite::Result<()> {
+    let present: bool = tx.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
+        |r| r.get(0),
+    )?;
+    if !present {
+        tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {declaration}"))?;
+    }
+    Ok(())
 }
 
 /// Files written before `guild_channels` existed kept a channel's guild, type and parent as
