@@ -145,5 +145,23 @@ CREATE TABLE IF NOT EXISTS gateway_captured (
     guild_id TEXT NOT NULL,
     seq      INTEGER,
     kind     TEXT NOT NULL,
-    payload  TEXT NOT NULL
+    payload  TEXT NOT NULL,
+    -- added: when the pod received it (Unix ms): a re-applied timeout is judged as of then
+    received_ms INTEGER
+);
+
+-- added: the anchors of a rescale's freeze (actors/src/domain/anchor.rs): where each group of
+-- moving guilds passed from its old owner (`source`) to its new one (`target`). The old owner
+-- writes its own at the freeze; the export carries them to the new owner, which re-applies its
+-- capture log from each passed anchor on. Emptied at the commit.
+CREATE TABLE IF NOT EXISTS gateway_anchors (
+    source   INTEGER NOT NULL,
+    target   INTEGER NOT NULL,
+    -- the shard, or the guild id (bits of a u64)
+    grp      INTEGER NOT NULL,
+    identity INTEGER NOT NULL,
+    -- group events from the anchor on that the old owner applied too
+    skip     INTEGER NOT NULL,
+    passed   INTEGER NOT NULL,
+    PRIMARY KEY (source, target, grp)
 );

@@ -14,7 +14,8 @@
 //! time limit (`--pod-timeout-secs`), so a pod that stops answering ends the command within
 //! it, naming the pod and the step; running the command again resumes.
 
-use crate::api::rescale::{ImportAnswer, LayoutBody, NextBody, RescaleState};
+use crate::api::rescale::{FreezeAnswer, ImportAnswer, LayoutBody, NextBody, RescaleState};
+use gateway_actors::anchor::Anchor;
 use crate::routing::UrlTemplate;
 use anyhow::{bail, Context as _};
 use clap::Args;
@@ -55,6 +56,11 @@ pub struct RescaleArgs {
     /// Print the summary as one JSON object on stdout
     #[arg(long)]
     pub json: bool,
+    /// How long an old owner goes on applying a moving group while it catches up to the
+    /// group's anchor (its lag behind its sessions); past it the group is frozen anyway
+    #[arg(long, default_value = "300",
+        value_parser = crate::config::number("--drain-timeout-secs", 1, 86_400))]
+    pub drain_timeout_secs: u64,
     /// The longest any one call to a pod may take (a freeze waits up to 60 s on the pod; an
     /// import moves the guilds' rows): a pod that stops answering ends the command then
     #[arg(long, default_value = "120",
@@ -105,6 +111,10 @@ struct Pods {
     client: reqwest::Client,
     token: String,
     urls: UrlTemplate,
+    /// The limit of one call (`--pod-timeout-secs`).
+    timeout: Duration,
+    /// The freeze's: the pods go on applying while they catch up to their anchors.
+    freeze_timeout: Duration,
 }
 
 /// One pod's answer to `GET /v1/rescale`, or why it gave none.
@@ -121,7 +131,16 @@ impl Pods {
         body: Option<serde_json::Value>,
     ) -> anyhow::Result<T> {
         let url = format!("{}/v1/rescale{path}", self.urls.url(ordinal));
-        let mut request = self.client.request(method, &url).bearer_auth(&self.token);
+        let timeout = if step == "freeze" {
+            self.freeze_timeout
+        } else {
+            self.timeout
+        };
+        let mut request = self
+            .client
+            .request(method, &url)
+            .bearer_auth(&self.token)
+            .timeout(timeout);
         if let Some(body) = body {
             request = request
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -261,11 +280,12 @@ async fn drive(args: RescaleArgs) -> anyhow::Result<ExitCode> {
     let pods = Pods {
         client: reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(args.pod_timeout_secs))
             .build()
             .context("building the HTTP client")?,
         token,
         urls: args.pod_url_template.clone(),
+        timeout: Duration::from_secs(args.pod_timeout_secs),
+        freeze_timeout: Duration::from_secs(args.pod_timeout_secs + args.drain_timeout_secs),
     };
     if args.status {
         let states = pods.states(true).await?;
@@ -415,15 +435,39 @@ async fn drive(args: RescaleArgs) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(Duration::from_millis(args.margin_ms)).await;
     }
 
-    // 2. freeze: the old owners stop applying the guilds that leave.
+    // 2. freeze: the old owners stop applying the guilds that leave, each group at the
+    // anchor where its new owner's capture log takes over (exact, whatever their lag).
+    let mut anchors: Vec<Anchor> = Vec::new();
+    for &k in pending.iter().filter(|&&k| k < target.pods) {
+        let path = format!("/anchors?epoch={epoch}");
+        anchors.extend(
+            pods.call::<Vec<Anchor>>(k, "anchors", reqwest::Method::GET, &path, None)
+                .await?,
+        );
+    }
     let frozen_at_ms = now_ms();
     let freezing = Instant::now();
     let old_pods = pending.iter().copied().filter(|&k| k < from.pods);
-    pods.all::<RescaleState>(old_pods, "freeze", "/freeze", serde_json::json!({"epoch": epoch}))
+    let drain_ms = args.drain_timeout_secs * 1000;
+    let freezes = pods
+        .all::<FreezeAnswer>(
+            old_pods,
+            "freeze",
+            "/freeze",
+            serde_json::json!({"epoch": epoch, "anchors": anchors, "drain_ms": drain_ms}),
+        )
         .await?;
+    let (passed, missed) = freezes.iter().fold((0, 0), |(p, m), (_, f)| {
+        (p + f.anchors_passed, m + f.anchors_missed)
+    });
     progress(format_args!(
-        "frozen in {} ms",
-        freezing.elapsed().as_millis()
+        "frozen in {} ms: {passed} anchors passed{}",
+        freezing.elapsed().as_millis(),
+        if missed > 0 {
+            format!(", {missed} did not within --drain-timeout-secs (those groups are re-applied whole, as with a margin alone)")
+        } else {
+            String::new()
+        }
     ));
     if args.until == Some(Step::Freeze) {
         progress("stopped after freeze (--until)");
@@ -445,8 +489,8 @@ async fn drive(args: RescaleArgs) -> anyhow::Result<ExitCode> {
     let events_replayed: u64 = imports.iter().map(|(_, a)| a.replayed as u64).sum();
     for (k, answer) in &imports {
         progress(format_args!(
-            "pod {k} is live: {} guilds imported, {} captured events re-applied",
-            answer.guilds, answer.replayed
+            "pod {k} is live: {} guilds imported, {} captured events re-applied, {} skipped (their old owner applied them before the anchor)",
+            answer.guilds, answer.replayed, answer.skipped
         ));
     }
 

@@ -255,11 +255,25 @@ struct Cluster {
     template: String,
     /// Pod k's process, while it runs.
     pods: Vec<Option<Proc>>,
+    /// Settings only some pods get (pod, name, value): a slowed pod, say.
+    pod_env: Vec<(u32, &'static str, &'static str)>,
 }
 
 impl Cluster {
     /// `pods` pods of `setting` pods (more than `setting`: standby pods), the stream held.
     fn start(dir: &Path, stream: &Path, pods: u32, setting: u32, live_rate: u32) -> Cluster {
+        Cluster::start_with(dir, stream, pods, setting, live_rate, Vec::new())
+    }
+
+    /// [`Cluster::start`], with settings for some pods only.
+    fn start_with(
+        dir: &Path,
+        stream: &Path,
+        pods: u32,
+        setting: u32,
+        live_rate: u32,
+        pod_env: Vec<(u32, &'static str, &'static str)>,
+    ) -> Cluster {
         let (fake, fake_port) = start_fake_discord_on(
             "tok",
             stream,
@@ -282,6 +296,7 @@ impl Cluster {
             base,
             template: format!("http://127.0.0.1:{{ordinal+{base}}}"),
             pods: (0..pods).map(|_| None).collect(),
+            pod_env,
         };
         for k in 0..pods {
             cluster.start_pod(k, setting);
@@ -301,8 +316,12 @@ impl Cluster {
     /// Starts pod k (again, on its database) and waits until its sessions are READY.
     fn start_pod(&mut self, k: u32, setting: u32) {
         let log = std::fs::File::create(self.dir.join(format!("gateway-{k}.log"))).unwrap();
+        let mut command = gateway();
+        for (_, name, value) in self.pod_env.iter().filter(|(pod, _, _)| *pod == k) {
+            command.env(name, value);
+        }
         let pod = Proc(
-            gateway()
+            command
                 .arg("serve")
                 .env("POD_ORDINAL", k.to_string())
                 .env("NUM_GATEWAY_PODS", setting.to_string())
@@ -708,12 +727,13 @@ fn an_abort_before_the_freeze_keeps_every_row() {
     let aborted = cluster.rescale(&["--abort"]);
     assert!(aborted.contains("aborted"), "{aborted}");
     let status = cluster.status();
-    // Pods 0 and 1 (the standby pod 2 is not among the owners --status lists).
+    // Pods 0 and 1, and the standby pod 2 (--status lists standby pods that answer: one
+    // could hold a prepare left behind), which the abort left on the old layout.
     assert_eq!(
         status
             .matches("epoch 1 (2 pods, md5, 1 shards); no rescale under way")
             .count(),
-        2,
+        3,
         "{status}"
     );
     cluster.assert_done(2);
@@ -825,4 +845,42 @@ fn one_operation_at_a_time_and_partial_failures() {
     let finished = cluster.rescale(&[]);
     assert!(finished.contains("committed epoch 3"), "{finished}");
     cluster.assert_done(4);
+}
+
+/// The freeze is exact whatever an old owner's lag: pod 0, slowed through the test seam and
+/// admitting few events at a time, runs 10 s or more behind its session when the command runs
+/// with its default margin (2 s). It goes on applying the moving guilds until their anchors
+/// pass in its own stream, so nothing its backlog held is lost, and the new owner skips what it
+/// applied, so nothing is applied twice: the rows equal a one-pod replay.
+#[test]
+fn a_lagging_old_owner_hands_over_exactly_with_the_default_margin() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = synthetic_stream(dir.path(), 120, 15_000);
+    // At most 4 events in flight, each held 20 ms: pod 0 takes ~300 of the 600 events/s, so
+    // its backlog grows to 10 s of the stream, and stays under the 41 s after which Discord
+    // (and the fake) would drop a session whose heartbeats wait behind it.
+    let slow = vec![(0, "TEST_EVENT_DELAY_MS", "20"), (0, "MAX_IN_FLIGHT", "4")];
+    let cluster = Cluster::start_with(dir.path(), &stream, 3, 2, 600, slow);
+    // Pod 0's backlog: events due on the fake's timeline that its pipeline has not taken yet
+    // (in its queues, its socket, and the fake's send loop, as with Discord's).
+    let lag = wait_for(Duration::from_secs(120), || {
+        let (position, _) = cluster.position();
+        let status = get_json(cluster.port(0), "/status")?;
+        let taken = status["sessions"][0]["last_seq_submitted"].as_u64()?;
+        let behind = position.saturating_sub(taken);
+        // 10 s of the stream at 600 events/s.
+        (behind >= 6_000).then_some(behind)
+    });
+    assert!(lag.is_some(), "pod 0 never ran 10 s behind its session");
+    let out = gateway()
+        .args(["rescale", "--to", "3"])
+        .env("API_TOKEN", TOKEN)
+        .env("POD_URL_TEMPLATE", &cluster.template)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("anchors passed") && !text.contains("did not within"), "{text}");
+    cluster.assert_done(3);
 }

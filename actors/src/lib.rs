@@ -27,13 +27,13 @@ mod storage;
 
 // Short paths inside the crate; the groups above are the tree's shape.
 use actors::{filter, guild, inbox, writer};
-pub use domain::{event, ownership, shard, stats, time};
+pub use domain::{anchor, event, ownership, shard, stats, time};
 pub(crate) use domain::{handlers, moderation, scope};
 pub(crate) use storage::{handoff, store};
 pub use storage::{query, reshard};
 
 pub use health::StorageFault;
-pub use pipeline::{Pipeline, PipelineConfig, RescaleError, SlowGuildHook};
+pub use pipeline::{FreezeReport, Pipeline, PipelineConfig, RescaleError, SlowGuildHook};
 pub use storage::store::{count_rows, CacheExpiry, StoreError, BUSY_TIMEOUT};
 pub use writer::{NotWritable, SettingsError};
 

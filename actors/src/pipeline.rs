@@ -6,7 +6,8 @@
 //! It must be called inside a running actix `System`.
 
 use crate::event::Dispatch;
-use crate::filter::{Commit, Freeze, GoLive, SetOwnership, ShardFilter};
+use crate::anchor::Anchor;
+use crate::filter::{Commit, Freeze, GoLive, SetOwnership, SettleFreeze, ShardFilter};
 pub use crate::guild::SlowGuildHook;
 use crate::guild::{FlushWaiting, GuildDeps};
 use crate::handoff;
@@ -116,6 +117,15 @@ pub struct Pipeline {
 }
 
 /// Why a rescale step was refused or failed.
+/// How a freeze went: how long the pod applied leaving guilds while it waited for their
+/// anchors, and how many anchors passed (exact handoff) or not (frozen without, reported).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct FreezeReport {
+    pub drain_ms: u64,
+    pub anchors_passed: usize,
+    pub anchors_missed: usize,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RescaleError {
     /// Not in this state: another epoch, or a step out of order.
@@ -217,12 +227,14 @@ impl Pipeline {
 
     /// [`Pipeline::submit`] for an event of the Discord sessions of epoch `source_epoch`.
     pub async fn submit_from(&self, dispatch: Dispatch, source_epoch: u64) {
+        let received_ms = crate::time::now_ms();
         self.health.wait_until_writable().await;
         let ticket = self.progress.admit(dispatch.seq).await;
         self.filter.do_send(GuildEvent {
             ticket,
             dispatch,
             source_epoch,
+            received_ms,
         });
     }
 
@@ -311,6 +323,32 @@ impl Pipeline {
     /// Told of every change of [`Pipeline::ownership`].
     pub fn watch_ownership(&self) -> tokio::sync::watch::Receiver<Ownership> {
         self.ownership.subscribe()
+    }
+
+    /// This new owner's anchors for the rescale to `epoch`: each group's first anchor event in
+    /// its capture log (see [`crate::anchor`]). The old owners freeze at them.
+    pub async fn anchors(&self, epoch: u64) -> Result<Vec<Anchor>, RescaleError> {
+        let (now, next) = self.transition(epoch)?;
+        let database = self.database.clone();
+        let captured = tokio::task::spawn_blocking(move || {
+            let conn = rusqlite::Connection::open_with_flags(
+                &database,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )?;
+            handoff::captured(&conn)
+        })
+        .await
+        .map_err(|e| RescaleError::Failed(e.to_string()))?
+        .map_err(|e| RescaleError::Failed(format!("reading the capture log: {e}")))?;
+        Ok(crate::anchor::anchors_of(
+            captured.iter().map(|c| {
+                let event = crate::event::decode_dispatch(&c.kind, c.seq, &c.payload);
+                let identity = event.ok().and_then(|d| crate::anchor::identity(&d.event));
+                (c.guild_id, identity)
+            }),
+            &now.layout,
+            &next.layout,
+        ))
     }
 
     /// How the pod's settings differ from the committed ownership it follows, if they do.
@@ -416,7 +454,18 @@ impl Pipeline {
     /// Step 2: stop applying the guilds that leave, and commit what was accepted for them.
     /// The freeze is persisted first, so that no crash can bring back a pod that applies them
     /// again, nor allow an abort after the filter dropped one of their events.
-    pub async fn freeze(&self, epoch: u64, limit: Duration) -> Result<Ownership, RescaleError> {
+    ///
+    /// `anchors` (the new owners' [`crate::anchor`]s): each group's leaving guilds are applied
+    /// until its anchor passes in this pod's stream, for at most `drain`; a group whose anchor
+    /// has not passed by then is frozen without it (reported: its new owner re-applies its
+    /// whole log, as with a margin alone).
+    pub async fn freeze(
+        &self,
+        epoch: u64,
+        anchors: Vec<Anchor>,
+        drain: Duration,
+        limit: Duration,
+    ) -> Result<(Ownership, FreezeReport), RescaleError> {
         let _one = self.handoff.lock().await;
         let (now, next) = self.transition(epoch)?;
         let frozen = Ownership {
@@ -426,14 +475,34 @@ impl Pipeline {
             }),
             ..now
         };
+        let mut report = FreezeReport::default();
         if !next.frozen {
             self.save(frozen).await?;
             self.set_ownership(frozen);
-            let mark = self
-                .filter
-                .send(Freeze)
+            let gone = |_| RescaleError::Failed("the shard filter is gone".into());
+            self.filter.send(Freeze { anchors }).await.map_err(gone)?;
+            let draining = std::time::Instant::now();
+            let (mark, outcomes) = loop {
+                let give_up = draining.elapsed() >= drain;
+                if let Some(settled) = self.filter.send(SettleFreeze { give_up }).await.map_err(gone)? {
+                    break settled;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            report = FreezeReport {
+                drain_ms: draining.elapsed().as_millis() as u64,
+                anchors_passed: outcomes.iter().filter(|o| o.passed).count(),
+                anchors_missed: outcomes.iter().filter(|o| !o.passed).count(),
+            };
+            self.writer
+                .send(Handoff::Anchors(outcomes))
                 .await
-                .map_err(|_| RescaleError::Failed("the shard filter is gone".into()))?;
+                .map_err(|_| RescaleError::Failed("the writer is gone".into()))?
+                .map_err(RescaleError::Failed)?;
+            if report.anchors_missed > 0 {
+                tracing::warn!(epoch, missed = report.anchors_missed, drain_ms = report.drain_ms,
+                    "rescale: some anchors did not pass within the drain limit; their groups are frozen as of now and re-applied whole by their new owners");
+            }
             *self.freeze_mark.lock().unwrap_or_else(|p| p.into_inner()) = Some(mark);
             let database = self.database.clone();
             let leaving = tokio::task::spawn_blocking(move || {
@@ -443,10 +512,11 @@ impl Pipeline {
             if let Ok(Ok(leaving)) = leaving {
                 self.metrics.rescale_guilds_remaining.set(leaving);
             }
-            tracing::info!(epoch, "rescale: outgoing guilds frozen");
+            tracing::info!(epoch, passed = report.anchors_passed, drain_ms = report.drain_ms,
+                "rescale: outgoing guilds frozen");
         }
         self.frozen_committed(limit).await?;
-        Ok(frozen)
+        Ok((frozen, report))
     }
 
     /// Waits until every event accepted before this process's freeze is done (at once after
@@ -477,25 +547,26 @@ impl Pipeline {
         let database = self.database.clone();
         let moves =
             move |g: u64| now.outgoing(g) && next.layout.owner(g) == to && to != now.ordinal;
-        tokio::task::spawn_blocking(move || handoff::export(&database, &out, moves))
+        tokio::task::spawn_blocking(move || handoff::export(&database, &out, to, moves))
             .await
             .map_err(|e| RescaleError::Failed(e.to_string()))?
             .map_err(|e| RescaleError::Failed(crate::error_chain(&e)))
     }
 
-    /// Step 3 (on the new owner): import the exported `files`, re-apply the capture log, and
-    /// apply the incoming guilds' events from now on. `frozen_at`: when the freeze began, for
-    /// the pause metric.
+    /// Step 3 (on the new owner): import the exported `files`, re-apply the capture log (from
+    /// each passed anchor on: what precedes it the old owner applied), and apply the incoming
+    /// guilds' events from now on. `frozen_at`: when the freeze began, for the pause metric.
+    /// Answers the guilds imported, the events re-applied and those skipped.
     pub async fn import(
         &self,
         epoch: u64,
         files: Vec<PathBuf>,
         frozen_at: Option<std::time::SystemTime>,
-    ) -> Result<(Ownership, u64, usize), RescaleError> {
+    ) -> Result<(Ownership, u64, usize, usize), RescaleError> {
         let _one = self.handoff.lock().await;
         let (now, next) = self.transition(epoch)?;
         if next.live {
-            return Ok((now, 0, 0));
+            return Ok((now, 0, 0, 0));
         }
         let live = Ownership {
             next: Some(Transition { live: true, ..next }),
@@ -510,7 +581,7 @@ impl Pipeline {
             .await
             .map_err(|_| RescaleError::Failed("the writer is gone".into()))?
             .map_err(RescaleError::Failed)?;
-        let replayed = self
+        let (replayed, skipped) = self
             .filter
             .send(GoLive(live))
             .await
@@ -529,9 +600,10 @@ impl Pipeline {
             epoch,
             guilds,
             replayed,
+            skipped,
             "rescale: incoming guilds imported and live"
         );
-        Ok((live, guilds, replayed))
+        Ok((live, guilds, replayed, skipped))
     }
 
     /// Step 4: the new layout is this pod's; the rows it gave away are deleted.

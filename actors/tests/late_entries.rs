@@ -234,3 +234,53 @@ fn every_waiting_event_is_written_when_its_window_closes_without_a_later_event()
         pipeline.shutdown();
     });
 }
+
+/// A timeout captured by a rescale's new owner and re-applied after its end has passed (a long
+/// pause) is still logged: it is judged as of when the pod received it, which the capture log
+/// keeps.
+#[test]
+fn a_captured_timeout_is_judged_as_of_its_receipt() {
+    use gateway_actors::ownership::Layout;
+    use gateway_actors::shard::{md5_u32, Sharding, Strategy};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gateway.sqlite3");
+    // A guild that pod 1, standby under one pod, receives when there are two.
+    let guild = (1u64..)
+        .find(|g| md5_u32(&g.to_string()) % 2 == 1)
+        .unwrap();
+    let mut config = config(&db);
+    config.sharding = Sharding::new(Strategy::Md5, 1, 1);
+    let until_ms = gateway_actors::time::now_ms() + 1_500;
+    let until = gateway_actors::time::iso8601(
+        std::time::UNIX_EPOCH + Duration::from_millis(until_ms as u64),
+    );
+    let update = frame(
+        "GUILD_MEMBER_UPDATE",
+        2,
+        &format!(
+            r#"{{"guild_id":"{guild}","user":{{"id":"78"}},"communication_disabled_until":"{until}"}}"#
+        ),
+    );
+    in_system(async {
+        let metrics = Arc::new(Metrics::new(1, 1).unwrap());
+        let pipeline = Pipeline::start(config, metrics).unwrap();
+        let layout = |pods| Layout {
+            pods,
+            strategy: Strategy::Md5,
+            shards: 1,
+        };
+        pipeline.prepare(2, layout(2), layout(1), 7).await.unwrap();
+        submit(&pipeline, &[ready(1)]).await;
+        // From the sessions this standby pod opened for the new layout (epoch 2).
+        pipeline.submit_from(decode_frame(&update).unwrap(), 2).await;
+        settle(&pipeline).await;
+        // The pause: the timeout's end passes before the guild goes live here.
+        tokio::time::sleep(Duration::from_millis(2_000)).await;
+        assert!(gateway_actors::time::now_ms() > until_ms);
+        let (_, _, replayed, _) = pipeline.import(2, Vec::new(), None).await.unwrap();
+        assert_eq!(replayed, 1);
+        settle(&pipeline).await;
+        assert_eq!(mod_rows(&db), vec![row("78", "timeout", None, "")]);
+        pipeline.shutdown();
+    });
+}

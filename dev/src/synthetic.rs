@@ -1,8 +1,10 @@
 //! A synthetic gateway stream with a realistic shape: a few hundred guilds of skewed
 //! activity (a few busy, many quiet), human and bot messages with markdown, code and links,
-//! replies, reactions, edits, deletes, DMs, and moderation events with their audit entries.
-//! Deterministic for given sizes, so runs compare. Used by `simulate`, the tests and the
-//! benches.
+//! replies, reactions, edits, deletes, DMs, and dense moderation: incidents of one to four
+//! bans, unbans, kicks and timeouts in one guild within a few events, their audit log entries
+//! early, in order, late (up to 40 messages after, interleaved with other incidents) or
+//! missing. Deterministic for given sizes, so runs compare. Used by `simulate`, the tests and
+//! the benches.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -154,6 +156,8 @@ pub fn generate<W: Write, S: AsRef<str>>(
         cumulative.push(acc);
     }
     let mut recent: Vec<(usize, u64)> = Vec::new();
+    // Audit log entries that come late: (the message after which, the entry).
+    let mut late: Vec<(u64, String)> = Vec::new();
     let mut clock = START_MS;
     for n in 0..messages {
         clock += 1 + rng.below(20);
@@ -238,26 +242,122 @@ pub fn generate<W: Write, S: AsRef<str>>(
                     rg.channels[0], rg.id
                 ),
             )?;
-        } else if roll == 17 && rng.below(10) == 0 {
-            // A ban with its audit log entry.
-            let entry = snowflake(clock, n + 1);
-            emit(
-                &mut out,
-                "GUILD_BAN_ADD",
-                &format!(
-                    r#"{{"guild_id":"{}","user":{{"id":"{user}","username":"u","discriminator":"0","global_name":null,"avatar":null}}}}"#,
-                    rg.id
-                ),
-            )?;
-            emit(
-                &mut out,
-                "GUILD_AUDIT_LOG_ENTRY_CREATE",
-                &format!(
-                    r#"{{"guild_id":"{}","id":"{entry}","action_type":22,"target_id":"{user}","user_id":"{}","reason":"spam","changes":null}}"#,
-                    rg.id, rg.members[0]
-                ),
-            )?;
+        } else if roll == 17 {
+            // A moderation incident: one to four actions in one guild within a few events,
+            // so several wait in one audit window.
+            for k in 0..1 + rng.below(4) {
+                let user = rg.members[1 + rng.below(rg.members.len() as u64 - 1) as usize];
+                let action = moderation_action(&mut rng);
+                // Unique: one incident per message, whose clock only grows.
+                let entry_id = snowflake(clock, 0x20_0000 | k);
+                let (event_type, event, entry) = moderation_frames(&action, rg, user, entry_id);
+                match rng.below(20) {
+                    // Early: the audit entry before its event.
+                    0..=3 => {
+                        emit(&mut out, "GUILD_AUDIT_LOG_ENTRY_CREATE", &entry)?;
+                        emit(&mut out, event_type, &event)?;
+                    }
+                    // Late: the entry some messages later (possibly after other actions).
+                    4..=8 => {
+                        emit(&mut out, event_type, &event)?;
+                        late.push((n + 2 + rng.below(40), entry));
+                    }
+                    // Missing: no entry at all.
+                    9..=11 => emit(&mut out, event_type, &event)?,
+                    _ => {
+                        emit(&mut out, event_type, &event)?;
+                        emit(&mut out, "GUILD_AUDIT_LOG_ENTRY_CREATE", &entry)?;
+                    }
+                }
+            }
+        }
+        // Entries that come late, in the order they fall due.
+        let mut i = 0;
+        while i < late.len() {
+            if late[i].0 <= n {
+                let (_, entry) = late.remove(i);
+                emit(&mut out, "GUILD_AUDIT_LOG_ENTRY_CREATE", &entry)?;
+            } else {
+                i += 1;
+            }
         }
     }
+    for (_, entry) in late {
+        emit(&mut out, "GUILD_AUDIT_LOG_ENTRY_CREATE", &entry)?;
+    }
     Ok(seq)
+}
+
+enum ModAction {
+    Ban,
+    Unban,
+    Kick,
+    /// A timeout ending this many days after 2099-01-01 (always in the future).
+    Timeout(u64),
+    TimeoutRemoved,
+}
+
+fn moderation_action(rng: &mut Rng) -> ModAction {
+    match rng.below(100) {
+        0..=29 => ModAction::Ban,
+        30..=44 => ModAction::Unban,
+        45..=64 => ModAction::Kick,
+        65..=89 => ModAction::Timeout(rng.below(300)),
+        _ => ModAction::TimeoutRemoved,
+    }
+}
+
+/// The dispatch of a moderation action (its type and payload) and its audit log entry.
+fn moderation_frames(
+    action: &ModAction,
+    guild: &Guild,
+    user: u64,
+    entry_id: u64,
+) -> (&'static str, String, String) {
+    let g = guild.id;
+    let executor = guild.members[0];
+    let user_json = format!(
+        r#"{{"id":"{user}","username":"u{user}","discriminator":"0","global_name":null,"avatar":null}}"#
+    );
+    let scoped = format!(r#"{{"guild_id":"{g}","user":{user_json}}}"#);
+    // Noon UTC: a duration in days rounds the same all day long (it flips at midnight).
+    let until = |days: u64| {
+        let ms = 4_070_952_000_000 + days * 86_400_000;
+        gateway_actors::time::iso8601(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+    };
+    let member = |until: Option<String>| {
+        let until = until.map_or("null".to_owned(), |u| format!("\"{u}\""));
+        format!(
+            r#"{{"guild_id":"{g}","user":{user_json},"roles":[],"joined_at":"2024-01-01T00:00:00.000000+00:00","communication_disabled_until":{until}}}"#
+        )
+    };
+    let entry = |action_type: u16, changes: &str| {
+        format!(
+            r#"{{"guild_id":"{g}","id":"{entry_id}","action_type":{action_type},"target_id":"{user}","user_id":"{executor}","reason":"spam","changes":{changes}}}"#
+        )
+    };
+    match action {
+        ModAction::Ban => ("GUILD_BAN_ADD", scoped, entry(22, "null")),
+        ModAction::Unban => ("GUILD_BAN_REMOVE", scoped, entry(23, "null")),
+        ModAction::Kick => ("GUILD_MEMBER_REMOVE", scoped, entry(20, "null")),
+        ModAction::Timeout(days) => {
+            let until = until(*days);
+            (
+                "GUILD_MEMBER_UPDATE",
+                member(Some(until.clone())),
+                entry(
+                    24,
+                    &format!(r#"[{{"key":"communication_disabled_until","new_value":"{until}"}}]"#),
+                ),
+            )
+        }
+        ModAction::TimeoutRemoved => (
+            "GUILD_MEMBER_UPDATE",
+            member(None),
+            entry(
+                24,
+                r#"[{"key":"communication_disabled_until","old_value":"2099-01-01T12:00:00.000000+00:00"}]"#,
+            ),
+        ),
+    }
 }

@@ -150,6 +150,7 @@ pub fn routes(api: web::Data<Api>) -> impl FnOnce(&mut web::ServiceConfig) {
                 )
                 .route("/rescale", web::get().to(rescale::state))
                 .route("/rescale/prepare", web::post().to(rescale::prepare))
+                .route("/rescale/anchors", web::get().to(rescale::anchors))
                 .route("/rescale/freeze", web::post().to(rescale::freeze))
                 .route("/rescale/export", web::get().to(rescale::export))
                 .route("/rescale/import", web::post().to(rescale::import))

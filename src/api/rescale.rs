@@ -5,7 +5,9 @@
 //! - `GET  /v1/rescale`: this pod's ownership, the change under way, and whether the sessions
 //!   that capture for it are up;
 //! - `POST /v1/rescale/prepare` `{epoch, pods, strategy, shards}`: start capturing;
-//! - `POST /v1/rescale/freeze` `{epoch}`: stop applying the guilds that leave;
+//! - `GET  /v1/rescale/anchors?epoch=E`: this new owner's anchors (the exact handoff points);
+//! - `POST /v1/rescale/freeze` `{epoch, anchors, drain_ms}`: stop applying the guilds that
+//!   leave, each group at its anchor;
 //! - `GET  /v1/rescale/export?epoch=E&to=K`: the frozen guilds going to pod K, as a SQLite file;
 //! - `POST /v1/rescale/import` `{epoch, frozen_at_ms}`: fetch every export for this pod,
 //!   import, re-apply the capture log, go live;
@@ -15,6 +17,7 @@ use super::body::JsonBody;
 use super::{Api, ApiError};
 use actix_web::{web, HttpResponse};
 use anyhow::Context as _;
+use gateway_actors::anchor::Anchor;
 use gateway_actors::ownership::{Layout, Ownership};
 use gateway_actors::shard::Strategy;
 use serde::{Deserialize, Serialize};
@@ -172,12 +175,66 @@ pub struct EpochBody {
     pub operation: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+pub struct FreezeBody {
+    pub epoch: u64,
+    /// The new owners' anchors (`GET /v1/rescale/anchors`): the exact handoff points.
+    #[serde(default)]
+    pub anchors: Vec<Anchor>,
+    /// How long the pod goes on applying a group while it waits for its anchor.
+    #[serde(default = "default_drain_ms")]
+    pub drain_ms: u64,
+}
+
+fn default_drain_ms() -> u64 {
+    60_000
+}
+
+/// What a freeze answers: the pod's state and how the freeze went.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FreezeAnswer {
+    #[serde(flatten)]
+    pub state: RescaleState,
+    #[serde(default)]
+    pub drain_ms: u64,
+    #[serde(default)]
+    pub anchors_passed: usize,
+    #[serde(default)]
+    pub anchors_missed: usize,
+}
+
+/// `GET /v1/rescale/anchors?epoch=E`: this new owner's anchors.
+pub async fn anchors(
+    api: web::Data<Api>,
+    query: web::Query<EpochQuery>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(api.pipeline.anchors(query.epoch).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EpochQuery {
+    pub epoch: u64,
+}
+
 pub async fn freeze(
     api: web::Data<Api>,
-    body: JsonBody<EpochBody>,
+    body: JsonBody<FreezeBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let ownership = api.pipeline.freeze(body.epoch, FREEZE_LIMIT).await?;
-    Ok(HttpResponse::Ok().json(state_of(&api, ownership)))
+    let FreezeBody {
+        epoch,
+        anchors,
+        drain_ms,
+    } = body.into_inner();
+    let (ownership, report) = api
+        .pipeline
+        .freeze(epoch, anchors, Duration::from_millis(drain_ms), FREEZE_LIMIT)
+        .await?;
+    Ok(HttpResponse::Ok().json(FreezeAnswer {
+        state: state_of(&api, ownership),
+        drain_ms: report.drain_ms,
+        anchors_passed: report.anchors_passed,
+        anchors_missed: report.anchors_missed,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -210,9 +267,12 @@ pub async fn export(
 pub struct ImportAnswer {
     #[serde(flatten)]
     pub state: RescaleState,
-    /// Guild rows imported, and captured events re-applied.
+    /// Guild rows imported, captured events re-applied, and captured events skipped (their
+    /// old owner applied them before the anchor).
     pub guilds: u64,
     pub replayed: usize,
+    #[serde(default)]
+    pub skipped: usize,
 }
 
 pub async fn import(
@@ -245,11 +305,12 @@ pub async fn import(
     for file in &files {
         let _ = tokio::fs::remove_file(file).await;
     }
-    let (ownership, guilds, replayed) = result?;
+    let (ownership, guilds, replayed, skipped) = result?;
     Ok(HttpResponse::Ok().json(ImportAnswer {
         state: state_of(&api, ownership),
         guilds,
         replayed,
+        skipped,
     }))
 }
 

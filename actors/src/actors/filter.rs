@@ -12,8 +12,14 @@
 //! first), the ones leaving are dropped once frozen ([`Freeze`]), and [`Commit`] switches to the
 //! new layout. Each of these steps holds the filter's mailbox while it changes state, so no
 //! event is routed by half of a change.
+//!
+//! A freeze is exact ([`crate::anchor`]): after it, the leaving guilds of each group are still
+//! applied until the group's anchor event passes in this pod's own stream, so the pod applies
+//! exactly what precedes the point where the new owner's log takes over, however far behind
+//! its sessions it runs. [`SettleFreeze`] ends the wait.
 
-use crate::event::{decode_dispatch, Event, EventKind, Id};
+use crate::anchor::{self, Anchor, AnchorOutcome, Group};
+use crate::event::{decode_dispatch, DecodeError, Dispatch, Event, EventKind, Id};
 use crate::guild::{FlushWaiting, GuildActor, GuildDeps, Stop};
 use crate::handoff;
 use crate::inbox::{GuildEvent, GuildInbox, Offered, Passivate};
@@ -48,6 +54,53 @@ pub struct ShardFilter {
     metrics: Arc<Metrics>,
     progress: Arc<Progress>,
     drop_log: LogLimit,
+    /// During a rescale: what this pod, as an old owner, has seen of each group's stream,
+    /// and, once the freeze is asked, the groups still waiting for their anchor.
+    handover: Option<Handover>,
+    /// The anchor events this pod's own stream carried lately, rescale or not: a new owner
+    /// that lags may take as its anchor an event this pod saw before the prepare.
+    recent: RecentAnchors,
+}
+
+/// The last [`MAX_RECENT`] anchor identities, for membership.
+#[derive(Default)]
+struct RecentAnchors {
+    set: std::collections::HashSet<u64>,
+    order: std::collections::VecDeque<u64>,
+}
+
+/// About 12 MB; minutes of a busy pod's messages. An anchor older than that (a new owner
+/// lagging more) is waited for until the drain limit, then its group is frozen without it.
+const MAX_RECENT: usize = 1 << 18;
+
+impl RecentAnchors {
+    fn insert(&mut self, identity: u64) {
+        if self.set.insert(identity) {
+            self.order.push_back(identity);
+            if self.order.len() > MAX_RECENT {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.set.remove(&oldest);
+                }
+            }
+        }
+    }
+
+    fn contains(&self, identity: u64) -> bool {
+        self.set.contains(&identity)
+    }
+}
+
+/// An old owner's side of the exact handoff ([`crate::anchor`]).
+#[derive(Default)]
+struct Handover {
+    /// Per group: the last anchor event seen, and the group's capturable events since.
+    last: HashMap<Group, (u64, u64)>,
+    /// Once frozen: groups waiting for their anchor to pass, by its identity.
+    waiting: HashMap<u64, Vec<Anchor>>,
+    pending: std::collections::HashSet<Group>,
+    outcomes: Vec<AnchorOutcome>,
+    /// The freeze was asked: outcomes are being settled.
+    freezing: bool,
 }
 
 impl ShardFilter {
@@ -72,6 +125,77 @@ impl ShardFilter {
             metrics,
             progress,
             drop_log: LogLimit::new(Duration::from_secs(10)),
+            // A pod restarted mid-rescale follows its stream again from here.
+            handover: ownership.next.map(|_| Handover::default()),
+            recent: RecentAnchors::default(),
+        }
+    }
+
+    /// Follows this pod's own (committed) sessions' stream during a rescale: the anchors that
+    /// pass, each group's last anchor and count since; and says whether a leaving guild's
+    /// event is still to be applied (its group's anchor has not passed yet).
+    fn before_anchor(&mut self, event: &GuildEvent, route: Route) -> bool {
+        let dispatch = &event.dispatch;
+        let own_stream = event.source_epoch == self.ownership.sessions_epoch;
+        let identity = anchor::identity(&dispatch.event).filter(|_| own_stream);
+        if let Some(identity) = identity {
+            self.recent.insert(identity);
+        }
+        let (Some(handover), Some(next)) = (&mut self.handover, self.ownership.next) else {
+            return false;
+        };
+        let now = &self.ownership;
+        if own_stream {
+            if let Some(identity) = identity {
+                for anchor in handover.waiting.remove(&identity).unwrap_or_default() {
+                    handover.pending.remove(&anchor.group);
+                    handover.outcomes.push(AnchorOutcome {
+                        source: now.ordinal,
+                        anchor,
+                        skip: 0,
+                        passed: true,
+                    });
+                }
+            }
+            // What the group's new owner captures of it: counted from its last anchor.
+            if let Some(guild) = dispatch.guild_id.filter(|_| capturable(dispatch)) {
+                let to = next.layout.owner(guild.0);
+                if now.incoming_to(to, guild.0) {
+                    let group = Group::of(guild.0, &now.layout, &next.layout);
+                    match identity {
+                        Some(identity) => {
+                            handover.last.insert(group, (identity, 0));
+                        }
+                        None => {
+                            if let Some(last) = handover.last.get_mut(&group) {
+                                last.1 += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        match (route, dispatch.guild_id) {
+            (Route::Frozen, Some(guild)) => handover
+                .pending
+                .contains(&Group::of(guild.0, &now.layout, &next.layout)),
+            _ => false,
+        }
+    }
+
+    /// Whether this pod gives away guilds of `group`, and reads the stream its anchor is in.
+    fn waits_for(&self, group: &Group) -> bool {
+        let Some(next) = self.ownership.next else {
+            return false;
+        };
+        let now = &self.ownership;
+        if anchor::shared_streams(&now.layout, &next.layout) {
+            now.layout
+                .sessions(now.ordinal)
+                .iter()
+                .any(|s| u64::from(s[0]) == group.key)
+        } else {
+            now.outgoing(group.key) && next.layout.owner(group.key) == group.to
         }
     }
 
@@ -168,12 +292,17 @@ impl Handler<GuildEvent> for ShardFilter {
         }
         // Session events (READY, RESUMED) concern every pod; the rest go by guild.
         let session_event = matches!(dispatch.kind, EventKind::Ready | EventKind::Resumed);
-        let route = match dispatch.guild_id {
+        let mut route = match dispatch.guild_id {
             _ if session_event => Route::Apply,
             None if self.ownership.owns_guildless() => Route::Apply,
             None => Route::Foreign,
             Some(id) => self.ownership.route(id.0, event.source_epoch),
         };
+        if self.before_anchor(&event, route) {
+            route = Route::Apply;
+        }
+        let dispatch = &event.dispatch;
+        let counters = self.metrics.kind(dispatch.kind);
         match route {
             // The payload is for the capture log only: not kept while the event waits.
             Route::Apply => event.dispatch.payload = None,
@@ -186,7 +315,7 @@ impl Handler<GuildEvent> for ShardFilter {
                 return;
             }
             Route::Capture | Route::CaptureAndApply => {
-                let Some(capture) = self.capture_op(dispatch) else {
+                let Some(capture) = self.capture_op(dispatch, event.received_ms) else {
                     // Stores nothing (or cannot be captured): nothing to carry over.
                     counters.skipped.inc();
                     self.finish(event);
@@ -214,14 +343,18 @@ impl Handler<GuildEvent> for ShardFilter {
 
 impl ShardFilter {
     /// The capture-log append of an event, if it stores anything.
-    fn capture_op(&self, dispatch: &crate::event::Dispatch) -> Option<Op> {
-        match (&dispatch.event, &dispatch.payload, dispatch.guild_id) {
-            (Event::Other, _, _) | (_, None, _) | (_, _, None) => None,
-            (_, Some(payload), Some(guild_id)) => Some(Op::Capture {
+    fn capture_op(&self, dispatch: &crate::event::Dispatch, received_ms: i64) -> Option<Op> {
+        if !capturable(dispatch) {
+            return None;
+        }
+        match (&dispatch.payload, dispatch.guild_id) {
+            (None, _) | (_, None) => None,
+            (Some(payload), Some(guild_id)) => Some(Op::Capture {
                 guild_id,
                 seq: dispatch.seq,
                 kind: dispatch.kind.name(),
                 payload: payload.clone(),
+                received_ms,
             }),
         }
     }
@@ -258,15 +391,35 @@ impl ShardFilter {
 
     /// Re-applies the capture log (after the writer committed every capture sent so far) and
     /// marks the incoming guilds live (`live`): no event can come between, the filter waits
-    /// meanwhile. If the log cannot be read, nothing changes.
-    fn go_live(&mut self, live: Ownership, ctx: &mut Context<Self>) -> Result<usize, String> {
+    /// meanwhile. A guild's events before its group's anchor are skipped when its old owner
+    /// passed that anchor (it applied them). If the log cannot be read, nothing changes.
+    /// Answers (re-applied, skipped).
+    fn go_live(
+        &mut self,
+        live: Ownership,
+        ctx: &mut Context<Self>,
+    ) -> Result<(usize, usize), String> {
         let conn = self.deps.reads.get().map_err(|e| e.to_string())?;
         let captured = handoff::captured(&conn).map_err(|e| e.to_string())?;
+        let anchors = handoff::anchors_for(&conn, live.ordinal).map_err(|e| e.to_string())?;
         drop(conn);
+        let captured: Vec<_> = captured
+            .into_iter()
+            .map(|c| {
+                let dispatch = decode_dispatch(&c.kind, c.seq, &c.payload);
+                (c, dispatch)
+            })
+            .collect();
+        let skip = before_anchors(&captured, &anchors, &live);
+        let skipped = skip.iter().filter(|&&s| s).count();
         self.ownership = live;
-        let count = captured.len();
-        for c in captured {
-            match decode_dispatch(&c.kind, c.seq, &c.payload) {
+        let mut replayed = 0;
+        for ((c, dispatch), skipped) in captured.into_iter().zip(skip) {
+            if skipped {
+                continue;
+            }
+            replayed += 1;
+            match dispatch {
                 Ok(dispatch) => {
                     // No seq: the log's are older than what this pod has received since.
                     let ticket = self.progress.admit_now(None);
@@ -275,6 +428,7 @@ impl ShardFilter {
                             ticket,
                             dispatch,
                             source_epoch: 0,
+                            received_ms: c.received_ms.unwrap_or_else(crate::time::now_ms),
                         },
                         ctx,
                     );
@@ -286,8 +440,36 @@ impl ShardFilter {
                 }
             }
         }
-        Ok(count)
+        Ok((replayed, skipped))
     }
+}
+
+/// For each captured event: whether its old owner applied it (see [`crate::anchor`]).
+fn before_anchors(
+    captured: &[(handoff::Captured, Result<Dispatch, DecodeError>)],
+    anchors: &[AnchorOutcome],
+    live: &Ownership,
+) -> Vec<bool> {
+    let Some(next) = live.next else {
+        return vec![false; captured.len()];
+    };
+    let log: Vec<(u64, Option<u64>)> = captured
+        .iter()
+        .map(|(c, dispatch)| {
+            let identity = dispatch.as_ref().ok().and_then(|d| anchor::identity(&d.event));
+            (c.guild_id, identity)
+        })
+        .collect();
+    anchor::applied_by_old_owners(&log, anchors, &live.layout, &next.layout, |g| {
+        live.layout.owner(g)
+    })
+}
+
+/// Whether an event goes to the capture log (it stores something, for a guild).
+fn capturable(dispatch: &crate::event::Dispatch) -> bool {
+    !matches!(dispatch.event, Event::Other)
+        && dispatch.payload.is_some()
+        && dispatch.guild_id.is_some()
 }
 
 /// Replace the ownership (a rescale was prepared, aborted, or a pod restarted mid-way).
@@ -299,33 +481,122 @@ impl Handler<SetOwnership> for ShardFilter {
     type Result = ();
     fn handle(&mut self, msg: SetOwnership, _: &mut Self::Context) {
         self.ownership = msg.0;
+        // An old owner follows its stream from the prepare on (see `before_anchor`).
+        match (self.ownership.next, &self.handover) {
+            (Some(_), None) => self.handover = Some(Handover::default()),
+            (None, _) => self.handover = None,
+            _ => {}
+        }
     }
 }
 
-/// Stop applying the guilds this pod gives away; answers the progress mark before which
-/// every event they were given is accepted.
+/// Stop applying the guilds this pod gives away, each group once its anchor has passed
+/// (groups without one at once). [`SettleFreeze`] says when they all have.
 #[derive(Message)]
-#[rtype(result = "u64")]
-pub struct Freeze;
+#[rtype(result = "()")]
+pub struct Freeze {
+    pub anchors: Vec<Anchor>,
+}
 
 impl Handler<Freeze> for ShardFilter {
-    type Result = u64;
-    fn handle(&mut self, _: Freeze, _: &mut Self::Context) -> u64 {
+    type Result = ();
+    fn handle(&mut self, msg: Freeze, _: &mut Self::Context) {
         if let Some(next) = &mut self.ownership.next {
             next.frozen = true;
         }
-        self.progress.mark()
+        let relevant: Vec<Anchor> = msg
+            .anchors
+            .into_iter()
+            .filter(|a| self.waits_for(&a.group))
+            .collect();
+        let ordinal = self.ownership.ordinal;
+        let recent = &self.recent;
+        let handover = self.handover.get_or_insert_with(Handover::default);
+        handover.freezing = true;
+        for anchor in relevant {
+            if handover.pending.contains(&anchor.group)
+                || handover.outcomes.iter().any(|o| o.anchor.group == anchor.group)
+            {
+                continue;
+            }
+            if recent.contains(anchor.identity) {
+                // Already past the new owner's anchor: frozen here, after the last anchor
+                // event of the group and what followed it.
+                let outcome = match handover.last.get(&anchor.group) {
+                    Some(&(identity, since)) => AnchorOutcome {
+                        source: ordinal,
+                        anchor: Anchor {
+                            group: anchor.group,
+                            identity,
+                        },
+                        skip: since + 1,
+                        passed: true,
+                    },
+                    None => AnchorOutcome {
+                        source: ordinal,
+                        anchor,
+                        skip: 0,
+                        passed: false,
+                    },
+                };
+                handover.outcomes.push(outcome);
+            } else {
+                handover.pending.insert(anchor.group);
+                handover.waiting.entry(anchor.identity).or_default().push(anchor);
+            }
+        }
+    }
+}
+
+/// Ends a freeze's wait for its anchors once all have passed, or now (`give_up`: the groups
+/// still waiting are frozen without theirs, and their new owners re-apply their whole log).
+/// Answers `None` while anchors are pending, else the progress mark before which every event
+/// of the leaving guilds was accepted, and what became of each anchor. Waiting moderation
+/// events of the leaving guilds are written as they stand (their audit entries, if they come,
+/// complete the rows on the new owner).
+#[derive(Message)]
+#[rtype(result = "Option<(u64, Vec<AnchorOutcome>)>")]
+pub struct SettleFreeze {
+    pub give_up: bool,
+}
+
+impl Handler<SettleFreeze> for ShardFilter {
+    type Result = Option<(u64, Vec<AnchorOutcome>)>;
+    fn handle(&mut self, msg: SettleFreeze, _: &mut Self::Context) -> Self::Result {
+        let handover = self.handover.as_mut()?;
+        if !handover.freezing || (!handover.pending.is_empty() && !msg.give_up) {
+            return None;
+        }
+        let ordinal = self.ownership.ordinal;
+        let mut outcomes = std::mem::take(&mut handover.outcomes);
+        for anchor in handover.waiting.drain().flat_map(|(_, anchors)| anchors) {
+            outcomes.push(AnchorOutcome {
+                source: ordinal,
+                anchor,
+                skip: 0,
+                passed: false,
+            });
+        }
+        self.handover = None;
+        let now = self.ownership;
+        for (guild_id, entry) in &self.guilds {
+            if now.outgoing(guild_id.0) {
+                entry.addr.do_send(FlushWaiting);
+            }
+        }
+        Some((self.progress.mark(), outcomes))
     }
 }
 
 /// The incoming guilds' rows are imported: re-apply the capture log and go live. Answers how
-/// many captured events were re-applied.
+/// many captured events were re-applied, and how many were skipped (their old owner applied
+/// them before its anchor).
 #[derive(Message)]
-#[rtype(result = "Result<usize, String>")]
+#[rtype(result = "Result<(usize, usize), String>")]
 pub struct GoLive(pub Ownership);
 
 impl Handler<GoLive> for ShardFilter {
-    type Result = ResponseFuture<Result<usize, String>>;
+    type Result = ResponseFuture<Result<(usize, usize), String>>;
     fn handle(&mut self, msg: GoLive, ctx: &mut Self::Context) -> Self::Result {
         let (done, result) = tokio::sync::oneshot::channel();
         // An empty save: it commits every capture queued before it. `wait` holds every other
@@ -377,6 +648,7 @@ impl Handler<Commit> for ShardFilter {
                 .map(move |result: Result<(), String>, act, _| {
                     if result.is_ok() {
                         act.ownership = msg.ownership;
+                        act.handover = None;
                         // The actors of guilds given away hold state that a later return
                         // must not find.
                         let leaving: Vec<Id> =

@@ -21,7 +21,7 @@ use actix::prelude::*;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// A test and bench seam: returns a delay to wait (asynchronously) before handling an event of
 /// the given guild, to simulate a slow guild. Production passes `None` and pays one branch.
@@ -133,11 +133,11 @@ impl GuildActor {
 
     fn process(&mut self, event: GuildEvent, ctx: &mut Context<Self>) {
         let GuildEvent {
-            ticket, dispatch, ..
+            ticket,
+            dispatch,
+            received_ms: now_ms,
+            ..
         } = event;
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
         let bot = self.bot_user_id();
         match self.moderation.handle(
             ticket,

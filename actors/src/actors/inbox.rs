@@ -30,6 +30,9 @@ pub struct GuildEvent {
     pub dispatch: Dispatch,
     /// The epoch of the Discord sessions that delivered it (see [`crate::ownership::Route`]).
     pub source_epoch: u64,
+    /// When the pod received it (Unix ms): what a timeout's end is compared with, also when a
+    /// captured event is re-applied later.
+    pub received_ms: i64,
 }
 
 /// A guild actor reports that it is idle and may be stopped.

@@ -68,6 +68,8 @@ pub enum Handoff {
     /// Delete the rows of the guilds given away and the capture log, and persist the
     /// committed ownership, in one transaction.
     Commit(Ownership, Box<dyn Fn(u64) -> bool + Send>),
+    /// Record what became of a freeze's anchors.
+    Anchors(Vec<crate::anchor::AnchorOutcome>),
 }
 
 /// Commit what is pending now.
@@ -462,6 +464,13 @@ impl Handler<Handoff> for SqliteWriter {
                         })
                         .map_err(|e| e.to_string())
                 }),
+            Handoff::Anchors(outcomes) => conn
+                .transaction()
+                .and_then(|tx| {
+                    handoff::save_anchors(&tx, &outcomes)?;
+                    tx.commit()
+                })
+                .map_err(|e| e.to_string()),
             Handoff::Commit(ownership, gone) => conn
                 .transaction()
                 .and_then(|tx| {

@@ -153,10 +153,16 @@ impl Ownership {
 
     /// The guild is handed to this pod by the transition.
     pub fn incoming(&self, guild_id: u64) -> bool {
+        self.incoming_to(self.ordinal, guild_id)
+    }
+
+    /// The guild is handed to pod `ordinal` by the transition (which captures its events).
+    pub fn incoming_to(&self, ordinal: u32, guild_id: u64) -> bool {
         let Some(next) = self.next else { return false };
-        let owns_next =
-            self.ordinal < next.layout.pods && next.layout.owner(guild_id) == self.ordinal;
-        owns_next && (self.sessions_change() || !self.owns_now(guild_id))
+        let owns_next = ordinal < next.layout.pods && next.layout.owner(guild_id) == ordinal;
+        let owns_now = ordinal < self.layout.pods && self.layout.owner(guild_id) == ordinal;
+        let sessions_change = next.layout.sessions(ordinal) != self.layout.sessions(ordinal);
+        owns_next && (sessions_change || !owns_now)
     }
 
     /// The guild is handed away by this pod (possibly to itself, through new sessions).

@@ -126,3 +126,10 @@ mod tests {
         assert_eq!(human_duration(500), "500 ms");
     }
 }
+
+/// The wall clock in Unix milliseconds (0 before 1970).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

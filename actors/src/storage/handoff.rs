@@ -4,6 +4,7 @@
 //! Rows move with the same copy as `reshard` ([`crate::reshard::copy_owned`]), through an
 //! `owner(guild_id)` SQL function that names which guilds go where.
 
+use crate::anchor::{Anchor, AnchorOutcome, Group};
 use crate::event::Id;
 use crate::ownership::{Layout, Ownership, Transition};
 use crate::reshard::{copy_owned, ReshardError};
@@ -80,9 +81,12 @@ pub fn save(conn: &Connection, ownership: &Ownership) -> rusqlite::Result<()> {
 
 /// One captured event.
 pub struct Captured {
+    pub guild_id: u64,
     pub seq: Option<u64>,
     pub kind: String,
     pub payload: String,
+    /// When the pod received it (Unix ms; absent in logs of earlier releases).
+    pub received_ms: Option<i64>,
 }
 
 /// Appends an event to the capture log.
@@ -92,32 +96,114 @@ pub fn capture(
     seq: Option<u64>,
     kind: &str,
     payload: &str,
+    received_ms: i64,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO gateway_captured (guild_id, seq, kind, payload) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO gateway_captured (guild_id, seq, kind, payload, received_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![
         guild_id.to_string(),
         seq.map(|s| s as i64),
         kind,
-        payload
+        payload,
+        received_ms
     ])?;
     Ok(())
 }
 
 /// The capture log, in arrival order.
 pub fn captured(conn: &Connection) -> rusqlite::Result<Vec<Captured>> {
-    let mut stmt = conn.prepare("SELECT seq, kind, payload FROM gateway_captured ORDER BY id")?;
+    let mut stmt = conn.prepare(
+        "SELECT guild_id, seq, kind, payload, received_ms FROM gateway_captured ORDER BY id",
+    )?;
     let rows = stmt
         .query_map([], |r| {
             Ok(Captured {
-                seq: r.get::<_, Option<i64>>(0)?.map(|s| s as u64),
-                kind: r.get(1)?,
-                payload: r.get(2)?,
+                guild_id: r.get::<_, String>(0)?.parse().unwrap_or(0),
+                seq: r.get::<_, Option<i64>>(1)?.map(|s| s as u64),
+                kind: r.get(2)?,
+                payload: r.get(3)?,
+                received_ms: r.get(4)?,
             })
         })?
         .collect();
     rows
+}
+
+/// Records what this old owner did with each anchor (in the writer's transaction).
+pub fn save_anchors(conn: &Connection, outcomes: &[AnchorOutcome]) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR REPLACE INTO gateway_anchors (source, target, grp, identity, skip, passed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for o in outcomes {
+        stmt.execute(params![
+            o.source,
+            o.anchor.group.to,
+            o.anchor.group.key as i64,
+            o.anchor.identity as i64,
+            o.skip as i64,
+            o.passed
+        ])?;
+    }
+    Ok(())
+}
+
+/// The anchors recorded for the guilds coming to pod `target` (by their old owners).
+pub fn anchors_for(conn: &Connection, target: u32) -> rusqlite::Result<Vec<AnchorOutcome>> {
+    let mut stmt = conn.prepare(
+        "SELECT source, grp, identity, skip, passed FROM gateway_anchors WHERE target = ?1",
+    )?;
+    let rows = stmt
+        .query_map([target], |r| {
+            Ok(AnchorOutcome {
+                source: r.get(0)?,
+                anchor: Anchor {
+                    group: Group {
+                        to: target,
+                        key: r.get::<_, i64>(1)? as u64,
+                    },
+                    identity: r.get::<_, i64>(2)? as u64,
+                },
+                skip: r.get::<_, i64>(3)? as u64,
+                passed: r.get(4)?,
+            })
+        })?
+        .collect();
+    rows
+}
+
+/// Copies the anchors of `from`'s file for pod `target` into `conn`'s (an export carries the
+/// old owner's to the new owner).
+fn copy_anchors(conn: &Connection, from: &Path, target: Option<u32>) -> rusqlite::Result<()> {
+    let source = Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut rows = Vec::new();
+    {
+        let mut stmt = source.prepare(
+            "SELECT source, target, grp, identity, skip, passed FROM gateway_anchors
+             WHERE ?1 IS NULL OR target = ?1",
+        )?;
+        let mut read = stmt.query([target])?;
+        while let Some(r) = read.next()? {
+            rows.push((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, bool>(5)?,
+            ));
+        }
+    }
+    let mut insert = conn.prepare_cached(
+        "INSERT OR REPLACE INTO gateway_anchors (source, target, grp, identity, skip, passed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for row in rows {
+        insert.execute(params![row.0, row.1, row.2, row.3, row.4, row.5])?;
+    }
+    Ok(())
 }
 
 /// Registers the SQL function `name(guild_id)`: `f` of the numeric id (NULL or a non-numeric
@@ -154,6 +240,7 @@ fn register_owner(
 pub fn export(
     database: &Path,
     out: &Path,
+    to: u32,
     moves: impl Fn(u64) -> bool + Send + 'static,
 ) -> Result<(), ReshardError> {
     for suffix in ["", "-wal", "-shm"] {
@@ -162,6 +249,7 @@ pub fn export(
     let conn = store::open_writer(out)?;
     register_owner(&conn, moves).map_err(StoreError::Sql)?;
     copy_owned(&conn, database, 0)?;
+    copy_anchors(&conn, database, Some(to)).map_err(StoreError::Sql)?;
     // One self-contained file to send: no WAL beside it.
     conn.pragma_update(None, "journal_mode", "DELETE")
         .map_err(StoreError::Sql)?;
@@ -173,6 +261,7 @@ pub fn export(
 pub fn import(conn: &Connection, file: &Path) -> Result<(), ReshardError> {
     register_owner(conn, |_| true).map_err(StoreError::Sql)?;
     copy_owned(conn, file, 0)?;
+    copy_anchors(conn, file, None).map_err(StoreError::Sql)?;
     Ok(())
 }
 
@@ -195,7 +284,8 @@ pub fn remove_guilds(
          DELETE FROM mod_actions WHERE gone(guild_id);
          DELETE FROM mod_action_late_entries WHERE gone(guild_id);
          DELETE FROM member_timeouts WHERE gone(guild_id);
-         DELETE FROM gateway_captured;",
+         DELETE FROM gateway_captured;
+         DELETE FROM gateway_anchors;",
     )
 }
 

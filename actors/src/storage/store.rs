@@ -110,6 +110,7 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     tx.execute_batch(SCHEMA).map_err(prepare)?;
     move_channel_columns_to_guild_channels(&tx).map_err(prepare)?;
     add_missing_column(&tx, "gateway_ownership", "operation", "INTEGER").map_err(prepare)?;
+    add_missing_column(&tx, "gateway_captured", "received_ms", "INTEGER").map_err(prepare)?;
     tx.commit().map_err(prepare)?;
     Ok(conn)
 }
@@ -336,6 +337,8 @@ pub enum Op {
         seq: Option<u64>,
         kind: &'static str,
         payload: std::sync::Arc<str>,
+        /// When the pod received it (Unix ms).
+        received_ms: i64,
     },
 }
 
@@ -624,7 +627,8 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<Outcome> 
             seq,
             kind,
             payload,
-        } => crate::handoff::capture(tx, *guild_id, *seq, kind, payload)?,
+            received_ms,
+        } => crate::handoff::capture(tx, *guild_id, *seq, kind, payload, *received_ms)?,
         Op::UpdateMessageStats {
             guild_id,
             message_id,
