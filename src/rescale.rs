@@ -93,6 +93,9 @@ pub struct Summary {
     pub guilds_moved: u64,
     /// Captured events re-applied by the new owners.
     pub events_replayed: u64,
+    /// Captured events the new owners skipped: their old owners applied them before the
+    /// freeze point.
+    pub events_skipped: u64,
     /// From the freeze to the last new owner live: the longest any guild waited.
     pub longest_pause_ms: u64,
     /// This run, from its start to the commit.
@@ -487,6 +490,7 @@ async fn drive(args: RescaleArgs) -> anyhow::Result<ExitCode> {
     let longest_pause_ms = freezing.elapsed().as_millis() as u64;
     let guilds_moved: u64 = imports.iter().map(|(_, a)| a.guilds).sum();
     let events_replayed: u64 = imports.iter().map(|(_, a)| a.replayed as u64).sum();
+    let events_skipped: u64 = imports.iter().map(|(_, a)| a.skipped as u64).sum();
     for (k, answer) in &imports {
         progress(format_args!(
             "pod {k} is live: {} guilds imported, {} captured events re-applied, {} skipped (their old owner applied them before the anchor)",
@@ -513,6 +517,7 @@ async fn drive(args: RescaleArgs) -> anyhow::Result<ExitCode> {
         to: target,
         guilds_moved,
         events_replayed,
+        events_skipped,
         longest_pause_ms,
         duration_ms: started.elapsed().as_millis() as u64,
     };
@@ -520,12 +525,13 @@ async fn drive(args: RescaleArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         println!(
-            "committed epoch {}: {} -> {}; {} guilds moved, {} captured events re-applied, longest pause {} ms, {:.1} s in all",
+            "committed epoch {}: {} -> {}; {} guilds moved, {} captured events re-applied ({} skipped: applied before the freeze points), longest pause {} ms, {:.1} s in all",
             summary.epoch,
             summary.from,
             summary.to,
             summary.guilds_moved,
             summary.events_replayed,
+            summary.events_skipped,
             summary.longest_pause_ms,
             summary.duration_ms as f64 / 1000.0
         );

@@ -426,3 +426,27 @@ fn shard_of_into_a_closed_pipe_succeeds() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// An ordinal at or past the pod count (a typo, or a standby pod's) would own nothing: replay
+/// refuses it, naming both variables, and writes no database.
+#[test]
+fn replay_refuses_an_ordinal_past_the_pod_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("pod.sqlite3");
+    let out = gateway()
+        .arg("replay")
+        .arg(sample_stream())
+        .env("POD_ORDINAL", "3")
+        .env("NUM_GATEWAY_PODS", "3")
+        .env("DATABASE_URL", &db)
+        .env("HTTP_ADDR", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("POD_ORDINAL=3") && stderr.contains("NUM_GATEWAY_PODS=3"),
+        "{stderr}"
+    );
+    assert!(!db.exists());
+}

@@ -757,6 +757,10 @@ fn one_operation_at_a_time_and_partial_failures() {
     let stream = synthetic_stream(dir.path(), 120, 8_000);
     let mut cluster = Cluster::start(dir.path(), &stream, 4, 2, 600);
     cluster.wait_position(0.2);
+    // Pods 2 and 3 are standby: /status says so.
+    for (k, standby) in [(0, false), (2, true), (3, true)] {
+        assert_eq!(get_json(cluster.port(k), "/status").unwrap()["standby"], standby);
+    }
 
     // A second command while the first is under way: refused, naming it.
     cluster.rescale(&["--to", "3", "--until", "prepare"]);

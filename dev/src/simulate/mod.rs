@@ -672,14 +672,18 @@ fn print_rescale(index: usize, r: &schedule::Summary, cost: Option<Cost>, json: 
     if json {
         let line = serde_json::json!({"rescale": {
             "index": index + 1, "epoch": r.epoch, "from": r.from, "to": r.to,
-            "guilds_moved": r.guilds_moved, "events_captured": r.events_replayed,
+            "guilds_moved": r.guilds_moved,
+            // Every event the new owners captured: re-applied, or skipped because the old
+            // owner applied it before its freeze point.
+            "events_captured": r.events_replayed + r.events_skipped,
+            "events_replayed": r.events_replayed,
             "longest_pause_ms": r.longest_pause_ms, "duration_ms": r.duration_ms,
             "cost": cost,
         }});
         println!("{line}");
     } else {
         println!(
-            "rescale {}: {} -> {} pods ({}, {} shards), epoch {}: {} guilds moved, longest pause {} ms, {:.1} s, {} captured events re-applied",
+            "rescale {}: {} -> {} pods ({}, {} shards), epoch {}: {} guilds moved, longest pause {} ms, {:.1} s, {} captured events re-applied, {} skipped",
             index + 1,
             r.from.pods,
             r.to.pods,
@@ -689,7 +693,8 @@ fn print_rescale(index: usize, r: &schedule::Summary, cost: Option<Cost>, json: 
             r.guilds_moved,
             r.longest_pause_ms,
             r.duration_ms as f64 / 1000.0,
-            r.events_replayed
+            r.events_replayed,
+            r.events_skipped
         );
         if let Some(c) = cost {
             let mb = |b: u64| b as f64 / 1_048_576.0;

@@ -55,6 +55,8 @@ pub struct Summary {
     pub to: LayoutOf,
     pub guilds_moved: u64,
     pub events_replayed: u64,
+    #[serde(default)]
+    pub events_skipped: u64,
     pub longest_pause_ms: u64,
     pub duration_ms: u64,
 }
