@@ -150,6 +150,19 @@ CREATE TABLE IF NOT EXISTS gateway_captured (
     received_ms INTEGER
 );
 
+-- added: moderation events and audit entries of guilds given away in a rescale that were still
+-- waiting for their counterpart at the freeze: exported with the guilds, re-applied first by
+-- the new owner (which pairs them with what follows). Emptied at the commit.
+CREATE TABLE IF NOT EXISTS gateway_handover (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    guild_id    TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    received_ms INTEGER NOT NULL,
+    -- a retried import adds nothing
+    UNIQUE (guild_id, kind, payload, received_ms)
+);
+
 -- added: the anchors of a rescale's freeze (actors/src/domain/anchor.rs): where each group of
 -- moving guilds passed from its old owner (`source`) to its new one (`target`). The old owner
 -- writes its own at the freeze; the export carries them to the new owner, which re-applies its

@@ -284,3 +284,72 @@ fn a_captured_timeout_is_judged_as_of_its_receipt() {
         pipeline.shutdown();
     });
 }
+
+/// A kick whose event reached the old owner before a rescale's freeze and whose audit entry
+/// reaches only the new owner after it: the waiting event is handed over with the guild, and
+/// the new owner pairs the two (written as they stood, the member would count as having left,
+/// and the kick would be lost).
+#[test]
+fn a_waiting_moderation_event_is_handed_over_at_the_freeze() {
+    use gateway_actors::ownership::Layout;
+    use gateway_actors::shard::{md5_u32, Sharding, Strategy};
+    let dir = tempfile::tempdir().unwrap();
+    let (old_db, new_db) = (dir.path().join("old.sqlite3"), dir.path().join("new.sqlite3"));
+    let guild = (1u64..)
+        .find(|g| md5_u32(&g.to_string()) % 2 == 1)
+        .unwrap();
+    let mut old_config = one_pod(&old_db);
+    old_config.audit_window = Duration::from_secs(30);
+    let mut new_config = one_pod(&new_db);
+    new_config.sharding = Sharding::new(Strategy::Md5, 1, 1);
+    let kick = frame(
+        "GUILD_MEMBER_REMOVE",
+        2,
+        &format!(r#"{{"guild_id":"{guild}","user":{{"id":"77"}}}}"#),
+    );
+    let entry = frame(
+        "GUILD_AUDIT_LOG_ENTRY_CREATE",
+        3,
+        &format!(
+            r#"{{"guild_id":"{guild}","id":"5000","action_type":20,"target_id":"77","user_id":"3","reason":"raid"}}"#
+        ),
+    );
+    let create = frame(
+        "GUILD_CREATE",
+        1,
+        &format!(r#"{{"id":"{guild}","name":"g","channels":[],"threads":[]}}"#),
+    );
+    in_system(async {
+        let old = Pipeline::start(old_config, Arc::new(Metrics::new(0, 1).unwrap())).unwrap();
+        let new = Pipeline::start(new_config, Arc::new(Metrics::new(1, 1).unwrap())).unwrap();
+        let layout = |pods| Layout {
+            pods,
+            strategy: Strategy::Md5,
+            shards: 1,
+        };
+        submit(&old, &[ready(1), create]).await;
+        for pipeline in [&old, &new] {
+            pipeline.prepare(2, layout(2), layout(1), 9).await.unwrap();
+        }
+        // The kick reaches the old owner and waits for its entry.
+        submit(&old, &[kick]).await;
+        // Freeze (no anchor: the group freezes at once), export, import.
+        let (_, report) = old
+            .freeze(2, Vec::new(), Duration::from_secs(5), Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(report.anchors_missed, 0);
+        // The entry comes after the freeze point: only the new owner has it.
+        new.submit_from(decode_frame(&entry).unwrap(), 2).await;
+        settle(&new).await;
+        settle(&old).await;
+        let export = dir.path().join("export.sqlite3");
+        old.export(2, 1, export.clone()).await.unwrap();
+        new.import(2, vec![export], None).await.unwrap();
+        settle(&new).await;
+        assert_eq!(mod_rows(&new_db), vec![row("77", "kick", Some("3"), "raid")]);
+        assert_eq!(mod_rows(&old_db), vec![]);
+        new.shutdown();
+        old.shutdown();
+    });
+}

@@ -158,6 +158,8 @@ pub fn generate<W: Write, S: AsRef<str>>(
     let mut recent: Vec<(usize, u64)> = Vec::new();
     // Audit log entries that come late: (the message after which, the entry).
     let mut late: Vec<(u64, String)> = Vec::new();
+    // (guild, member, action) whose event once came without its entry.
+    let mut burned: std::collections::HashSet<(u64, u64, u8)> = std::collections::HashSet::new();
     let mut clock = START_MS;
     for n in 0..messages {
         clock += 1 + rng.below(20);
@@ -246,8 +248,17 @@ pub fn generate<W: Write, S: AsRef<str>>(
             // A moderation incident: one to four actions in one guild within a few events,
             // so several wait in one audit window.
             for k in 0..1 + rng.below(4) {
-                let user = rg.members[1 + rng.below(rg.members.len() as u64 - 1) as usize];
                 let action = moderation_action(&mut rng);
+                // A member whose event of this kind once came without an entry gets no more
+                // of that kind: which event a later entry pairs with would depend on timing
+                // (whether the first still waits), and runs would not compare.
+                let first = 1 + rng.below(rg.members.len() as u64 - 1) as usize;
+                let Some(user) = (0..rg.members.len() - 1)
+                    .map(|i| rg.members[1 + (first - 1 + i) % (rg.members.len() - 1)])
+                    .find(|u| !burned.contains(&(rg.id, *u, action.key())))
+                else {
+                    continue;
+                };
                 // Unique: one incident per message, whose clock only grows.
                 let entry_id = snowflake(clock, 0x20_0000 | k);
                 let (event_type, event, entry) = moderation_frames(&action, rg, user, entry_id);
@@ -263,7 +274,10 @@ pub fn generate<W: Write, S: AsRef<str>>(
                         late.push((n + 2 + rng.below(40), entry));
                     }
                     // Missing: no entry at all.
-                    9..=11 => emit(&mut out, event_type, &event)?,
+                    9..=11 => {
+                        emit(&mut out, event_type, &event)?;
+                        burned.insert((rg.id, user, action.key()));
+                    }
                     _ => {
                         emit(&mut out, event_type, &event)?;
                         emit(&mut out, "GUILD_AUDIT_LOG_ENTRY_CREATE", &entry)?;
@@ -295,6 +309,19 @@ enum ModAction {
     /// A timeout ending this many days after 2099-01-01 (always in the future).
     Timeout(u64),
     TimeoutRemoved,
+}
+
+impl ModAction {
+    /// What an audit entry is paired by, besides the member.
+    fn key(&self) -> u8 {
+        match self {
+            ModAction::Ban => 0,
+            ModAction::Unban => 1,
+            ModAction::Kick => 2,
+            ModAction::Timeout(_) => 3,
+            ModAction::TimeoutRemoved => 4,
+        }
+    }
 }
 
 fn moderation_action(rng: &mut Rng) -> ModAction {

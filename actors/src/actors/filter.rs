@@ -20,7 +20,7 @@
 
 use crate::anchor::{self, Anchor, AnchorOutcome, Group};
 use crate::event::{decode_dispatch, DecodeError, Dispatch, Event, EventKind, Id};
-use crate::guild::{FlushWaiting, GuildActor, GuildDeps, Stop};
+use crate::guild::{FlushWaiting, GuildActor, GuildDeps, HandOverWaiting, Stop};
 use crate::handoff;
 use crate::inbox::{GuildEvent, GuildInbox, Offered, Passivate};
 use crate::log_limit::LogLimit;
@@ -305,7 +305,9 @@ impl Handler<GuildEvent> for ShardFilter {
         let counters = self.metrics.kind(dispatch.kind);
         match route {
             // The payload is for the capture log only: not kept while the event waits.
-            Route::Apply => event.dispatch.payload = None,
+            // Moderation events keep theirs while they wait: a rescale may hand them over.
+            Route::Apply if !is_moderation(dispatch.kind) => event.dispatch.payload = None,
+            Route::Apply => {}
             Route::Foreign | Route::Frozen => {
                 if route == Route::Frozen {
                     self.metrics.rescale_frozen_events.inc();
@@ -344,19 +346,16 @@ impl Handler<GuildEvent> for ShardFilter {
 impl ShardFilter {
     /// The capture-log append of an event, if it stores anything.
     fn capture_op(&self, dispatch: &crate::event::Dispatch, received_ms: i64) -> Option<Op> {
-        if !capturable(dispatch) {
+        let (Some(payload), Some(guild_id)) = (&dispatch.payload, dispatch.guild_id) else {
             return None;
-        }
-        match (&dispatch.payload, dispatch.guild_id) {
-            (None, _) | (_, None) => None,
-            (Some(payload), Some(guild_id)) => Some(Op::Capture {
-                guild_id,
-                seq: dispatch.seq,
-                kind: dispatch.kind.name(),
-                payload: payload.clone(),
-                received_ms,
-            }),
-        }
+        };
+        capturable(dispatch).then(|| Op::Capture {
+            guild_id,
+            seq: dispatch.seq,
+            kind: dispatch.kind.name(),
+            payload: payload.clone(),
+            received_ms,
+        })
     }
 
     /// Hands an owned event to its guild's actor.
@@ -402,15 +401,21 @@ impl ShardFilter {
         let conn = self.deps.reads.get().map_err(|e| e.to_string())?;
         let captured = handoff::captured(&conn).map_err(|e| e.to_string())?;
         let anchors = handoff::anchors_for(&conn, live.ordinal).map_err(|e| e.to_string())?;
+        // Waiting moderation items the old owners handed over precede their freeze points:
+        // they come first, never skipped.
+        let handed = handoff::handed_over(&conn, |g| live.incoming(g)).map_err(|e| e.to_string())?;
         drop(conn);
-        let captured: Vec<_> = captured
+        let handed_count = handed.len();
+        let captured: Vec<_> = handed
             .into_iter()
+            .chain(captured)
             .map(|c| {
                 let dispatch = decode_dispatch(&c.kind, c.seq, &c.payload);
                 (c, dispatch)
             })
             .collect();
-        let skip = before_anchors(&captured, &anchors, &live);
+        let mut skip = vec![false; handed_count];
+        skip.extend(before_anchors(&captured[handed_count..], &anchors, &live));
         let skipped = skip.iter().filter(|&&s| s).count();
         self.ownership = live;
         let mut replayed = 0;
@@ -463,6 +468,18 @@ fn before_anchors(
     anchor::applied_by_old_owners(&log, anchors, &live.layout, &next.layout, |g| {
         live.layout.owner(g)
     })
+}
+
+/// Moderation events and audit entries: they may wait for their counterpart.
+fn is_moderation(kind: EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::GuildBanAdd
+            | EventKind::GuildBanRemove
+            | EventKind::GuildMemberRemove
+            | EventKind::GuildMemberUpdate
+            | EventKind::GuildAuditLogEntryCreate
+    )
 }
 
 /// Whether an event goes to the capture log (it stores something, for a guild).
@@ -552,8 +569,8 @@ impl Handler<Freeze> for ShardFilter {
 /// still waiting are frozen without theirs, and their new owners re-apply their whole log).
 /// Answers `None` while anchors are pending, else the progress mark before which every event
 /// of the leaving guilds was accepted, and what became of each anchor. Waiting moderation
-/// events of the leaving guilds are written as they stand (their audit entries, if they come,
-/// complete the rows on the new owner).
+/// events of the leaving guilds are handed over unresolved ([`HandOverWaiting`]): their new
+/// owner pairs them with the counterparts that come after the freeze point.
 #[derive(Message)]
 #[rtype(result = "Option<(u64, Vec<AnchorOutcome>)>")]
 pub struct SettleFreeze {
@@ -563,7 +580,10 @@ pub struct SettleFreeze {
 impl Handler<SettleFreeze> for ShardFilter {
     type Result = Option<(u64, Vec<AnchorOutcome>)>;
     fn handle(&mut self, msg: SettleFreeze, _: &mut Self::Context) -> Self::Result {
-        let handover = self.handover.as_mut()?;
+        // No rescale state (cannot happen while a freeze is asked): nothing to wait for.
+        let Some(handover) = self.handover.as_mut() else {
+            return Some((self.progress.mark(), Vec::new()));
+        };
         if !handover.freezing || (!handover.pending.is_empty() && !msg.give_up) {
             return None;
         }
@@ -581,7 +601,7 @@ impl Handler<SettleFreeze> for ShardFilter {
         let now = self.ownership;
         for (guild_id, entry) in &self.guilds {
             if now.outgoing(guild_id.0) {
-                entry.addr.do_send(FlushWaiting);
+                entry.addr.do_send(HandOverWaiting);
             }
         }
         Some((self.progress.mark(), outcomes))

@@ -37,6 +37,18 @@ pub struct Stop;
 #[rtype(result = "()")]
 pub struct FlushWaiting;
 
+/// The guild moves to another pod (a rescale's freeze): what waits for its counterpart is
+/// kept for the new owner, unresolved (`Op::HandOver`), which pairs it with what follows.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HandOverWaiting;
+
+/// A moderation item's ticket and, to hand it over, the event as received.
+pub struct Waiting {
+    ticket: Ticket,
+    carried: Option<(&'static str, std::sync::Arc<str>, i64)>,
+}
+
 /// Everything a guild actor needs besides its guild id.
 #[derive(Clone)]
 pub struct GuildDeps {
@@ -58,7 +70,7 @@ pub struct GuildActor {
     state: GuildState,
     /// Moderation events and audit log entries waiting for their pair. An event waiting here
     /// is not done, so `last_seq_committed` stays behind it until it is written.
-    moderation: ModerationLog<Ticket>,
+    moderation: ModerationLog<Waiting>,
     /// Shared with the filter: the mailbox count and the overflow this actor pulls from.
     inbox: Arc<GuildInbox>,
     /// Where to ask for passivation (the filter decides, so no event races the stop).
@@ -138,9 +150,13 @@ impl GuildActor {
             received_ms: now_ms,
             ..
         } = event;
+        let carried = dispatch
+            .payload
+            .clone()
+            .map(|payload| (dispatch.kind.name(), payload, now_ms));
         let bot = self.bot_user_id();
         match self.moderation.handle(
-            ticket,
+            Waiting { ticket, carried },
             &dispatch.event,
             dispatch.seq,
             Instant::now(),
@@ -152,7 +168,7 @@ impl GuildActor {
                 self.schedule_expiry(ctx);
                 self.dequeued(ctx);
             }
-            Err(ticket) => {
+            Err(Waiting { ticket, .. }) => {
                 let ops = self.state.handle(&dispatch.event);
                 if ops.is_empty() {
                     self.deps.metrics.kind(dispatch.kind).skipped.inc();
@@ -165,9 +181,9 @@ impl GuildActor {
         }
     }
 
-    fn apply_resolutions(&mut self, resolutions: Vec<Resolution<Ticket>>, ctx: &mut Context<Self>) {
+    fn apply_resolutions(&mut self, resolutions: Vec<Resolution<Waiting>>, ctx: &mut Context<Self>) {
         for Resolution { tokens, ops } in resolutions {
-            let mut tokens = tokens.into_iter();
+            let mut tokens = tokens.into_iter().map(|w| w.ticket);
             let Some(first) = tokens.next() else { continue };
             let second = tokens.next();
             if ops.is_empty() {
@@ -343,6 +359,28 @@ impl Handler<GuildEvent> for GuildActor {
                     .map(move |_, act, ctx| act.process(event, ctx)),
             ),
         }
+    }
+}
+
+impl Handler<HandOverWaiting> for GuildActor {
+    type Result = ();
+    fn handle(&mut self, _: HandOverWaiting, ctx: &mut Self::Context) {
+        let guild_id = self.state.guild_id();
+        for Waiting { ticket, carried } in self.moderation.hand_over() {
+            match carried {
+                Some((kind, payload, received_ms)) => {
+                    let op = Op::HandOver {
+                        guild_id,
+                        kind,
+                        payload,
+                        received_ms,
+                    };
+                    self.write(ticket, None, vec![op], false, ctx);
+                }
+                None => self.complete(ticket),
+            }
+        }
+        self.schedule_expiry(ctx);
     }
 }
 

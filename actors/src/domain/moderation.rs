@@ -130,6 +130,18 @@ impl<V> Waiting<V> {
         Some(slot.value)
     }
 
+    /// Changes every item waiting under `key`.
+    fn each_mut(&mut self, key: &MatchKey, mut f: impl FnMut(&mut V)) {
+        let Some(seqs) = self.index.get(key) else {
+            return;
+        };
+        for &seq in seqs {
+            if let Some(Some(slot)) = self.slots.get_mut((seq - self.first) as usize) {
+                f(&mut slot.value);
+            }
+        }
+    }
+
     fn oldest_since(&self) -> Option<Instant> {
         self.slots.front()?.as_ref().map(|s| s.since)
     }
@@ -240,6 +252,12 @@ impl<T> ModerationLog<T> {
                     }]);
                 }
                 self.timeouts.insert(*user_id, *timeout_until_ms);
+                // This change supersedes the member's earlier ones still waiting for their
+                // entries: their rows are still written, but the persisted timeout must end as
+                // the last event left it, whatever order the waiting items resolve in.
+                for action in [Action::Timeout, Action::TimeoutRemoved] {
+                    self.pending.each_mut(&(*user_id, action), |p| p.state = None);
+                }
                 let state = Some(Op::SetMemberTimeout {
                     guild_id,
                     user_id: *user_id,
@@ -331,6 +349,14 @@ impl<T> ModerationLog<T> {
             out.push(self.unmatched_entry(held));
         }
         out
+    }
+
+    /// Takes everything waiting out, unresolved, in arrival order (events, then entries): the
+    /// guild moves to another pod, which pairs them with what comes next.
+    pub fn hand_over(&mut self) -> Vec<T> {
+        let mut tokens: Vec<T> = self.pending.drain().map(|p| p.token).collect();
+        tokens.extend(self.held.drain().map(|h| h.token));
+        tokens
     }
 
     /// Resolves everything now: no more events will come (end of a replay, shutdown).
@@ -561,6 +587,40 @@ mod tests {
         log.handle(4, &clear, None, t0, 1000, Some(BOT)).unwrap();
         let r = log.flush();
         assert_eq!(mod_rows(&r), vec![("timeout_removed", None, String::new())]);
+    }
+
+    /// A timeout waiting for its entry, then its removal paired at once: the persisted state
+    /// ends as the last event left it (removed), not as the earlier event resolves later.
+    #[test]
+    fn the_last_timeout_change_wins_whatever_order_they_resolve_in() {
+        let t0 = Instant::now();
+        let mut log = log();
+        let state = |r: &[Resolution<u32>]| -> Vec<Option<i64>> {
+            r.iter()
+                .flat_map(|r| &r.ops)
+                .filter_map(|op| match op {
+                    Op::SetMemberTimeout { until_ms, .. } => Some(*until_ms),
+                    _ => None,
+                })
+                .collect()
+        };
+        let set = Event::MemberUpdate {
+            user_id: USER,
+            timeout_until_ms: Some(600_000),
+        };
+        assert!(log.handle(1, &set, None, t0, 0, None).unwrap().is_empty());
+        let clear = Event::MemberUpdate {
+            user_id: USER,
+            timeout_until_ms: None,
+        };
+        let early = entry(13, 24, MOD, Some(TimeoutChange::Cleared));
+        assert!(log.handle(2, &early, None, t0, 0, None).unwrap().is_empty());
+        let r = log.handle(3, &clear, None, t0, 1000, None).unwrap();
+        assert_eq!(state(&r), vec![None]);
+        // The first one's window closes later: logged, but it leaves the state alone.
+        let r = log.flush();
+        assert_eq!(mod_rows(&r), vec![("timeout", None, String::new())]);
+        assert_eq!(state(&r), Vec::<Option<i64>>::new());
     }
 
     #[test]

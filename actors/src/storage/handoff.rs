@@ -131,6 +131,56 @@ pub fn captured(conn: &Connection) -> rusqlite::Result<Vec<Captured>> {
     rows
 }
 
+/// Keeps a waiting moderation event or entry of a guild this pod gives away.
+pub fn hand_over(
+    conn: &Connection,
+    guild_id: Id,
+    kind: &str,
+    payload: &str,
+    received_ms: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO gateway_handover (guild_id, kind, payload, received_ms)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![guild_id.to_string(), kind, payload, received_ms])?;
+    Ok(())
+}
+
+/// The waiting moderation events handed over for the guilds `take` selects, in order.
+pub fn handed_over(
+    conn: &Connection,
+    take: impl Fn(u64) -> bool,
+) -> rusqlite::Result<Vec<Captured>> {
+    let mut stmt = conn
+        .prepare("SELECT guild_id, kind, payload, received_ms FROM gateway_handover ORDER BY id")?;
+    let rows: Vec<Captured> = stmt
+        .query_map([], |r| {
+            Ok(Captured {
+                guild_id: r.get::<_, String>(0)?.parse().unwrap_or(0),
+                seq: None,
+                kind: r.get(1)?,
+                payload: r.get(2)?,
+                received_ms: r.get(3)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows.into_iter().filter(|c| take(c.guild_id)).collect())
+}
+
+/// Copies `from`'s handed-over events of the guilds `take` selects into `conn`.
+fn copy_handed_over(
+    conn: &Connection,
+    from: &Path,
+    take: impl Fn(u64) -> bool,
+) -> rusqlite::Result<()> {
+    let source = Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    for c in handed_over(&source, take)? {
+        hand_over(conn, Id(c.guild_id), &c.kind, &c.payload, c.received_ms.unwrap_or(0))?;
+    }
+    Ok(())
+}
+
 /// Records what this old owner did with each anchor (in the writer's transaction).
 pub fn save_anchors(conn: &Connection, outcomes: &[AnchorOutcome]) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
@@ -241,15 +291,18 @@ pub fn export(
     database: &Path,
     out: &Path,
     to: u32,
-    moves: impl Fn(u64) -> bool + Send + 'static,
+    moves: impl Fn(u64) -> bool + Send + Sync + 'static,
 ) -> Result<(), ReshardError> {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", out.display()));
     }
+    let moves = std::sync::Arc::new(moves);
     let conn = store::open_writer(out)?;
-    register_owner(&conn, moves).map_err(StoreError::Sql)?;
+    let selected = moves.clone();
+    register_owner(&conn, move |g| selected(g)).map_err(StoreError::Sql)?;
     copy_owned(&conn, database, 0)?;
     copy_anchors(&conn, database, Some(to)).map_err(StoreError::Sql)?;
+    copy_handed_over(&conn, database, |g| moves(g)).map_err(StoreError::Sql)?;
     // One self-contained file to send: no WAL beside it.
     conn.pragma_update(None, "journal_mode", "DELETE")
         .map_err(StoreError::Sql)?;
@@ -262,6 +315,7 @@ pub fn import(conn: &Connection, file: &Path) -> Result<(), ReshardError> {
     register_owner(conn, |_| true).map_err(StoreError::Sql)?;
     copy_owned(conn, file, 0)?;
     copy_anchors(conn, file, None).map_err(StoreError::Sql)?;
+    copy_handed_over(conn, file, |_| true).map_err(StoreError::Sql)?;
     Ok(())
 }
 
@@ -285,7 +339,8 @@ pub fn remove_guilds(
          DELETE FROM mod_action_late_entries WHERE gone(guild_id);
          DELETE FROM member_timeouts WHERE gone(guild_id);
          DELETE FROM gateway_captured;
-         DELETE FROM gateway_anchors;",
+         DELETE FROM gateway_anchors;
+         DELETE FROM gateway_handover;",
     )
 }
 

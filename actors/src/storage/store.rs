@@ -340,6 +340,14 @@ pub enum Op {
         /// When the pod received it (Unix ms).
         received_ms: i64,
     },
+    /// Keep a moderation event or entry of a guild given away in a rescale that was still
+    /// waiting for its counterpart: the new owner pairs it (see `gateway_handover`).
+    HandOver {
+        guild_id: Id,
+        kind: &'static str,
+        payload: std::sync::Arc<str>,
+        received_ms: i64,
+    },
 }
 
 fn opt_id(id: Option<Id>) -> Option<String> {
@@ -629,6 +637,12 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<Outcome> 
             payload,
             received_ms,
         } => crate::handoff::capture(tx, *guild_id, *seq, kind, payload, *received_ms)?,
+        Op::HandOver {
+            guild_id,
+            kind,
+            payload,
+            received_ms,
+        } => crate::handoff::hand_over(tx, *guild_id, kind, payload, *received_ms)?,
         Op::UpdateMessageStats {
             guild_id,
             message_id,
