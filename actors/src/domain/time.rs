@@ -94,6 +94,13 @@ pub fn human_duration(ms: i64) -> String {
     }
 }
 
+/// The wall clock in Unix milliseconds (0 before 1970).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,11 +132,4 @@ mod tests {
         assert_eq!(human_duration(3 * 86_400_000), "3 days");
         assert_eq!(human_duration(500), "500 ms");
     }
-}
-
-/// The wall clock in Unix milliseconds (0 before 1970).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -512,7 +512,7 @@ mod tests {
         }
         // Integers beyond 2^53 are refused, not silently made floats.
         for big in [json!(9007199254740992u64), json!(u64::MAX), json!(1e300), json!(-9007199254740993i64)] {
-            match pool.run("SELECT ?1", &[big.clone()]) {
+            match pool.run("SELECT ?1", std::slice::from_ref(&big)) {
                 Err(QueryError::Refused(why)) => assert!(why.contains("2^53"), "{why}"),
                 other => panic!("{big}: {other:?}"),
             }
@@ -623,7 +623,7 @@ mod guard_tests {
                 matches!(&outcome, Err(QueryError::Refused(_)) | Err(QueryError::Sql(_))),
                 "{sql}: {outcome:?}"
             );
-            assert!(!matches!(outcome, Ok(_)));
+            assert!(outcome.is_err());
         }
         // Full-text shadow tables, in a file that has one (the pod's schema has none).
         let path = dir.path().join("g.sqlite3");
