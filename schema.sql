@@ -156,6 +156,7 @@ CREATE TABLE IF NOT EXISTS gateway_captured (
 CREATE TABLE IF NOT EXISTS gateway_handover (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     guild_id    TEXT NOT NULL,
+    seq         INTEGER,
     kind        TEXT NOT NULL,
     payload     TEXT NOT NULL,
     received_ms INTEGER NOT NULL,

@@ -20,7 +20,7 @@
 
 use crate::anchor::{self, Anchor, AnchorOutcome, Group};
 use crate::event::{decode_dispatch, DecodeError, Dispatch, Event, EventKind, Id};
-use crate::guild::{FlushWaiting, GuildActor, GuildDeps, HandOverWaiting, Stop};
+use crate::guild::{FlushWaiting, GuildActor, GuildDeps, HandOverWaiting, Stop, TakeOver};
 use crate::handoff;
 use crate::inbox::{GuildEvent, GuildInbox, Offered, Passivate};
 use crate::log_limit::LogLimit;
@@ -406,6 +406,13 @@ impl ShardFilter {
         let handed = handoff::handed_over(&conn, |g| live.incoming(g)).map_err(|e| e.to_string())?;
         drop(conn);
         let handed_count = handed.len();
+        // A guild handed to this pod through its own new sessions keeps its actor: it stops
+        // handing its waiting items over (everything before the freeze point is done).
+        for (guild_id, entry) in &self.guilds {
+            if live.incoming(guild_id.0) {
+                entry.addr.do_send(TakeOver);
+            }
+        }
         let captured: Vec<_> = handed
             .into_iter()
             .chain(captured)

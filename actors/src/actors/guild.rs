@@ -43,10 +43,31 @@ pub struct FlushWaiting;
 #[rtype(result = "()")]
 pub struct HandOverWaiting;
 
+/// The guild is live here (again, after handing itself over through new sessions): what
+/// waits is this actor's to resolve.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TakeOver;
+
+impl Handler<TakeOver> for GuildActor {
+    type Result = ();
+    fn handle(&mut self, _: TakeOver, _: &mut Self::Context) {
+        self.handing_over = false;
+    }
+}
+
 /// A moderation item's ticket and, to hand it over, the event as received.
 pub struct Waiting {
     ticket: Ticket,
-    carried: Option<(&'static str, std::sync::Arc<str>, i64)>,
+    carried: Option<Carried>,
+}
+
+/// A moderation event as received: its type, seq, payload and receipt time.
+struct Carried {
+    kind: &'static str,
+    seq: Option<u64>,
+    payload: std::sync::Arc<str>,
+    received_ms: i64,
 }
 
 /// Everything a guild actor needs besides its guild id.
@@ -80,6 +101,8 @@ pub struct GuildActor {
     last_event: Instant,
     /// Writes waiting for room in the writer, oldest first (see [`GuildActor::write`]).
     blocked: VecDeque<BlockedWrite>,
+    /// The guild moves away (a rescale's freeze): waiting moderation items are handed over.
+    handing_over: bool,
     /// The one timer for the oldest waiting moderation item, and its deadline. Each expiry
     /// sets the next, so an item that arrived while an older one waited is never left
     /// without a timer.
@@ -110,6 +133,7 @@ impl GuildActor {
             deps,
             last_event: Instant::now(),
             blocked: VecDeque::new(),
+            handing_over: false,
             expiry: None,
         }
     }
@@ -150,10 +174,12 @@ impl GuildActor {
             received_ms: now_ms,
             ..
         } = event;
-        let carried = dispatch
-            .payload
-            .clone()
-            .map(|payload| (dispatch.kind.name(), payload, now_ms));
+        let carried = dispatch.payload.clone().map(|payload| Carried {
+            kind: dispatch.kind.name(),
+            seq: dispatch.seq,
+            payload,
+            received_ms: now_ms,
+        });
         let bot = self.bot_user_id();
         match self.moderation.handle(
             Waiting { ticket, carried },
@@ -165,6 +191,9 @@ impl GuildActor {
         ) {
             Ok(resolutions) => {
                 self.apply_resolutions(resolutions, ctx);
+                if self.handing_over {
+                    self.hand_over_waiting(ctx);
+                }
                 self.schedule_expiry(ctx);
                 self.dequeued(ctx);
             }
@@ -365,15 +394,25 @@ impl Handler<GuildEvent> for GuildActor {
 impl Handler<HandOverWaiting> for GuildActor {
     type Result = ();
     fn handle(&mut self, _: HandOverWaiting, ctx: &mut Self::Context) {
+        // From now on everything this actor still processes precedes the freeze point (it
+        // may still sit in the overflow): what comes to wait is handed over too.
+        self.handing_over = true;
+        self.hand_over_waiting(ctx);
+    }
+}
+
+impl GuildActor {
+    fn hand_over_waiting(&mut self, ctx: &mut Context<Self>) {
         let guild_id = self.state.guild_id();
         for Waiting { ticket, carried } in self.moderation.hand_over() {
             match carried {
-                Some((kind, payload, received_ms)) => {
+                Some(c) => {
                     let op = Op::HandOver {
                         guild_id,
-                        kind,
-                        payload,
-                        received_ms,
+                        seq: c.seq,
+                        kind: c.kind,
+                        payload: c.payload,
+                        received_ms: c.received_ms,
                     };
                     self.write(ticket, None, vec![op], false, ctx);
                 }

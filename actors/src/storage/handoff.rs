@@ -135,15 +135,22 @@ pub fn captured(conn: &Connection) -> rusqlite::Result<Vec<Captured>> {
 pub fn hand_over(
     conn: &Connection,
     guild_id: Id,
+    seq: Option<u64>,
     kind: &str,
     payload: &str,
     received_ms: i64,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT OR IGNORE INTO gateway_handover (guild_id, kind, payload, received_ms)
-         VALUES (?1, ?2, ?3, ?4)",
+        "INSERT OR IGNORE INTO gateway_handover (guild_id, seq, kind, payload, received_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute(params![guild_id.to_string(), kind, payload, received_ms])?;
+    .execute(params![
+        guild_id.to_string(),
+        seq.map(|s| s as i64),
+        kind,
+        payload,
+        received_ms
+    ])?;
     Ok(())
 }
 
@@ -153,15 +160,15 @@ pub fn handed_over(
     take: impl Fn(u64) -> bool,
 ) -> rusqlite::Result<Vec<Captured>> {
     let mut stmt = conn
-        .prepare("SELECT guild_id, kind, payload, received_ms FROM gateway_handover ORDER BY id")?;
+        .prepare("SELECT guild_id, seq, kind, payload, received_ms FROM gateway_handover ORDER BY id")?;
     let rows: Vec<Captured> = stmt
         .query_map([], |r| {
             Ok(Captured {
                 guild_id: r.get::<_, String>(0)?.parse().unwrap_or(0),
-                seq: None,
-                kind: r.get(1)?,
-                payload: r.get(2)?,
-                received_ms: r.get(3)?,
+                seq: r.get::<_, Option<i64>>(1)?.map(|s| s as u64),
+                kind: r.get(2)?,
+                payload: r.get(3)?,
+                received_ms: r.get(4)?,
             })
         })?
         .collect::<Result<_, _>>()?;
@@ -176,7 +183,7 @@ fn copy_handed_over(
 ) -> rusqlite::Result<()> {
     let source = Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     for c in handed_over(&source, take)? {
-        hand_over(conn, Id(c.guild_id), &c.kind, &c.payload, c.received_ms.unwrap_or(0))?;
+        hand_over(conn, Id(c.guild_id), c.seq, &c.kind, &c.payload, c.received_ms.unwrap_or(0))?;
     }
     Ok(())
 }

@@ -344,6 +344,8 @@ pub enum Op {
     /// waiting for its counterpart: the new owner pairs it (see `gateway_handover`).
     HandOver {
         guild_id: Id,
+        /// Its seq: what identifies a ban without its entry, re-applied after a restart.
+        seq: Option<u64>,
         kind: &'static str,
         payload: std::sync::Arc<str>,
         received_ms: i64,
@@ -639,10 +641,11 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<Outcome> 
         } => crate::handoff::capture(tx, *guild_id, *seq, kind, payload, *received_ms)?,
         Op::HandOver {
             guild_id,
+            seq,
             kind,
             payload,
             received_ms,
-        } => crate::handoff::hand_over(tx, *guild_id, kind, payload, *received_ms)?,
+        } => crate::handoff::hand_over(tx, *guild_id, *seq, kind, payload, *received_ms)?,
         Op::UpdateMessageStats {
             guild_id,
             message_id,
