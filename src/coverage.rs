@@ -140,7 +140,11 @@ const MAX_STANDBY_PROBES: u32 = 16;
 /// Prepares that no command can finish: their epoch is already committed by some pod (under
 /// another operation), so they are what a command that died or lost a race left behind.
 fn left_prepares<'a>(layouts: impl Iterator<Item = &'a Layout> + Clone) -> Vec<String> {
-    let committed = layouts.clone().map(|l| l.ownership.epoch).max().unwrap_or(0);
+    let committed = layouts
+        .clone()
+        .map(|l| l.ownership.epoch)
+        .max()
+        .unwrap_or(0);
     layouts
         .filter_map(|l| {
             let next = l.ownership.next.as_ref()?;

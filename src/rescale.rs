@@ -15,10 +15,10 @@
 //! it, naming the pod and the step; running the command again resumes.
 
 use crate::api::rescale::{FreezeAnswer, ImportAnswer, LayoutBody, NextBody, RescaleState};
-use gateway_actors::anchor::Anchor;
 use crate::routing::UrlTemplate;
 use anyhow::{bail, Context as _};
 use clap::Args;
+use gateway_actors::anchor::Anchor;
 use gateway_actors::shard::{default_shards, Strategy};
 use serde::Serialize;
 use std::process::ExitCode;
@@ -334,7 +334,12 @@ async fn drive(args: RescaleArgs) -> anyhow::Result<ExitCode> {
                 "resuming operation {}: the rescale to {} (epoch {})",
                 next.operation, next.layout, next.epoch
             ));
-            (next.epoch, next.layout.clone(), next.operation.clone(), false)
+            (
+                next.epoch,
+                next.layout.clone(),
+                next.operation.clone(),
+                false,
+            )
         }
         None => {
             let Some(to) = args.to else {
@@ -390,7 +395,10 @@ async fn drive(args: RescaleArgs) -> anyhow::Result<ExitCode> {
                 .filter(|(_, outcome)| outcome.is_ok())
                 .map(|(k, _)| *k);
             let body = serde_json::json!({"epoch": epoch, "operation": operation});
-            for (k, outcome) in pods.each::<RescaleState>(took, "undo prepare", "/abort", body).await {
+            for (k, outcome) in pods
+                .each::<RescaleState>(took, "undo prepare", "/abort", body)
+                .await
+            {
                 match outcome {
                     Ok(_) => progress(format_args!("pod {k}: prepare undone")),
                     Err(e) => progress(format_args!(
@@ -592,11 +600,19 @@ async fn abort(pods: &Pods) -> anyhow::Result<ExitCode> {
         targets.extend(
             reachable
                 .iter()
-                .filter(|s| s.next.as_ref().is_some_and(|n| n.operation == next.operation))
+                .filter(|s| {
+                    s.next
+                        .as_ref()
+                        .is_some_and(|n| n.operation == next.operation)
+                })
                 .map(|s| (s.ordinal, next.epoch, next.operation.clone())),
         );
     }
-    for (k, why) in states.iter().enumerate().filter_map(|(k, s)| Some((k, s.as_ref().err()?))) {
+    for (k, why) in states
+        .iter()
+        .enumerate()
+        .filter_map(|(k, s)| Some((k, s.as_ref().err()?)))
+    {
         progress(format_args!(
             "pod {k} does not answer ({why}): if it holds a prepare, --abort again once it answers"
         ));

@@ -657,11 +657,31 @@ fn hostile_queries_cannot_crash_a_pod_or_take_its_memory() {
         let error = body["error"].as_str().unwrap_or_default();
         assert!(error.contains(says), "{sql}: {error:?} should say {says:?}");
     };
-    refused("SELECT hex(fts3_tokenizer(?1))", &[json!("simple")], 400, "the function fts3_tokenizer");
-    refused("SELECT fts3_tokenizer('simple', ?1)", &[json!("AAAAAAAA")], 400, "the function fts3_tokenizer");
-    refused("SELECT * FROM fts3tokenize WHERE input = 'a b'", &[], 400, "the table fts3tokenize");
+    refused(
+        "SELECT hex(fts3_tokenizer(?1))",
+        &[json!("simple")],
+        400,
+        "the function fts3_tokenizer",
+    );
+    refused(
+        "SELECT fts3_tokenizer('simple', ?1)",
+        &[json!("AAAAAAAA")],
+        400,
+        "the function fts3_tokenizer",
+    );
+    refused(
+        "SELECT * FROM fts3tokenize WHERE input = 'a b'",
+        &[],
+        400,
+        "the table fts3tokenize",
+    );
     refused("SELECT * FROM dbstat", &[], 400, "the table dbstat");
-    refused("SELECT name FROM pragma_function_list", &[], 400, "pragma_function_list");
+    refused(
+        "SELECT name FROM pragma_function_list",
+        &[],
+        400,
+        "pragma_function_list",
+    );
 
     // 4 x 16 MB of zeros: 422 at the byte budget, and the pod's peak memory stays near it.
     let before = peak_rss(&deployment, 0);
@@ -675,7 +695,11 @@ fn hostile_queries_cannot_crash_a_pod_or_take_its_memory() {
     assert!(grew < 48 << 20, "the peak RSS grew by {} MB", grew >> 20);
     // Blobs come as base64 in a tagged object.
     let (code, body) = query(port, &guild, "SELECT x'0001ff'", &[]);
-    assert_eq!((code, &body["rows"]), (200, &json!([[{"$blob": "AAH/"}]])), "{body}");
+    assert_eq!(
+        (code, &body["rows"]),
+        (200, &json!([[{"$blob": "AAH/"}]])),
+        "{body}"
+    );
     assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
     assert_eq!(http_get(port, "/readyz").unwrap().0, 200);
 }
@@ -699,15 +723,27 @@ fn bad_ids_keys_and_numbers_are_refused() {
     for id in &bad_ids {
         for (method, route, body) in [
             ("GET", "owner", None),
-            ("POST", "query", Some(json!({"sql": "select 1", "parameters": []}))),
+            (
+                "POST",
+                "query",
+                Some(json!({"sql": "select 1", "parameters": []})),
+            ),
             ("GET", "settings", None),
             ("PATCH", "settings", Some(json!({"a": 1}))),
         ] {
-            let (code, answer) = call(port, method, &format!("/v1/guilds/{id}/{route}"), body.as_ref());
+            let (code, answer) = call(
+                port,
+                method,
+                &format!("/v1/guilds/{id}/{route}"),
+                body.as_ref(),
+            );
             let shown: String = id.chars().take(20).collect();
             assert_eq!(code, 400, "{method} {route} {shown}: {answer}");
             assert!(
-                answer["error"].as_str().unwrap_or_default().contains("not a Discord snowflake"),
+                answer["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("not a Discord snowflake"),
                 "{shown}: {answer}"
             );
         }
@@ -720,18 +756,37 @@ fn bad_ids_keys_and_numbers_are_refused() {
         Some(&json!({"guilds": [good, "00012"], "sql": "select 1", "parameters": []})),
     );
     assert_eq!(code, 400, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("\"00012\""), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("\"00012\""),
+        "{answer}"
+    );
 
     // A NUL inside a key would be cut by SQLite's JSON and overwrite another key.
     let settings = format!("/v1/guilds/{good}/settings");
-    assert_eq!(call(port, "PATCH", &settings, Some(&json!({"a": 1}))).0, 200);
+    assert_eq!(
+        call(port, "PATCH", &settings, Some(&json!({"a": 1}))).0,
+        200
+    );
     let (code, answer) = call(port, "PATCH", &settings, Some(&json!({"a\u{0}b": 2})));
     assert_eq!(code, 400, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("NUL"), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("NUL"),
+        "{answer}"
+    );
     // Integers beyond 2^53, in settings and in parameters.
-    let (code, answer) = api_request(port, Some(TOKEN), "PATCH", &settings, r#"{"n": {"m": [1, 9007199254740993]}}"#).unwrap();
+    let (code, answer) = api_request(
+        port,
+        Some(TOKEN),
+        "PATCH",
+        &settings,
+        r#"{"n": {"m": [1, 9007199254740993]}}"#,
+    )
+    .unwrap();
     assert_eq!(code, 400, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("/n/m/1"), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("/n/m/1"),
+        "{answer}"
+    );
     let (code, answer) = api_request(
         port,
         Some(TOKEN),
@@ -742,7 +797,11 @@ fn bad_ids_keys_and_numbers_are_refused() {
     .unwrap();
     assert_eq!(code, 400, "{answer}");
     let (code, answer) = call(port, "GET", &settings, None);
-    assert_eq!((code, &answer["settings"]), (200, &json!({"a": 1})), "{answer}");
+    assert_eq!(
+        (code, &answer["settings"]),
+        (200, &json!({"a": 1})),
+        "{answer}"
+    );
 
     // No guilds row was created for any bad id, on either pod.
     for k in 0..2 {
@@ -750,7 +809,10 @@ fn bad_ids_keys_and_numbers_are_refused() {
         let ids = run_on_file(&db, "select id from guilds", &[]);
         for row in ids["rows"].as_array().unwrap() {
             let id = row[0].as_str().unwrap();
-            assert!(gateway_actors::shard::parse_snowflake(id).is_ok(), "pod {k} holds a guilds row {id:?}");
+            assert!(
+                gateway_actors::shard::parse_snowflake(id).is_ok(),
+                "pod {k} holds a guilds row {id:?}"
+            );
         }
     }
 }
@@ -785,7 +847,8 @@ fn probes_answer_during_heavy_calls_and_slow_bodies_time_out() {
             let heavy = heavy.clone();
             std::thread::spawn(move || {
                 for _ in 0..3 {
-                    let (code, body) = api_request(port, Some(TOKEN), "POST", "/v1/query", &heavy).unwrap();
+                    let (code, body) =
+                        api_request(port, Some(TOKEN), "POST", "/v1/query", &heavy).unwrap();
                     assert_eq!(code, 200, "{body}");
                 }
             })
@@ -800,12 +863,19 @@ fn probes_answer_during_heavy_calls_and_slow_bodies_time_out() {
     assert!(times.len() >= 5, "{}", times.len());
     // The kubelet's timeout is 1 s; the probes must stay far inside it.
     let (median, worst) = (times[times.len() / 2], times[times.len() - 1]);
-    assert!(median < Duration::from_millis(100), "median probe {median:?}");
+    assert!(
+        median < Duration::from_millis(100),
+        "median probe {median:?}"
+    );
     assert!(worst < Duration::from_secs(1), "slowest probe {worst:?}");
 
     // A body of exactly the cap, for guilds of the other pod: its re-encoded copy is longer
     // (1E9 becomes 1000000000.0), and the other pod still takes it.
-    let other: Vec<String> = guilds_by_owner(&deployment)[&1].iter().take(3).cloned().collect();
+    let other: Vec<String> = guilds_by_owner(&deployment)[&1]
+        .iter()
+        .take(3)
+        .cloned()
+        .collect();
     let columns: Vec<String> = (1..=50).map(|i| format!("?{i}")).collect();
     let params = vec!["1E9"; 50].join(",");
     let build = |pad: usize| {
@@ -821,13 +891,21 @@ fn probes_answer_during_heavy_calls_and_slow_bodies_time_out() {
     let (code, answer) = api_request(port, Some(TOKEN), "POST", "/v1/query", &body).unwrap();
     assert_eq!(code, 200, "{answer}");
     assert_eq!(answer["rows"][0][0], json!(1e9));
-    let (code, _) = api_request(port, Some(TOKEN), "POST", "/v1/query", &build(1_048_577 - build(0).len())).unwrap();
+    let (code, _) = api_request(
+        port,
+        Some(TOKEN),
+        "POST",
+        "/v1/query",
+        &build(1_048_577 - build(0).len()),
+    )
+    .unwrap();
     assert_eq!(code, 413);
 
     // A body that stops half way: 408 after API_BODY_TIMEOUT_MS, and the pod answers.
     use std::io::Read;
     let mut slow = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     write!(
         slow,
         "POST /v1/query HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"guilds\""

@@ -154,7 +154,14 @@ fn shard_of_prints_one_line_per_id_in_order() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"abc\" is not a Discord snowflake"));
     // Without --any-string, every id must be a snowflake, with either strategy.
-    for bad in ["abc", "-1", "00012", "0", "18446744073709551616", "\u{1F600}"] {
+    for bad in [
+        "abc",
+        "-1",
+        "00012",
+        "0",
+        "18446744073709551616",
+        "\u{1F600}",
+    ] {
         let out = gateway().args(["shard-of", "--", bad]).output().unwrap();
         assert!(!out.status.success(), "{bad:?} was accepted");
         assert!(

@@ -759,7 +759,10 @@ fn one_operation_at_a_time_and_partial_failures() {
     cluster.wait_position(0.2);
     // Pods 2 and 3 are standby: /status says so.
     for (k, standby) in [(0, false), (2, true), (3, true)] {
-        assert_eq!(get_json(cluster.port(k), "/status").unwrap()["standby"], standby);
+        assert_eq!(
+            get_json(cluster.port(k), "/status").unwrap()["standby"],
+            standby
+        );
     }
 
     // A second command while the first is under way: refused, naming it.
@@ -795,7 +798,10 @@ fn one_operation_at_a_time_and_partial_failures() {
     let out = cluster.rescale_command(&["--status"]).output().unwrap();
     let status = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(!out.status.success(), "{status}");
-    assert!(status.contains("00000000000000bb") && status.contains("LEFT BEHIND"), "{status}");
+    assert!(
+        status.contains("00000000000000bb") && status.contains("LEFT BEHIND"),
+        "{status}"
+    );
     let coverage = gateway()
         .args(["coverage", "--pod-url-template", &cluster.template])
         .env_remove("NUM_GATEWAY_PODS")
@@ -807,7 +813,10 @@ fn one_operation_at_a_time_and_partial_failures() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--abort"));
     let aborted = cluster.rescale(&["--abort"]);
-    assert!(aborted.contains("pod 3: operation 00000000000000bb"), "{aborted}");
+    assert!(
+        aborted.contains("pod 3: operation 00000000000000bb"),
+        "{aborted}"
+    );
     cluster.status();
 
     // A target pod down at prepare: the prepare is undone on the pods that took it.
@@ -815,7 +824,10 @@ fn one_operation_at_a_time_and_partial_failures() {
     let out = cluster.rescale_command(&["--to", "4"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success());
-    assert!(text.contains("pod 3, step prepare") && text.contains("prepare undone"), "{text}");
+    assert!(
+        text.contains("pod 3, step prepare") && text.contains("prepare undone"),
+        "{text}"
+    );
     assert_eq!(cluster.status().matches("no rescale under way").count(), 3);
 
     // Down after its prepare: --abort undoes the others, names it, and removes its prepare
@@ -833,14 +845,22 @@ fn one_operation_at_a_time_and_partial_failures() {
     // naming the pod and the step; run again once the pod is back, it finishes.
     cluster.rescale(&["--to", "4", "--until", "prepare"]);
     let pid = cluster.pods[0].as_ref().unwrap().0.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    assert!(std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
     let started = std::time::Instant::now();
     let out = cluster
         .rescale_command(&["--pod-timeout-secs", "3"])
         .output()
         .unwrap();
     let took = started.elapsed();
-    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    assert!(std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("pod 0, step"), "{text}");
@@ -885,6 +905,9 @@ fn a_lagging_old_owner_hands_over_exactly_with_the_default_margin() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("anchors passed") && !text.contains("did not within"), "{text}");
+    assert!(
+        text.contains("anchors passed") && !text.contains("did not within"),
+        "{text}"
+    );
     cluster.assert_done(3);
 }

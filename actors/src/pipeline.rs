@@ -5,8 +5,8 @@
 //! `submit` each dispatch, then `drain` to wait until everything accepted is committed.
 //! It must be called inside a running actix `System`.
 
-use crate::event::Dispatch;
 use crate::anchor::Anchor;
+use crate::event::Dispatch;
 use crate::filter::{Commit, Freeze, GoLive, SetOwnership, SettleFreeze, ShardFilter};
 pub use crate::guild::SlowGuildHook;
 use crate::guild::{FlushWaiting, GuildDeps};
@@ -484,7 +484,12 @@ impl Pipeline {
             let draining = std::time::Instant::now();
             let (mark, outcomes) = loop {
                 let give_up = draining.elapsed() >= drain;
-                if let Some(settled) = self.filter.send(SettleFreeze { give_up }).await.map_err(gone)? {
+                if let Some(settled) = self
+                    .filter
+                    .send(SettleFreeze { give_up })
+                    .await
+                    .map_err(gone)?
+                {
                     break settled;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -512,8 +517,12 @@ impl Pipeline {
             if let Ok(Ok(leaving)) = leaving {
                 self.metrics.rescale_guilds_remaining.set(leaving);
             }
-            tracing::info!(epoch, passed = report.anchors_passed, drain_ms = report.drain_ms,
-                "rescale: outgoing guilds frozen");
+            tracing::info!(
+                epoch,
+                passed = report.anchors_passed,
+                drain_ms = report.drain_ms,
+                "rescale: outgoing guilds frozen"
+            );
         }
         self.frozen_committed(limit).await?;
         Ok((frozen, report))

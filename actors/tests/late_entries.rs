@@ -245,9 +245,7 @@ fn a_captured_timeout_is_judged_as_of_its_receipt() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("gateway.sqlite3");
     // A guild that pod 1, standby under one pod, receives when there are two.
-    let guild = (1u64..)
-        .find(|g| md5_u32(&g.to_string()) % 2 == 1)
-        .unwrap();
+    let guild = (1u64..).find(|g| md5_u32(&g.to_string()) % 2 == 1).unwrap();
     let mut config = config(&db);
     config.sharding = Sharding::new(Strategy::Md5, 1, 1);
     let until_ms = gateway_actors::time::now_ms() + 1_500;
@@ -272,7 +270,9 @@ fn a_captured_timeout_is_judged_as_of_its_receipt() {
         pipeline.prepare(2, layout(2), layout(1), 7).await.unwrap();
         submit(&pipeline, &[ready(1)]).await;
         // From the sessions this standby pod opened for the new layout (epoch 2).
-        pipeline.submit_from(decode_frame(&update).unwrap(), 2).await;
+        pipeline
+            .submit_from(decode_frame(&update).unwrap(), 2)
+            .await;
         settle(&pipeline).await;
         // The pause: the timeout's end passes before the guild goes live here.
         tokio::time::sleep(Duration::from_millis(2_000)).await;
@@ -294,10 +294,11 @@ fn a_waiting_moderation_event_is_handed_over_at_the_freeze() {
     use gateway_actors::ownership::Layout;
     use gateway_actors::shard::{md5_u32, Sharding, Strategy};
     let dir = tempfile::tempdir().unwrap();
-    let (old_db, new_db) = (dir.path().join("old.sqlite3"), dir.path().join("new.sqlite3"));
-    let guild = (1u64..)
-        .find(|g| md5_u32(&g.to_string()) % 2 == 1)
-        .unwrap();
+    let (old_db, new_db) = (
+        dir.path().join("old.sqlite3"),
+        dir.path().join("new.sqlite3"),
+    );
+    let guild = (1u64..).find(|g| md5_u32(&g.to_string()) % 2 == 1).unwrap();
     let mut old_config = one_pod(&old_db);
     old_config.audit_window = Duration::from_secs(30);
     let mut new_config = one_pod(&new_db);
@@ -335,7 +336,12 @@ fn a_waiting_moderation_event_is_handed_over_at_the_freeze() {
         submit(&old, &[kick]).await;
         // Freeze (no anchor: the group freezes at once), export, import.
         let (_, report) = old
-            .freeze(2, Vec::new(), Duration::from_secs(5), Duration::from_secs(10))
+            .freeze(
+                2,
+                Vec::new(),
+                Duration::from_secs(5),
+                Duration::from_secs(10),
+            )
             .await
             .unwrap();
         assert_eq!(report.anchors_missed, 0);
@@ -347,7 +353,10 @@ fn a_waiting_moderation_event_is_handed_over_at_the_freeze() {
         old.export(2, 1, export.clone()).await.unwrap();
         new.import(2, vec![export], None).await.unwrap();
         settle(&new).await;
-        assert_eq!(mod_rows(&new_db), vec![row("77", "kick", Some("3"), "raid")]);
+        assert_eq!(
+            mod_rows(&new_db),
+            vec![row("77", "kick", Some("3"), "raid")]
+        );
         assert_eq!(mod_rows(&old_db), vec![]);
         new.shutdown();
         old.shutdown();

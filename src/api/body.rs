@@ -49,7 +49,11 @@ impl<T: DeserializeOwned + Send + 'static> FromRequest for JsonBody<T> {
             .headers()
             .get(actix_web::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/json")
+            });
         let declared = req
             .headers()
             .get(actix_web::http::header::CONTENT_LENGTH)
@@ -96,7 +100,9 @@ impl<T: DeserializeOwned + Send + 'static> FromRequest for JsonBody<T> {
             let value = web::block(move || serde_json::from_slice::<T>(&body))
                 .await
                 .map_err(|e| ApiError::Internal(format!("the body's parsing thread failed: {e}")))?
-                .map_err(|e| ApiError::BadRequest(format!("the body is not the expected JSON: {e}")))?;
+                .map_err(|e| {
+                    ApiError::BadRequest(format!("the body is not the expected JSON: {e}"))
+                })?;
             Ok(JsonBody(value))
         })
     }

@@ -227,7 +227,12 @@ pub async fn freeze(
     } = body.into_inner();
     let (ownership, report) = api
         .pipeline
-        .freeze(epoch, anchors, Duration::from_millis(drain_ms), FREEZE_LIMIT)
+        .freeze(
+            epoch,
+            anchors,
+            Duration::from_millis(drain_ms),
+            FREEZE_LIMIT,
+        )
         .await?;
     Ok(HttpResponse::Ok().json(FreezeAnswer {
         state: state_of(&api, ownership),

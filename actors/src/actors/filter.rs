@@ -176,9 +176,11 @@ impl ShardFilter {
             }
         }
         match (route, dispatch.guild_id) {
-            (Route::Frozen, Some(guild)) => handover
-                .pending
-                .contains(&Group::of(guild.0, &now.layout, &next.layout)),
+            (Route::Frozen, Some(guild)) => {
+                handover
+                    .pending
+                    .contains(&Group::of(guild.0, &now.layout, &next.layout))
+            }
             _ => false,
         }
     }
@@ -403,7 +405,8 @@ impl ShardFilter {
         let anchors = handoff::anchors_for(&conn, live.ordinal).map_err(|e| e.to_string())?;
         // Waiting moderation items the old owners handed over precede their freeze points:
         // they come first, never skipped.
-        let handed = handoff::handed_over(&conn, |g| live.incoming(g)).map_err(|e| e.to_string())?;
+        let handed =
+            handoff::handed_over(&conn, |g| live.incoming(g)).map_err(|e| e.to_string())?;
         drop(conn);
         let handed_count = handed.len();
         // A guild handed to this pod through its own new sessions keeps its actor: it stops
@@ -468,7 +471,10 @@ fn before_anchors(
     let log: Vec<(u64, Option<u64>)> = captured
         .iter()
         .map(|(c, dispatch)| {
-            let identity = dispatch.as_ref().ok().and_then(|d| anchor::identity(&d.event));
+            let identity = dispatch
+                .as_ref()
+                .ok()
+                .and_then(|d| anchor::identity(&d.event));
             (c.guild_id, identity)
         })
         .collect();
@@ -539,7 +545,10 @@ impl Handler<Freeze> for ShardFilter {
         handover.freezing = true;
         for anchor in relevant {
             if handover.pending.contains(&anchor.group)
-                || handover.outcomes.iter().any(|o| o.anchor.group == anchor.group)
+                || handover
+                    .outcomes
+                    .iter()
+                    .any(|o| o.anchor.group == anchor.group)
             {
                 continue;
             }
@@ -566,7 +575,11 @@ impl Handler<Freeze> for ShardFilter {
                 handover.outcomes.push(outcome);
             } else {
                 handover.pending.insert(anchor.group);
-                handover.waiting.entry(anchor.identity).or_default().push(anchor);
+                handover
+                    .waiting
+                    .entry(anchor.identity)
+                    .or_default()
+                    .push(anchor);
             }
         }
     }

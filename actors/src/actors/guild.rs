@@ -210,7 +210,11 @@ impl GuildActor {
         }
     }
 
-    fn apply_resolutions(&mut self, resolutions: Vec<Resolution<Waiting>>, ctx: &mut Context<Self>) {
+    fn apply_resolutions(
+        &mut self,
+        resolutions: Vec<Resolution<Waiting>>,
+        ctx: &mut Context<Self>,
+    ) {
         for Resolution { tokens, ops } in resolutions {
             let mut tokens = tokens.into_iter().map(|w| w.ticket);
             let Some(first) = tokens.next() else { continue };

@@ -227,7 +227,15 @@ mod tests {
     #[test]
     fn the_old_owners_part_of_a_log_is_skipped_exactly() {
         let (from, to) = (layout(1, 1), layout(1, 1));
-        let log = [(7, None), (7, Some(1)), (7, None), (7, Some(2)), (7, None), (7, None), (7, Some(3))];
+        let log = [
+            (7, None),
+            (7, Some(1)),
+            (7, None),
+            (7, Some(2)),
+            (7, None),
+            (7, None),
+            (7, Some(3)),
+        ];
         let group = Group::of(7, &from, &to);
         let outcome = |identity: u64, skip: u64| AnchorOutcome {
             source: 0,
@@ -237,9 +245,15 @@ mod tests {
         };
         let applied = |o: AnchorOutcome| applied_by_old_owners(&log, &[o], &from, &to, |_| 0);
         // Lagging: it froze at the new owner's anchor 1.
-        assert_eq!(applied(outcome(1, 0)), [true, false, false, false, false, false, false]);
+        assert_eq!(
+            applied(outcome(1, 0)),
+            [true, false, false, false, false, false, false]
+        );
         // Ahead: it applied 2 and the two events after it.
-        assert_eq!(applied(outcome(2, 3)), [true, true, true, true, true, true, false]);
+        assert_eq!(
+            applied(outcome(2, 3)),
+            [true, true, true, true, true, true, false]
+        );
         // Not passed: nothing is skipped.
         let missed = AnchorOutcome {
             passed: false,

@@ -256,7 +256,8 @@ impl<T> ModerationLog<T> {
                 // entries: their rows are still written, but the persisted timeout must end as
                 // the last event left it, whatever order the waiting items resolve in.
                 for action in [Action::Timeout, Action::TimeoutRemoved] {
-                    self.pending.each_mut(&(*user_id, action), |p| p.state = None);
+                    self.pending
+                        .each_mut(&(*user_id, action), |p| p.state = None);
                 }
                 let state = Some(Op::SetMemberTimeout {
                     guild_id,

@@ -70,7 +70,10 @@ pub enum ShardError {
 /// `shard-of`) goes through this, so no row is ever keyed by an id no pod would route alike.
 pub fn parse_snowflake(guild_id: &str) -> Result<u64, ShardError> {
     let bad = || ShardError::NotSnowflake(guild_id.chars().take(40).collect());
-    if guild_id.is_empty() || guild_id.starts_with('0') || !guild_id.bytes().all(|b| b.is_ascii_digit()) {
+    if guild_id.is_empty()
+        || guild_id.starts_with('0')
+        || !guild_id.bytes().all(|b| b.is_ascii_digit())
+    {
         return Err(bad());
     }
     guild_id.parse().map_err(|_| bad())

@@ -159,8 +159,9 @@ pub fn handed_over(
     conn: &Connection,
     take: impl Fn(u64) -> bool,
 ) -> rusqlite::Result<Vec<Captured>> {
-    let mut stmt = conn
-        .prepare("SELECT guild_id, seq, kind, payload, received_ms FROM gateway_handover ORDER BY id")?;
+    let mut stmt = conn.prepare(
+        "SELECT guild_id, seq, kind, payload, received_ms FROM gateway_handover ORDER BY id",
+    )?;
     let rows: Vec<Captured> = stmt
         .query_map([], |r| {
             Ok(Captured {
@@ -183,7 +184,14 @@ fn copy_handed_over(
 ) -> rusqlite::Result<()> {
     let source = Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     for c in handed_over(&source, take)? {
-        hand_over(conn, Id(c.guild_id), c.seq, &c.kind, &c.payload, c.received_ms.unwrap_or(0))?;
+        hand_over(
+            conn,
+            Id(c.guild_id),
+            c.seq,
+            &c.kind,
+            &c.payload,
+            c.received_ms.unwrap_or(0),
+        )?;
     }
     Ok(())
 }

@@ -21,6 +21,7 @@
 //! Blobs are answered as `{"$blob": "<base64>"}` (standard alphabet, padded): compact, and
 //! never mistaken for a string or an array of numbers.
 
+use base64::prelude::{Engine as _, BASE64_STANDARD};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::fallible_iterator::FallibleIterator;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
@@ -29,7 +30,6 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Batch, Connection, OpenFlags};
 use serde::Serialize;
 use serde_json::Value as Json;
-use base64::prelude::{Engine as _, BASE64_STANDARD};
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -72,32 +72,148 @@ pub const BLOB_TAG: &str = "$blob";
 /// `fts3_tokenizer`, `load_extension`, test and debugging functions) is refused by name.
 pub const ALLOWED_FUNCTIONS: &[&str] = &[
     // core scalar
-    "abs", "char", "coalesce", "concat", "concat_ws", "format", "glob", "hex", "if", "ifnull",
-    "iif", "instr", "length", "like", "likelihood", "likely", "lower", "ltrim", "max", "min",
-    "nullif", "octet_length", "printf", "quote", "random", "randomblob", "replace", "round",
-    "rtrim", "sign", "soundex", "substr", "substring", "trim", "typeof", "unhex", "unicode",
-    "unistr", "unistr_quote", "unlikely", "upper", "zeroblob", "sqlite_version",
-    "sqlite_source_id", "changes", "total_changes", "last_insert_rowid",
+    "abs",
+    "char",
+    "coalesce",
+    "concat",
+    "concat_ws",
+    "format",
+    "glob",
+    "hex",
+    "if",
+    "ifnull",
+    "iif",
+    "instr",
+    "length",
+    "like",
+    "likelihood",
+    "likely",
+    "lower",
+    "ltrim",
+    "max",
+    "min",
+    "nullif",
+    "octet_length",
+    "printf",
+    "quote",
+    "random",
+    "randomblob",
+    "replace",
+    "round",
+    "rtrim",
+    "sign",
+    "soundex",
+    "substr",
+    "substring",
+    "trim",
+    "typeof",
+    "unhex",
+    "unicode",
+    "unistr",
+    "unistr_quote",
+    "unlikely",
+    "upper",
+    "zeroblob",
+    "sqlite_version",
+    "sqlite_source_id",
+    "changes",
+    "total_changes",
+    "last_insert_rowid",
     // aggregate
-    "avg", "count", "group_concat", "string_agg", "sum", "total", "median", "percentile",
-    "percentile_cont", "percentile_disc",
+    "avg",
+    "count",
+    "group_concat",
+    "string_agg",
+    "sum",
+    "total",
+    "median",
+    "percentile",
+    "percentile_cont",
+    "percentile_disc",
     // date and time
-    "date", "time", "datetime", "julianday", "unixepoch", "strftime", "timediff",
-    "current_date", "current_time", "current_timestamp",
+    "date",
+    "time",
+    "datetime",
+    "julianday",
+    "unixepoch",
+    "strftime",
+    "timediff",
+    "current_date",
+    "current_time",
+    "current_timestamp",
     // math
-    "acos", "acosh", "asin", "asinh", "atan", "atan2", "atanh", "ceil", "ceiling", "cos", "cosh",
-    "degrees", "exp", "floor", "ln", "log", "log10", "log2", "mod", "pi", "pow", "power",
-    "radians", "sin", "sinh", "sqrt", "tan", "tanh", "trunc",
+    "acos",
+    "acosh",
+    "asin",
+    "asinh",
+    "atan",
+    "atan2",
+    "atanh",
+    "ceil",
+    "ceiling",
+    "cos",
+    "cosh",
+    "degrees",
+    "exp",
+    "floor",
+    "ln",
+    "log",
+    "log10",
+    "log2",
+    "mod",
+    "pi",
+    "pow",
+    "power",
+    "radians",
+    "sin",
+    "sinh",
+    "sqrt",
+    "tan",
+    "tanh",
+    "trunc",
     // JSON (the operators -> and ->> are functions to the authorizer)
-    "json", "jsonb", "json_array", "jsonb_array", "json_array_length", "json_error_position",
-    "json_extract", "jsonb_extract", "json_insert", "jsonb_insert", "json_object",
-    "jsonb_object", "json_patch", "jsonb_patch", "json_pretty", "json_remove", "jsonb_remove",
-    "json_replace", "jsonb_replace", "json_set", "jsonb_set", "json_type", "json_valid",
-    "json_quote", "json_group_array", "jsonb_group_array", "json_group_object",
-    "jsonb_group_object", "->", "->>",
+    "json",
+    "jsonb",
+    "json_array",
+    "jsonb_array",
+    "json_array_length",
+    "json_error_position",
+    "json_extract",
+    "jsonb_extract",
+    "json_insert",
+    "jsonb_insert",
+    "json_object",
+    "jsonb_object",
+    "json_patch",
+    "jsonb_patch",
+    "json_pretty",
+    "json_remove",
+    "jsonb_remove",
+    "json_replace",
+    "jsonb_replace",
+    "json_set",
+    "jsonb_set",
+    "json_type",
+    "json_valid",
+    "json_quote",
+    "json_group_array",
+    "jsonb_group_array",
+    "json_group_object",
+    "jsonb_group_object",
+    "->",
+    "->>",
     // window
-    "row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile", "lag", "lead",
-    "first_value", "last_value", "nth_value",
+    "row_number",
+    "rank",
+    "dense_rank",
+    "percent_rank",
+    "cume_dist",
+    "ntile",
+    "lag",
+    "lead",
+    "first_value",
+    "last_value",
+    "nth_value",
 ];
 
 /// Table-valued functions that only turn a value into rows.
@@ -105,7 +221,9 @@ const ALLOWED_VIRTUAL_TABLES: &[&str] = &["json_each", "json_tree"];
 
 /// Whether a query may call the function `name` (case-insensitive, as SQL is).
 pub fn function_allowed(name: &str) -> bool {
-    ALLOWED_FUNCTIONS.iter().any(|f| f.eq_ignore_ascii_case(name))
+    ALLOWED_FUNCTIONS
+        .iter()
+        .any(|f| f.eq_ignore_ascii_case(name))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -511,14 +629,21 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Integers beyond 2^53 are refused, not silently made floats.
-        for big in [json!(9007199254740992u64), json!(u64::MAX), json!(1e300), json!(-9007199254740993i64)] {
+        for big in [
+            json!(9007199254740992u64),
+            json!(u64::MAX),
+            json!(1e300),
+            json!(-9007199254740993i64),
+        ] {
             match pool.run("SELECT ?1", std::slice::from_ref(&big)) {
                 Err(QueryError::Refused(why)) => assert!(why.contains("2^53"), "{why}"),
                 other => panic!("{big}: {other:?}"),
             }
         }
         assert_eq!(
-            pool.run("SELECT ?1", &[json!(9007199254740991u64)]).unwrap().rows,
+            pool.run("SELECT ?1", &[json!(9007199254740991u64)])
+                .unwrap()
+                .rows,
             vec![vec![json!(9007199254740991u64)]]
         );
         match pool.run("SELECT ?1, ?2", &[json!(1)]) {
@@ -537,7 +662,10 @@ mod tests {
         let pool = pool(&dir, 200, 100);
         let endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n";
         let outcome = pool.run(endless, &[]);
-        assert!(matches!(outcome, Err(QueryError::Timeout(_))), "{outcome:?}");
+        assert!(
+            matches!(outcome, Err(QueryError::Timeout(_))),
+            "{outcome:?}"
+        );
         assert_eq!(
             pool.run("SELECT 7", &[]).unwrap().rows,
             vec![vec![json!(7)]]
@@ -592,9 +720,16 @@ mod guard_tests {
         let pool = pool(&dir, 1 << 20);
         let why = refusal(&pool, "SELECT hex(fts3_tokenizer(?1))", &[json!("simple")]).unwrap();
         assert!(why.contains("the function fts3_tokenizer"), "{why}");
-        let why = refusal(&pool, "SELECT fts3_tokenizer('simple', ?1)", &[json!("AAAAAAAA")]).unwrap();
+        let why = refusal(
+            &pool,
+            "SELECT fts3_tokenizer('simple', ?1)",
+            &[json!("AAAAAAAA")],
+        )
+        .unwrap();
         assert!(why.contains("fts3_tokenizer"), "{why}");
-        assert!(refusal(&pool, "SELECT load_extension('x')", &[]).unwrap().contains("load_extension"));
+        assert!(refusal(&pool, "SELECT load_extension('x')", &[])
+            .unwrap()
+            .contains("load_extension"));
         // Listed functions of every family still run.
         let r = pool
             .run(
@@ -604,7 +739,18 @@ mod guard_tests {
                 &[],
             )
             .unwrap();
-        assert_eq!(r.rows, vec![vec![json!("A"), json!(1), json!("2024-01-02"), json!(1), json!(2), json!(1), json!(2.0)]]);
+        assert_eq!(
+            r.rows,
+            vec![vec![
+                json!("A"),
+                json!(1),
+                json!("2024-01-02"),
+                json!(1),
+                json!(2),
+                json!(1),
+                json!(2.0)
+            ]]
+        );
     }
 
     #[test]
@@ -620,7 +766,10 @@ mod guard_tests {
         ] {
             let outcome = pool.run(sql, &[]);
             assert!(
-                matches!(&outcome, Err(QueryError::Refused(_)) | Err(QueryError::Sql(_))),
+                matches!(
+                    &outcome,
+                    Err(QueryError::Refused(_)) | Err(QueryError::Sql(_))
+                ),
                 "{sql}: {outcome:?}"
             );
             assert!(outcome.is_err());
@@ -629,19 +778,24 @@ mod guard_tests {
         let path = dir.path().join("g.sqlite3");
         rusqlite::Connection::open(&path)
             .unwrap()
-            .execute_batch("CREATE VIRTUAL TABLE notes USING fts4(body); INSERT INTO notes VALUES ('x');")
+            .execute_batch(
+                "CREATE VIRTUAL TABLE notes USING fts4(body); INSERT INTO notes VALUES ('x');",
+            )
             .unwrap();
         let fresh = QueryPool::open(&path, 1, pool.limits()).unwrap();
         for table in ["notes", "notes_content", "notes_segments", "notes_segdir"] {
             // (Connecting to the FTS table runs a PRAGMA, refused first.)
             let why = refusal(&fresh, &format!("SELECT * FROM {table}"), &[]);
             assert!(
-                why.as_deref().is_some_and(|w| w.contains("the table") || w.contains("PRAGMA")),
+                why.as_deref()
+                    .is_some_and(|w| w.contains("the table") || w.contains("PRAGMA")),
                 "{table}: {why:?}"
             );
         }
         // json_each is plain data.
-        let r = fresh.run("SELECT value FROM json_each('[1,2]')", &[]).unwrap();
+        let r = fresh
+            .run("SELECT value FROM json_each('[1,2]')", &[])
+            .unwrap();
         assert_eq!(r.rows.len(), 2);
     }
 
@@ -671,7 +825,8 @@ mod guard_tests {
             let sql = format!("SELECT {quoted}({args})");
             let why = refusal(&pool, &sql, &[]);
             assert!(
-                why.as_deref().is_some_and(|w| w.contains(&format!("the function {name}"))),
+                why.as_deref()
+                    .is_some_and(|w| w.contains(&format!("the function {name}"))),
                 "{sql} was not refused: {why:?}"
             );
             refused += 1;
@@ -684,7 +839,10 @@ mod guard_tests {
         let dir = tempfile::tempdir().unwrap();
         let pool = pool(&dir, 64 * 1024);
         let r = pool.run("SELECT x'00ff10', zeroblob(2)", &[]).unwrap();
-        assert_eq!(r.rows, vec![vec![json!({"$blob": "AP8Q"}), json!({"$blob": "AAA="})]]);
+        assert_eq!(
+            r.rows,
+            vec![vec![json!({"$blob": "AP8Q"}), json!({"$blob": "AAA="})]]
+        );
         // One value over the budget: refused before it is copied.
         assert!(matches!(
             pool.run("SELECT zeroblob(16000000) FROM guilds", &[]),

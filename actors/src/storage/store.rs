@@ -128,7 +128,9 @@ fn add_missing_column(
         |r| r.get(0),
     )?;
     if !present {
-        tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {declaration}"))?;
+        tx.execute_batch(&format!(
+            "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
+        ))?;
     }
     Ok(())
 }
