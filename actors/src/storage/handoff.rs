@@ -89,6 +89,73 @@ pub struct Captured {
     pub received_ms: Option<i64>,
 }
 
+/// The two logs of received events a rescale keeps, the same shape: what a new owner captures
+/// (`gateway_captured`), and the waiting moderation items an old owner hands over
+/// (`gateway_handover`, where a retried import adds nothing).
+#[derive(Clone, Copy)]
+enum EventLog {
+    Captured,
+    HandedOver,
+}
+
+impl EventLog {
+    fn insert(self) -> &'static str {
+        match self {
+            EventLog::Captured => "INSERT INTO gateway_captured",
+            EventLog::HandedOver => "INSERT OR IGNORE INTO gateway_handover",
+        }
+    }
+
+    fn table(self) -> &'static str {
+        match self {
+            EventLog::Captured => "gateway_captured",
+            EventLog::HandedOver => "gateway_handover",
+        }
+    }
+
+    fn append(
+        self,
+        conn: &Connection,
+        guild_id: Id,
+        seq: Option<u64>,
+        kind: &str,
+        payload: &str,
+        received_ms: i64,
+    ) -> rusqlite::Result<()> {
+        conn.prepare_cached(&format!(
+            "{} (guild_id, seq, kind, payload, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            self.insert()
+        ))?
+        .execute(params![
+            guild_id.to_string(),
+            seq.map(|s| s as i64),
+            kind,
+            payload,
+            received_ms
+        ])?;
+        Ok(())
+    }
+
+    fn read(self, conn: &Connection) -> rusqlite::Result<Vec<Captured>> {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT guild_id, seq, kind, payload, received_ms FROM {} ORDER BY id",
+            self.table()
+        ))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Captured {
+                    guild_id: r.get::<_, String>(0)?.parse().unwrap_or(0),
+                    seq: r.get::<_, Option<i64>>(1)?.map(|s| s as u64),
+                    kind: r.get(2)?,
+                    payload: r.get(3)?,
+                    received_ms: r.get(4)?,
+                })
+            })?
+            .collect();
+        rows
+    }
+}
+
 /// Appends an event to the capture log.
 pub fn capture(
     conn: &Connection,
@@ -98,37 +165,12 @@ pub fn capture(
     payload: &str,
     received_ms: i64,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO gateway_captured (guild_id, seq, kind, payload, received_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![
-        guild_id.to_string(),
-        seq.map(|s| s as i64),
-        kind,
-        payload,
-        received_ms
-    ])?;
-    Ok(())
+    EventLog::Captured.append(conn, guild_id, seq, kind, payload, received_ms)
 }
 
 /// The capture log, in arrival order.
 pub fn captured(conn: &Connection) -> rusqlite::Result<Vec<Captured>> {
-    let mut stmt = conn.prepare(
-        "SELECT guild_id, seq, kind, payload, received_ms FROM gateway_captured ORDER BY id",
-    )?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok(Captured {
-                guild_id: r.get::<_, String>(0)?.parse().unwrap_or(0),
-                seq: r.get::<_, Option<i64>>(1)?.map(|s| s as u64),
-                kind: r.get(2)?,
-                payload: r.get(3)?,
-                received_ms: r.get(4)?,
-            })
-        })?
-        .collect();
-    rows
+    EventLog::Captured.read(conn)
 }
 
 /// Keeps a waiting moderation event or entry of a guild this pod gives away.
@@ -140,18 +182,7 @@ pub fn hand_over(
     payload: &str,
     received_ms: i64,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO gateway_handover (guild_id, seq, kind, payload, received_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![
-        guild_id.to_string(),
-        seq.map(|s| s as i64),
-        kind,
-        payload,
-        received_ms
-    ])?;
-    Ok(())
+    EventLog::HandedOver.append(conn, guild_id, seq, kind, payload, received_ms)
 }
 
 /// The waiting moderation events handed over for the guilds `take` selects, in order.
@@ -159,21 +190,9 @@ pub fn handed_over(
     conn: &Connection,
     take: impl Fn(u64) -> bool,
 ) -> rusqlite::Result<Vec<Captured>> {
-    let mut stmt = conn.prepare(
-        "SELECT guild_id, seq, kind, payload, received_ms FROM gateway_handover ORDER BY id",
-    )?;
-    let rows: Vec<Captured> = stmt
-        .query_map([], |r| {
-            Ok(Captured {
-                guild_id: r.get::<_, String>(0)?.parse().unwrap_or(0),
-                seq: r.get::<_, Option<i64>>(1)?.map(|s| s as u64),
-                kind: r.get(2)?,
-                payload: r.get(3)?,
-                received_ms: r.get(4)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    Ok(rows.into_iter().filter(|c| take(c.guild_id)).collect())
+    let mut rows = EventLog::HandedOver.read(conn)?;
+    rows.retain(|c| take(c.guild_id));
+    Ok(rows)
 }
 
 /// Copies `from`'s handed-over events of the guilds `take` selects into `conn`.
