@@ -65,6 +65,9 @@ struct Pending<T> {
     unmatched_key: Option<String>,
     /// State to persist with the row (the member's new timeout).
     state: Option<Op>,
+    /// A timeout change's member timeout before it: what a hand-over rolls back to, since
+    /// the new owner (this very log, when a guild hands itself over) sees the change again.
+    timeout_before: Option<Option<i64>>,
 }
 
 struct Held<T> {
@@ -228,6 +231,7 @@ impl<T> ModerationLog<T> {
         bot_user_id: Option<Id>,
     ) -> Result<Vec<Resolution<T>>, T> {
         let guild_id = self.guild_id;
+        let mut timeout_before = None;
         let (action, user_id, duration, unmatched_key, state) = match event {
             Event::AuditEntry(entry) => {
                 return Ok(self.on_entry(token, entry.clone(), now, bot_user_id))
@@ -252,6 +256,7 @@ impl<T> ModerationLog<T> {
                     }]);
                 }
                 self.timeouts.insert(*user_id, *timeout_until_ms);
+                timeout_before = Some(previous);
                 // This change supersedes the member's earlier ones still waiting for their
                 // entries: their rows are still written, but the persisted timeout must end as
                 // the last event left it, whatever order the waiting items resolve in.
@@ -299,6 +304,7 @@ impl<T> ModerationLog<T> {
             duration,
             unmatched_key,
             state,
+            timeout_before,
         };
         Ok(match self.held.take(&(user_id, action)) {
             Some(held) => vec![self.resolve(pending, Some(held))],
@@ -354,8 +360,17 @@ impl<T> ModerationLog<T> {
 
     /// Takes everything waiting out, unresolved, in arrival order (events, then entries): the
     /// guild moves to another pod, which pairs them with what comes next.
+    /// The members' timeouts go back to what they were before the first change handed over.
     pub fn hand_over(&mut self) -> Vec<T> {
-        let mut tokens: Vec<T> = self.pending.drain().map(|p| p.token).collect();
+        let mut rolled_back = HashMap::new();
+        let mut tokens = Vec::new();
+        for p in self.pending.drain() {
+            if let Some(before) = p.timeout_before {
+                rolled_back.entry(p.user_id).or_insert(before);
+            }
+            tokens.push(p.token);
+        }
+        self.timeouts.extend(rolled_back);
         tokens.extend(self.held.drain().map(|h| h.token));
         tokens
     }
@@ -622,6 +637,45 @@ mod tests {
         let r = log.flush();
         assert_eq!(mod_rows(&r), vec![("timeout", None, String::new())]);
         assert_eq!(state(&r), Vec::<Option<i64>>::new());
+    }
+
+    /// A guild handed over to itself (new sessions, same pod) sees its waiting timeout again:
+    /// it must still be logged, with its state, as if it had never been seen.
+    #[test]
+    fn a_timeout_handed_over_and_seen_again_is_still_logged() {
+        let t0 = Instant::now();
+        let mut log = log();
+        let set = |until: Option<i64>| Event::MemberUpdate {
+            user_id: USER,
+            timeout_until_ms: until,
+        };
+        // Two changes: the member goes back to before the first.
+        for (token, until) in [(1, 600_000), (2, 900_000)] {
+            let r = log.handle(token, &set(Some(until)), None, t0, 0, None);
+            assert!(r.unwrap().is_empty());
+        }
+        assert_eq!(log.hand_over(), vec![1, 2]);
+        let r = log.handle(3, &set(Some(900_000)), None, t0, 0, None);
+        assert!(
+            r.unwrap().is_empty(),
+            "still a change: it waits for its entry"
+        );
+        let r = log.flush();
+        assert_eq!(mod_rows(&r), vec![("timeout", None, String::new())]);
+        let state: Vec<_> = r
+            .iter()
+            .flat_map(|r| &r.ops)
+            .filter(|op| {
+                matches!(
+                    op,
+                    Op::SetMemberTimeout {
+                        until_ms: Some(900_000),
+                        ..
+                    }
+                )
+            })
+            .collect();
+        assert_eq!(state.len(), 1);
     }
 
     #[test]
