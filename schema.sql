@@ -107,6 +107,17 @@ CREATE TABLE IF NOT EXISTS mod_action_late_entries (
     guild_id   TEXT NOT NULL
 ) WITHOUT ROWID;
 
+-- added: members who left while no kick entry came within the audit window. A kick entry that
+-- comes later turns the latest such removal into its kick row (and consumes it); removals
+-- older than a day are deleted.
+CREATE TABLE IF NOT EXISTS unpaired_member_removals (
+    guild_id   TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    removed_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS unpaired_member_removals_member
+    ON unpaired_member_removals (guild_id, user_id, removed_at);
+
 -- added: each member's current timeout, so a guild actor started after passivation or a
 -- restart knows whether a cleared timeout was a removal.
 CREATE TABLE IF NOT EXISTS member_timeouts (

@@ -53,6 +53,7 @@ impl Handler<TakeOver> for GuildActor {
     type Result = ();
     fn handle(&mut self, _: TakeOver, _: &mut Self::Context) {
         self.handing_over = false;
+        self.moderation.take_back();
     }
 }
 

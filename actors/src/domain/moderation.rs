@@ -197,6 +197,10 @@ pub struct ModerationLog<T> {
     held: Waiting<Held<T>>,
     /// Each member's last communication_disabled_until (Unix ms), as far as we know.
     timeouts: HashMap<Id, Option<i64>>,
+    /// For each member with a timeout change handed over: the timeout before the first one.
+    /// Restored only if the guild is taken back ([`ModerationLog::take_back`]): until then
+    /// later changes of the member are judged against the handed ones, which precede them.
+    before_handed: HashMap<Id, Option<i64>>,
 }
 
 impl<T> ModerationLog<T> {
@@ -211,6 +215,7 @@ impl<T> ModerationLog<T> {
             pending: Waiting::new(),
             held: Waiting::new(),
             timeouts,
+            before_handed: HashMap::new(),
         }
     }
 
@@ -360,19 +365,23 @@ impl<T> ModerationLog<T> {
 
     /// Takes everything waiting out, unresolved, in arrival order (events, then entries): the
     /// guild moves to another pod, which pairs them with what comes next.
-    /// The members' timeouts go back to what they were before the first change handed over.
     pub fn hand_over(&mut self) -> Vec<T> {
-        let mut rolled_back = HashMap::new();
         let mut tokens = Vec::new();
         for p in self.pending.drain() {
             if let Some(before) = p.timeout_before {
-                rolled_back.entry(p.user_id).or_insert(before);
+                self.before_handed.entry(p.user_id).or_insert(before);
             }
             tokens.push(p.token);
         }
-        self.timeouts.extend(rolled_back);
         tokens.extend(self.held.drain().map(|h| h.token));
         tokens
+    }
+
+    /// The guild is live here again (it was handed to this pod through new sessions) and
+    /// what was handed over will be seen again: each member's timeout goes back to what it
+    /// was before the first change handed over, so those changes are still changes.
+    pub fn take_back(&mut self) {
+        self.timeouts.extend(self.before_handed.drain());
     }
 
     /// Resolves everything now: no more events will come (end of a replay, shutdown).
@@ -403,12 +412,20 @@ impl<T> ModerationLog<T> {
                 h.entry.executor_id,
                 h.entry.reason.clone().unwrap_or_default(),
                 Some(format!("audit:{}", h.entry.id)),
+                pending.unmatched_key,
             )),
-            // A member who left without a kick entry was not kicked.
-            None if pending.action == Action::Kick => None,
-            None => Some((None, String::new(), pending.unmatched_key)),
+            // A member who left without a kick entry was not kicked, unless an entry that
+            // comes late says so: it finds this record (see `Op::CompleteModAction`).
+            None if pending.action == Action::Kick => {
+                ops.push(Op::RecordUnpairedRemoval {
+                    guild_id: self.guild_id,
+                    user_id: pending.user_id,
+                });
+                None
+            }
+            None => Some((None, String::new(), pending.unmatched_key, None)),
         };
-        if let Some((executor_id, reason, source_key)) = row {
+        if let Some((executor_id, reason, source_key, unpaired_key)) = row {
             ops.push(Op::InsertModAction {
                 guild_id: self.guild_id,
                 user_id: pending.user_id,
@@ -417,6 +434,7 @@ impl<T> ModerationLog<T> {
                 reason,
                 duration: pending.duration,
                 source_key,
+                unpaired_key,
             });
         }
         if let Some(h) = held {
@@ -655,6 +673,10 @@ mod tests {
             assert!(r.unwrap().is_empty());
         }
         assert_eq!(log.hand_over(), vec![1, 2]);
+        // Until it is taken back, a later change is judged against the handed ones.
+        let r = log.handle(3, &set(Some(900_000)), None, t0, 0, None);
+        assert!(!r.unwrap().is_empty(), "no change after the handed ones");
+        log.take_back();
         let r = log.handle(3, &set(Some(900_000)), None, t0, 0, None);
         assert!(
             r.unwrap().is_empty(),

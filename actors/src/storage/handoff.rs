@@ -372,6 +372,7 @@ pub fn remove_guilds(
          DELETE FROM mod_actions WHERE gone(guild_id);
          DELETE FROM mod_action_late_entries WHERE gone(guild_id);
          DELETE FROM member_timeouts WHERE gone(guild_id);
+         DELETE FROM unpaired_member_removals WHERE gone(guild_id);
          DELETE FROM gateway_captured;
          DELETE FROM gateway_anchors;
          DELETE FROM gateway_handover;",

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 /// Each table, and the SQL that gives a row's guild id (`t` is the source's row); None for
 /// channel_info, whose guild depends on what the source records (see
 /// [`collect_channel_guilds`]).
-const TABLES: [(&str, Option<&str>); 9] = [
+const TABLES: [(&str, Option<&str>); 10] = [
     ("guilds", Some("id")),
     ("guild_channels", Some("guild_id")),
     ("channel_info", None),
@@ -25,6 +25,7 @@ const TABLES: [(&str, Option<&str>); 9] = [
     ("mod_actions", Some("guild_id")),
     ("mod_action_late_entries", Some("guild_id")),
     ("member_timeouts", Some("guild_id")),
+    ("unpaired_member_removals", Some("guild_id")),
     // Reactions belong to the guild of their message.
     (
         "message_reactions",

@@ -307,6 +307,10 @@ pub enum Op {
         reason: String,
         duration: Option<String>,
         source_key: Option<String>,
+        /// A row paired with its entry: the key its event's row carries when written without
+        /// one. An event delivered again (after a restart) may have been written so before
+        /// its window closed; that row is completed, not written twice.
+        unpaired_key: Option<String>,
     },
     /// An audit log entry that no waiting event matched. Its event may have been written
     /// without it (the window closed first, or a flush at shutdown or at the end of a replay,
@@ -326,6 +330,12 @@ pub enum Op {
         executor_id: Option<Id>,
         reason: String,
         by_bot: bool,
+    },
+    /// A member left and no kick entry came in its window: a late entry may still make it a
+    /// kick (`CompleteModAction`).
+    RecordUnpairedRemoval {
+        guild_id: Id,
+        user_id: Id,
     },
     /// A member's communication_disabled_until (None: no timeout).
     SetMemberTimeout {
@@ -750,7 +760,25 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<Outcome> 
             reason,
             duration,
             source_key,
+            unpaired_key,
         } => {
+            if let Some(key) = unpaired_key {
+                let completed = tx
+                    .prepare_cached(
+                        "UPDATE OR IGNORE mod_actions SET executor_id = ?3, reason = ?4, source_key = ?5
+                         WHERE guild_id = ?1 AND source_key = ?2 AND executor_id IS NULL",
+                    )?
+                    .execute(params![
+                        guild_id.to_string(),
+                        key,
+                        opt_id(*executor_id),
+                        reason,
+                        source_key
+                    ])?;
+                if completed > 0 {
+                    return Ok(Outcome::Done);
+                }
+            }
             return insert_mod_action(
                 tx,
                 guild_id,
@@ -761,7 +789,7 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<Outcome> 
                 duration,
                 source_key,
                 now,
-            )
+            );
         }
         Op::CompleteModAction {
             guild_id,
@@ -784,6 +812,13 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<Outcome> 
                 reason,
                 *by_bot,
             )
+        }
+        Op::RecordUnpairedRemoval { guild_id, user_id } => {
+            tx.prepare_cached(
+                "INSERT INTO unpaired_member_removals (guild_id, user_id, removed_at)
+                 VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![guild_id.to_string(), user_id.to_string(), now])?;
         }
         Op::SetMemberTimeout {
             guild_id,
@@ -856,9 +891,22 @@ fn complete_mod_action(
             |r| r.get(0),
         )
         .optional()?;
-    // No row: the entry's event was never seen, or was the bot's own; as before, an entry
-    // alone writes nothing.
+    // No row: the entry's event was never seen, or was the bot's own, or it is a kick (no row
+    // is written for a member who left without an entry): a kick entry makes the member's
+    // unpaired removal the row it would have been. Otherwise an entry alone writes nothing.
     let Some(row) = row else {
+        if action == "kick" {
+            complete_unpaired_removal(
+                tx,
+                &guild,
+                user_id,
+                source_key,
+                &not_before,
+                executor_id,
+                reason,
+                by_bot,
+            )?;
+        }
         return Ok(Outcome::Done);
     };
     if by_bot {
@@ -873,6 +921,52 @@ fn complete_mod_action(
     )?
     .execute([source_key, &guild])?;
     Ok(Outcome::Done)
+}
+
+/// The member's latest removal since `not_before` that waited for a kick entry in vain becomes
+/// the kick row (none for the bot's own kicks), and is consumed.
+#[allow(clippy::too_many_arguments)]
+fn complete_unpaired_removal(
+    tx: &Transaction,
+    guild: &str,
+    user_id: Id,
+    source_key: &str,
+    not_before: &str,
+    executor_id: Option<Id>,
+    reason: &str,
+    by_bot: bool,
+) -> rusqlite::Result<()> {
+    let removal: Option<(i64, String)> = tx
+        .prepare_cached(
+            "SELECT rowid, removed_at FROM unpaired_member_removals
+             WHERE guild_id = ?1 AND user_id = ?2 AND removed_at >= ?3
+             ORDER BY removed_at DESC LIMIT 1",
+        )?
+        .query_row(params![guild, user_id.to_string(), not_before], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let Some((removal, removed_at)) = removal else {
+        return Ok(());
+    };
+    tx.prepare_cached("DELETE FROM unpaired_member_removals WHERE rowid = ?1")?
+        .execute([removal])?;
+    if !by_bot {
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO mod_actions (user_id, guild_id, action_type, executor_id,
+               executor_username, reason, duration, created_at, source_key)
+             VALUES (?1, ?2, 'kick', ?3, NULL, ?4, NULL, ?5, ?6)",
+        )?
+        .execute(params![
+            user_id.to_string(),
+            guild,
+            opt_id(executor_id),
+            reason,
+            removed_at,
+            source_key
+        ])?;
+    }
+    Ok(())
 }
 
 /// A reaction changes react_count only when it changes the (message, user, emoji) state, so a
@@ -987,6 +1081,9 @@ pub struct Expired {
     pub rows_deleted: usize,
 }
 
+/// How long a member's removal without a kick entry waits for a late one.
+const UNPAIRED_REMOVAL_TTL: Duration = Duration::from_secs(24 * 3600);
+
 pub fn expire_cache(
     conn: &Connection,
     expiry: CacheExpiry,
@@ -999,6 +1096,9 @@ pub fn expire_cache(
     let rows_deleted = conn
         .prepare_cached("DELETE FROM message_cache WHERE created_at < ?1")?
         .execute([cutoff(expiry.retention)])?;
+    // A kick entry a day late is not waited for.
+    conn.prepare_cached("DELETE FROM unpaired_member_removals WHERE removed_at < ?1")?
+        .execute([cutoff(UNPAIRED_REMOVAL_TTL)])?;
     Ok(Expired {
         contents_cleared,
         rows_deleted,
@@ -1147,6 +1247,7 @@ mod tests {
             reason: String::new(),
             duration: None,
             source_key: Some(key.into()),
+            unpaired_key: None,
         }
     }
 
@@ -1274,6 +1375,98 @@ mod tests {
         assert_eq!(every_row(&conn), before);
     }
 
+    /// An event written without its entry (its window closed), delivered again after a
+    /// restart and paired this time: its row is completed, not written a second time.
+    #[test]
+    fn a_redelivered_event_paired_at_last_completes_its_unpaired_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_writer(&dir.path().join("db.sqlite3")).unwrap();
+        let paired = |entry: u64| Op::InsertModAction {
+            guild_id: A,
+            user_id: Id(77),
+            action: "ban",
+            executor_id: Some(Id(3)),
+            reason: "raid".into(),
+            duration: None,
+            source_key: Some(format!("audit:{entry}")),
+            unpaired_key: Some("ban:1:77:s1".into()),
+        };
+        for op in [
+            mod_action(A, 77, "ban:1:77:s1"),
+            paired(4000),
+            paired(4000),
+            // A later ban of the member, with its own key, is a row of its own.
+            mod_action(A, 77, "ban:1:77:s9"),
+        ] {
+            assert_eq!(apply_one(&mut conn, op), Outcome::Done);
+        }
+        let rows: Vec<(String, Option<String>)> = conn
+            .prepare("SELECT source_key, executor_id FROM mod_actions ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                ("audit:4000".to_string(), Some("3".to_string())),
+                ("ban:1:77:s9".to_string(), None)
+            ]
+        );
+    }
+
+    /// A member who left with no kick entry in time: a late kick entry makes it the kick row,
+    /// once; the bot's own kick consumes the removal and writes nothing.
+    #[test]
+    fn a_late_kick_entry_turns_an_unpaired_removal_into_its_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_writer(&dir.path().join("db.sqlite3")).unwrap();
+        let kick = |user: u64, entry: u64, by_bot: bool| {
+            let mut op = complete(A, user, entry, by_bot);
+            if let Op::CompleteModAction { action, .. } = &mut op {
+                *action = "kick";
+            }
+            op
+        };
+        let removed = |user: u64| Op::RecordUnpairedRemoval {
+            guild_id: A,
+            user_id: Id(user),
+        };
+        for op in [
+            // An entry with no removal before it writes nothing.
+            kick(77, 4000, false),
+            removed(77),
+            kick(77, 4001, false),
+            kick(77, 4001, false),
+            // The same member again, with no second removal: nothing more.
+            kick(77, 4002, false),
+            removed(78),
+            kick(78, 4003, true),
+        ] {
+            assert_eq!(apply_one(&mut conn, op), Outcome::Done);
+        }
+        let rows: Vec<(String, String, Option<String>, String)> = conn
+            .prepare("SELECT user_id, action_type, executor_id, source_key FROM mod_actions")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let expected = ("77", "kick", Some("3"), "audit:4001");
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(
+            (
+                rows[0].0.as_str(),
+                rows[0].1.as_str(),
+                rows[0].2.as_deref(),
+                rows[0].3.as_str()
+            ),
+            expected
+        );
+        assert_eq!(count_rows(&conn, "unpaired_member_removals").unwrap(), 0);
+    }
+
     #[test]
     fn a_late_entry_completes_the_latest_unpaired_row_once() {
         let dir = tempfile::tempdir().unwrap();
@@ -1289,6 +1482,7 @@ mod tests {
                 reason: String::new(),
                 duration: None,
                 source_key: Some("audit:4000".into()),
+                unpaired_key: None,
             },
             mod_action(A, 77, "ban:1:77:s9"),
         ] {
