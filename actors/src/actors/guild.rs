@@ -409,7 +409,9 @@ impl Handler<HandOverWaiting> for GuildActor {
 impl GuildActor {
     fn hand_over_waiting(&mut self, ctx: &mut Context<Self>) {
         let guild_id = self.state.guild_id();
-        for Waiting { ticket, carried } in self.moderation.hand_over() {
+        let (handed, resolved) = self.moderation.hand_over();
+        self.apply_resolutions(resolved, ctx);
+        for Waiting { ticket, carried } in handed {
             match carried {
                 Some(c) => {
                     let op = Op::HandOver {

@@ -365,16 +365,30 @@ impl<T> ModerationLog<T> {
 
     /// Takes everything waiting out, unresolved, in arrival order (events, then entries): the
     /// guild moves to another pod, which pairs them with what comes next.
-    pub fn hand_over(&mut self) -> Vec<T> {
-        let mut tokens = Vec::new();
-        for p in self.pending.drain() {
+    ///
+    /// Except a member's timeout changes when the last of them was superseded by a change
+    /// already resolved: the stored timeout is already the latest, and a new owner that saw
+    /// them again, without what superseded them, would overwrite it. They are resolved now,
+    /// without their entries (an entry that comes later completes the row).
+    pub fn hand_over(&mut self) -> (Vec<T>, Vec<Resolution<T>>) {
+        let pending: Vec<Pending<T>> = self.pending.drain().collect();
+        let mut last_superseded = HashMap::new();
+        for p in pending.iter().filter(|p| p.timeout_before.is_some()) {
+            last_superseded.insert(p.user_id, p.state.is_none());
+        }
+        let (mut tokens, mut resolved) = (Vec::new(), Vec::new());
+        for p in pending {
             if let Some(before) = p.timeout_before {
+                if last_superseded.get(&p.user_id) == Some(&true) {
+                    resolved.push(self.resolve(p, None));
+                    continue;
+                }
                 self.before_handed.entry(p.user_id).or_insert(before);
             }
             tokens.push(p.token);
         }
         tokens.extend(self.held.drain().map(|h| h.token));
-        tokens
+        (tokens, resolved)
     }
 
     /// The guild is live here again (it was handed to this pod through new sessions) and
@@ -672,7 +686,8 @@ mod tests {
             let r = log.handle(token, &set(Some(until)), None, t0, 0, None);
             assert!(r.unwrap().is_empty());
         }
-        assert_eq!(log.hand_over(), vec![1, 2]);
+        let (handed, resolved) = log.hand_over();
+        assert_eq!((handed, resolved.len()), (vec![1, 2], 0));
         // Until it is taken back, a later change is judged against the handed ones.
         let r = log.handle(3, &set(Some(900_000)), None, t0, 0, None);
         assert!(!r.unwrap().is_empty(), "no change after the handed ones");
@@ -698,6 +713,42 @@ mod tests {
             })
             .collect();
         assert_eq!(state.len(), 1);
+    }
+
+    /// A timeout waiting for its entry, superseded by a clear that was resolved at once: the
+    /// stored state is the clear's. Handed over, the timeout would set it again on the new
+    /// owner, so it is logged at the hand-over instead, leaving the state alone.
+    #[test]
+    fn a_timeout_superseded_by_a_resolved_change_is_logged_not_handed_over() {
+        let t0 = Instant::now();
+        let mut log = log();
+        let set = |until: Option<i64>| Event::MemberUpdate {
+            user_id: USER,
+            timeout_until_ms: until,
+        };
+        assert!(log
+            .handle(1, &set(Some(600_000)), None, t0, 0, None)
+            .unwrap()
+            .is_empty());
+        let clear_entry = entry(13, 24, MOD, Some(TimeoutChange::Cleared));
+        assert!(log
+            .handle(2, &clear_entry, None, t0, 0, None)
+            .unwrap()
+            .is_empty());
+        let cleared = log.handle(3, &set(None), None, t0, 1000, None).unwrap();
+        assert_eq!(
+            mod_rows(&cleared),
+            vec![("timeout_removed", Some(MOD), "raid".to_string())]
+        );
+        let (handed, resolved) = log.hand_over();
+        assert!(handed.is_empty(), "{handed:?}");
+        assert_eq!(mod_rows(&resolved), vec![("timeout", None, String::new())]);
+        let states = resolved
+            .iter()
+            .flat_map(|r| &r.ops)
+            .filter(|op| matches!(op, Op::SetMemberTimeout { .. }))
+            .count();
+        assert_eq!(states, 0, "the clear's state stands");
     }
 
     #[test]
