@@ -89,8 +89,8 @@ async fn healthz() -> HttpResponse {
 async fn readiness(state: &HttpState) -> Result<(), String> {
     if let Err(e) = state.pipeline.check_writable(Duration::from_secs(2)).await {
         return Err(format!(
-            "database not writable: {:#}",
-            anyhow::Error::from(e)
+            "database not writable: {}",
+            gateway_actors::errors::chain(&e)
         ));
     }
     match state.gateway.as_ref().and_then(|g| g.not_ready()) {

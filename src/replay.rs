@@ -234,7 +234,11 @@ async fn read_stream(
             Ok(dispatch) => pipeline.submit(dispatch).await,
             Err(e) => {
                 outcome.malformed += 1;
-                eprintln!("line {}: {:#}", outcome.lines, anyhow::Error::from(e));
+                eprintln!(
+                    "line {}: {}",
+                    outcome.lines,
+                    gateway_actors::errors::chain(&e)
+                );
             }
         }
     }

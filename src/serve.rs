@@ -177,7 +177,7 @@ pub async fn run(mut config: PodConfig, discord: DiscordSettings) -> anyhow::Res
     match shards.closed(Duration::from_secs(10)).await {
         Ok(errors) => {
             for e in errors {
-                tracing::warn!(error = %e, "a session ended with an error while closing");
+                tracing::warn!(error = %gateway_actors::errors::chain(&e), "a session ended with an error while closing");
             }
         }
         Err(()) => tracing::warn!("the Discord sessions did not close within 10 s"),

@@ -6,18 +6,24 @@
 //!   mailbox and its overflow) -> `guild` (one actor per guild) -> `writer` (the one SQLite
 //!   writer, group commit, retries);
 //! - `domain`: what events mean, with no I/O: [`event`] (the model and its one decoder),
-//!   [`shard`] (who owns a guild), `handlers` (what each event writes), `moderation` (events
-//!   paired with audit log entries), [`stats`] (message statistics), `scope` (a guild writes
-//!   only its own rows), [`time`];
-//! - `storage`: `store` (the schema and the SQL of every write), [`query`] (the data API's
-//!   guarded reads), `settings` (a guild's settings document) and [`reshard`];
+//!   [`op`] (the writes handlers ask for, and the rows they name), [`shard`] (who owns a
+//!   guild), [`ownership`] and [`anchor`] (a live rescale's rules), `handlers` (what each
+//!   event writes), `moderation` (events paired with audit log entries), [`stats`] (message
+//!   statistics), `scope` (a guild writes only its own rows), [`time`];
+//! - `storage`: `database` (opening the file: schema, migrations, lock, read pool), `apply`
+//!   (the SQL of every op), `restore` (what an actor reads back), `expiry`, `event_log` and
+//!   `handoff` (a live rescale's logs and moves), [`query`] (the data API's guarded reads),
+//!   `settings` (a guild's settings document) and [`reshard`];
 //! - beside them: `progress` (which events are done), `health` (whether commits succeed),
 //!   [`metrics`].
 //!
-//! Nothing here opens a network connection.
+//! Layers run one way, `domain` <- `storage` <- `actors` <- `pipeline`, and every import
+//! names its real path (`tests/layering.rs` checks both). Nothing here opens a network
+//! connection.
 
 mod actors;
 mod domain;
+pub mod errors;
 mod health;
 mod log_limit;
 pub mod metrics;
@@ -25,35 +31,22 @@ mod pipeline;
 mod progress;
 mod storage;
 
-// Short paths inside the crate; the groups above are the tree's shape.
-use actors::{filter, guild, inbox, writer};
-pub use domain::{anchor, event, ownership, shard, stats, time};
-pub(crate) use domain::{handlers, moderation, scope};
-pub(crate) use storage::{handoff, store};
+pub use domain::{anchor, event, op, ownership, shard, stats, time};
 pub use storage::{query, reshard};
 
+pub use actors::writer::{NotWritable, SettingsError};
 pub use health::StorageFault;
 pub use pipeline::{FreezeReport, Pipeline, PipelineConfig, RescaleError, SlowGuildHook};
-pub use storage::store::{count_rows, CacheExpiry, StoreError, BUSY_TIMEOUT};
-pub use writer::{NotWritable, SettingsError};
+pub use storage::database::{count_rows, StoreError, BUSY_TIMEOUT};
+pub use storage::expiry::CacheExpiry;
 
 /// The pieces the crate's own benches and tests drive directly (the single-threaded baseline,
 /// the SQL of one op). Not an API: nothing outside this repository should use it.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::handlers::GuildState;
-    pub use crate::moderation::ModerationLog;
-    pub use crate::store::{apply, open_writer, Op};
-}
-
-/// An error and its causes, on one line.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    pub use crate::domain::handlers::GuildState;
+    pub use crate::domain::moderation::ModerationLog;
+    pub use crate::domain::op::Op;
+    pub use crate::storage::apply::apply;
+    pub use crate::storage::database::open_writer;
 }

@@ -3,7 +3,7 @@
 //! Labels are bounded: event types come from [`EventKind`] (unknown types are `OTHER`), and
 //! guild ids are never labels (they are unbounded); per-guild figures are aggregated.
 
-use crate::event::EventKind;
+use crate::domain::event::EventKind;
 use prometheus::{
     exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry,

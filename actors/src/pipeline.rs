@@ -5,23 +5,24 @@
 //! `submit` each dispatch, then `drain` to wait until everything accepted is committed.
 //! It must be called inside a running actix `System`.
 
-use crate::anchor::Anchor;
-use crate::event::Dispatch;
-use crate::filter::{Commit, Freeze, GoLive, SetOwnership, SettleFreeze, ShardFilter};
-pub use crate::guild::SlowGuildHook;
-use crate::guild::{FlushWaiting, GuildDeps};
-use crate::handoff;
-use crate::health::{StorageFault, StorageHealth};
-use crate::inbox::GuildEvent;
-use crate::metrics::Metrics;
-use crate::ownership::{Layout, Ownership, Transition};
-use crate::progress::{Progress, Snapshot};
-use crate::shard::Sharding;
-use crate::store::{self, CacheExpiry, StoreError};
-use crate::writer::{
+use crate::actors::filter::{Commit, Freeze, GoLive, SetOwnership, SettleFreeze, ShardFilter};
+pub use crate::actors::guild::SlowGuildHook;
+use crate::actors::guild::{FlushWaiting, GuildDeps};
+use crate::actors::inbox::GuildEvent;
+use crate::actors::writer::{
     CheckWritable, Handoff, NotWritable, PatchSettings, SettingsError, SqliteWriter, WriterConfig,
     WriterLink,
 };
+use crate::domain::anchor::Anchor;
+use crate::domain::event::Dispatch;
+use crate::domain::ownership::{Layout, Ownership, Transition};
+use crate::domain::shard::Sharding;
+use crate::health::{StorageFault, StorageHealth};
+use crate::metrics::Metrics;
+use crate::progress::{Progress, Snapshot};
+use crate::storage::database::{self, StoreError};
+use crate::storage::expiry::CacheExpiry;
+use crate::storage::handoff;
 use actix::prelude::*;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -113,7 +114,7 @@ pub struct Pipeline {
     /// One rescale step at a time.
     handoff: tokio::sync::Mutex<()>,
     /// This process is the database's only writer while the pipeline lives.
-    _lock: store::WriterLock,
+    _lock: database::WriterLock,
 }
 
 /// Why a rescale step was refused or failed.
@@ -137,8 +138,8 @@ pub enum RescaleError {
 
 impl Pipeline {
     pub fn start(config: PipelineConfig, metrics: Arc<Metrics>) -> Result<Pipeline, StoreError> {
-        let lock = store::lock_writer(&config.database)?;
-        let conn = store::open_writer(&config.database)?;
+        let lock = database::lock_writer(&config.database)?;
+        let conn = database::open_writer(&config.database)?;
         conn.pragma_update(None, "wal_autocheckpoint", config.wal_autocheckpoint)
             .map_err(|source| StoreError::Prepare {
                 path: config.database.clone(),
@@ -146,7 +147,7 @@ impl Pipeline {
             })?;
         let ownership = committed_ownership(&conn, &config)?;
         let configured = Layout::of(&config.sharding);
-        let reads = store::read_pool(&config.database, config.read_pool_size)?;
+        let reads = database::read_pool(&config.database, config.read_pool_size)?;
         let progress = Arc::new(Progress::new(
             config.max_in_flight,
             Some(metrics.event_latency_seconds.clone()),
@@ -227,7 +228,7 @@ impl Pipeline {
 
     /// [`Pipeline::submit`] for an event of the Discord sessions of epoch `source_epoch`.
     pub async fn submit_from(&self, dispatch: Dispatch, source_epoch: u64) {
-        let received_ms = crate::time::now_ms();
+        let received_ms = crate::domain::time::now_ms();
         self.health.wait_until_writable().await;
         let ticket = self.progress.admit(dispatch.seq).await;
         self.filter.do_send(GuildEvent {
@@ -278,7 +279,7 @@ impl Pipeline {
     pub fn refresh_gauges(&self) {
         self.metrics
             .database_size_bytes
-            .set(store::database_size(&self.database) as i64);
+            .set(database::database_size(&self.database) as i64);
         let status = self.progress.snapshot();
         let seq = |s: Option<u64>| s.map_or(0, |s| s as i64);
         self.metrics
@@ -326,7 +327,7 @@ impl Pipeline {
     }
 
     /// This new owner's anchors for the rescale to `epoch`: each group's first anchor event in
-    /// its capture log (see [`crate::anchor`]). The old owners freeze at them.
+    /// its capture log (see [`crate::domain::anchor`]). The old owners freeze at them.
     pub async fn anchors(&self, epoch: u64) -> Result<Vec<Anchor>, RescaleError> {
         let (now, next) = self.transition(epoch)?;
         let database = self.database.clone();
@@ -335,15 +336,17 @@ impl Pipeline {
                 &database,
                 rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
             )?;
-            handoff::captured(&conn)
+            crate::storage::event_log::captured(&conn)
         })
         .await
         .map_err(|e| RescaleError::Failed(e.to_string()))?
         .map_err(|e| RescaleError::Failed(format!("reading the capture log: {e}")))?;
-        Ok(crate::anchor::anchors_of(
+        Ok(crate::domain::anchor::anchors_of(
             captured.iter().map(|c| {
-                let event = crate::event::decode_dispatch(&c.kind, c.seq, &c.payload);
-                let identity = event.ok().and_then(|d| crate::anchor::identity(&d.event));
+                let event = crate::domain::event::decode_dispatch(&c.kind, c.seq, &c.payload);
+                let identity = event
+                    .ok()
+                    .and_then(|d| crate::domain::anchor::identity(&d.event));
                 (c.guild_id, identity)
             }),
             &now.layout,
@@ -455,7 +458,7 @@ impl Pipeline {
     /// The freeze is persisted first, so that no crash can bring back a pod that applies them
     /// again, nor allow an abort after the filter dropped one of their events.
     ///
-    /// `anchors` (the new owners' [`crate::anchor`]s): each group's leaving guilds are applied
+    /// `anchors` (the new owners' [`crate::domain::anchor`]s): each group's leaving guilds are applied
     /// until its anchor passes in this pod's stream, for at most `drain`; a group whose anchor
     /// has not passed by then is frozen without it (reported: its new owner re-applies its
     /// whole log, as with a margin alone).
@@ -559,7 +562,7 @@ impl Pipeline {
         tokio::task::spawn_blocking(move || handoff::export(&database, &out, to, moves))
             .await
             .map_err(|e| RescaleError::Failed(e.to_string()))?
-            .map_err(|e| RescaleError::Failed(crate::error_chain(&e)))
+            .map_err(|e| RescaleError::Failed(crate::errors::chain(&e)))
     }
 
     /// Step 3 (on the new owner): import the exported `files`, re-apply the capture log (from
@@ -703,7 +706,7 @@ fn committed_ownership(
     let configured = Layout::of(&config.sharding);
     let ownership = match handoff::load(conn, config.sharding.ordinal)? {
         Some(mut ownership) => {
-            let md5 = crate::shard::Strategy::Md5;
+            let md5 = crate::domain::shard::Strategy::Md5;
             if ownership.next.is_none()
                 && ownership.layout.strategy == md5
                 && configured.strategy == md5

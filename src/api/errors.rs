@@ -77,13 +77,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        // The whole chain of causes, each once.
-        let mut message = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(e) = cause {
-            message = format!("{message}: {e}");
-            cause = e.source();
-        }
+        let message = gateway_actors::errors::chain(self);
         let mut response = HttpResponse::build(self.status_code());
         match self {
             ApiError::Misdirected(owner) => response.json(json!({

@@ -41,9 +41,8 @@ macro_rules! stored_payload {
     };
 }
 
-/// An error with its causes, on one line.
-fn chain(e: impl std::error::Error + Send + Sync + 'static) -> String {
-    format!("{:#}", anyhow::Error::from(e))
+fn chain(e: impl std::error::Error) -> String {
+    gateway_actors::errors::chain(&e)
 }
 
 /// Converts one event; `seq` is the gateway sequence number as counted by the connection.

@@ -222,7 +222,7 @@ impl ShardSet {
                     // A set closed after a rescale, while the pod goes on.
                     if asked && !self.connections.is_empty() {
                         if let Err(e) = result {
-                            tracing::warn!(error = %e, "a closed session ended with an error");
+                            tracing::warn!(error = %gateway_actors::errors::chain(&e), "a closed session ended with an error");
                         }
                         continue;
                     }

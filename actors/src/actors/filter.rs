@@ -13,22 +13,22 @@
 //! new layout. Each of these steps holds the filter's mailbox while it changes state, so no
 //! event is routed by half of a change.
 //!
-//! A freeze is exact ([`crate::anchor`]): after it, the leaving guilds of each group are still
+//! A freeze is exact ([`crate::domain::anchor`]): after it, the leaving guilds of each group are still
 //! applied until the group's anchor event passes in this pod's own stream, so the pod applies
 //! exactly what precedes the point where the new owner's log takes over, however far behind
 //! its sessions it runs. [`SettleFreeze`] ends the wait.
 
-use crate::anchor::{self, Anchor, AnchorOutcome, Group};
-use crate::event::{decode_dispatch, DecodeError, Dispatch, Event, EventKind, Id};
-use crate::guild::{FlushWaiting, GuildActor, GuildDeps, HandOverWaiting, Stop, TakeOver};
-use crate::handoff;
-use crate::inbox::{GuildEvent, GuildInbox, Offered, Passivate};
+use crate::actors::guild::{FlushWaiting, GuildActor, GuildDeps, HandOverWaiting, Stop, TakeOver};
+use crate::actors::inbox::{GuildEvent, GuildInbox, Offered, Passivate};
+use crate::actors::writer::{Handoff, WriteCmd};
+use crate::domain::anchor::{self, Anchor, AnchorOutcome, Group};
+use crate::domain::event::{decode_dispatch, DecodeError, Dispatch, Event, EventKind, Id};
+use crate::domain::op::Op;
+use crate::domain::ownership::{Ownership, Route};
 use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
-use crate::ownership::{Ownership, Route};
 use crate::progress::Progress;
-use crate::store::Op;
-use crate::writer::{Handoff, WriteCmd};
+use crate::storage::{event_log, handoff};
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -90,7 +90,7 @@ impl RecentAnchors {
     }
 }
 
-/// An old owner's side of the exact handoff ([`crate::anchor`]).
+/// An old owner's side of the exact handoff ([`crate::domain::anchor`]).
 #[derive(Default)]
 struct Handover {
     /// Per group: the last anchor event seen, and the group's capturable events since.
@@ -347,7 +347,11 @@ impl Handler<GuildEvent> for ShardFilter {
 
 impl ShardFilter {
     /// The capture-log append of an event, if it stores anything.
-    fn capture_op(&self, dispatch: &crate::event::Dispatch, received_ms: i64) -> Option<Op> {
+    fn capture_op(
+        &self,
+        dispatch: &crate::domain::event::Dispatch,
+        received_ms: i64,
+    ) -> Option<Op> {
         let (Some(payload), Some(guild_id)) = (&dispatch.payload, dispatch.guild_id) else {
             return None;
         };
@@ -401,12 +405,12 @@ impl ShardFilter {
         ctx: &mut Context<Self>,
     ) -> Result<(usize, usize), String> {
         let conn = self.deps.reads.get().map_err(|e| e.to_string())?;
-        let captured = handoff::captured(&conn).map_err(|e| e.to_string())?;
+        let captured = event_log::captured(&conn).map_err(|e| e.to_string())?;
         let anchors = handoff::anchors_for(&conn, live.ordinal).map_err(|e| e.to_string())?;
         // Waiting moderation items the old owners handed over precede their freeze points:
         // they come first, never skipped.
         let handed =
-            handoff::handed_over(&conn, |g| live.incoming(g)).map_err(|e| e.to_string())?;
+            event_log::handed_over(&conn, |g| live.incoming(g)).map_err(|e| e.to_string())?;
         drop(conn);
         let handed_count = handed.len();
         // A guild handed to this pod through its own new sessions keeps its actor: it stops
@@ -443,7 +447,7 @@ impl ShardFilter {
                             ticket,
                             dispatch,
                             source_epoch: 0,
-                            received_ms: c.received_ms.unwrap_or_else(crate::time::now_ms),
+                            received_ms: c.received_ms.unwrap_or_else(crate::domain::time::now_ms),
                         },
                         ctx,
                     );
@@ -459,9 +463,9 @@ impl ShardFilter {
     }
 }
 
-/// For each captured event: whether its old owner applied it (see [`crate::anchor`]).
+/// For each captured event: whether its old owner applied it (see [`crate::domain::anchor`]).
 fn before_anchors(
-    captured: &[(handoff::Captured, Result<Dispatch, DecodeError>)],
+    captured: &[(event_log::Captured, Result<Dispatch, DecodeError>)],
     anchors: &[AnchorOutcome],
     live: &Ownership,
 ) -> Vec<bool> {
@@ -496,7 +500,7 @@ fn is_moderation(kind: EventKind) -> bool {
 }
 
 /// Whether an event goes to the capture log (it stores something, for a guild).
-fn capturable(dispatch: &crate::event::Dispatch) -> bool {
+fn capturable(dispatch: &crate::domain::event::Dispatch) -> bool {
     !matches!(dispatch.event, Event::Other)
         && dispatch.payload.is_some()
         && dispatch.guild_id.is_some()

@@ -8,15 +8,17 @@
 //! waiting or uncommitted it asks the filter to passivate it; the filter decides, so no event
 //! can race the stop.
 
-use crate::event::Id;
-use crate::handlers::GuildState;
+use crate::actors::inbox::{GuildEvent, GuildInbox, Passivate};
+use crate::actors::writer::WriterLink;
+use crate::domain::event::Id;
+use crate::domain::handlers::GuildState;
+use crate::domain::moderation::{ModerationLog, Resolution};
+use crate::domain::op::Op;
 use crate::health::StorageHealth;
-use crate::inbox::{GuildEvent, GuildInbox, Passivate};
 use crate::metrics::Metrics;
-use crate::moderation::{ModerationLog, Resolution};
 use crate::progress::{Progress, Ticket};
-use crate::store::{self, Op, ReadPool};
-use crate::writer::WriterLink;
+use crate::storage::database::ReadPool;
+use crate::storage::restore;
 use actix::prelude::*;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -147,8 +149,10 @@ impl GuildActor {
             .get()
             .map_err(|e| e.to_string())
             .and_then(|conn| {
-                let channels = store::load_channels(&conn, guild_id).map_err(|e| e.to_string())?;
-                let timeouts = store::load_timeouts(&conn, guild_id).map_err(|e| e.to_string())?;
+                let channels =
+                    restore::load_channels(&conn, guild_id).map_err(|e| e.to_string())?;
+                let timeouts =
+                    restore::load_timeouts(&conn, guild_id).map_err(|e| e.to_string())?;
                 Ok((channels, timeouts))
             });
         match restored {

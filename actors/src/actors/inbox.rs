@@ -14,7 +14,7 @@
 //! every guild alike): its overflow is dropped and new events are refused until it hands an
 //! event on again. The events already in its mailbox stay there and are applied if it recovers.
 
-use crate::event::{Dispatch, Id};
+use crate::domain::event::{Dispatch, Id};
 use crate::progress::Ticket;
 use actix::Message;
 use std::collections::VecDeque;
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 pub struct GuildEvent {
     pub ticket: Ticket,
     pub dispatch: Dispatch,
-    /// The epoch of the Discord sessions that delivered it (see [`crate::ownership::Route`]).
+    /// The epoch of the Discord sessions that delivered it (see [`crate::domain::ownership::Route`]).
     pub source_epoch: u64,
     /// When the pod received it (Unix ms): what a timeout's end is compared with, also when a
     /// captured event is re-applied later.

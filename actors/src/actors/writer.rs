@@ -10,14 +10,17 @@
 //! The mailbox is bounded by [`WriterLink`]'s semaphore, because actix's own bound is not
 //! enforced for `do_send` (see ../shared/NOTES.md).
 
-use crate::handoff;
+use crate::domain::op::Op;
+use crate::domain::ownership::Ownership;
+use crate::domain::scope::{CrossGuildWrite, Outcome, RefusedWrites};
 use crate::health::StorageHealth;
 use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
-use crate::ownership::Ownership;
 use crate::progress::{Progress, Ticket};
-use crate::scope::{CrossGuildWrite, Outcome, RefusedWrites};
-use crate::store::{self, CacheExpiry, Op};
+use crate::storage::apply::apply;
+use crate::storage::database::check_writable;
+use crate::storage::expiry::{expire_cache, CacheExpiry};
+use crate::storage::handoff;
 use actix::prelude::*;
 use rusqlite::Connection;
 use std::path::PathBuf;
@@ -69,7 +72,7 @@ pub enum Handoff {
     /// committed ownership, in one transaction.
     Commit(Ownership, Box<dyn Fn(u64) -> bool + Send>),
     /// Record what became of a freeze's anchors.
-    Anchors(Vec<crate::anchor::AnchorOutcome>),
+    Anchors(Vec<crate::domain::anchor::AnchorOutcome>),
 }
 
 /// Commit what is pending now.
@@ -215,7 +218,7 @@ impl SqliteWriter {
             return;
         }
         let started = Instant::now();
-        let now = crate::time::iso8601(SystemTime::now());
+        let now = crate::domain::time::iso8601(SystemTime::now());
         let batch_size = self.pending.len();
         let mut refused = Vec::new();
         let committed = match commit(&mut self.conn, self.pending.iter(), &now, &mut refused) {
@@ -330,7 +333,7 @@ fn commit<'a>(
     let tx = conn.transaction()?;
     for cmd in cmds {
         for op in &cmd.ops {
-            if let Outcome::Refused(r) = store::apply(&tx, op, now)? {
+            if let Outcome::Refused(r) = apply(&tx, op, now)? {
                 refused.push(r);
             }
         }
@@ -382,7 +385,7 @@ impl Handler<ExpireCache> for SqliteWriter {
         if self.backoff.is_some() {
             return; // the database is failing; expiry can wait for the next round
         }
-        match store::expire_cache(&self.conn, self.config.cache_expiry, SystemTime::now()) {
+        match expire_cache(&self.conn, self.config.cache_expiry, SystemTime::now()) {
             Ok(expired) => {
                 self.metrics
                     .cache_expired
@@ -408,7 +411,7 @@ impl Handler<CheckWritable> for SqliteWriter {
                 error: fault.error,
             });
         }
-        store::check_writable(&self.conn).map_err(NotWritable::Locked)
+        check_writable(&self.conn).map_err(NotWritable::Locked)
     }
 }
 
@@ -453,7 +456,7 @@ impl Handler<Handoff> for SqliteWriter {
                 .iter()
                 .try_for_each(|file| {
                     handoff::import(conn, file).map_err(|e| {
-                        format!("importing {}: {}", file.display(), crate::error_chain(&e))
+                        format!("importing {}: {}", file.display(), crate::errors::chain(&e))
                     })
                 })
                 .and_then(|()| {

@@ -22,9 +22,9 @@
 //! guild). A group with no anchor by the freeze (nothing of an anchor kind captured in it) is
 //! frozen at once and its whole log re-applied: the margin's guarantee, reported.
 
-use crate::event::Event;
-use crate::ownership::Layout;
-use crate::shard::discord_shard;
+use crate::domain::event::Event;
+use crate::domain::ownership::Layout;
+use crate::domain::shard::discord_shard;
 use serde::{Deserialize, Serialize};
 
 /// An anchor event's identity: its type and the unique snowflake it names (a message created
@@ -160,8 +160,8 @@ pub fn applied_by_old_owners(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{AuditEntry, Id};
-    use crate::shard::Strategy;
+    use crate::domain::event::{AuditEntry, Id};
+    use crate::domain::shard::Strategy;
 
     fn layout(pods: u32, shards: u32) -> Layout {
         Layout {

@@ -5,7 +5,7 @@
 //! being built. Unknown event types still yield their `guild_id`, so every dispatch can pass the
 //! shard filter.
 
-use crate::time::parse_timestamp_ms;
+use crate::domain::time::parse_timestamp_ms;
 use serde::de::{self, Deserializer, IgnoredAny};
 use serde::Deserialize;
 use serde_json::value::RawValue;

@@ -1,9 +1,9 @@
 //! What each event means for the database: pure functions from (guild state, event) to
 //! [`Op`]s. The guild actor runs them; the plain-loop baseline bench runs the same code.
 
-use crate::event::{Channel, Event, Id, MessageCreate};
-use crate::stats::message_stats;
-use crate::store::{ChannelRow, MessageRow, Op};
+use crate::domain::event::{Channel, Event, Id, MessageCreate};
+use crate::domain::op::{ChannelRow, MessageRow, Op};
+use crate::domain::stats::message_stats;
 use std::collections::HashMap;
 
 /// Channel types whose messages count for `message_stats`: text, voice, announcement,

@@ -4,6 +4,7 @@ pub mod anchor;
 pub mod event;
 pub(crate) mod handlers;
 pub(crate) mod moderation;
+pub mod op;
 pub mod ownership;
 pub(crate) mod scope;
 pub mod shard;

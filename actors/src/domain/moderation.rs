@@ -8,9 +8,9 @@
 //!
 //! Pure logic with explicit clocks; the guild actor owns the timers.
 
-use crate::event::{audit_action, AuditEntry, Event, Id, TimeoutChange};
-use crate::store::Op;
-use crate::time::human_duration;
+use crate::domain::event::{audit_action, AuditEntry, Event, Id, TimeoutChange};
+use crate::domain::op::Op;
+use crate::domain::time::human_duration;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 

@@ -19,7 +19,7 @@
 //! freeze has committed, the new owner only after its import), and every event is applied on
 //! the final owner (applied before the freeze and exported, or captured and re-applied).
 
-use crate::shard::{Sharding, Strategy};
+use crate::domain::shard::{Sharding, Strategy};
 use serde::Serialize;
 
 /// How guilds map to pods: what every pod and the HTTP services must agree on.

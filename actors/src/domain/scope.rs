@@ -6,7 +6,7 @@
 //! guild's data. The store refuses such writes and says so with a [`CrossGuildWrite`]; the
 //! writer counts and logs them with [`RefusedWrites`].
 
-use crate::event::Id;
+use crate::domain::event::Id;
 use crate::log_limit::LogLimit;
 use prometheus::IntCounter;
 use std::time::Duration;

@@ -1,15 +1,16 @@
-//! The SQL of a live rescale ([`crate::ownership`]): the persisted ownership, the capture log,
+//! The SQL of a live rescale ([`crate::domain::ownership`]): the persisted ownership, the capture log,
 //! and the export, import and removal of the guilds that move.
 //!
-//! Rows move with the same copy as `reshard` ([`crate::reshard::copy_owned`]), through an
+//! Rows move with the same copy as `reshard` ([`crate::storage::reshard::copy_owned`]), through an
 //! `owner(guild_id)` SQL function that names which guilds go where.
 
-use crate::anchor::{Anchor, AnchorOutcome, Group};
-use crate::event::Id;
-use crate::ownership::{Layout, Ownership, Transition};
-use crate::reshard::{copy_owned, ReshardError};
-use crate::shard::Strategy;
-use crate::store::{self, StoreError};
+use crate::domain::anchor::{Anchor, AnchorOutcome, Group};
+use crate::domain::event::Id;
+use crate::domain::ownership::{Layout, Ownership, Transition};
+use crate::domain::shard::Strategy;
+use crate::storage::database::{self, StoreError};
+use crate::storage::event_log::{handed_over, EventLog};
+use crate::storage::reshard::{copy_owned, ReshardError};
 use rusqlite::functions::FunctionFlags;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -79,122 +80,6 @@ pub fn save(conn: &Connection, ownership: &Ownership) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// One captured event.
-pub struct Captured {
-    pub guild_id: u64,
-    pub seq: Option<u64>,
-    pub kind: String,
-    pub payload: String,
-    /// When the pod received it (Unix ms; absent in logs of earlier releases).
-    pub received_ms: Option<i64>,
-}
-
-/// The two logs of received events a rescale keeps, the same shape: what a new owner captures
-/// (`gateway_captured`), and the waiting moderation items an old owner hands over
-/// (`gateway_handover`, where a retried import adds nothing).
-#[derive(Clone, Copy)]
-enum EventLog {
-    Captured,
-    HandedOver,
-}
-
-impl EventLog {
-    fn insert(self) -> &'static str {
-        match self {
-            EventLog::Captured => "INSERT INTO gateway_captured",
-            EventLog::HandedOver => "INSERT OR IGNORE INTO gateway_handover",
-        }
-    }
-
-    fn table(self) -> &'static str {
-        match self {
-            EventLog::Captured => "gateway_captured",
-            EventLog::HandedOver => "gateway_handover",
-        }
-    }
-
-    fn append(
-        self,
-        conn: &Connection,
-        guild_id: Id,
-        seq: Option<u64>,
-        kind: &str,
-        payload: &str,
-        received_ms: i64,
-    ) -> rusqlite::Result<()> {
-        conn.prepare_cached(&format!(
-            "{} (guild_id, seq, kind, payload, received_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            self.insert()
-        ))?
-        .execute(params![
-            guild_id.to_string(),
-            seq.map(|s| s as i64),
-            kind,
-            payload,
-            received_ms
-        ])?;
-        Ok(())
-    }
-
-    fn read(self, conn: &Connection) -> rusqlite::Result<Vec<Captured>> {
-        let mut stmt = conn.prepare(&format!(
-            "SELECT guild_id, seq, kind, payload, received_ms FROM {} ORDER BY id",
-            self.table()
-        ))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(Captured {
-                    guild_id: r.get::<_, String>(0)?.parse().unwrap_or(0),
-                    seq: r.get::<_, Option<i64>>(1)?.map(|s| s as u64),
-                    kind: r.get(2)?,
-                    payload: r.get(3)?,
-                    received_ms: r.get(4)?,
-                })
-            })?
-            .collect();
-        rows
-    }
-}
-
-/// Appends an event to the capture log.
-pub fn capture(
-    conn: &Connection,
-    guild_id: Id,
-    seq: Option<u64>,
-    kind: &str,
-    payload: &str,
-    received_ms: i64,
-) -> rusqlite::Result<()> {
-    EventLog::Captured.append(conn, guild_id, seq, kind, payload, received_ms)
-}
-
-/// The capture log, in arrival order.
-pub fn captured(conn: &Connection) -> rusqlite::Result<Vec<Captured>> {
-    EventLog::Captured.read(conn)
-}
-
-/// Keeps a waiting moderation event or entry of a guild this pod gives away.
-pub fn hand_over(
-    conn: &Connection,
-    guild_id: Id,
-    seq: Option<u64>,
-    kind: &str,
-    payload: &str,
-    received_ms: i64,
-) -> rusqlite::Result<()> {
-    EventLog::HandedOver.append(conn, guild_id, seq, kind, payload, received_ms)
-}
-
-/// The waiting moderation events handed over for the guilds `take` selects, in order.
-pub fn handed_over(
-    conn: &Connection,
-    take: impl Fn(u64) -> bool,
-) -> rusqlite::Result<Vec<Captured>> {
-    let mut rows = EventLog::HandedOver.read(conn)?;
-    rows.retain(|c| take(c.guild_id));
-    Ok(rows)
-}
-
 /// Copies `from`'s handed-over events of the guilds `take` selects into `conn`.
 fn copy_handed_over(
     conn: &Connection,
@@ -203,7 +88,7 @@ fn copy_handed_over(
 ) -> rusqlite::Result<()> {
     let source = Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     for c in handed_over(&source, take)? {
-        hand_over(
+        EventLog::HandedOver.append(
             conn,
             Id(c.guild_id),
             c.seq,
@@ -331,7 +216,7 @@ pub fn export(
         let _ = std::fs::remove_file(format!("{}{suffix}", out.display()));
     }
     let moves = std::sync::Arc::new(moves);
-    let conn = store::open_writer(out)?;
+    let conn = database::open_writer(out)?;
     let selected = moves.clone();
     register_owner(&conn, move |g| selected(g)).map_err(StoreError::Sql)?;
     copy_owned(&conn, database, 0)?;

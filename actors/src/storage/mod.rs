@@ -1,8 +1,12 @@
-//! The pod's SQLite file: schema, writes, the API's reads and settings, and moving rows
-//! between pods.
+//! The pod's SQLite file: opening it, applying writes, reading back what actors restore, the
+//! periodic expiry, the API's reads and settings, and moving rows between pods.
 
+pub(crate) mod apply;
+pub(crate) mod database;
+pub(crate) mod event_log;
+pub(crate) mod expiry;
 pub(crate) mod handoff;
 pub mod query;
 pub mod reshard;
+pub(crate) mod restore;
 pub(crate) mod settings;
-pub(crate) mod store;

@@ -272,7 +272,7 @@ impl QueryPool {
         let manager = SqliteConnectionManager::file(path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .with_init(|c| {
-                c.busy_timeout(crate::BUSY_TIMEOUT)?;
+                c.busy_timeout(crate::storage::database::BUSY_TIMEOUT)?;
                 c.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
                 c.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)?;
                 Ok(())
@@ -547,7 +547,7 @@ mod tests {
 
     fn pool(dir: &tempfile::TempDir, timeout_ms: u64, max_rows: usize) -> QueryPool {
         let path = dir.path().join("q.sqlite3");
-        let conn = crate::store::open_writer(&path).unwrap();
+        let conn = crate::storage::database::open_writer(&path).unwrap();
         conn.execute_batch(
             "INSERT INTO guilds (id, settings) VALUES ('1', '{\"a\":1}'), ('2', '{}');",
         )
@@ -692,7 +692,7 @@ mod guard_tests {
 
     fn pool(dir: &tempfile::TempDir, max_bytes: usize) -> QueryPool {
         let path = dir.path().join("g.sqlite3");
-        let conn = crate::store::open_writer(&path).unwrap();
+        let conn = crate::storage::database::open_writer(&path).unwrap();
         conn.execute_batch("INSERT INTO guilds (id, settings) VALUES ('1', '{}');")
             .unwrap();
         QueryPool::open(

@@ -6,8 +6,8 @@
 //! leave one row. Columns are those the source and the target share, so the TypeScript bot's
 //! file (without the added columns and tables) is a valid source.
 
-use crate::shard::{Sharding, Strategy};
-use crate::store::{self, StoreError};
+use crate::domain::shard::{Sharding, Strategy};
+use crate::storage::database::{self, StoreError};
 use rusqlite::functions::FunctionFlags;
 use rusqlite::Connection;
 use std::collections::BTreeMap;
@@ -95,7 +95,7 @@ pub fn reshard(
         unplaced_channels: 0,
     };
     for (ordinal, target) in targets.iter().enumerate() {
-        let conn = store::open_writer(target)?;
+        let conn = database::open_writer(target)?;
         // owner(guild_id) in SQL: the same function the pods and the HTTP services use.
         conn.create_scalar_function(
             "owner",
@@ -119,7 +119,7 @@ pub fn reshard(
             }
         }
         for (table, _) in TABLES {
-            let n = store::count_rows(&conn, table).map_err(StoreError::Sql)?;
+            let n = database::count_rows(&conn, table).map_err(StoreError::Sql)?;
             report.rows.entry(table).or_default().push(n);
         }
     }

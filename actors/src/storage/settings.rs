@@ -20,7 +20,8 @@ mod tests {
     #[test]
     fn merge_patch_semantics_and_creation() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
-        conn.execute_batch(crate::store::SCHEMA).unwrap();
+        conn.execute_batch(crate::storage::database::SCHEMA)
+            .unwrap();
         let doc = super::patch(&conn, "1", r#"{"modLog":"10","restricted":["a"]}"#).unwrap();
         assert_eq!(doc, r#"{"modLog":"10","restricted":["a"]}"#);
         let doc = super::patch(&conn, "1", r#"{"modLog":null,"moderator":"7"}"#).unwrap();
