@@ -49,10 +49,15 @@ pub struct ShardFilter {
     stuck_after: Duration,
     /// Active guilds: those with an actor. A passivated guild is absent until its next event.
     guilds: HashMap<Id, GuildEntry>,
+    /// The arbiters guild actors run on, a guild always on the same one; empty: this one.
     workers: Vec<ArbiterHandle>,
+    /// What each guild actor is started with.
     deps: GuildDeps,
     metrics: Arc<Metrics>,
+    /// Where an event's ticket is completed when the filter is the last to hold it (foreign,
+    /// frozen, captured only, or dropped).
     progress: Arc<Progress>,
+    /// Rate limit for the log line of a dropped (stuck guild's) event.
     drop_log: LogLimit,
     /// During a rescale: what this pod, as an old owner, has seen of each group's stream,
     /// and, once the freeze is asked, the groups still waiting for their anchor.

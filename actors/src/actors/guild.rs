@@ -76,15 +76,22 @@ struct Carried {
 /// Everything a guild actor needs besides its guild id.
 #[derive(Clone)]
 pub struct GuildDeps {
+    /// The one writer, behind its bounded queue (a full queue pauses the guild's mailbox).
     pub writer: WriterLink,
+    /// Read-only connections, to restore a guild's channels and timeouts at start.
     pub reads: ReadPool,
     pub metrics: Arc<Metrics>,
+    /// Where a ticket is completed once its event's writes are committed (or it writes none).
     pub progress: Arc<Progress>,
+    /// Whether commits succeed: nothing is declared stuck while they do not.
     pub health: Arc<StorageHealth>,
+    /// With nothing queued, waiting or unwritten for this long, an actor asks to passivate.
     pub idle_after: Duration,
+    /// How long a moderation event and its audit log entry wait for each other.
     pub audit_window: Duration,
     /// The bot's user id from READY (0 until known).
     pub bot_user_id: Arc<AtomicU64>,
+    /// A test and bench seam that slows chosen guilds; `None` in production.
     pub slow_hook: Option<SlowGuildHook>,
 }
 

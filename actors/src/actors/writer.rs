@@ -126,8 +126,11 @@ pub enum NotWritable {
 }
 
 pub struct WriterConfig {
+    /// Commands committed in one transaction at most (a full batch commits at once).
     pub max_batch: usize,
+    /// The message cache's retention, applied by the periodic expiry.
     pub cache_expiry: CacheExpiry,
+    /// How often the expiry runs.
     pub expiry_interval: Duration,
 }
 
@@ -168,6 +171,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 pub struct SqliteWriter {
+    /// The pod's only writing connection.
     conn: Connection,
     config: WriterConfig,
     /// Commands received and not yet committed, in arrival order. Bounded by the
@@ -179,10 +183,15 @@ pub struct SqliteWriter {
     /// While a storage fault lasts: the wait before the next retry. No other commit is tried
     /// meanwhile, so commands keep their order.
     backoff: Option<Duration>,
+    /// Published for readiness, the stuck-guild check and `/status`.
     health: Arc<StorageHealth>,
+    /// Rate limit for "the storage fails" lines: one fault repeats at every retry.
     storage_log: LogLimit,
+    /// Rate limit for "this command was rolled back" lines: a bad command is logged apart
+    /// from a failing disk, so one never hides the other.
     command_log: LogLimit,
     metrics: Arc<Metrics>,
+    /// Where the tickets of committed (or rolled back) commands are completed.
     progress: Arc<Progress>,
     /// Writes refused as another guild's rows, counted and logged once committed.
     refused: RefusedWrites,
