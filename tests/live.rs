@@ -47,25 +47,38 @@ fn start_pod(
 }
 
 /// Waits until every pod has committed everything its session was sent; returns the sessions.
+/// Fails when the pods stop making progress for 30 s (a slow runner only makes this slower).
 fn wait_all_committed(pods: &[LivePod], fake_port: u16) -> Vec<Value> {
-    wait_for(Duration::from_secs(60), || {
-        let sessions = get_json(fake_port, "/fake/sessions")?;
-        let sessions = sessions.as_array()?.clone();
+    let mut seen = Vec::new();
+    let done = wait_progressing(Duration::from_secs(30), Duration::from_secs(600), || {
+        let sessions = get_json(fake_port, "/fake/sessions").ok_or(None)?;
+        let sessions = sessions.as_array().ok_or(None)?.clone();
+        seen = vec![Value::Array(sessions.clone())];
+        let mut all_committed = true;
         for pod in pods {
-            let status = get_json(pod.port, "/status")?;
+            let status = get_json(pod.port, "/status").ok_or(None)?;
             let session = sessions
                 .iter()
-                .find(|s| s["session_id"] == status["session_id"])?;
-            let committed = session["done"] == true
-                && status["last_seq_committed"] == session["last_seq_sent"]
-                && status["in_flight"] == 0;
-            if !committed {
-                return None;
-            }
+                .find(|s| s["session_id"] == status["session_id"]);
+            all_committed &= session.is_some_and(|s| {
+                s["done"] == true
+                    && status["last_seq_committed"] == s["last_seq_sent"]
+                    && status["in_flight"] == 0
+            });
+            seen.push(status);
         }
-        Some(sessions)
-    })
-    .expect("every pod commits what it was sent")
+        if all_committed {
+            return Ok(sessions);
+        }
+        let progress: Vec<Value> = seen
+            .iter()
+            .skip(1)
+            .map(|s| s["last_seq_committed"].clone())
+            .chain(sessions.iter().map(|s| s["last_seq_sent"].clone()))
+            .collect();
+        Err(Some(progress))
+    });
+    done.unwrap_or_else(|| panic!("every pod commits what it was sent; last seen: {seen:?}"))
 }
 
 fn stop_all(pods: &mut [LivePod]) {
@@ -252,13 +265,13 @@ fn peak_rss(pid: u32) -> u64 {
 
 #[test]
 fn a_slow_pipeline_holds_the_connection_back_with_bounded_memory_and_loses_nothing() {
-    // 8,000 messages of 8 KiB: 64 MiB of content. An unbounded queue between serenity and the
+    // 4,000 messages of 16 KiB: 64 MiB of content. An unbounded queue between serenity and the
     // pipeline would hold most of it (twice: serenity's event and ours) while the slowed
     // pipeline crawls. The bound: the process itself (~50 MiB in a debug build), the writer's
     // SQLite page cache (32 MiB, filled by the cached contents), and the bounded queues
-    // (EVENT_QUEUE + MAX_IN_FLIGHT events, about 4 MiB here).
-    const MESSAGES: u64 = 8_000;
-    const RSS_BOUND: u64 = 112 << 20;
+    // (EVENT_QUEUE + MAX_IN_FLIGHT events, about 8 MiB here, twice: raw and parsed).
+    const MESSAGES: u64 = 4_000;
+    const RSS_BOUND: u64 = 120 << 20;
     let dir = tempfile::tempdir().unwrap();
     let lines = sample_lines();
     let template = lines
@@ -266,7 +279,7 @@ fn a_slow_pipeline_holds_the_connection_back_with_bounded_memory_and_loses_nothi
         .find(|l| l["t"] == "MESSAGE_CREATE" && dispatch_guild(l).is_some())
         .unwrap()
         .clone();
-    let content = "moderation ".repeat(8 * 1024 / 11);
+    let content = "moderation ".repeat(16 * 1024 / 11);
     let mut stream = String::new();
     for l in lines.iter().filter(|l| l["t"] == "GUILD_CREATE") {
         stream.push_str(&l.to_string());
