@@ -13,7 +13,7 @@ mod common;
 
 use common::*;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use gateway_actors::shard::{Sharding, Strategy};
+use gateway_actors::partition::{Partition, Strategy};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,7 +43,7 @@ fn pipeline(c: &mut Criterion) {
                 .sum()
         })
     });
-    let third = Sharding::new(Strategy::Md5, 0, 3);
+    let third = Partition::new(Strategy::Md5, 0, 3);
     group.bench_function("actors_one_of_three", |b| {
         b.iter_custom(|iters| {
             (0..iters)

@@ -1,7 +1,7 @@
 //! `shard`: the owner computation per event, both strategies.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use gateway_actors::shard::{owner_of_str, Sharding, Strategy};
+use gateway_actors::partition::{owner_of_str, Partition, Strategy};
 use std::hint::black_box;
 
 fn shard(c: &mut Criterion) {
@@ -12,7 +12,7 @@ fn shard(c: &mut Criterion) {
     let mut group = c.benchmark_group("shard");
     group.throughput(Throughput::Elements(ids.len() as u64));
     for strategy in [Strategy::Md5, Strategy::Discord] {
-        let sharding = Sharding::new(strategy, 0, 3);
+        let sharding = Partition::new(strategy, 0, 3);
         group.bench_function(BenchmarkId::new("numeric", strategy.as_str()), |b| {
             b.iter(|| {
                 ids.iter()

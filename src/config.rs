@@ -6,8 +6,8 @@
 
 use crate::routing::UrlTemplate;
 use clap::Args;
+use gateway_actors::partition::{Partition, Strategy};
 use gateway_actors::query::QueryLimits;
-use gateway_actors::shard::{Sharding, Strategy};
 use gateway_actors::CacheExpiry;
 use gateway_actors::PipelineConfig;
 use std::net::SocketAddr;
@@ -205,7 +205,7 @@ pub fn checked_shards(
     shards: Option<ShardCount>,
 ) -> Result<Option<u32>, ConfigError> {
     match (strategy, shards) {
-        (_, None) => Ok(Some(gateway_actors::shard::default_shards(strategy, pods))),
+        (_, None) => Ok(Some(gateway_actors::partition::default_shards(strategy, pods))),
         (Strategy::Md5, Some(ShardCount::Auto)) => Ok(None),
         (Strategy::Discord, Some(ShardCount::Auto)) => Err(bad(
             "DISCORD_SHARDS",
@@ -230,7 +230,7 @@ pub enum LogFormat {
 /// Validated settings of a pod.
 #[derive(Clone)]
 pub struct PodConfig {
-    pub sharding: Sharding,
+    pub sharding: Partition,
     /// DISCORD_SHARDS=auto: `serve` sets `sharding.shards` from Discord's recommendation.
     pub shards_auto: bool,
     pub database: PathBuf,
@@ -395,7 +395,7 @@ impl PodArgs {
         // An ordinal at or past NUM_GATEWAY_PODS is a standby pod: it owns nothing and runs
         // no Discord session until a rescale gives it guilds (scale up: the StatefulSet first).
         let shards = checked_shards(self.shard_strategy, pods, self.discord_shards)?;
-        let sharding = Sharding {
+        let sharding = Partition {
             strategy: self.shard_strategy,
             ordinal,
             pods,

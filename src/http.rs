@@ -4,7 +4,7 @@
 
 use crate::api::Api;
 use crate::config::PodConfig;
-use crate::gateway::shards::Sessions;
+use crate::gateway::sessions::Sessions;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context as _;
 use gateway_actors::Pipeline;
@@ -24,7 +24,7 @@ pub struct HttpState {
 #[derive(Serialize)]
 struct Status {
     /// The committed ownership this pod follows (its epoch, and the rescale under way).
-    ownership: crate::api::rescale::RescaleState,
+    ownership: crate::rescale::endpoints::RescaleState,
     pod_ordinal: u32,
     num_pods: u32,
     /// The ordinal is at or past the pod count: this pod owns nothing until a rescale
@@ -113,7 +113,7 @@ async fn status(state: web::Data<HttpState>, api: web::Data<Api>) -> HttpRespons
     let ownership = state.pipeline.ownership();
     let sharding = ownership.sharding();
     HttpResponse::Ok().json(Status {
-        ownership: crate::api::rescale::state_of(&api, ownership),
+        ownership: crate::rescale::endpoints::state_of(&api, ownership),
         pod_ordinal: sharding.ordinal,
         num_pods: sharding.pods,
         standby: sharding.ordinal >= sharding.pods,

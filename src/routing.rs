@@ -1,7 +1,7 @@
 //! Which pod owns a guild, and where that pod answers: what `shard-of`, the owner endpoint and
 //! every 421 answer say, computed in one place.
 
-use gateway_actors::shard::{ShardError, Sharding};
+use gateway_actors::partition::{Partition, PartitionError};
 use serde::{Deserialize, Serialize};
 
 /// The base URL of pod `k`: `POD_URL_TEMPLATE` with `{ordinal}` replaced by k, or
@@ -72,9 +72,9 @@ pub struct Owner {
 impl Owner {
     pub fn of(
         guild_id: &str,
-        sharding: &Sharding,
+        sharding: &Partition,
         urls: &UrlTemplate,
-    ) -> Result<Owner, ShardError> {
+    ) -> Result<Owner, PartitionError> {
         let ordinal = sharding.owner_of_str(guild_id)?;
         Ok(Owner {
             guild_id: guild_id.to_owned(),

@@ -10,7 +10,7 @@
 use crate::config::PodConfig;
 use crate::gateway::connection::discord_http;
 use crate::gateway::identify::{IdentifyGate, StartLimits};
-use crate::gateway::shards::{Discord, ShardSet};
+use crate::gateway::sessions::{Discord, SessionSet};
 use crate::gateway::{GatewayActor, GatewayMetrics};
 use crate::http;
 use crate::signals::shutdown_signal;
@@ -18,7 +18,7 @@ use actix::prelude::*;
 use anyhow::Context as _;
 use clap::Args;
 use gateway_actors::metrics::Metrics;
-use gateway_actors::ownership::Ownership;
+use gateway_actors::rescale::ownership::Ownership;
 use gateway_actors::Pipeline;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -126,7 +126,7 @@ pub async fn run(mut config: PodConfig, discord: DiscordSettings) -> anyhow::Res
         identify_record_path(&config.database),
         gateway_metrics.session_starts_remaining.clone(),
     ));
-    let (mut shards, mut events) = ShardSet::start(
+    let (mut shards, mut events) = SessionSet::start(
         Discord {
             token: discord.token.clone(),
             api_url: discord.api_url.clone(),
@@ -231,7 +231,7 @@ pub async fn run(mut config: PodConfig, discord: DiscordSettings) -> anyhow::Res
 
 /// Runs the sessions a rescale needs: the new layout's beside the old while it changes this
 /// pod's sessions, and only the committed layout's otherwise.
-async fn follow_rescale(shards: &mut ShardSet, ownership: &Ownership) {
+async fn follow_rescale(shards: &mut SessionSet, ownership: &Ownership) {
     match ownership.next {
         Some(next) if ownership.sessions_change() => shards.open(next.epoch, next.layout),
         Some(_) => {}

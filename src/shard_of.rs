@@ -4,7 +4,7 @@ use crate::config::{number, strategy};
 use crate::routing::{Owner, UrlTemplate};
 use anyhow::Context as _;
 use clap::Args;
-use gateway_actors::shard::Sharding;
+use gateway_actors::partition::Partition;
 use std::io::{BufRead, Write};
 
 #[derive(Debug, Args)]
@@ -16,7 +16,7 @@ pub struct ShardOfArgs {
     /// md5 or discord
     #[arg(long, env = "SHARD_STRATEGY", default_value = "md5",
         value_parser = strategy("SHARD_STRATEGY"))]
-    pub strategy: gateway_actors::shard::Strategy,
+    pub strategy: gateway_actors::partition::Strategy,
     /// The bot's Discord shard count (matters with discord) [default: 1 with md5, --pods with discord]
     #[arg(long, env = "DISCORD_SHARDS", value_parser = crate::config::shard_count)]
     pub shards: Option<crate::config::ShardCount>,
@@ -65,7 +65,7 @@ fn print_owners(args: ShardOfArgs) -> anyhow::Result<()> {
             // Only the pod count and the strategy matter for an owner; the ordinal is anyone's.
             let pods = args.pods as u32;
             let shards = crate::config::checked_shards(args.strategy, pods, args.shards)?;
-            let sharding = Sharding {
+            let sharding = Partition {
                 strategy: args.strategy,
                 ordinal: 0,
                 pods,
@@ -80,7 +80,7 @@ fn print_owners(args: ShardOfArgs) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut print = |id: &str| -> anyhow::Result<()> {
         if !args.any_string {
-            gateway_actors::shard::parse_snowflake(id)?;
+            gateway_actors::partition::parse_snowflake(id)?;
         }
         let mut owner = Owner::of(id, &sharding, &args.pod_url_template)?;
         if let Some(epoch) = epoch {
@@ -110,10 +110,10 @@ fn print_owners(args: ShardOfArgs) -> anyhow::Result<()> {
 }
 
 /// The committed layout (and its epoch) a pod's `/status` reports.
-fn committed_layout(url: &str) -> anyhow::Result<(Sharding, Option<u64>)> {
+fn committed_layout(url: &str) -> anyhow::Result<(Partition, Option<u64>)> {
     #[derive(serde::Deserialize)]
     struct Status {
-        ownership: crate::api::rescale::RescaleState,
+        ownership: crate::rescale::endpoints::RescaleState,
     }
     let status_url = format!("{}/status", url.trim_end_matches('/'));
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -135,7 +135,7 @@ fn committed_layout(url: &str) -> anyhow::Result<(Sharding, Option<u64>)> {
     let status: Status = serde_json::from_slice(&body)
         .with_context(|| format!("{status_url} is not a pod's /status"))?;
     let layout = status.ownership.layout;
-    let sharding = Sharding {
+    let sharding = Partition {
         strategy: layout
             .strategy
             .parse()

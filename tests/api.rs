@@ -810,7 +810,7 @@ fn bad_ids_keys_and_numbers_are_refused() {
         for row in ids["rows"].as_array().unwrap() {
             let id = row[0].as_str().unwrap();
             assert!(
-                gateway_actors::shard::parse_snowflake(id).is_ok(),
+                gateway_actors::partition::parse_snowflake(id).is_ok(),
                 "pod {k} holds a guilds row {id:?}"
             );
         }

@@ -31,7 +31,7 @@ mod pipeline;
 mod progress;
 mod storage;
 
-pub use domain::{anchor, event, op, ownership, shard, stats, time};
+pub use domain::{event, op, partition, rescale, stats, time};
 pub use storage::{query, reshard};
 
 pub use actors::writer::{NotWritable, SettingsError};

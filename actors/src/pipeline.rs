@@ -13,16 +13,16 @@ use crate::actors::writer::{
     CheckWritable, Handoff, NotWritable, PatchSettings, SettingsError, SqliteWriter, WriterConfig,
     WriterLink,
 };
-use crate::domain::anchor::Anchor;
 use crate::domain::event::Dispatch;
-use crate::domain::ownership::{Layout, Ownership, Transition};
-use crate::domain::shard::Sharding;
+use crate::domain::partition::Partition;
+use crate::domain::rescale::anchor::Anchor;
+use crate::domain::rescale::ownership::{Layout, Ownership, Transition};
 use crate::health::{StorageFault, StorageHealth};
 use crate::metrics::Metrics;
 use crate::progress::{Progress, Snapshot};
 use crate::storage::database::{self, StoreError};
 use crate::storage::expiry::CacheExpiry;
-use crate::storage::handoff;
+use crate::storage::rescale::handoff;
 use actix::prelude::*;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use std::time::Duration;
 /// Tuning and placement of one pod's pipeline.
 #[derive(Clone)]
 pub struct PipelineConfig {
-    pub sharding: Sharding,
+    pub sharding: Partition,
     pub database: PathBuf,
     /// Events in a guild actor's mailbox before the rest wait in its overflow queue.
     pub guild_mailbox: usize,
@@ -61,7 +61,7 @@ pub struct PipelineConfig {
 
 impl PipelineConfig {
     /// The defaults, for a pod with the given sharding and database.
-    pub fn new(sharding: Sharding, database: PathBuf) -> Self {
+    pub fn new(sharding: Partition, database: PathBuf) -> Self {
         PipelineConfig {
             sharding,
             database,
@@ -327,7 +327,7 @@ impl Pipeline {
     }
 
     /// This new owner's anchors for the rescale to `epoch`: each group's first anchor event in
-    /// its capture log (see [`crate::domain::anchor`]). The old owners freeze at them.
+    /// its capture log (see [`crate::domain::rescale::anchor`]). The old owners freeze at them.
     pub async fn anchors(&self, epoch: u64) -> Result<Vec<Anchor>, RescaleError> {
         let (now, next) = self.transition(epoch)?;
         let database = self.database.clone();
@@ -336,17 +336,17 @@ impl Pipeline {
                 &database,
                 rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
             )?;
-            crate::storage::event_log::captured(&conn)
+            crate::storage::rescale::event_log::captured(&conn)
         })
         .await
         .map_err(|e| RescaleError::Failed(e.to_string()))?
         .map_err(|e| RescaleError::Failed(format!("reading the capture log: {e}")))?;
-        Ok(crate::domain::anchor::anchors_of(
+        Ok(crate::domain::rescale::anchor::anchors_of(
             captured.iter().map(|c| {
                 let event = crate::domain::event::decode_dispatch(&c.kind, c.seq, &c.payload);
                 let identity = event
                     .ok()
-                    .and_then(|d| crate::domain::anchor::identity(&d.event));
+                    .and_then(|d| crate::domain::rescale::anchor::identity(&d.event));
                 (c.guild_id, identity)
             }),
             &now.layout,
@@ -458,7 +458,7 @@ impl Pipeline {
     /// The freeze is persisted first, so that no crash can bring back a pod that applies them
     /// again, nor allow an abort after the filter dropped one of their events.
     ///
-    /// `anchors` (the new owners' [`crate::domain::anchor`]s): each group's leaving guilds are applied
+    /// `anchors` (the new owners' [`crate::domain::rescale::anchor`]s): each group's leaving guilds are applied
     /// until its anchor passes in this pod's stream, for at most `drain`; a group whose anchor
     /// has not passed by then is frozen without it (reported: its new owner re-applies its
     /// whole log, as with a margin alone).
@@ -706,7 +706,7 @@ fn committed_ownership(
     let configured = Layout::of(&config.sharding);
     let ownership = match handoff::load(conn, config.sharding.ordinal)? {
         Some(mut ownership) => {
-            let md5 = crate::domain::shard::Strategy::Md5;
+            let md5 = crate::domain::partition::Strategy::Md5;
             if ownership.next.is_none()
                 && ownership.layout.strategy == md5
                 && configured.strategy == md5

@@ -1,7 +1,7 @@
 //! The reference data from the TypeScript services (../shared/fixtures): the sharding function
 //! and the message statistics must match it exactly.
 
-use gateway_actors::shard::{md5_u32, owner_of_str, Strategy};
+use gateway_actors::partition::{md5_u32, owner_of_str, Strategy};
 use gateway_actors::stats::message_stats;
 use serde_json::Value;
 use std::path::PathBuf;

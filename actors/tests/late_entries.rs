@@ -240,14 +240,14 @@ fn every_waiting_event_is_written_when_its_window_closes_without_a_later_event()
 /// keeps.
 #[test]
 fn a_captured_timeout_is_judged_as_of_its_receipt() {
-    use gateway_actors::ownership::Layout;
-    use gateway_actors::shard::{md5_u32, Sharding, Strategy};
+    use gateway_actors::partition::{md5_u32, Partition, Strategy};
+    use gateway_actors::rescale::ownership::Layout;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("gateway.sqlite3");
     // A guild that pod 1, standby under one pod, receives when there are two.
     let guild = (1u64..).find(|g| md5_u32(&g.to_string()) % 2 == 1).unwrap();
     let mut config = config(&db);
-    config.sharding = Sharding::new(Strategy::Md5, 1, 1);
+    config.sharding = Partition::new(Strategy::Md5, 1, 1);
     let until_ms = gateway_actors::time::now_ms() + 1_500;
     let until = gateway_actors::time::iso8601(
         std::time::UNIX_EPOCH + Duration::from_millis(until_ms as u64),
@@ -291,8 +291,8 @@ fn a_captured_timeout_is_judged_as_of_its_receipt() {
 /// and the kick would be lost).
 #[test]
 fn a_waiting_moderation_event_is_handed_over_at_the_freeze() {
-    use gateway_actors::ownership::Layout;
-    use gateway_actors::shard::{md5_u32, Sharding, Strategy};
+    use gateway_actors::partition::{md5_u32, Partition, Strategy};
+    use gateway_actors::rescale::ownership::Layout;
     let dir = tempfile::tempdir().unwrap();
     let (old_db, new_db) = (
         dir.path().join("old.sqlite3"),
@@ -302,7 +302,7 @@ fn a_waiting_moderation_event_is_handed_over_at_the_freeze() {
     let mut old_config = one_pod(&old_db);
     old_config.audit_window = Duration::from_secs(30);
     let mut new_config = one_pod(&new_db);
-    new_config.sharding = Sharding::new(Strategy::Md5, 1, 1);
+    new_config.sharding = Partition::new(Strategy::Md5, 1, 1);
     let kick = frame(
         "GUILD_MEMBER_REMOVE",
         2,

@@ -12,7 +12,7 @@ use gateway_actors::internals::GuildState;
 use gateway_actors::internals::ModerationLog;
 use gateway_actors::internals::{self as store, Op};
 use gateway_actors::metrics::Metrics;
-use gateway_actors::shard::{Sharding, Strategy};
+use gateway_actors::partition::{Partition, Strategy};
 use gateway_actors::{Pipeline, PipelineConfig};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -57,8 +57,8 @@ pub fn stream(guilds: u32, messages: u64) -> Vec<String> {
         .collect()
 }
 
-pub fn one_pod() -> Sharding {
-    Sharding::new(Strategy::Md5, 0, 1)
+pub fn one_pod() -> Partition {
+    Partition::new(Strategy::Md5, 0, 1)
 }
 
 pub fn in_system<F: std::future::Future>(f: F) -> F::Output {
@@ -77,7 +77,7 @@ pub fn in_system<F: std::future::Future>(f: F) -> F::Output {
 pub fn run_actors(
     lines: &Arc<Vec<String>>,
     dir: &Path,
-    sharding: Sharding,
+    sharding: Partition,
     tune: impl FnOnce(&mut PipelineConfig),
 ) -> Duration {
     let db = fresh_db(dir);
@@ -111,7 +111,7 @@ pub async fn feed(pipeline: &Arc<Pipeline>, lines: &Arc<Vec<String>>) {
 
 /// The same work in a plain single-threaded loop: the same decoding, handlers, moderation log
 /// and statements, in transactions of the same size. The baseline for `pipeline/actors`.
-pub fn run_plain_loop(lines: &[String], dir: &Path, sharding: Sharding) -> Duration {
+pub fn run_plain_loop(lines: &[String], dir: &Path, sharding: Partition) -> Duration {
     let db = fresh_db(dir);
     let mut conn = store::open_writer(&db).expect("database");
     let max_batch = PipelineConfig::new(sharding, db.clone()).max_batch;

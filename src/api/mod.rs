@@ -12,21 +12,21 @@
 //! request needs `Authorization: Bearer API_TOKEN` ([`guard`]); with no token configured, the
 //! API refuses everything.
 
-mod body;
+pub(crate) mod body;
 mod errors;
 mod fan_out;
 mod guard;
 mod metrics;
 mod query;
-pub mod rescale;
 mod settings;
 
 use crate::config::ApiConfig;
-use crate::gateway::shards::Sessions;
+use crate::gateway::sessions::Sessions;
+use crate::rescale::endpoints;
 use crate::routing::Owner;
 use actix_web::{web, HttpResponse};
+use gateway_actors::partition::{parse_snowflake, Partition, PartitionError};
 use gateway_actors::query::QueryPool;
-use gateway_actors::shard::{parse_snowflake, ShardError, Sharding};
 use gateway_actors::Pipeline;
 use std::sync::Arc;
 
@@ -89,14 +89,14 @@ impl Api {
 
     /// This pod under the committed ownership: owners, 421s and the routing of cross-guild
     /// reads follow it (a rescale moves a guild's reads at its commit).
-    pub fn sharding(&self) -> Sharding {
+    pub fn sharding(&self) -> Partition {
         self.pipeline.ownership().sharding()
     }
 
     /// The guild's owner under the committed ownership; 400 for an id that is not a
     /// snowflake (no row may be keyed by one).
     pub fn owner(&self, guild_id: &str) -> Result<Owner, ApiError> {
-        let bad = |e: ShardError| ApiError::BadRequest(e.to_string());
+        let bad = |e: PartitionError| ApiError::BadRequest(e.to_string());
         parse_snowflake(guild_id).map_err(bad)?;
         let ownership = self.pipeline.ownership();
         Owner::of(guild_id, &ownership.sharding(), &self.config.pod_urls)
@@ -148,14 +148,14 @@ pub fn routes(api: web::Data<Api>) -> impl FnOnce(&mut web::ServiceConfig) {
                     "/guilds/{guild_id}/settings",
                     web::patch().to(settings::patch),
                 )
-                .route("/rescale", web::get().to(rescale::state))
-                .route("/rescale/prepare", web::post().to(rescale::prepare))
-                .route("/rescale/anchors", web::get().to(rescale::anchors))
-                .route("/rescale/freeze", web::post().to(rescale::freeze))
-                .route("/rescale/export", web::get().to(rescale::export))
-                .route("/rescale/import", web::post().to(rescale::import))
-                .route("/rescale/commit", web::post().to(rescale::commit))
-                .route("/rescale/abort", web::post().to(rescale::abort))
+                .route("/rescale", web::get().to(endpoints::state))
+                .route("/rescale/prepare", web::post().to(endpoints::prepare))
+                .route("/rescale/anchors", web::get().to(endpoints::anchors))
+                .route("/rescale/freeze", web::post().to(endpoints::freeze))
+                .route("/rescale/export", web::get().to(endpoints::export))
+                .route("/rescale/import", web::post().to(endpoints::import))
+                .route("/rescale/commit", web::post().to(endpoints::commit))
+                .route("/rescale/abort", web::post().to(endpoints::abort))
                 .default_service(web::to(|| async {
                     ApiError::NotFound("no such /v1 endpoint".into()).into_response()
                 })),

@@ -59,7 +59,7 @@ pub struct ConnectionConfig {
     /// The ownership epoch whose layout this session serves, and this pod under that
     /// layout (its identify slot depends on it).
     pub epoch: u64,
-    pub sharding: gateway_actors::shard::Sharding,
+    pub sharding: gateway_actors::partition::Partition,
 }
 
 /// One session's state: whether it is usable (READY or RESUMED seen and not lost since), and

@@ -17,7 +17,7 @@
 //!    always a slot apart, whenever their pods start (all at once after a rollout, one after
 //!    a crash), as long as the nodes' clocks agree within the slot's margin over 5 s.
 
-use gateway_actors::shard::{Sharding, Strategy};
+use gateway_actors::partition::{Partition, Strategy};
 use prometheus::IntGauge;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -70,7 +70,7 @@ impl StartLimits for serenity::http::Http {
 /// Where session `shard` of pod `sharding.ordinal` identifies within its bucket: its offset in
 /// the bucket's cycle and the cycle's length.
 pub fn slot_of(
-    sharding: &Sharding,
+    sharding: &Partition,
     shard: u32,
     max_concurrency: u32,
     slot: Duration,
@@ -219,7 +219,7 @@ impl IdentifyGate {
     /// may identify now, with the limits Discord gave.
     pub async fn wait_turn(
         &self,
-        sharding: &Sharding,
+        sharding: &Partition,
         shard: u32,
         discord: &impl StartLimits,
     ) -> Result<StartLimit, serenity::Error> {
@@ -326,8 +326,8 @@ impl IdentifyGate {
 mod tests {
     use super::*;
 
-    fn sharding(strategy: Strategy, ordinal: u32, pods: u32, shards: u32) -> Sharding {
-        Sharding {
+    fn sharding(strategy: Strategy, ordinal: u32, pods: u32, shards: u32) -> Partition {
+        Partition {
             strategy,
             ordinal,
             pods,

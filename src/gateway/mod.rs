@@ -7,7 +7,7 @@ pub mod close_codes;
 pub mod connection;
 pub mod convert;
 pub mod identify;
-pub mod shards;
+pub mod sessions;
 
 use actix::prelude::*;
 use connection::ShardEvent;

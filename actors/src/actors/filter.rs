@@ -13,7 +13,7 @@
 //! new layout. Each of these steps holds the filter's mailbox while it changes state, so no
 //! event is routed by half of a change.
 //!
-//! A freeze is exact ([`crate::domain::anchor`]): after it, the leaving guilds of each group are still
+//! A freeze is exact ([`crate::domain::rescale::anchor`]): after it, the leaving guilds of each group are still
 //! applied until the group's anchor event passes in this pod's own stream, so the pod applies
 //! exactly what precedes the point where the new owner's log takes over, however far behind
 //! its sessions it runs. [`SettleFreeze`] ends the wait.
@@ -21,14 +21,14 @@
 use crate::actors::guild::{FlushWaiting, GuildActor, GuildDeps, HandOverWaiting, Stop, TakeOver};
 use crate::actors::inbox::{GuildEvent, GuildInbox, Offered, Passivate};
 use crate::actors::writer::{Handoff, WriteCmd};
-use crate::domain::anchor::{self, Anchor, AnchorOutcome, Group};
 use crate::domain::event::{decode_dispatch, DecodeError, Dispatch, Event, EventKind, Id};
 use crate::domain::op::Op;
-use crate::domain::ownership::{Ownership, Route};
+use crate::domain::rescale::anchor::{self, Anchor, AnchorOutcome, Group};
+use crate::domain::rescale::ownership::{Ownership, Route};
 use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::progress::Progress;
-use crate::storage::{event_log, handoff};
+use crate::storage::rescale::{event_log, handoff};
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -95,7 +95,7 @@ impl RecentAnchors {
     }
 }
 
-/// An old owner's side of the exact handoff ([`crate::domain::anchor`]).
+/// An old owner's side of the exact handoff ([`crate::domain::rescale::anchor`]).
 #[derive(Default)]
 struct Handover {
     /// Per group: the last anchor event seen, and the group's capturable events since.
@@ -468,7 +468,7 @@ impl ShardFilter {
     }
 }
 
-/// For each captured event: whether its old owner applied it (see [`crate::domain::anchor`]).
+/// For each captured event: whether its old owner applied it (see [`crate::domain::rescale::anchor`]).
 fn before_anchors(
     captured: &[(event_log::Captured, Result<Dispatch, DecodeError>)],
     anchors: &[AnchorOutcome],

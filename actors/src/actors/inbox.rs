@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 pub struct GuildEvent {
     pub ticket: Ticket,
     pub dispatch: Dispatch,
-    /// The epoch of the Discord sessions that delivered it (see [`crate::domain::ownership::Route`]).
+    /// The epoch of the Discord sessions that delivered it (see [`crate::domain::rescale::ownership::Route`]).
     pub source_epoch: u64,
     /// When the pod received it (Unix ms): what a timeout's end is compared with, also when a
     /// captured event is re-applied later.

@@ -11,7 +11,7 @@
 //! enforced for `do_send` (see ../shared/NOTES.md).
 
 use crate::domain::op::Op;
-use crate::domain::ownership::Ownership;
+use crate::domain::rescale::ownership::Ownership;
 use crate::domain::scope::{CrossGuildWrite, Outcome, RefusedWrites};
 use crate::health::StorageHealth;
 use crate::log_limit::LogLimit;
@@ -20,7 +20,7 @@ use crate::progress::{Progress, Ticket};
 use crate::storage::apply::apply;
 use crate::storage::database::check_writable;
 use crate::storage::expiry::{expire_cache, CacheExpiry};
-use crate::storage::handoff;
+use crate::storage::rescale::handoff;
 use actix::prelude::*;
 use rusqlite::Connection;
 use std::path::PathBuf;
@@ -72,7 +72,7 @@ pub enum Handoff {
     /// committed ownership, in one transaction.
     Commit(Ownership, Box<dyn Fn(u64) -> bool + Send>),
     /// Record what became of a freeze's anchors.
-    Anchors(Vec<crate::domain::anchor::AnchorOutcome>),
+    Anchors(Vec<crate::domain::rescale::anchor::AnchorOutcome>),
 }
 
 /// Commit what is pending now.

@@ -3,10 +3,9 @@
 
 pub(crate) mod apply;
 pub(crate) mod database;
-pub(crate) mod event_log;
 pub(crate) mod expiry;
-pub(crate) mod handoff;
 pub mod query;
+pub(crate) mod rescale;
 pub mod reshard;
 pub(crate) mod restore;
 pub(crate) mod settings;

@@ -6,7 +6,7 @@
 //! leave one row. Columns are those the source and the target share, so the TypeScript bot's
 //! file (without the added columns and tables) is a valid source.
 
-use crate::domain::shard::{Sharding, Strategy};
+use crate::domain::partition::{Partition, Strategy};
 use crate::storage::database::{self, StoreError};
 use rusqlite::functions::FunctionFlags;
 use rusqlite::Connection;
@@ -77,7 +77,7 @@ pub fn reshard(
     shards: u32,
     out_dir: &Path,
 ) -> Result<ReshardReport, ReshardError> {
-    let layout = Sharding {
+    let layout = Partition {
         strategy,
         ordinal: 0,
         pods,

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each test file uses a part
 
-use gateway_actors::shard::{Sharding, Strategy};
+use gateway_actors::partition::{Partition, Strategy};
 use gateway_actors::PipelineConfig;
 use rusqlite::Connection;
 use std::path::Path;
@@ -23,7 +23,7 @@ pub fn in_system<F: std::future::Future>(f: F) -> F::Output {
 
 /// The defaults, for the only pod of a deployment.
 pub fn one_pod(db: &Path) -> PipelineConfig {
-    PipelineConfig::new(Sharding::new(Strategy::Md5, 0, 1), db.to_owned())
+    PipelineConfig::new(Partition::new(Strategy::Md5, 0, 1), db.to_owned())
 }
 
 /// Polls `check` every 10 ms for at most 60 s.

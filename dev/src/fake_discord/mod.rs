@@ -12,10 +12,10 @@
 //! Every Identify with a valid token, intents and shard is judged by these rules, in order
 //! (each is a [`FakeOptions`] field and a command-line flag):
 //!
-//! 1. **Sharding required.** A shard `[id, n]` (an Identify without `shard` is `[0, 1]`) holds
+//! 1. **Partition required.** A shard `[id, n]` (an Identify without `shard` is `[0, 1]`) holds
 //!    the recording's guilds `g` with `(g >> 22) % n == id`. More than
 //!    `max_guilds_per_shard` (Discord: [`MAX_GUILDS_PER_SHARD`]) closes the connection with
-//!    4011 "Sharding required.".
+//!    4011 "Partition required.".
 //! 2. **Session start limit.** Each accepted Identify (a session start; a Resume is not one)
 //!    takes one of `session_start_limit` starts. They all come back every
 //!    `session_start_reset` (periods counted from the fake's start). An Identify when none is
@@ -825,7 +825,7 @@ pub mod close {
             4008 => "Rate limited.",
             4009 => "Session timed out.",
             4010 => "Invalid shard.",
-            4011 => "Sharding required.",
+            4011 => "Partition required.",
             4012 => "Invalid API version.",
             4013 => "Invalid intent(s).",
             4014 => "Disallowed intent(s).",

@@ -18,7 +18,7 @@ use crate::fake_discord::{self, FakeOptions, Recording};
 use crate::probe::http_get;
 use anyhow::{bail, Context as _};
 use clap::Args;
-use gateway_actors::shard::Strategy;
+use gateway_actors::partition::Strategy;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -409,13 +409,13 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         let reference = args.data_dir.join("reference.sqlite3");
         verify::replay_reference(&exe, &events, &reference)?;
         let last = rescales.last().map(|r| r.to.clone());
-        let layout = gateway_actors::ownership::Layout {
+        let layout = gateway_actors::rescale::ownership::Layout {
             pods: current_pods,
             strategy,
             shards: last.map_or_else(
                 || {
                     shards.unwrap_or_else(|| {
-                        gateway_actors::shard::default_shards(strategy, current_pods)
+                        gateway_actors::partition::default_shards(strategy, current_pods)
                     })
                 },
                 |l| l.shards,

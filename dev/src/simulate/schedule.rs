@@ -2,7 +2,7 @@
 //! of the live stream, each run by the real `guild-gateway rescale` command.
 
 use anyhow::{bail, Context as _};
-use gateway_actors::shard::Strategy;
+use gateway_actors::partition::Strategy;
 use serde::Deserialize;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

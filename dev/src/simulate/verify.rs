@@ -3,7 +3,7 @@
 //! database of its final owner.
 
 use anyhow::{bail, Context as _};
-use gateway_actors::ownership::Layout;
+use gateway_actors::rescale::ownership::Layout;
 use rusqlite::{Connection, OpenFlags};
 use std::collections::BTreeMap;
 use std::path::Path;

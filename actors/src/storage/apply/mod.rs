@@ -10,7 +10,7 @@ mod moderation;
 use crate::domain::event::Id;
 use crate::domain::op::Op;
 use crate::domain::scope::{CrossGuildWrite, Outcome};
-use crate::storage::event_log::EventLog;
+use crate::storage::rescale::event_log::EventLog;
 use rusqlite::{OptionalExtension, Transaction};
 
 /// Applies one op inside the writer's transaction. `now` is the processing time (ISO-8601 UTC).

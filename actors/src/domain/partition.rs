@@ -43,18 +43,18 @@ impl fmt::Display for Strategy {
 }
 
 impl FromStr for Strategy {
-    type Err = ShardError;
+    type Err = PartitionError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "md5" => Ok(Strategy::Md5),
             "discord" => Ok(Strategy::Discord),
-            other => Err(ShardError::UnknownStrategy(other.to_owned())),
+            other => Err(PartitionError::UnknownStrategy(other.to_owned())),
         }
     }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ShardError {
+pub enum PartitionError {
     #[error("unknown shard strategy {0:?} (expected md5 or discord)")]
     UnknownStrategy(String),
     #[error("guild id {0:?} is not a numeric snowflake (the discord strategy needs one)")]
@@ -68,8 +68,8 @@ pub enum ShardError {
 /// A guild id as Discord writes one: decimal digits, no sign, no leading zero, at least 1 and
 /// at most u64::MAX. Everything the pod accepts from outside (the API, fan-out lists,
 /// `shard-of`) goes through this, so no row is ever keyed by an id no pod would route alike.
-pub fn parse_snowflake(guild_id: &str) -> Result<u64, ShardError> {
-    let bad = || ShardError::NotSnowflake(guild_id.chars().take(40).collect());
+pub fn parse_snowflake(guild_id: &str) -> Result<u64, PartitionError> {
+    let bad = || PartitionError::NotSnowflake(guild_id.chars().take(40).collect());
     if guild_id.is_empty()
         || guild_id.starts_with('0')
         || !guild_id.bytes().all(|b| b.is_ascii_digit())
@@ -86,17 +86,17 @@ pub fn md5_u32(guild_id: &str) -> u32 {
 }
 
 /// The owner of a guild id given as the string the TypeScript services hash, with the default
-/// shard count (S = N for `discord`); [`Sharding::owner_of_str`] takes any S.
-pub fn owner_of_str(strategy: Strategy, guild_id: &str, pods: u32) -> Result<u32, ShardError> {
+/// shard count (S = N for `discord`); [`Partition::owner_of_str`] takes any S.
+pub fn owner_of_str(strategy: Strategy, guild_id: &str, pods: u32) -> Result<u32, PartitionError> {
     if pods == 0 {
-        return Err(ShardError::NoPods);
+        return Err(PartitionError::NoPods);
     }
     match strategy {
         Strategy::Md5 => Ok(md5_u32(guild_id) % pods),
         Strategy::Discord => {
             let id: u64 = guild_id
                 .parse()
-                .map_err(|_| ShardError::NotNumeric(guild_id.to_owned()))?;
+                .map_err(|_| PartitionError::NotNumeric(guild_id.to_owned()))?;
             Ok(discord_shard(id, pods))
         }
     }
@@ -118,7 +118,7 @@ pub fn default_shards(strategy: Strategy, pods: u32) -> u32 {
 
 /// Ownership of numeric guild ids for one pod; the hot-path form used by the shard filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sharding {
+pub struct Partition {
     pub strategy: Strategy,
     pub ordinal: u32,
     pub pods: u32,
@@ -126,10 +126,10 @@ pub struct Sharding {
     pub shards: u32,
 }
 
-impl Sharding {
+impl Partition {
     /// Pod `ordinal` of `pods`, with the default shard count.
-    pub fn new(strategy: Strategy, ordinal: u32, pods: u32) -> Sharding {
-        Sharding {
+    pub fn new(strategy: Strategy, ordinal: u32, pods: u32) -> Partition {
+        Partition {
             strategy,
             ordinal,
             pods,
@@ -151,13 +151,13 @@ impl Sharding {
     }
 
     /// The owner of a guild id as text (what the HTTP services send).
-    pub fn owner_of_str(&self, guild_id: &str) -> Result<u32, ShardError> {
+    pub fn owner_of_str(&self, guild_id: &str) -> Result<u32, PartitionError> {
         match self.strategy {
             Strategy::Md5 => owner_of_str(Strategy::Md5, guild_id, self.pods),
             Strategy::Discord => {
                 let id: u64 = guild_id
                     .parse()
-                    .map_err(|_| ShardError::NotNumeric(guild_id.to_owned()))?;
+                    .map_err(|_| PartitionError::NotNumeric(guild_id.to_owned()))?;
                 Ok(self.owner(id))
             }
         }
@@ -209,12 +209,12 @@ mod tests {
     fn numeric_and_string_forms_agree() {
         for id in [0u64, 7, 1325263406417087088, u64::MAX] {
             for pods in 1..8 {
-                let s = Sharding::new(Strategy::Md5, 0, pods);
+                let s = Partition::new(Strategy::Md5, 0, pods);
                 assert_eq!(
                     s.owner(id),
                     owner_of_str(Strategy::Md5, &id.to_string(), pods).unwrap()
                 );
-                let d = Sharding::new(Strategy::Discord, 0, pods);
+                let d = Partition::new(Strategy::Discord, 0, pods);
                 assert_eq!(
                     d.owner(id),
                     owner_of_str(Strategy::Discord, &id.to_string(), pods).unwrap()
@@ -227,23 +227,26 @@ mod tests {
     fn discord_strategy_rejects_non_numeric_ids() {
         assert_eq!(
             owner_of_str(Strategy::Discord, "abc", 3),
-            Err(ShardError::NotNumeric("abc".into()))
+            Err(PartitionError::NotNumeric("abc".into()))
         );
-        assert_eq!(owner_of_str(Strategy::Md5, "1", 0), Err(ShardError::NoPods));
+        assert_eq!(
+            owner_of_str(Strategy::Md5, "1", 0),
+            Err(PartitionError::NoPods)
+        );
     }
 
     #[test]
     fn guildless_events_belong_to_pod_zero() {
-        let s = |ordinal| Sharding::new(Strategy::Md5, ordinal, 3);
+        let s = |ordinal| Partition::new(Strategy::Md5, ordinal, 3);
         assert!(s(0).owns(None));
         assert!(!s(1).owns(None));
     }
 
     #[test]
     fn discord_shards_are_dealt_round_robin_and_owners_follow_them() {
-        let pod = |ordinal| Sharding {
+        let pod = |ordinal| Partition {
             shards: 8,
-            ..Sharding::new(Strategy::Discord, ordinal, 3)
+            ..Partition::new(Strategy::Discord, ordinal, 3)
         };
         assert_eq!(pod(0).pod_shards(), [0, 3, 6]);
         assert_eq!(pod(1).pod_shards(), [1, 4, 7]);
@@ -262,14 +265,14 @@ mod tests {
             assert_eq!(pod(0).owner_of_str(&id.to_string()), Ok(shard % 3));
         }
         // md5 pods run every shard, and S does not move a guild.
-        let md5 = Sharding {
+        let md5 = Partition {
             shards: 4,
-            ..Sharding::new(Strategy::Md5, 2, 3)
+            ..Partition::new(Strategy::Md5, 2, 3)
         };
         assert_eq!(md5.pod_shards(), [0, 1, 2, 3]);
         assert_eq!(
             md5.owner(1325263406417087088),
-            Sharding::new(Strategy::Md5, 2, 3).owner(1325263406417087088)
+            Partition::new(Strategy::Md5, 2, 3).owner(1325263406417087088)
         );
     }
 }

@@ -1,15 +1,15 @@
-//! The SQL of a live rescale ([`crate::domain::ownership`]): the persisted ownership, the capture log,
+//! The SQL of a live rescale ([`crate::domain::rescale::ownership`]): the persisted ownership, the capture log,
 //! and the export, import and removal of the guilds that move.
 //!
 //! Rows move with the same copy as `reshard` ([`crate::storage::reshard::copy_owned`]), through an
 //! `owner(guild_id)` SQL function that names which guilds go where.
 
-use crate::domain::anchor::{Anchor, AnchorOutcome, Group};
 use crate::domain::event::Id;
-use crate::domain::ownership::{Layout, Ownership, Transition};
-use crate::domain::shard::Strategy;
+use crate::domain::partition::Strategy;
+use crate::domain::rescale::anchor::{Anchor, AnchorOutcome, Group};
+use crate::domain::rescale::ownership::{Layout, Ownership, Transition};
 use crate::storage::database::{self, StoreError};
-use crate::storage::event_log::{handed_over, EventLog};
+use crate::storage::rescale::event_log::{handed_over, EventLog};
 use crate::storage::reshard::{copy_owned, ReshardError};
 use rusqlite::functions::FunctionFlags;
 use rusqlite::{params, Connection, OptionalExtension};

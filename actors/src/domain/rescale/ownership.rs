@@ -19,7 +19,7 @@
 //! freeze has committed, the new owner only after its import), and every event is applied on
 //! the final owner (applied before the freeze and exported, or captured and re-applied).
 
-use crate::domain::shard::{Sharding, Strategy};
+use crate::domain::partition::{Partition, Strategy};
 use serde::Serialize;
 
 /// How guilds map to pods: what every pod and the HTTP services must agree on.
@@ -32,7 +32,7 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub fn of(sharding: &Sharding) -> Layout {
+    pub fn of(sharding: &Partition) -> Layout {
         Layout {
             pods: sharding.pods,
             strategy: sharding.strategy,
@@ -41,8 +41,8 @@ impl Layout {
     }
 
     /// Pod `ordinal`'s view of this layout.
-    pub fn sharding(&self, ordinal: u32) -> Sharding {
-        Sharding {
+    pub fn sharding(&self, ordinal: u32) -> Partition {
+        Partition {
             strategy: self.strategy,
             ordinal,
             pods: self.pods,
@@ -125,7 +125,7 @@ pub enum Route {
 
 impl Ownership {
     /// A pod that has never taken part in a rescale: epoch 1 of `sharding`.
-    pub fn initial(sharding: &Sharding) -> Ownership {
+    pub fn initial(sharding: &Partition) -> Ownership {
         Ownership {
             ordinal: sharding.ordinal,
             epoch: 1,
@@ -136,7 +136,7 @@ impl Ownership {
     }
 
     /// The committed layout from this pod's side.
-    pub fn sharding(&self) -> Sharding {
+    pub fn sharding(&self) -> Partition {
         self.layout.sharding(self.ordinal)
     }
 

@@ -14,12 +14,14 @@
 //! time limit (`--pod-timeout-secs`), so a pod that stops answering ends the command within
 //! it, naming the pod and the step; running the command again resumes.
 
-use crate::api::rescale::{FreezeAnswer, ImportAnswer, LayoutBody, NextBody, RescaleState};
+pub mod endpoints;
+
 use crate::routing::UrlTemplate;
 use anyhow::{bail, Context as _};
 use clap::Args;
-use gateway_actors::anchor::Anchor;
-use gateway_actors::shard::{default_shards, Strategy};
+use endpoints::{FreezeAnswer, ImportAnswer, LayoutBody, NextBody, RescaleState};
+use gateway_actors::partition::{default_shards, Strategy};
+use gateway_actors::rescale::anchor::Anchor;
 use serde::Serialize;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

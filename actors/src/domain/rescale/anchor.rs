@@ -23,8 +23,8 @@
 //! frozen at once and its whole log re-applied: the margin's guarantee, reported.
 
 use crate::domain::event::Event;
-use crate::domain::ownership::Layout;
-use crate::domain::shard::discord_shard;
+use crate::domain::partition::discord_shard;
+use crate::domain::rescale::ownership::Layout;
 use serde::{Deserialize, Serialize};
 
 /// An anchor event's identity: its type and the unique snowflake it names (a message created
@@ -161,7 +161,7 @@ pub fn applied_by_old_owners(
 mod tests {
     use super::*;
     use crate::domain::event::{AuditEntry, Id};
-    use crate::domain::shard::Strategy;
+    use crate::domain::partition::Strategy;
 
     fn layout(pods: u32, shards: u32) -> Layout {
         Layout {

@@ -13,7 +13,7 @@ use super::connection::{
 };
 use super::identify::IdentifyGate;
 use super::GatewayMetrics;
-use gateway_actors::ownership::Layout;
+use gateway_actors::rescale::ownership::Layout;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -96,7 +96,7 @@ pub struct Discord {
     pub ordinal: u32,
 }
 
-pub struct ShardSet {
+pub struct SessionSet {
     pub sessions: Arc<Sessions>,
     discord: Discord,
     shared: Shared,
@@ -108,7 +108,7 @@ pub struct ShardSet {
     still_running: usize,
 }
 
-impl ShardSet {
+impl SessionSet {
     /// Starts the sessions of `layout` (epoch `epoch`) for this pod; returns the set and the
     /// merged stream.
     pub fn start(
@@ -117,7 +117,7 @@ impl ShardSet {
         layout: Layout,
         gate: Arc<IdentifyGate>,
         metrics: Arc<GatewayMetrics>,
-    ) -> (ShardSet, mpsc::Receiver<ShardEvent>) {
+    ) -> (SessionSet, mpsc::Receiver<ShardEvent>) {
         let (events, stream) = mpsc::channel(EVENT_QUEUE);
         let (ended_tx, ended) = mpsc::unbounded_channel();
         let sessions = Arc::new(Sessions {
@@ -125,7 +125,7 @@ impl ShardSet {
             gate: gate.clone(),
             connected: metrics.connected.clone(),
         });
-        let mut set = ShardSet {
+        let mut set = SessionSet {
             sessions,
             discord,
             shared: Shared {
@@ -213,7 +213,7 @@ impl ShardSet {
     }
 
     /// Resolves when a session ends for good on its own: with its error, or Ok after
-    /// `shutdown`. Sessions closed by [`ShardSet::close_all_but`] do not count.
+    /// `shutdown`. Sessions closed by [`SessionSet::close_all_but`] do not count.
     pub async fn finished(&mut self) -> Result<(), ConnectionError> {
         loop {
             match self.ended.recv().await {

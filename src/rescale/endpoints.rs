@@ -1,5 +1,5 @@
 //! `/v1/rescale`: the steps of a live rescale, driven by `guild-gateway rescale` (see
-//! `gateway_actors::ownership` for the protocol and its invariant). Every step is idempotent,
+//! `gateway_actors::rescale::ownership` for the protocol and its invariant). Every step is idempotent,
 //! so a command that died can run again; the state lives in each pod's database.
 //!
 //! - `GET  /v1/rescale`: this pod's ownership, the change under way, and whether the sessions
@@ -13,13 +13,13 @@
 //!   import, re-apply the capture log, go live;
 //! - `POST /v1/rescale/commit` `{epoch}` and `POST /v1/rescale/abort` `{epoch}`.
 
-use super::body::JsonBody;
-use super::{Api, ApiError};
+use crate::api::body::JsonBody;
+use crate::api::{Api, ApiError};
 use actix_web::{web, HttpResponse};
 use anyhow::Context as _;
-use gateway_actors::anchor::Anchor;
-use gateway_actors::ownership::{Layout, Ownership};
-use gateway_actors::shard::Strategy;
+use gateway_actors::partition::Strategy;
+use gateway_actors::rescale::anchor::Anchor;
+use gateway_actors::rescale::ownership::{Layout, Ownership};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
