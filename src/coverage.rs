@@ -7,6 +7,7 @@
 //! shards. A pod restarted with a stale NUM_GATEWAY_PODS breaks the second rule, and this
 //! command names it.
 
+use crate::pod_client::{Call, PodCallError, PodClient};
 use crate::routing::UrlTemplate;
 use anyhow::Context as _;
 use clap::Args;
@@ -49,22 +50,13 @@ pub fn run(args: CoverageArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .context("building the HTTP client")?;
+    let client = PodClient::new(args.pod_url_template.clone(), None)?;
     let ask = |k: u32| {
-        let url = format!("{}/status", args.pod_url_template.url(k));
         let client = client.clone();
         async move {
-            let response = client
-                .get(&url)
-                .send()
+            client
+                .json::<Layout>(k, Call::get("/status", STATUS_TIMEOUT))
                 .await
-                .map_err(|e| format!("{url}: {e}"))?;
-            let body = response.bytes().await.map_err(|e| format!("{url}: {e}"))?;
-            serde_json::from_slice::<Layout>(&body)
-                .map_err(|e| format!("{url}: not a pod's /status: {e}"))
         }
     };
     let pods = match args.pods {
@@ -72,11 +64,11 @@ pub fn run(args: CoverageArgs) -> anyhow::Result<ExitCode> {
         None => {
             runtime
                 .block_on(ask(0))
-                .map_err(|e| anyhow::anyhow!("asking pod 0 how many pods own guilds: {e}"))?
+                .context("asking pod 0 how many pods own guilds")?
                 .num_pods
         }
     };
-    let answers: Vec<Result<Layout, String>> =
+    let answers: Vec<Result<Layout, PodCallError>> =
         runtime.block_on(futures_util::future::join_all((0..pods).map(ask)));
     // Standby pods past the count own nothing, but one may hold a prepare left by a rescale
     // command that died: look at those that answer, up to the first that does not.
@@ -93,7 +85,8 @@ pub fn run(args: CoverageArgs) -> anyhow::Result<ExitCode> {
     for (k, answer) in answers.into_iter().enumerate() {
         match answer {
             Err(e) => problems.push(format!(
-                "pod {k} does not answer ({e}): its guilds have no owner"
+                "pod {k} does not answer ({}): its guilds have no owner",
+                gateway_actors::errors::chain(&e)
             )),
             Ok(layout) => {
                 println!(
@@ -134,6 +127,9 @@ pub fn run(args: CoverageArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// What keeps the answering pods from covering every guild exactly once.
+/// How long a pod has to answer `/status`.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How many ordinals past the pod count coverage looks at for standby pods.
 const MAX_STANDBY_PROBES: u32 = 16;
 

@@ -10,6 +10,7 @@ mod coverage;
 mod gateway;
 mod http;
 mod logging;
+mod pod_client;
 mod replay;
 mod rescale;
 mod reshard;

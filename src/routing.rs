@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UrlTemplate {
     before: String,
-    offset: u32,
+    /// N of `{ordinal+N}`; None for one pod's URL, the same for every ordinal.
+    offset: Option<u32>,
     after: String,
 }
 
@@ -37,18 +38,38 @@ impl UrlTemplate {
         }
         Ok(UrlTemplate {
             before: before.to_owned(),
-            offset,
+            offset: Some(offset),
             after: after.trim_end_matches('/').to_owned(),
         })
     }
 
+    /// One pod's base URL (`shard-of --from-pod`), whatever its ordinal.
+    pub fn single(url: &str) -> Result<UrlTemplate, String> {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err("must start with http:// or https://".into());
+        }
+        Ok(UrlTemplate {
+            before: url.trim_end_matches('/').to_owned(),
+            offset: None,
+            after: String::new(),
+        })
+    }
+
+    /// Whether the URLs differ by ordinal (a template, not one pod's URL).
+    pub fn has_ordinal(&self) -> bool {
+        self.offset.is_some()
+    }
+
     pub fn url(&self, ordinal: u32) -> String {
-        format!(
-            "{}{}{}",
-            self.before,
-            u64::from(ordinal) + u64::from(self.offset),
-            self.after
-        )
+        match self.offset {
+            Some(offset) => format!(
+                "{}{}{}",
+                self.before,
+                u64::from(ordinal) + u64::from(offset),
+                self.after
+            ),
+            None => self.before.clone(),
+        }
     }
 }
 

@@ -1,11 +1,13 @@
 //! `guild-gateway shard-of`: which pod owns each guild id, for operators and other services.
 
 use crate::config::{number, strategy};
+use crate::pod_client::{Call, PodClient};
 use crate::routing::{Owner, UrlTemplate};
 use anyhow::Context as _;
 use clap::Args;
 use gateway_actors::partition::Partition;
 use std::io::{BufRead, Write};
+use std::time::Duration;
 
 #[derive(Debug, Args)]
 pub struct ShardOfArgs {
@@ -115,31 +117,21 @@ fn committed_layout(url: &str) -> anyhow::Result<(Partition, Option<u64>)> {
     struct Status {
         ownership: crate::rescale::endpoints::RescaleState,
     }
-    let status_url = format!("{}/status", url.trim_end_matches('/'));
+    let pod = UrlTemplate::single(url).map_err(|e| anyhow::anyhow!("--from-pod {url}: {e}"))?;
+    let client = PodClient::new(pod, None)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let body = runtime.block_on(async {
-        reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(10))
-            .build()?
-            .get(&status_url)
-            .send()
-            .await?
-            .error_for_status()?
-            .bytes()
-            .await
-    });
-    let body = body.with_context(|| format!("asking {status_url}"))?;
-    let status: Status = serde_json::from_slice(&body)
-        .with_context(|| format!("{status_url} is not a pod's /status"))?;
+    let status: Status = runtime
+        .block_on(client.json(0, Call::get("/status", Duration::from_secs(10))))
+        .context("asking for the committed layout")?;
     let layout = status.ownership.layout;
     let sharding = Partition {
         strategy: layout
             .strategy
             .parse()
-            .map_err(|e| anyhow::anyhow!("{status_url}: {e}"))?,
+            .map_err(|e| anyhow::anyhow!("{url}: {e}"))?,
         ordinal: 0,
         pods: layout.pods,
         shards: layout.shards,

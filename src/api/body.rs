@@ -7,8 +7,8 @@
 //! another pod forwards ([`FORWARDED`]) may be a little larger than the caller's original (the
 //! pod re-encodes it), so the cap for those leaves room for that.
 
-use super::guard::FORWARDED;
 use super::{Api, ApiError};
+use crate::pod_client::FORWARDED;
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::StreamExt as _;

@@ -7,11 +7,12 @@
 //! answer is an error that names it and its guilds, never the other pods' rows alone.
 
 use super::body::JsonBody;
-use super::guard::FORWARDED;
 use super::query::{respond, run_local, QueryBody};
 use super::{Api, ApiError};
+use crate::pod_client::{Call, PodCallError, FORWARDED};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use gateway_actors::errors::chain;
 use gateway_actors::query::{QueryError, QueryResult};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -141,72 +142,62 @@ async fn call_pod(
     sql: String,
     params: Vec<Json>,
 ) -> Result<QueryResult, ApiError> {
-    let url = api.config.pod_urls.url(ordinal);
-    let failed = |status: StatusCode, why: String| ApiError::Pod {
-        status,
-        message: format!("pod {ordinal} ({url}), the owner of guilds {guilds:?}, {why}"),
-    };
-    let body = serde_json::to_vec(&GuildsQueryBody {
+    let body = GuildsQueryBody {
         guilds: guilds.to_vec(),
         sql,
         params,
-    })
-    .map_err(|e| ApiError::Internal(format!("encoding a pod call: {e}")))?;
-    let token = api.config.token.as_deref().unwrap_or_default();
-    let answer = async {
-        let response = api
-            .client
-            .post(format!("{url}/v1/query"))
-            .bearer_auth(token)
-            .header(FORWARDED, "1")
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await?;
-        let status = response.status().as_u16();
-        Ok::<_, reqwest::Error>((status, response.bytes().await?))
     };
-    let (status, bytes) = match answer.await {
-        Ok(answer) => answer,
+    // A remote pod has its own query limit; this covers the network around it.
+    let limit = api.pool.limits().timeout + std::time::Duration::from_secs(5);
+    let call = Call::post("/v1/query", &body, limit).forwarded();
+    let failed = |status: StatusCode, e: PodCallError| ApiError::Pod {
+        status,
+        message: format!("{}, the owner of guilds {guilds:?}", chain(&e)),
+    };
+    let bytes = match api.pods.bytes(ordinal, call).await {
+        Ok(bytes) => bytes,
+        Err(e @ PodCallError::Refused { status, .. }) => {
+            api.metrics.pod_calls.with_label_values(&["refused"]).inc();
+            // The statement's own faults (bad SQL, too many rows, its time limit) keep their
+            // status; anything else is the other pod's failure.
+            let status = match status.as_u16() {
+                400 => StatusCode::BAD_REQUEST,
+                422 => StatusCode::UNPROCESSABLE_ENTITY,
+                504 => StatusCode::GATEWAY_TIMEOUT,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            return Err(failed(status, e));
+        }
         Err(e) => {
             api.metrics
                 .pod_calls
                 .with_label_values(&["unreachable"])
                 .inc();
-            return Err(failed(
-                StatusCode::BAD_GATEWAY,
-                format!("is unreachable: {e}"),
-            ));
+            return Err(failed(StatusCode::BAD_GATEWAY, e));
         }
     };
-    if status == 200 {
-        let body = bytes.clone();
-        let parsed = web::block(move || serde_json::from_slice::<GuildsQueryResult>(&body))
-            .await
-            .map_err(|e| ApiError::Internal(format!("the parsing thread failed: {e}")))?;
-        if let Ok(answer) = parsed {
+    let size = bytes.len();
+    let parsed = web::block(move || serde_json::from_slice::<GuildsQueryResult>(&bytes))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the parsing thread failed: {e}")))?;
+    match parsed {
+        Ok(answer) => {
             api.metrics.pod_calls.with_label_values(&["ok"]).inc();
-            return Ok(QueryResult {
+            Ok(QueryResult {
                 columns: answer.columns,
                 rows: answer.rows,
-                bytes: bytes.len(),
-            });
+                bytes: size,
+            })
+        }
+        Err(e) => {
+            api.metrics.pod_calls.with_label_values(&["refused"]).inc();
+            Err(ApiError::Pod {
+                status: StatusCode::BAD_GATEWAY,
+                message: format!(
+                    "pod {ordinal} ({}), the owner of guilds {guilds:?}, gave an unexpected answer: {e}",
+                    api.pods.url(ordinal)
+                ),
+            })
         }
     }
-    api.metrics.pod_calls.with_label_values(&["refused"]).inc();
-    let error = serde_json::from_slice::<Json>(&bytes)
-        .ok()
-        .and_then(|v| v.get("error").and_then(Json::as_str).map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
-    // The statement's own faults (bad SQL, too many rows, its time limit) keep their status;
-    // anything else is the other pod's failure.
-    let status = match StatusCode::from_u16(status) {
-        Ok(
-            s @ (StatusCode::BAD_REQUEST
-            | StatusCode::UNPROCESSABLE_ENTITY
-            | StatusCode::GATEWAY_TIMEOUT),
-        ) => s,
-        _ => StatusCode::BAD_GATEWAY,
-    };
-    Err(failed(status, format!("answered {status}: {error}")))
 }

@@ -7,10 +7,6 @@ use actix_web::middleware::Next;
 use actix_web::web;
 use subtle::ConstantTimeEq;
 
-/// The header a pod sets on a call to another pod: the callee answers from its own data only
-/// and never calls further (so a disagreement about owners cannot loop).
-pub const FORWARDED: &str = "x-guild-gateway-forwarded";
-
 pub async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,

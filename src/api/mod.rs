@@ -22,6 +22,7 @@ mod settings;
 
 use crate::config::ApiConfig;
 use crate::gateway::sessions::Sessions;
+use crate::pod_client::PodClient;
 use crate::rescale::endpoints;
 use crate::routing::Owner;
 use actix_web::{web, HttpResponse};
@@ -40,9 +41,9 @@ pub struct Api {
     /// The one writer, for settings.
     pub pipeline: Arc<Pipeline>,
     /// Calls to the other pods (cross-guild reads).
-    pub client: reqwest::Client,
+    pub pods: PodClient,
     /// Calls to the other pods that move a guild's rows (no query-sized time limit).
-    pub transfer: reqwest::Client,
+    pub transfers: PodClient,
     pub metrics: ApiMetrics,
     pub database: std::path::PathBuf,
     /// The Discord sessions (serve): a rescale asks whether the new ones are up.
@@ -59,28 +60,22 @@ impl Api {
         use anyhow::Context as _;
         let pool = QueryPool::open(database, config.pool_size, config.limits)
             .with_context(|| format!("opening the query pool on {}", database.display()))?;
-        let client = reqwest::Client::builder()
-            // A remote pod has its own query limit; this covers the network around it.
-            .timeout(config.limits.timeout + std::time::Duration::from_secs(5))
-            .connect_timeout(std::time::Duration::from_secs(2))
-            .build()
-            .context("building the HTTP client for pod-to-pod calls")?;
-        let transfer = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(2))
-            // A peer that stalls (stopped, overloaded) fails the transfer within this, and
-            // the rescale command reports it; a large export still has its 600 s.
-            .read_timeout(std::time::Duration::from_secs(30))
-            .timeout(std::time::Duration::from_secs(600))
-            .build()
-            .context("building the HTTP client for pod-to-pod transfers")?;
+        let pods = PodClient::new(config.pod_urls.clone(), config.token.clone())?;
+        // A peer that stalls (stopped, overloaded) fails a transfer within 30 s, and the
+        // rescale command reports it; a large export still has the call's whole limit.
+        let transfers = PodClient::for_transfers(
+            config.pod_urls.clone(),
+            config.token.clone(),
+            std::time::Duration::from_secs(30),
+        )?;
         let metrics = ApiMetrics::register(&pipeline.metrics().registry)
             .context("registering the API's metrics")?;
         Ok(Api {
             config,
             pool,
             pipeline,
-            client,
-            transfer,
+            pods,
+            transfers,
             metrics,
             database: database.to_owned(),
             gateway,

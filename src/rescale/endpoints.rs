@@ -15,6 +15,7 @@
 
 use crate::api::body::JsonBody;
 use crate::api::{Api, ApiError};
+use crate::pod_client::Call;
 use actix_web::{web, HttpResponse};
 use anyhow::Context as _;
 use gateway_actors::partition::Strategy;
@@ -23,6 +24,9 @@ use gateway_actors::rescale::ownership::{Layout, Ownership};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
+
+/// How long one export may take to download (a stalled peer fails sooner: see `transfers`).
+const TRANSFER_LIMIT: Duration = Duration::from_secs(600);
 
 /// How long a freeze may wait for the events accepted before it to commit.
 const FREEZE_LIMIT: Duration = Duration::from_secs(60);
@@ -327,29 +331,12 @@ async fn fetch_export(
     to: u32,
     file: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let url = format!(
-        "{}/v1/rescale/export?epoch={epoch}&to={to}",
-        api.config.pod_urls.url(from)
-    );
-    let mut request = api.transfer.get(&url);
-    if let Some(token) = &api.config.token {
-        request = request.bearer_auth(token);
-    }
-    let response = request
-        .send()
+    let path = format!("/v1/rescale/export?epoch={epoch}&to={to}");
+    let bytes = api
+        .transfers
+        .bytes(from, Call::get(&path, TRANSFER_LIMIT))
         .await
-        .with_context(|| format!("asking pod {from} for its export ({url})"))?;
-    let status = response.status();
-    let bytes = response
-        .bytes()
-        .await
-        .with_context(|| format!("reading pod {from}'s export"))?;
-    if !status.is_success() {
-        anyhow::bail!(
-            "pod {from} answered {status} for its export: {}",
-            String::from_utf8_lossy(&bytes[..bytes.len().min(500)])
-        );
-    }
+        .with_context(|| format!("asking pod {from} for its export"))?;
     tokio::fs::write(file, &bytes)
         .await
         .with_context(|| format!("writing {}", file.display()))
