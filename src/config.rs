@@ -18,126 +18,153 @@ use std::time::Duration;
 #[derive(Debug, Args, Clone)]
 pub struct PodArgs {
     /// This pod's ordinal [default: the trailing -N of HOSTNAME, else 0]
-    #[arg(long, env = "POD_ORDINAL", value_parser = number("POD_ORDINAL", 0, MAX_PODS))]
+    #[arg(long, env = "POD_ORDINAL", value_parser = number(0, MAX_PODS))]
     pub pod_ordinal: Option<u64>,
     /// Number of gateway pods
     #[arg(long, env = "NUM_GATEWAY_PODS", default_value = "1",
-        value_parser = number("NUM_GATEWAY_PODS", 1, MAX_PODS))]
+        value_parser = number(1, MAX_PODS))]
     pub num_gateway_pods: u64,
     /// How guilds map to pods: md5 (the HTTP services' function) or discord (Discord's shards)
     #[arg(long, env = "SHARD_STRATEGY", default_value = "md5",
-        value_parser = strategy("SHARD_STRATEGY"))]
+        value_parser = strategy())]
     pub shard_strategy: Strategy,
     /// The bot's Discord shard count S: a number, or auto (md5 only) for what GET /gateway/bot recommends [default: 1 with md5, NUM_GATEWAY_PODS with discord]
-    #[arg(long, env = "DISCORD_SHARDS", value_parser = shard_count)]
+    #[arg(long, env = "DISCORD_SHARDS", value_parser = shard_count())]
     pub discord_shards: Option<ShardCount>,
     /// Path of this pod's SQLite file, or a sqlite: URL (parent directories are created)
     #[arg(long, env = "DATABASE_URL", default_value = "./data/gateway.sqlite3",
-        value_parser = database_path)]
+        value_parser = database_path())]
     pub database_url: PathBuf,
     /// Listen address for /metrics, /healthz, /readyz and /status
-    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:3000", value_parser = http_addr)]
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:3000", value_parser = http_addr())]
     pub http_addr: SocketAddr,
     /// Log format: text or json
-    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = log_format)]
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = log_format())]
     pub log_format: LogFormat,
     /// Events in a guild actor's mailbox before the rest wait in its overflow queue (nothing is shed)
     #[arg(long, env = "GUILD_MAILBOX_CAPACITY", default_value = "1024",
-        value_parser = number("GUILD_MAILBOX_CAPACITY", 1, 1 << 24))]
+        value_parser = number(1, 1 << 24))]
     pub guild_mailbox_capacity: u64,
     /// Seconds a guild with queued events may make no progress before it is declared stuck and its events are dropped (counted)
     #[arg(long, env = "GUILD_STUCK_SECS", default_value = "120",
-        value_parser = seconds("GUILD_STUCK_SECS", 1, 1 << 32))]
+        value_parser = seconds(1, 1 << 32))]
     pub guild_stuck_secs: Duration,
     /// Write commands queued for the SQLite writer before guild actors wait
     #[arg(long, env = "WRITER_MAILBOX_CAPACITY", default_value = "8192",
-        value_parser = number("WRITER_MAILBOX_CAPACITY", 1, 1 << 24))]
+        value_parser = number(1, 1 << 24))]
     pub writer_mailbox_capacity: u64,
     /// Most write commands committed in one transaction
     #[arg(long, env = "WRITER_MAX_BATCH", default_value = "2000",
-        value_parser = number("WRITER_MAX_BATCH", 1, 1 << 20))]
+        value_parser = number(1, 1 << 20))]
     pub writer_max_batch: u64,
     /// Events accepted but not yet committed before the source waits
     #[arg(long, env = "MAX_IN_FLIGHT", default_value = "65536",
-        value_parser = number("MAX_IN_FLIGHT", 1, 1 << 26))]
+        value_parser = number(1, 1 << 26))]
     pub max_in_flight: u64,
     /// Seconds a guild actor may stay idle before it is stopped (passivated)
     #[arg(long, env = "GUILD_IDLE_SECS", default_value = "300",
-        value_parser = seconds("GUILD_IDLE_SECS", 1, 1 << 32))]
+        value_parser = seconds(1, 1 << 32))]
     pub guild_idle_secs: Duration,
     /// Seconds a moderation event and its audit log entry wait for each other
     #[arg(long, env = "AUDIT_WINDOW_SECS", default_value = "5",
-        value_parser = seconds("AUDIT_WINDOW_SECS", 0, 3600))]
+        value_parser = seconds(0, 3600))]
     pub audit_window_secs: Duration,
     /// SQLite WAL pages before an automatic checkpoint; 0 when Litestream checkpoints (Kubernetes)
     #[arg(long, env = "SQLITE_WAL_AUTOCHECKPOINT", default_value = "1000",
-        value_parser = number("SQLITE_WAL_AUTOCHECKPOINT", 0, 1 << 30))]
+        value_parser = number(0, 1 << 30))]
     pub sqlite_wal_autocheckpoint: u64,
     /// Threads that run guild actors
     #[arg(long, env = "GUILD_WORKERS", default_value = "1",
-        value_parser = number("GUILD_WORKERS", 0, 256))]
+        value_parser = number(0, 256))]
     pub guild_workers: u64,
     /// Minutes without a touch after which message_cache content is cleared
     #[arg(long, env = "CACHE_CONTENT_TTL_MINUTES", default_value = "60",
-        value_parser = minutes("CACHE_CONTENT_TTL_MINUTES", 1, 1 << 24))]
+        value_parser = minutes(1, 1 << 24))]
     pub cache_content_ttl_minutes: Duration,
     /// Hours after creation at which message_cache rows are deleted
     #[arg(long, env = "CACHE_RETENTION_HOURS", default_value = "24",
-        value_parser = hours("CACHE_RETENTION_HOURS", 1, 1 << 20))]
+        value_parser = hours(1, 1 << 20))]
     pub cache_retention_hours: Duration,
     /// Seconds between runs of the message_cache expiry job
     #[arg(long, env = "CACHE_EXPIRY_INTERVAL_SECS", default_value = "60",
-        value_parser = seconds("CACHE_EXPIRY_INTERVAL_SECS", 1, 1 << 24))]
+        value_parser = seconds(1, 1 << 24))]
     pub cache_expiry_interval_secs: Duration,
     #[command(flatten)]
     pub api: ApiArgs,
-    /// Test seam: delay every event's handling by this many milliseconds (slows the pipeline)
-    #[arg(long, env = "TEST_EVENT_DELAY_MS", hide = true,
-        value_parser = millis("TEST_EVENT_DELAY_MS", 0, 60_000))]
+    #[command(flatten)]
+    pub test_hooks: TestHooks,
+}
+
+/// Test seams, compiled in only with the `test-hooks` feature (the test suite's builds): a
+/// release pod has no such setting.
+#[cfg(feature = "test-hooks")]
+#[derive(Debug, Args, Clone)]
+pub struct TestHooks {
+    /// Delay every event's handling by this many milliseconds (slows the pipeline)
+    #[arg(long, env = "TEST_EVENT_DELAY_MS", hide = true, value_parser = millis(0, 60_000))]
     pub test_event_delay_ms: Option<Duration>,
+}
+
+#[cfg(not(feature = "test-hooks"))]
+#[derive(Debug, Args, Clone)]
+pub struct TestHooks {}
+
+impl TestHooks {
+    /// The pipeline's slow-guild hook, if a test asked for one.
+    fn slow_hook(&self) -> Option<gateway_actors::SlowGuildHook> {
+        #[cfg(feature = "test-hooks")]
+        if let Some(delay) = self.test_event_delay_ms {
+            return Some(std::sync::Arc::new(move |_| Some(delay)));
+        }
+        None
+    }
 }
 
 /// The guild data API (`/v1`), served on HTTP_ADDR.
 #[derive(Debug, Args, Clone)]
 pub struct ApiArgs {
     /// Bearer token that /v1 requires, and that pods send each other; unset, /v1 refuses every request
-    #[arg(long, env = "API_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "API_TOKEN", hide_env_values = true, value_parser = api_token())]
     pub api_token: Option<String>,
     /// Base URL of pod {ordinal} ({ordinal+N} adds N, for local ports)
     #[arg(long, env = "POD_URL_TEMPLATE", default_value = DEFAULT_POD_URL_TEMPLATE,
-        value_parser = pod_url_template)]
+        value_parser = pod_url_template())]
     pub pod_url_template: UrlTemplate,
     /// Milliseconds a /v1 query may take (waiting for a connection included) before it is interrupted
     #[arg(long, env = "QUERY_TIMEOUT_MS", default_value = "5000",
-        value_parser = millis("QUERY_TIMEOUT_MS", 1, 600_000))]
+        value_parser = millis(1, 600_000))]
     pub query_timeout_ms: Duration,
     /// Most rows a /v1 query may return; more is an error, never a truncation
     #[arg(long, env = "QUERY_MAX_ROWS", default_value = "50000",
-        value_parser = number("QUERY_MAX_ROWS", 1, 10_000_000))]
+        value_parser = number(1, 10_000_000))]
     pub query_max_rows: u64,
     /// Most bytes a /v1 query's answer may take, counted while its rows are read; more is an error (422)
     #[arg(long, env = "QUERY_MAX_BYTES", default_value = "16777216",
-        value_parser = number("QUERY_MAX_BYTES", 1024, 1 << 30))]
+        value_parser = number(1024, 1 << 30))]
     pub query_max_bytes: u64,
     /// Read-only connections for /v1 queries (apart from the pipeline's own)
     #[arg(long, env = "QUERY_POOL_SIZE", default_value = "4",
-        value_parser = number("QUERY_POOL_SIZE", 1, 64))]
+        value_parser = number(1, 64))]
     pub query_pool_size: u64,
     /// Largest /v1 request body, in bytes
     #[arg(long, env = "API_MAX_BODY_BYTES", default_value = "1048576",
-        value_parser = number("API_MAX_BODY_BYTES", 1024, 64 << 20))]
+        value_parser = number(1024, 64 << 20))]
     pub api_max_body_bytes: u64,
     /// Milliseconds a client has to send a /v1 request body; slower bodies get 408
     #[arg(long, env = "API_BODY_TIMEOUT_MS", default_value = "10000",
-        value_parser = millis("API_BODY_TIMEOUT_MS", 100, 600_000))]
+        value_parser = millis(100, 600_000))]
     pub api_body_timeout_ms: Duration,
 }
 
 /// The StatefulSet's pods behind its headless Service (deploy/base), in the same namespace.
 pub const DEFAULT_POD_URL_TEMPLATE: &str = "http://gateway-{ordinal}.gateway:3000";
 
-pub fn pod_url_template(value: &str) -> Result<UrlTemplate, ConfigError> {
-    UrlTemplate::parse(value).map_err(|problem| bad("POD_URL_TEMPLATE", value, problem))
+pub fn pod_url_template(
+) -> Setting<impl Fn(&str, &str) -> Result<UrlTemplate, ConfigError> + Clone + Send + Sync + 'static>
+{
+    Setting(|name: &str, value: &str| {
+        UrlTemplate::parse(value).map_err(|problem| bad(name, value, problem))
+    })
 }
 
 /// Validated settings of the data API.
@@ -153,17 +180,7 @@ pub struct ApiConfig {
 
 impl ApiArgs {
     fn validate(&self) -> Result<ApiConfig, ConfigError> {
-        let token = match self.api_token.as_deref() {
-            None | Some("") => None,
-            Some(t) if t.trim() != t || t.len() < 16 => {
-                return Err(bad(
-                    "API_TOKEN",
-                    "(hidden)",
-                    "must be at least 16 characters, without surrounding spaces",
-                ))
-            }
-            Some(t) => Some(t.to_owned()),
-        };
+        let token = self.api_token.clone().filter(|t| !t.is_empty());
         Ok(ApiConfig {
             token,
             pod_urls: self.pod_url_template.clone(),
@@ -179,6 +196,34 @@ impl ApiArgs {
     }
 }
 
+/// A bearer token: empty (no token: /v1 refuses everything), or 16 characters or more without
+/// surrounding spaces. Its value is never printed.
+pub fn api_token(
+) -> Setting<impl Fn(&str, &str) -> Result<String, ConfigError> + Clone + Send + Sync + 'static> {
+    Setting(|name: &str, value: &str| {
+        if !value.is_empty() && (value.trim() != value || value.len() < 16) {
+            return Err(bad(
+                name,
+                "(hidden)",
+                "must be at least 16 characters, without surrounding spaces",
+            ));
+        }
+        Ok(value.to_owned())
+    })
+}
+
+/// An http:// or https:// base URL.
+pub fn http_url(
+) -> Setting<impl Fn(&str, &str) -> Result<String, ConfigError> + Clone + Send + Sync + 'static> {
+    Setting(|name: &str, value: &str| {
+        let url = value.trim();
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(bad(name, url, "must be an http:// or https:// URL"));
+        }
+        Ok(url.to_owned())
+    })
+}
+
 /// DISCORD_SHARDS: how many Discord shards the bot runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShardCount {
@@ -187,11 +232,13 @@ pub enum ShardCount {
     Auto,
 }
 
-pub fn shard_count(value: &str) -> Result<ShardCount, ConfigError> {
-    match value.trim() {
+pub fn shard_count(
+) -> Setting<impl Fn(&str, &str) -> Result<ShardCount, ConfigError> + Clone + Send + Sync + 'static>
+{
+    Setting(|name: &str, value: &str| match value.trim() {
         "auto" => Ok(ShardCount::Auto),
-        n => parse_number("DISCORD_SHARDS", n, 1, MAX_SHARDS).map(|n| ShardCount::Count(n as u32)),
-    }
+        n => parse_number(name, n, 1, MAX_SHARDS).map(|n| ShardCount::Count(n as u32)),
+    })
 }
 
 /// Discord's own limit is far lower; this only keeps the arithmetic in range.
@@ -244,29 +291,52 @@ pub struct PodConfig {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{variable}={value:?}: {problem}")]
 pub struct ConfigError {
-    pub variable: &'static str,
+    pub variable: String,
     pub value: String,
     pub problem: String,
 }
 
-fn bad(variable: &'static str, value: &str, problem: impl Into<String>) -> ConfigError {
+fn bad(variable: &str, value: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError {
-        variable,
+        variable: variable.to_owned(),
         value: value.to_owned(),
         problem: problem.into(),
     }
 }
 
-// Value parsers: each checks one kind of setting and names its variable in the error, whether
-// the value came from the variable or from the flag.
+/// A clap value parser for one kind of setting. clap hands it the argument being parsed, so
+/// its errors name the setting's environment variable (or `--flag`, for a flag without one)
+/// whether the value came from the variable or the flag; each name is written once, in
+/// `env = "..."`.
+#[derive(Clone)]
+pub struct Setting<F>(F);
+
+impl<T, F> clap::builder::TypedValueParser for Setting<F>
+where
+    F: Fn(&str, &str) -> Result<T, ConfigError> + Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        let name = arg
+            .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+            .or_else(|| arg.and_then(|a| a.get_long()).map(|l| format!("--{l}")))
+            .unwrap_or_else(|| "a setting".to_owned());
+        let parse = self.0.clone();
+        // clap's own function parser keeps the ConfigError as the error's source.
+        let named = move |value: &str| parse(&name, value);
+        named.parse_ref(cmd, arg, value)
+    }
+}
 
 /// A whole number, without sign, within `min..=max`.
-pub fn parse_number(
-    variable: &'static str,
-    value: &str,
-    min: u64,
-    max: u64,
-) -> Result<u64, ConfigError> {
+pub fn parse_number(variable: &str, value: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
     let n: u64 = value.trim().parse().map_err(|_| {
         bad(
             variable,
@@ -280,57 +350,54 @@ pub fn parse_number(
     Ok(n)
 }
 
-/// A value parser for a whole number of `variable` within `min..=max`.
+/// A whole number within `min..=max`.
 pub fn number(
-    variable: &'static str,
     min: u64,
     max: u64,
-) -> impl Fn(&str) -> Result<u64, ConfigError> + Clone + Send + Sync + 'static {
-    move |value| parse_number(variable, value, min, max)
+) -> Setting<impl Fn(&str, &str) -> Result<u64, ConfigError> + Clone + Send + Sync + 'static> {
+    Setting(move |name: &str, value: &str| parse_number(name, value, min, max))
 }
 
+/// A duration in whole `unit`s, `min..=max` of them.
 fn duration_of(
-    unit: u64,
-    variable: &'static str,
+    unit: Duration,
     min: u64,
     max: u64,
-) -> impl Fn(&str) -> Result<Duration, ConfigError> + Clone + Send + Sync + 'static {
-    move |value| parse_number(variable, value, min, max).map(|n| Duration::from_millis(n * unit))
+) -> Setting<impl Fn(&str, &str) -> Result<Duration, ConfigError> + Clone + Send + Sync + 'static> {
+    Setting(move |name: &str, value: &str| {
+        parse_number(name, value, min, max).map(|n| unit * n as u32)
+    })
 }
 
-fn millis(
-    v: &'static str,
+pub fn millis(
     min: u64,
     max: u64,
-) -> impl Fn(&str) -> Result<Duration, ConfigError> + Clone + Send + Sync {
-    duration_of(1, v, min, max)
+) -> Setting<impl Fn(&str, &str) -> Result<Duration, ConfigError> + Clone + Send + Sync + 'static> {
+    duration_of(Duration::from_millis(1), min, max)
 }
 
-fn seconds(
-    v: &'static str,
+pub fn seconds(
     min: u64,
     max: u64,
-) -> impl Fn(&str) -> Result<Duration, ConfigError> + Clone + Send + Sync {
-    duration_of(1000, v, min, max)
+) -> Setting<impl Fn(&str, &str) -> Result<Duration, ConfigError> + Clone + Send + Sync + 'static> {
+    duration_of(Duration::from_secs(1), min, max)
 }
 
 fn minutes(
-    v: &'static str,
     min: u64,
     max: u64,
-) -> impl Fn(&str) -> Result<Duration, ConfigError> + Clone + Send + Sync {
-    duration_of(60_000, v, min, max)
+) -> Setting<impl Fn(&str, &str) -> Result<Duration, ConfigError> + Clone + Send + Sync + 'static> {
+    duration_of(Duration::from_secs(60), min, max)
 }
 
 fn hours(
-    v: &'static str,
     min: u64,
     max: u64,
-) -> impl Fn(&str) -> Result<Duration, ConfigError> + Clone + Send + Sync {
-    duration_of(3_600_000, v, min, max)
+) -> Setting<impl Fn(&str, &str) -> Result<Duration, ConfigError> + Clone + Send + Sync + 'static> {
+    duration_of(Duration::from_secs(3600), min, max)
 }
 
-pub fn parse_strategy(variable: &'static str, value: &str) -> Result<Strategy, ConfigError> {
+pub fn parse_strategy(variable: &str, value: &str) -> Result<Strategy, ConfigError> {
     value.parse().map_err(|_| {
         bad(
             variable,
@@ -340,37 +407,45 @@ pub fn parse_strategy(variable: &'static str, value: &str) -> Result<Strategy, C
     })
 }
 
-/// A value parser for a sharding strategy named by `variable`.
+/// A sharding strategy: md5 or discord.
 pub fn strategy(
-    variable: &'static str,
-) -> impl Fn(&str) -> Result<Strategy, ConfigError> + Clone + Send + Sync + 'static {
-    move |value| parse_strategy(variable, value)
+) -> Setting<impl Fn(&str, &str) -> Result<Strategy, ConfigError> + Clone + Send + Sync + 'static> {
+    Setting(parse_strategy)
 }
 
-fn database_path(value: &str) -> Result<PathBuf, ConfigError> {
-    // Accept sqlite: URLs as the TypeScript deployment wrote them.
-    let path = value
-        .strip_prefix("sqlite://")
-        .or_else(|| value.strip_prefix("sqlite:"))
-        .unwrap_or(value);
-    if path.trim().is_empty() {
-        return Err(bad("DATABASE_URL", value, "must be a file path"));
-    }
-    Ok(PathBuf::from(path))
+/// A path of a file, or a sqlite: URL as the TypeScript deployment wrote them.
+fn database_path(
+) -> Setting<impl Fn(&str, &str) -> Result<PathBuf, ConfigError> + Clone + Send + Sync + 'static> {
+    Setting(|name: &str, value: &str| {
+        let path = value
+            .strip_prefix("sqlite://")
+            .or_else(|| value.strip_prefix("sqlite:"))
+            .unwrap_or(value);
+        if path.trim().is_empty() {
+            return Err(bad(name, value, "must be a file path"));
+        }
+        Ok(PathBuf::from(path))
+    })
 }
 
-fn http_addr(value: &str) -> Result<SocketAddr, ConfigError> {
-    value
-        .parse()
-        .map_err(|_| bad("HTTP_ADDR", value, "not an address such as 0.0.0.0:3000"))
+fn http_addr(
+) -> Setting<impl Fn(&str, &str) -> Result<SocketAddr, ConfigError> + Clone + Send + Sync + 'static>
+{
+    Setting(|name: &str, value: &str| {
+        value
+            .parse()
+            .map_err(|_| bad(name, value, "not an address such as 0.0.0.0:3000"))
+    })
 }
 
-fn log_format(value: &str) -> Result<LogFormat, ConfigError> {
-    match value {
+fn log_format(
+) -> Setting<impl Fn(&str, &str) -> Result<LogFormat, ConfigError> + Clone + Send + Sync + 'static>
+{
+    Setting(|name: &str, value: &str| match value {
         "text" => Ok(LogFormat::Text),
         "json" => Ok(LogFormat::Json),
-        other => Err(bad("LOG_FORMAT", other, "expected text or json")),
-    }
+        other => Err(bad(name, other, "expected text or json")),
+    })
 }
 
 /// The ordinal of a StatefulSet pod from its hostname (`gateway-2` -> 2).
@@ -418,9 +493,7 @@ impl PodArgs {
             retention: self.cache_retention_hours,
         };
         pipeline.cache_expiry_interval = self.cache_expiry_interval_secs;
-        if let Some(delay) = self.test_event_delay_ms {
-            pipeline.slow_hook = Some(std::sync::Arc::new(move |_| Some(delay)));
-        }
+        pipeline.slow_hook = self.test_hooks.slow_hook();
         Ok(PodConfig {
             sharding,
             shards_auto: shards.is_none(),

@@ -19,11 +19,11 @@ use std::time::Duration;
 pub struct CoverageArgs {
     /// Number of pods that should own guilds [default: what pod 0's committed ownership says]
     #[arg(long, env = "NUM_GATEWAY_PODS",
-        value_parser = crate::config::number("NUM_GATEWAY_PODS", 1, 1 << 16))]
+        value_parser = crate::config::number(1, 1 << 16))]
     pub pods: Option<u64>,
     /// Base URL of pod {ordinal}
     #[arg(long, env = "POD_URL_TEMPLATE", default_value = crate::config::DEFAULT_POD_URL_TEMPLATE,
-        value_parser = crate::config::pod_url_template)]
+        value_parser = crate::config::pod_url_template())]
     pub pod_url_template: UrlTemplate,
 }
 

@@ -2,7 +2,6 @@
 //! strategy): N old pod databases, or the TypeScript bot's single file, in; M new ones out.
 //! Run it with the pods stopped (deploy/RUNBOOK.md, "Scaling").
 
-use crate::config::{parse_number, parse_strategy};
 use anyhow::Context as _;
 use clap::Args;
 use gateway_actors::count_rows;
@@ -13,13 +12,13 @@ use std::process::ExitCode;
 #[derive(Debug, Args)]
 pub struct ReshardArgs {
     /// The new number of pods
-    #[arg(long)]
-    pub pods: String,
+    #[arg(long, value_parser = crate::config::number(1, 1 << 16))]
+    pub pods: u64,
     /// The new strategy: md5 or discord
-    #[arg(long, default_value = "md5")]
-    pub strategy: String,
+    #[arg(long, default_value = "md5", value_parser = crate::config::strategy())]
+    pub strategy: gateway_actors::partition::Strategy,
     /// The bot's Discord shard count under the new layout (it moves guilds with discord) [default: 1 with md5, --pods with discord]
-    #[arg(long, value_parser = crate::config::shard_count)]
+    #[arg(long, value_parser = crate::config::shard_count())]
     pub shards: Option<crate::config::ShardCount>,
     /// Where gateway-0.sqlite3 ... gateway-(N-1).sqlite3 are written (they must not exist)
     #[arg(long)]
@@ -30,8 +29,7 @@ pub struct ReshardArgs {
 }
 
 pub fn run(args: ReshardArgs) -> anyhow::Result<ExitCode> {
-    let pods = parse_number("--pods", &args.pods, 1, 1 << 16)? as u32;
-    let strategy = parse_strategy("--strategy", &args.strategy)?;
+    let (pods, strategy) = (args.pods as u32, args.strategy);
     for source in &args.sources {
         anyhow::ensure!(
             source.is_file(),

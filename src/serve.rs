@@ -32,20 +32,20 @@ pub struct ServeArgs {
     #[arg(long, env = "DISCORD_TOKEN", hide_env_values = true)]
     pub discord_token: Option<String>,
     /// Base URL of a Discord-compatible API (a local fake-discord, an HTTP proxy) [default: discord.com]
-    #[arg(long, env = "DISCORD_API_URL")]
+    #[arg(long, env = "DISCORD_API_URL", value_parser = crate::config::http_url())]
     pub discord_api_url: Option<String>,
     /// Session starts the bot keeps in reserve: at or under this many remaining today, the pod does not identify and waits for Discord's reset
     #[arg(long, env = "SESSION_START_RESERVE", default_value = "50",
-        value_parser = crate::config::number("SESSION_START_RESERVE", 0, 1_000_000))]
+        value_parser = crate::config::number(0, 1_000_000))]
     pub session_start_reserve: u64,
     /// First wait, in seconds, before identifying again after a quick restart (a crash loop); it doubles with each one
     #[arg(long, env = "IDENTIFY_BACKOFF_SECS", default_value = "15",
-        value_parser = crate::config::number("IDENTIFY_BACKOFF_SECS", 1, 3600))]
-    pub identify_backoff_secs: u64,
+        value_parser = crate::config::seconds(1, 3600))]
+    pub identify_backoff_secs: Duration,
     /// One identify slot in milliseconds: Discord's 5 s per bucket and a margin for clock skew. Lower it only against a Discord-compatible server with a shorter window (a local fake-discord)
-    #[arg(long, env = "IDENTIFY_SLOT_MS", default_value_t = crate::gateway::identify::SLOT.as_millis() as u64,
-        value_parser = crate::config::number("IDENTIFY_SLOT_MS", 100, 600_000))]
-    pub identify_slot_ms: u64,
+    #[arg(long, env = "IDENTIFY_SLOT_MS", default_value = "6500",
+        value_parser = crate::config::millis(100, 600_000))]
+    pub identify_slot_ms: Duration,
 }
 
 /// The validated Discord settings.
@@ -63,31 +63,19 @@ impl ServeArgs {
             Some(t) if !t.is_empty() => t.to_owned(),
             _ => {
                 return Err(crate::config::ConfigError {
-                    variable: "DISCORD_TOKEN",
+                    variable: "DISCORD_TOKEN".into(),
                     value: String::new(),
                     problem: "required: the bot's token".into(),
                 })
             }
         };
-        let api_url = match self.discord_api_url.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-                Some(url.to_owned())
-            }
-            Some(url) => {
-                return Err(crate::config::ConfigError {
-                    variable: "DISCORD_API_URL",
-                    value: url.to_owned(),
-                    problem: "must be an http:// or https:// URL".into(),
-                })
-            }
-        };
+        let api_url = self.discord_api_url.clone().filter(|url| !url.is_empty());
         Ok(DiscordSettings {
             token,
             api_url,
             session_start_reserve: self.session_start_reserve,
-            identify_backoff: Duration::from_secs(self.identify_backoff_secs),
-            identify_slot: Duration::from_millis(self.identify_slot_ms),
+            identify_backoff: self.identify_backoff_secs,
+            identify_slot: self.identify_slot_ms,
         })
     }
 }
@@ -259,4 +247,23 @@ async fn recommended_shards(discord: &DiscordSettings) -> anyhow::Result<u32> {
         "DISCORD_SHARDS=auto: Discord recommends"
     );
     Ok(limit.recommended_shards.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        serve: super::ServeArgs,
+    }
+
+    #[test]
+    fn the_identify_slot_defaults_to_discords_window_and_its_margin() {
+        let args = Serve::try_parse_from(["serve", "--discord-token", "t"]).unwrap();
+        assert_eq!(args.serve.identify_slot_ms, crate::gateway::identify::SLOT);
+        let e = Serve::try_parse_from(["serve", "--identify-backoff-secs", "0"]).unwrap_err();
+        assert!(e.to_string().contains("IDENTIFY_BACKOFF_SECS=\"0\""), "{e}");
+    }
 }

@@ -13,14 +13,14 @@ use std::time::Duration;
 pub struct ShardOfArgs {
     /// Number of pods
     #[arg(long, env = "NUM_GATEWAY_PODS", default_value = "1",
-        value_parser = number("NUM_GATEWAY_PODS", 1, u64::from(u32::MAX)))]
+        value_parser = number(1, u64::from(u32::MAX)))]
     pub pods: u64,
     /// md5 or discord
     #[arg(long, env = "SHARD_STRATEGY", default_value = "md5",
-        value_parser = strategy("SHARD_STRATEGY"))]
+        value_parser = strategy())]
     pub strategy: gateway_actors::partition::Strategy,
     /// The bot's Discord shard count (matters with discord) [default: 1 with md5, --pods with discord]
-    #[arg(long, env = "DISCORD_SHARDS", value_parser = crate::config::shard_count)]
+    #[arg(long, env = "DISCORD_SHARDS", value_parser = crate::config::shard_count())]
     pub shards: Option<crate::config::ShardCount>,
     /// Print each owner as the JSON object of GET /v1/guilds/{id}/owner, one a line
     #[arg(long)]
@@ -32,7 +32,7 @@ pub struct ShardOfArgs {
     pub from_pod: Option<String>,
     /// Base URL of pod {ordinal}, for --json
     #[arg(long, env = "POD_URL_TEMPLATE", default_value = crate::config::DEFAULT_POD_URL_TEMPLATE,
-        value_parser = crate::config::pod_url_template)]
+        value_parser = crate::config::pod_url_template())]
     pub pod_url_template: UrlTemplate,
     /// Hash any string as the TypeScript function does (parity checks); without it, an id
     /// that is not a Discord snowflake is an error

@@ -13,7 +13,7 @@
 //!    `s % max_concurrency`, and Discord takes one identify per bucket per 5 s. Every session
 //!    of the bot (every pod's, computed from N, S and the strategy alone) has a fixed place j
 //!    among the M sessions of its bucket, and may identify only when the wall clock, modulo
-//!    M slots of [`SLOT`], is at the start of slot j. Two sessions of a bucket are therefore
+//!    M slots (IDENTIFY_SLOT_MS, 6.5 s), is at the start of slot j. Two sessions of a bucket are therefore
 //!    always a slot apart, whenever their pods start (all at once after a rollout, one after
 //!    a crash), as long as the nodes' clocks agree within the slot's margin over 5 s.
 
@@ -26,7 +26,9 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// One identify slot: Discord's 5 s per bucket, plus a margin for clock skew between nodes
-/// and the time from our decision to the Identify frame (HTTP, TLS, Hello).
+/// and the time from our decision to the Identify frame (HTTP, TLS, Hello). It is
+/// IDENTIFY_SLOT_MS's default; a test holds the two together.
+#[cfg(test)]
 pub const SLOT: Duration = Duration::from_millis(6_500);
 
 /// How late after its slot's start a session may still identify (the slot's margin).
@@ -173,7 +175,7 @@ pub struct Waiting {
 
 /// The gate every session of this pod passes before it identifies.
 pub struct IdentifyGate {
-    /// One identify slot: [`SLOT`] against Discord.
+    /// One identify slot: 6.5 s against Discord (IDENTIFY_SLOT_MS).
     slot: Duration,
     reserve: u64,
     backoff_base: Duration,

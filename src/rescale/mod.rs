@@ -34,13 +34,13 @@ use steps::progress;
 #[derive(Debug, Args)]
 pub struct RescaleArgs {
     /// The new number of pods
-    #[arg(long, value_parser = crate::config::number("--to", 1, 1 << 16))]
+    #[arg(long, value_parser = crate::config::number(1, 1 << 16))]
     pub to: Option<u64>,
     /// The new strategy (md5 or discord) [default: the current one]
-    #[arg(long, value_parser = crate::config::strategy("--strategy"))]
+    #[arg(long, value_parser = crate::config::strategy())]
     pub strategy: Option<Strategy>,
     /// The new Discord shard count [default: kept if it still fits, else 1 with md5 and --to with discord]
-    #[arg(long, value_parser = crate::config::number("--shards", 1, 1 << 16))]
+    #[arg(long, value_parser = crate::config::number(1, 1 << 16))]
     pub shards: Option<u64>,
     /// Show every pod's ownership and the change under way, and change nothing
     #[arg(long, conflicts_with_all = ["to", "abort"])]
@@ -50,12 +50,12 @@ pub struct RescaleArgs {
     pub abort: bool,
     /// Wait this long between every pod capturing and the freeze: the skew between sessions
     #[arg(long, default_value = "2000",
-        value_parser = crate::config::number("--margin-ms", 0, 600_000))]
-    pub margin_ms: u64,
+        value_parser = crate::config::millis(0, 600_000))]
+    pub margin_ms: Duration,
     /// Give up waiting for the new sessions to capture after this many seconds
     #[arg(long, default_value = "600",
-        value_parser = crate::config::number("--capture-timeout-secs", 1, 86_400))]
-    pub capture_timeout_secs: u64,
+        value_parser = crate::config::seconds(1, 86_400))]
+    pub capture_timeout_secs: Duration,
     /// Stop after this step (prepare, freeze or import); running the command again goes on
     /// from there. For stepping through a change, and for testing that it resumes.
     #[arg(long, value_enum)]
@@ -66,19 +66,19 @@ pub struct RescaleArgs {
     /// How long an old owner goes on applying a moving group while it catches up to the
     /// group's anchor (its lag behind its sessions); past it the group is frozen anyway
     #[arg(long, default_value = "300",
-        value_parser = crate::config::number("--drain-timeout-secs", 1, 86_400))]
-    pub drain_timeout_secs: u64,
+        value_parser = crate::config::seconds(1, 86_400))]
+    pub drain_timeout_secs: Duration,
     /// The longest any one call to a pod may take (a freeze waits up to 60 s on the pod; an
     /// import moves the guilds' rows): a pod that stops answering ends the command then
     #[arg(long, default_value = "120",
-        value_parser = crate::config::number("--pod-timeout-secs", 1, 86_400))]
-    pub pod_timeout_secs: u64,
+        value_parser = crate::config::seconds(1, 86_400))]
+    pub pod_timeout_secs: Duration,
     /// Bearer token of the pods' /v1 API
     #[arg(long, env = "API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
     /// Base URL of pod {ordinal}
     #[arg(long, env = "POD_URL_TEMPLATE", default_value = crate::config::DEFAULT_POD_URL_TEMPLATE,
-        value_parser = crate::config::pod_url_template)]
+        value_parser = crate::config::pod_url_template())]
     pub pod_url_template: UrlTemplate,
 }
 
@@ -139,9 +139,9 @@ async fn drive(args: RescaleArgs) -> anyhow::Result<ExitCode> {
     if !any_frozen {
         progress(format_args!(
             "every pod captures; waiting {} ms for the skew between sessions",
-            args.margin_ms
+            args.margin_ms.as_millis()
         ));
-        tokio::time::sleep(Duration::from_millis(args.margin_ms)).await;
+        tokio::time::sleep(args.margin_ms).await;
     }
     let frozen = steps::freeze(&pods, &plan, args.drain_timeout_secs).await?;
     if stops_after(&args, Step::Freeze) {

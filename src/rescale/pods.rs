@@ -26,8 +26,8 @@ impl Pods {
         };
         Ok(Pods {
             client: PodClient::new(args.pod_url_template.clone(), Some(token))?,
-            timeout: Duration::from_secs(args.pod_timeout_secs),
-            freeze_timeout: Duration::from_secs(args.pod_timeout_secs + args.drain_timeout_secs),
+            timeout: args.pod_timeout_secs,
+            freeze_timeout: args.pod_timeout_secs + args.drain_timeout_secs,
         })
     }
 

@@ -150,9 +150,9 @@ pub async fn prepare(pods: &Pods, plan: &Plan) -> anyhow::Result<()> {
 pub async fn wait_until_capturing(
     pods: &Pods,
     plan: &Plan,
-    capture_timeout_secs: u64,
+    capture_timeout: Duration,
 ) -> anyhow::Result<bool> {
-    let deadline = Instant::now() + Duration::from_secs(capture_timeout_secs);
+    let deadline = Instant::now() + capture_timeout;
     let mut any_frozen = false;
     loop {
         let mut waiting = Vec::new();
@@ -170,7 +170,8 @@ pub async fn wait_until_capturing(
         }
         if Instant::now() > deadline {
             bail!(
-                "pods {waiting:?} did not open their new Discord sessions within {capture_timeout_secs} s (see their /status); run again to keep waiting, or --abort"
+                "pods {waiting:?} did not open their new Discord sessions within {} s (see their /status); run again to keep waiting, or --abort",
+                capture_timeout.as_secs()
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -185,7 +186,7 @@ pub struct Frozen {
 
 /// 2. freeze: the old owners stop applying the guilds that leave, each group at the anchor
 ///    where its new owner's capture log takes over (exact, whatever their lag).
-pub async fn freeze(pods: &Pods, plan: &Plan, drain_timeout_secs: u64) -> anyhow::Result<Frozen> {
+pub async fn freeze(pods: &Pods, plan: &Plan, drain_timeout: Duration) -> anyhow::Result<Frozen> {
     let mut anchors: Vec<Anchor> = Vec::new();
     for &k in plan.pending.iter().filter(|&&k| k < plan.target.pods) {
         let path = format!("/anchors?epoch={}", plan.epoch);
@@ -196,7 +197,7 @@ pub async fn freeze(pods: &Pods, plan: &Plan, drain_timeout_secs: u64) -> anyhow
         started: Instant::now(),
     };
     let old_pods = plan.pending.iter().copied().filter(|&k| k < plan.from.pods);
-    let drain_ms = drain_timeout_secs * 1000;
+    let drain_ms = drain_timeout.as_millis() as u64;
     let body = serde_json::json!({"epoch": plan.epoch, "anchors": anchors, "drain_ms": drain_ms});
     let freezes = pods
         .all::<FreezeAnswer>(old_pods, "freeze", "/freeze", body)
