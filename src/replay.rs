@@ -34,8 +34,9 @@ pub struct ReplayArgs {
     pub linger: bool,
     /// Seconds a storage fault (full disk, read-only file) may last before the replay stops
     /// and exits with the count of events not committed
-    #[arg(long, default_value_t = 30, value_name = "SECS")]
-    pub give_up_after: u64,
+    #[arg(long, default_value = "30", value_name = "SECS",
+        value_parser = crate::config::seconds(0, 86_400))]
+    pub give_up_after: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -67,14 +68,7 @@ pub async fn run(config: PodConfig, args: ReplayArgs) -> anyhow::Result<ExitCode
         );
     }
     let signal = shutdown_signal()?;
-    let input: Box<dyn Read + Send> = if args.file.as_os_str() == "-" {
-        Box::new(std::io::stdin())
-    } else {
-        Box::new(
-            std::fs::File::open(&args.file)
-                .with_context(|| format!("opening {}", args.file.display()))?,
-        )
-    };
+    let input = open_input(&args.file)?;
     let metrics =
         Arc::new(Metrics::new(sharding.ordinal, sharding.pods).context("registering metrics")?);
     let pipeline = Arc::new(
@@ -86,15 +80,61 @@ pub async fn run(config: PodConfig, args: ReplayArgs) -> anyhow::Result<ExitCode
         database = %config.database.display(), "replaying {}", args.file.display());
 
     let started = Instant::now();
+    let give_up = args.give_up_after;
+    tokio::pin!(signal);
+    let (outcome, gave_up) = read_and_drain(input, &pipeline, signal.as_mut(), give_up).await?;
+    let failed = pipeline.metrics().handler_errors.get();
+    let shed = pipeline.metrics().shed.get();
+    print_summary(&args, &outcome, &pipeline, started);
+    if gave_up {
+        // The writer still holds what it could not commit; nothing more can be done here.
+        eprintln!(
+            "error: {} events were accepted and not committed",
+            pipeline.status().in_flight
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+
+    if args.linger && outcome.stopped.is_none() {
+        tracing::info!("replay done; lingering until SIGTERM or SIGINT");
+        signal.await;
+    }
+    server.stop(true).await;
+    if let Ok(pipeline) = Arc::try_unwrap(pipeline) {
+        pipeline.shutdown();
+    }
+    let complete = outcome.malformed == 0 && outcome.stopped.is_none() && failed == 0 && shed == 0;
+    Ok(if complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The stream: a file, or standard input for `-`.
+fn open_input(file: &std::path::Path) -> anyhow::Result<Box<dyn Read + Send>> {
+    if file.as_os_str() == "-" {
+        return Ok(Box::new(std::io::stdin()));
+    }
+    let file = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    Ok(Box::new(file))
+}
+
+/// Reads the whole stream into the pipeline and commits it, unless a signal stops the
+/// reading or the database takes no writes for `give_up`; whether it gave up.
+async fn read_and_drain(
+    input: Box<dyn Read + Send>,
+    pipeline: &Arc<Pipeline>,
+    mut signal: std::pin::Pin<&mut impl std::future::Future<Output = &'static str>>,
+    give_up: Duration,
+) -> anyhow::Result<(ReadOutcome, bool)> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let reader = tokio::spawn(read_stream(input, pipeline.clone(), stop_rx));
-    let give_up = Duration::from_secs(args.give_up_after);
-    tokio::pin!(signal);
     tokio::pin!(reader);
     let mut gave_up = None;
     let mut outcome = tokio::select! {
         result = &mut reader => result.context("the reader task failed")?,
-        name = &mut signal => {
+        name = signal.as_mut() => {
             tracing::info!("{name}: no more events will be taken; draining");
             let _ = stop_tx.send(true);
             let mut outcome = reader.await.context("the reader task failed")?;
@@ -118,7 +158,11 @@ pub async fn run(config: PodConfig, args: ReplayArgs) -> anyhow::Result<ExitCode
             "the database has not taken writes for {give_up:?}: {fault}"
         ));
     }
+    Ok((outcome, gave_up.is_some()))
+}
 
+/// The one line a replay prints: what it read, accepted, committed, and how fast.
+fn print_summary(args: &ReplayArgs, outcome: &ReadOutcome, pipeline: &Pipeline, started: Instant) {
     let status = pipeline.status();
     let elapsed = started.elapsed().as_secs_f64();
     let failed = pipeline.metrics().handler_errors.get();
@@ -138,29 +182,6 @@ pub async fn run(config: PodConfig, args: ReplayArgs) -> anyhow::Result<ExitCode
         status.events_done as f64 / elapsed.max(1e-9),
         outcome.stopped.as_deref().map(|why| format!(" (stopped early: {why})")).unwrap_or_default(),
     );
-    if gave_up.is_some() {
-        // The writer still holds what it could not commit; nothing more can be done here.
-        eprintln!(
-            "error: {} events were accepted and not committed",
-            status.in_flight
-        );
-        return Ok(ExitCode::FAILURE);
-    }
-
-    if args.linger && outcome.stopped.is_none() {
-        tracing::info!("replay done; lingering until SIGTERM or SIGINT");
-        signal.await;
-    }
-    server.stop(true).await;
-    if let Ok(pipeline) = Arc::try_unwrap(pipeline) {
-        pipeline.shutdown();
-    }
-    let complete = outcome.malformed == 0 && outcome.stopped.is_none() && failed == 0 && shed == 0;
-    Ok(if complete {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
 
 /// Reads lines on a plain thread: a blocked read of an open stdin must not keep the runtime

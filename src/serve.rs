@@ -9,6 +9,7 @@
 
 use crate::config::PodConfig;
 use crate::gateway::connection::discord_http;
+use crate::gateway::connection::{ConnectionError, ShardEvent};
 use crate::gateway::identify::{IdentifyGate, StartLimits};
 use crate::gateway::sessions::{Discord, SessionSet};
 use crate::gateway::{GatewayActor, GatewayMetrics};
@@ -23,6 +24,7 @@ use gateway_actors::Pipeline;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -88,12 +90,42 @@ const STORAGE_GIVE_UP: Duration = Duration::from_secs(20);
 /// (60 s), so the pod says what it could not commit before Kubernetes kills it.
 const DRAIN_LIMIT: Duration = Duration::from_secs(25);
 
+/// The pod, top-down: start the pipeline and the sessions, feed events until a signal or a
+/// fatal close, close the sessions, drain, and exit with what could not be committed.
 pub async fn run(mut config: PodConfig, discord: DiscordSettings) -> anyhow::Result<ExitCode> {
     let signal = shutdown_signal()?;
     if config.shards_auto {
         config.sharding.shards = recommended_shards(&discord).await?;
         config.pipeline.sharding.shards = config.sharding.shards;
     }
+    let (pipeline, mut shards, events) = start(&config, &discord)?;
+    follow_rescale(&mut shards, &pipeline.ownership()).await;
+    let server = http::start_pod(&config, pipeline.clone(), Some(shards.sessions.clone()))?;
+    log_serving(&config, &pipeline);
+    let submitted = feed(events, pipeline.clone());
+    let outcome = serve_until_stopped(signal, &pipeline, &mut shards).await;
+    close_sessions(&mut shards, submitted).await;
+    let drained = drain(&pipeline).await;
+    server.stop(true).await;
+    if !drained || !nothing_dropped(&pipeline) {
+        return Ok(ExitCode::FAILURE);
+    }
+    match outcome {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// The pipeline on the pod's database, and the Discord sessions the committed ownership
+/// needs (not the settings': they differ after a rescale until the settings are updated;
+/// /status says so).
+fn start(
+    config: &PodConfig,
+    discord: &DiscordSettings,
+) -> anyhow::Result<(Arc<Pipeline>, SessionSet, mpsc::Receiver<ShardEvent>)> {
     let metrics = Arc::new(
         Metrics::new(config.sharding.ordinal, config.sharding.pods)
             .context("registering metrics")?,
@@ -104,8 +136,6 @@ pub async fn run(mut config: PodConfig, discord: DiscordSettings) -> anyhow::Res
         Pipeline::start(config.pipeline.clone(), metrics)
             .with_context(|| format!("opening the pod's database {}", config.database.display()))?,
     );
-    // The committed ownership, not the settings, decides what this pod runs (they differ
-    // after a rescale until the settings are updated; /status says so).
     let ownership = pipeline.ownership();
     let gate = Arc::new(IdentifyGate::new(
         discord.identify_slot,
@@ -114,7 +144,7 @@ pub async fn run(mut config: PodConfig, discord: DiscordSettings) -> anyhow::Res
         identify_record_path(&config.database),
         gateway_metrics.session_starts_remaining.clone(),
     ));
-    let (mut shards, mut events) = SessionSet::start(
+    let (shards, events) = SessionSet::start(
         Discord {
             token: discord.token.clone(),
             api_url: discord.api_url.clone(),
@@ -129,38 +159,59 @@ pub async fn run(mut config: PodConfig, discord: DiscordSettings) -> anyhow::Res
         tracing::warn!(pod = ownership.ordinal, pods = ownership.layout.pods,
             "standby: this pod owns nothing (POD_ORDINAL at or past NUM_GATEWAY_PODS) and runs no Discord session until a rescale includes it");
     }
-    follow_rescale(&mut shards, &ownership).await;
-    let server = http::start_pod(&config, pipeline.clone(), Some(shards.sessions.clone()))?;
+    Ok((pipeline, shards, events))
+}
+
+fn log_serving(config: &PodConfig, pipeline: &Pipeline) {
+    let ownership = pipeline.ownership();
     let sharding = ownership.sharding();
     tracing::info!(pod = sharding.ordinal, pods = sharding.pods, strategy = %sharding.strategy,
         shards = sharding.shards, pod_shards = ?ownership.layout.sessions(sharding.ordinal),
         epoch = ownership.epoch, database = %config.database.display(), "serving");
+}
 
+/// Starts the [`GatewayActor`] on the sessions' events; the receiver fires once it has
+/// submitted the last of them.
+fn feed(
+    mut events: mpsc::Receiver<ShardEvent>,
+    pipeline: Arc<Pipeline>,
+) -> tokio::sync::oneshot::Receiver<()> {
     let (submitted_tx, submitted) = tokio::sync::oneshot::channel();
     let events = futures_util::stream::poll_fn(move |cx| events.poll_recv(cx));
-    let feeder_pipeline = pipeline.clone();
     GatewayActor::create(move |ctx| {
         ctx.add_stream(events);
-        GatewayActor::new(feeder_pipeline, submitted_tx)
+        GatewayActor::new(pipeline, submitted_tx)
     });
+    submitted
+}
 
+/// Until a signal, or a fatal close of a session; follows every rescale meanwhile.
+async fn serve_until_stopped(
+    signal: impl std::future::Future<Output = &'static str>,
+    pipeline: &Pipeline,
+    shards: &mut SessionSet,
+) -> Result<(), ConnectionError> {
     tokio::pin!(signal);
     let mut ownership_changes = pipeline.watch_ownership();
-    let outcome = loop {
+    loop {
         tokio::select! {
             name = &mut signal => {
                 tracing::info!("{name}: closing the Discord sessions and draining");
-                break Ok(());
+                return Ok(());
             }
-            finished = shards.finished() => break finished,
+            finished = shards.finished() => return finished,
             Ok(()) = ownership_changes.changed() => {
                 let ownership = *ownership_changes.borrow_and_update();
-                follow_rescale(&mut shards, &ownership).await;
+                follow_rescale(shards, &ownership).await;
             }
         }
-    };
-    // Every session closes (a fatal close of one ends the pod: the others would only keep
-    // receiving guilds whose shard is gone).
+    }
+}
+
+/// Every session closes (a fatal close of one ends the pod: the others would only keep
+/// receiving guilds whose shard is gone), and everything they received is submitted (the
+/// stream ends when the connection's thread does).
+async fn close_sessions(shards: &mut SessionSet, submitted: tokio::sync::oneshot::Receiver<()>) {
     shards.shutdown().await;
     match shards.closed(Duration::from_secs(10)).await {
         Ok(errors) => {
@@ -170,14 +221,16 @@ pub async fn run(mut config: PodConfig, discord: DiscordSettings) -> anyhow::Res
         }
         Err(()) => tracing::warn!("the Discord sessions did not close within 10 s"),
     }
-    // Everything the connection received is submitted (the stream ends when the connection's
-    // thread does), then committed.
     if tokio::time::timeout(Duration::from_secs(5), submitted)
         .await
         .is_err()
     {
         tracing::warn!("the connection's events were still arriving 5 s after it closed");
     }
+}
+
+/// Commits everything accepted, within bounds; says what it could not.
+async fn drain(pipeline: &Pipeline) -> bool {
     let undrained = tokio::select! {
         () = pipeline.drain() => None,
         fault = pipeline.storage_failing_for(STORAGE_GIVE_UP) => {
@@ -188,16 +241,19 @@ pub async fn run(mut config: PodConfig, discord: DiscordSettings) -> anyhow::Res
         }
     };
     let status = pipeline.status();
-    server.stop(true).await;
     if let Some(why) = undrained {
         eprintln!(
             "error: {} accepted events are not committed: {why}",
             status.in_flight
         );
-        return Ok(ExitCode::FAILURE);
+        return false;
     }
     tracing::info!(events_done = status.events_done, last_seq_committed = ?status.last_seq_committed, "drained");
-    // Everything accepted is done; say so if some of it was dropped or rolled back.
+    true
+}
+
+/// Everything accepted is done; says so if some of it was dropped or rolled back.
+fn nothing_dropped(pipeline: &Pipeline) -> bool {
     let (shed, failed) = (
         pipeline.metrics().shed.get(),
         pipeline.metrics().handler_errors.get(),
@@ -206,15 +262,9 @@ pub async fn run(mut config: PodConfig, discord: DiscordSettings) -> anyhow::Res
         eprintln!(
             "error: during this run {shed} events were dropped (stuck guilds) and {failed} failed (rolled back); see the log"
         );
-        return Ok(ExitCode::FAILURE);
+        return false;
     }
-    match outcome {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(e) => {
-            eprintln!("error: {e}");
-            Ok(ExitCode::FAILURE)
-        }
-    }
+    true
 }
 
 /// Runs the sessions a rescale needs: the new layout's beside the old while it changes this
@@ -253,7 +303,7 @@ async fn recommended_shards(discord: &DiscordSettings) -> anyhow::Result<u32> {
 mod tests {
     use clap::Parser;
 
-    #[derive(Parser)]
+    #[derive(Debug, Parser)]
     struct Serve {
         #[command(flatten)]
         serve: super::ServeArgs,
