@@ -31,19 +31,15 @@ impl Deployment {
         let lines = sample_lines().len() as u64;
         let procs = (0..pods)
             .map(|k| {
-                let mut cmd = gateway();
-                cmd.args(["replay", "--linger"])
-                    .arg(sample_stream())
-                    .env("API_TOKEN", TOKEN)
+                let db = dir.path().join(format!("pod{k}.sqlite3"));
+                let mut cmd = lingering_replay(&db, base + k as u16);
+                cmd.env("API_TOKEN", TOKEN)
                     .env(
                         "POD_URL_TEMPLATE",
                         format!("http://127.0.0.1:{{ordinal+{base}}}"),
                     )
                     .env("NUM_GATEWAY_PODS", pods.to_string())
                     .env("POD_ORDINAL", k.to_string())
-                    .env("HTTP_ADDR", format!("127.0.0.1:{}", base + k as u16))
-                    .env("DATABASE_URL", dir.path().join(format!("pod{k}.sqlite3")))
-                    .stdout(Stdio::null())
                     .stderr(std::fs::File::create(dir.path().join(format!("pod{k}.log"))).unwrap());
                 for (name, value) in env {
                     cmd.env(name, value);
@@ -57,15 +53,7 @@ impl Deployment {
             dir,
         };
         for k in 0..pods {
-            let port = deployment.port(k);
-            let done = wait_for(Duration::from_secs(60), || {
-                let s = get_json(port, "/status")?;
-                (s["events_done"] == json!(lines) && s["in_flight"] == json!(0)).then_some(())
-            });
-            assert!(
-                done.is_some(),
-                "pod {k} did not commit the sample within 60 s"
-            );
+            wait_replayed(deployment.port(k), lines);
         }
         deployment
     }
@@ -480,23 +468,12 @@ fn refusals_are_clear_and_leave_the_pod_healthy() {
 fn without_a_token_the_api_refuses_everything() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut pod = Proc(
-        gateway()
-            .args(["replay", "--linger"])
-            .arg(sample_stream())
-            .env("DATABASE_URL", dir.path().join("gateway.sqlite3"))
-            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let mut pod = start_replay_pod(
+        lingering_replay(&dir.path().join("gateway.sqlite3"), port),
+        port,
     );
     // The replay must have finished its stream, or SIGTERM below would cut it short.
-    let lines = sample_lines().len() as u64;
-    let replayed = wait_for(Duration::from_secs(30), || {
-        (get_json(port, "/status")?["events_done"] == json!(lines)).then_some(())
-    });
-    assert!(replayed.is_some(), "the replay did not commit the sample");
+    wait_replayed(port, sample_lines().len() as u64);
     for token in [None, Some(""), Some("anything-at-all-1234")] {
         let (code, body) = call_as(port, "GET", "/v1/guilds/1/owner", None, token);
         assert_eq!(code, 403, "{token:?}: {body}");

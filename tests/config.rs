@@ -100,33 +100,18 @@ fn hostname_gives_the_ordinal() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("gateway.sqlite3");
     let port = free_port();
-    let mut child = gateway()
-        .args(["replay", "--linger"])
-        .arg(sample_stream())
-        .env("HOSTNAME", "gateway-2")
-        .env("NUM_GATEWAY_PODS", "3")
-        .env("DATABASE_URL", &db)
-        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut cmd = lingering_replay(&db, port);
+    cmd.env("HOSTNAME", "gateway-2")
+        .env("NUM_GATEWAY_PODS", "3");
+    let mut pod = start_replay_pod(cmd, port);
     // Wait for the whole stream: a replay stopped early by the signal exits non-zero.
     let events = std::fs::read_to_string(sample_stream())
         .unwrap()
         .lines()
         .count();
-    let status = wait_for(std::time::Duration::from_secs(20), || {
-        http_get(port, "/status")
-            .ok()
-            .filter(|(c, body)| *c == 200 && body.contains(&format!("\"events_done\":{events},")))
-    });
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let exit = wait_exit(&mut child, std::time::Duration::from_secs(30));
-    let (_, body) = status.expect("/status answered");
-    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let status = wait_replayed(port, events as u64);
+    sigterm(&pod.0);
+    let exit = wait_exit(&mut pod.0, std::time::Duration::from_secs(30));
     assert_eq!(status["pod_ordinal"], 2);
     assert_eq!(status["num_pods"], 3);
     assert!(exit.success());

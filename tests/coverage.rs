@@ -2,8 +2,6 @@
 //! breaks it.
 
 use guild_gateway_dev::testing::*;
-use std::process::Stdio;
-use std::time::Duration;
 
 /// Pods replaying the sample on consecutive ports, pod k with NUM_GATEWAY_PODS `counts[k]`.
 fn pods(dir: &std::path::Path, counts: &[u32]) -> (Vec<Proc>, String) {
@@ -13,25 +11,12 @@ fn pods(dir: &std::path::Path, counts: &[u32]) -> (Vec<Proc>, String) {
         .iter()
         .enumerate()
         .map(|(k, n)| {
-            let pod = Proc(
-                gateway()
-                    .args(["replay", "--linger"])
-                    .arg(sample_stream())
-                    .env("NUM_GATEWAY_PODS", n.to_string())
-                    .env("POD_ORDINAL", k.to_string())
-                    .env("SHARD_STRATEGY", "discord")
-                    .env("DATABASE_URL", dir.join(format!("pod{k}.sqlite3")))
-                    .env("HTTP_ADDR", format!("127.0.0.1:{}", base + k as u16))
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            );
-            let up = wait_for(Duration::from_secs(30), || {
-                get_json(base + k as u16, "/status")
-            });
-            assert!(up.is_some(), "pod {k} did not start");
-            pod
+            let port = base + k as u16;
+            let mut cmd = lingering_replay(&dir.join(format!("pod{k}.sqlite3")), port);
+            cmd.env("NUM_GATEWAY_PODS", n.to_string())
+                .env("POD_ORDINAL", k.to_string())
+                .env("SHARD_STRATEGY", "discord");
+            start_replay_pod(cmd, port)
         })
         .collect();
     (procs, template)

@@ -19,12 +19,7 @@ fn render(target: &str) -> String {
         .arg(deploy_dir().join(target))
         .output()
         .expect("kubectl is installed");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {target}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    assert_success(&format!("kubectl kustomize {target}"), &out)
 }
 
 fn documents(rendered: &str) -> Vec<Value> {
@@ -505,12 +500,7 @@ fn alerts_pass_promtool_and_use_exported_metrics() {
         .arg(rules.path())
         .output()
         .expect("promtool");
-    assert!(
-        out.status.success(),
-        "promtool check rules: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success("promtool check rules", &out);
     let dashboard: serde_json::Value =
         serde_json::from_str(&monitoring("dashboard.json")).expect("the dashboard is JSON");
     assert!(dashboard["panels"].as_array().unwrap().len() >= 10);
@@ -520,14 +510,7 @@ fn alerts_pass_promtool_and_use_exported_metrics() {
     let (_fake, fake_port) = start_fake_discord("t", &[]);
     let port = free_port();
     let mut pod = Proc(
-        gateway()
-            .arg("serve")
-            .env("DATABASE_URL", dir.path().join("g.sqlite3"))
-            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("DISCORD_TOKEN", "t")
-            .env("DISCORD_API_URL", format!("http://127.0.0.1:{fake_port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+        serving_pod(&dir.path().join("g.sqlite3"), port, fake_port, "t")
             .spawn()
             .unwrap(),
     );

@@ -29,16 +29,10 @@ fn start_pod(
     let port = free_port();
     let db = dir.join(format!("gateway-{ordinal}.sqlite3"));
     let proc = Proc(
-        gateway()
-            .arg("serve")
+        serving_pod(&db, port, fake_port, token)
             .env("POD_ORDINAL", ordinal.to_string())
             .env("NUM_GATEWAY_PODS", pods.to_string())
             .env("SHARD_STRATEGY", strategy)
-            .env("DATABASE_URL", &db)
-            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("DISCORD_TOKEN", token)
-            .env("DISCORD_API_URL", format!("http://127.0.0.1:{fake_port}"))
-            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting serve"),
@@ -300,16 +294,9 @@ fn a_slow_pipeline_holds_the_connection_back_with_bounded_memory_and_loses_nothi
     let db = dir.path().join("gateway-0.sqlite3");
     let mut pod = LivePod {
         proc: Proc(
-            gateway()
-                .arg("serve")
-                .env("DATABASE_URL", &db)
-                .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-                .env("DISCORD_TOKEN", TOKEN)
-                .env("DISCORD_API_URL", format!("http://127.0.0.1:{fake_port}"))
+            serving_pod(&db, port, fake_port, TOKEN)
                 .env("TEST_EVENT_DELAY_MS", "1")
                 .env("MAX_IN_FLIGHT", "256")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
                 .spawn()
                 .unwrap(),
         ),

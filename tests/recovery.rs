@@ -159,17 +159,8 @@ impl Rig {
     fn pod(&self) -> (Proc, u16) {
         let port = free_port();
         let proc = Proc(
-            gateway()
-                .arg("serve")
-                .env("DATABASE_URL", self.db())
-                .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-                .env("DISCORD_TOKEN", TOKEN)
-                .env(
-                    "DISCORD_API_URL",
-                    format!("http://127.0.0.1:{}", self.fake_port),
-                )
+            serving_pod(&self.db(), port, self.fake_port, TOKEN)
                 .env("SQLITE_WAL_AUTOCHECKPOINT", "0")
-                .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap(),

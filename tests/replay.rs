@@ -1,7 +1,6 @@
 //! `replay` of the sample stream end to end: real binary, real SQLite files.
 
 use guild_gateway_dev::testing::*;
-use std::time::Duration;
 
 /// Replays the sample into every pod of an N-pod deployment and checks: the union of the pods'
 /// rows is exactly the expected rows; each guild's rows are in its owner's database only; a
@@ -119,8 +118,7 @@ fn shard_of_prints_one_line_per_id_in_order() {
         .args(&with_odd)
         .output()
         .unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = assert_success("shard-of", &out);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), with_odd.len());
     for (line, id) in lines.iter().zip(&with_odd) {
@@ -207,12 +205,7 @@ fn replay_never_sheds_even_with_a_tiny_mailbox() {
         .env("WRITER_MAX_BATCH", "1")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains(" 0 shed"));
+    assert!(assert_success("replay", &out).contains(" 0 shed"));
     let rows = comparable_rows(&db);
     assert_eq!(
         sorted(rows["message_stats"].clone()),
@@ -272,18 +265,7 @@ fn a_second_process_on_the_same_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("gateway.sqlite3");
     let port = free_port();
-    let _first = Proc(
-        gateway()
-            .args(["replay", "--linger"])
-            .arg(sample_stream())
-            .env("DATABASE_URL", &db)
-            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(Duration::from_secs(20), || http_get(port, "/healthz").ok()).expect("first starts");
+    let _first = start_replay_pod(lingering_replay(&db, port), port);
     let out = gateway()
         .arg("replay")
         .arg(sample_stream())
@@ -426,12 +408,7 @@ fn shard_of_into_a_closed_pipe_succeeds() {
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap();
     assert!(first.starts_with("80000000000000000 "), "{first}");
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success("shard-of into a closed pipe", &out);
 }
 
 /// An ordinal at or past the pod count (a typo, or a standby pod's) would own nothing: replay

@@ -19,23 +19,11 @@ const TOKEN: &str = "rescale-test-api-token";
 
 /// A pod that replays the sample and stays up (`replay --linger`) with `pods` as its setting.
 fn lingering_pod(db: &Path, port: u16, pods: u32) -> Proc {
-    let pod = Proc(
-        gateway()
-            .args(["replay", "--linger"])
-            .arg(sample_stream())
-            .env("NUM_GATEWAY_PODS", pods.to_string())
-            .env("POD_ORDINAL", "0")
-            .env("DATABASE_URL", db)
-            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("API_TOKEN", TOKEN)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let up = wait_for(Duration::from_secs(30), || get_json(port, "/status"));
-    assert!(up.is_some(), "the pod did not start");
-    pod
+    let mut cmd = lingering_replay(db, port);
+    cmd.env("NUM_GATEWAY_PODS", pods.to_string())
+        .env("POD_ORDINAL", "0")
+        .env("API_TOKEN", TOKEN);
+    start_replay_pod(cmd, port)
 }
 
 /// A pod restarted with another NUM_GATEWAY_PODS follows the ownership its database committed,
@@ -141,8 +129,8 @@ fn simulate(dir: &Path, stream: &Path, args: &[&str]) -> Vec<Value> {
         .stdin(Stdio::null())
         .output()
         .unwrap();
+    assert_success(&format!("simulate {args:?}"), &out);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "simulate {args:?} failed:\n{stderr}");
     assert!(
         stderr.contains("hold exactly the one-pod replay's rows"),
         "{stderr}"
@@ -431,13 +419,8 @@ impl Cluster {
     /// `guild-gateway rescale ARGS`; its output, after asserting exit 0.
     fn rescale(&self, args: &[&str]) -> String {
         let out = self.rescale_command(args).output().unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "rescale {args:?}:\n{text}");
-        text
+        let stdout = assert_success(&format!("rescale {args:?}"), &out);
+        format!("{stdout}{}", String::from_utf8_lossy(&out.stderr))
     }
 
     fn rescale_command(&self, args: &[&str]) -> std::process::Command {
@@ -525,11 +508,7 @@ impl Cluster {
             .env_remove("NUM_GATEWAY_PODS")
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success("coverage", &out);
         let dbs: Vec<PathBuf> = (0..self.pods.len() as u32).map(|k| self.db(k)).collect();
         assert_final_rows(&self.dir, &self.stream, &dbs, pods as usize, "md5", None);
     }
@@ -653,12 +632,7 @@ fn reads_move_to_the_new_owner_at_the_commit() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let owner: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let owner: Value = serde_json::from_str(&assert_success("shard-of --from-pod", &out)).unwrap();
     assert_eq!(
         (
             owner["ordinal"].as_u64(),

@@ -99,11 +99,7 @@ fn simulate_fails_when_a_pod_sheds_unless_allowed() {
     assert!(pod["shed"].as_u64() > Some(0), "{summary}");
     assert_eq!(pod["failed"], 0, "{summary}");
     let allowed = run(&["--allow-shed"]);
-    assert!(
-        allowed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&allowed.stderr)
-    );
+    assert_success("simulate --allow-shed", &allowed);
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! READY, heartbeats, Resume, and each session's dispatches (in live mode, each when the
 //! clock has passed it), with Discord's close codes for clients that misbehave.
 
-use super::{close, new_session_id, rest::bot_user, Control, Due, Fake, Refusal, Session};
+use super::clock::Due;
+use super::server::new_session_id;
+use super::{close, rest::bot_user, Control, Fake, Refusal, Session};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::borrow::Cow;
@@ -52,6 +54,8 @@ pub async fn serve(fake: Arc<Fake>, stream: TcpStream) {
     }
 }
 
+/// The connection's loop: whatever comes first of a client frame, an admin request, a clock
+/// change, or the next dispatch being due.
 async fn run(fake: &Arc<Fake>, ws: &mut Ws, attached: &mut Option<Attached>) -> Ending {
     let live = fake.live();
     // In live mode the clock sets the pace.
@@ -66,24 +70,9 @@ async fn run(fake: &Arc<Fake>, ws: &mut Ws, attached: &mut Option<Attached>) -> 
         // Marked seen before the clock is read below, so that a start, pause or resume from
         // here on wakes the select.
         clock_moved.borrow_and_update();
-        let (next_frame, pending) = match attached.as_ref() {
-            Some(a) => {
-                let mut sessions = fake.sessions();
-                let session = &mut sessions[a.index];
-                (session.frames.get(a.next).copied(), session.pending.take())
-            }
-            None => (None, None),
-        };
-        match pending {
-            Some(Control::Drop) => {
-                tracing::info!("dropping a session's connection on request");
-                return None;
-            }
-            Some(Control::Close(code)) => {
-                tracing::info!(code, "closing a session's connection on request");
-                return Some((code, close::reason(code).into()));
-            }
-            None => {}
+        let (next_frame, pending) = next_of_session(fake, attached.as_ref());
+        if let Some(control) = pending {
+            return obey(control);
         }
         // Outside live mode every frame is due at once; in live mode a frame not yet
         // happened is waited for until its due time, or (clock stopped) for a resume.
@@ -115,31 +104,83 @@ async fn run(fake: &Arc<Fake>, ws: &mut Ws, attached: &mut Option<Attached>) -> 
             _ = sleep_until(due) => {}
             _ = tick(&mut pace), if sending => {
                 let Some(a) = attached.as_mut() else { continue };
-                let (text, seq, drop_now) = {
-                    let mut sessions = fake.sessions();
-                    let session = &mut sessions[a.index];
-                    let frame = &fake.recording.frames[session.frames[a.next]];
-                    let seq = a.next as u64 + 2;
-                    let text = format!(r#"{{"op":0,"t":"{}","s":{seq},"d":{}}}"#, frame.name, frame.data.get());
-                    let drop_now = a.first && fake.options.drop_at_seq == Some(seq);
-                    (text, seq, drop_now)
-                };
-                if ws.send(Message::Text(text)).await.is_err() {
-                    return None;
-                }
-                a.next += 1;
-                {
-                    let mut sessions = fake.sessions();
-                    let session = &mut sessions[a.index];
-                    session.last_seq_sent = session.last_seq_sent.max(seq);
-                }
-                if drop_now {
-                    tracing::info!(seq, "dropping the session's first connection (--drop-at-seq)");
+                if let Sent::Stop = send_next_dispatch(fake, ws, a).await {
                     return None;
                 }
             }
         }
     }
+}
+
+/// The session's next frame (a recording index) and the admin request waiting for this
+/// connection, taken so that it is obeyed once.
+fn next_of_session(fake: &Fake, attached: Option<&Attached>) -> (Option<usize>, Option<Control>) {
+    let Some(a) = attached else {
+        return (None, None);
+    };
+    let mut sessions = fake.sessions();
+    let session = &mut sessions[a.index];
+    (session.frames.get(a.next).copied(), session.pending.take())
+}
+
+/// How the connection ends on an admin request.
+fn obey(control: Control) -> Ending {
+    match control {
+        Control::Drop => {
+            tracing::info!("dropping a session's connection on request");
+            None
+        }
+        Control::Close(code) => {
+            tracing::info!(code, "closing a session's connection on request");
+            Some((code, close::reason(code).into()))
+        }
+    }
+}
+
+/// Whether the connection goes on after a dispatch.
+enum Sent {
+    Continue,
+    /// The client is gone, or `drop_at_seq` drops the connection now.
+    Stop,
+}
+
+/// Sends the session's next dispatch and records it as sent.
+async fn send_next_dispatch(fake: &Fake, ws: &mut Ws, a: &mut Attached) -> Sent {
+    let (text, seq, drop_now) = {
+        let sessions = fake.sessions();
+        let session = &sessions[a.index];
+        let seq = a.next as u64 + 2;
+        let text = dispatch_text(fake, session.frames[a.next], seq);
+        let drop_now = a.first && fake.options.drop_at_seq == Some(seq);
+        (text, seq, drop_now)
+    };
+    if ws.send(Message::Text(text)).await.is_err() {
+        return Sent::Stop;
+    }
+    a.next += 1;
+    {
+        let mut sessions = fake.sessions();
+        let session = &mut sessions[a.index];
+        session.last_seq_sent = session.last_seq_sent.max(seq);
+    }
+    if drop_now {
+        tracing::info!(
+            seq,
+            "dropping the session's first connection (--drop-at-seq)"
+        );
+        return Sent::Stop;
+    }
+    Sent::Continue
+}
+
+/// Op 0 for recording frame `index` with sequence number `seq`.
+fn dispatch_text(fake: &Fake, index: usize, seq: u64) -> String {
+    let frame = &fake.recording.frames[index];
+    format!(
+        r#"{{"op":0,"t":"{}","s":{seq},"d":{}}}"#,
+        frame.name,
+        frame.data.get()
+    )
 }
 
 /// Sleeps until `due`; never returns when None.
@@ -165,12 +206,15 @@ async fn close_with(ws: &mut Ws, code: u16, reason: Cow<'static, str>) {
     let _ = ws.flush().await;
 }
 
+/// A close code and reason for a client that broke the protocol or the rules.
+type Refused = (u16, &'static str);
+
 async fn handle_client_frame(
     fake: &Arc<Fake>,
     ws: &mut Ws,
     attached: &mut Option<Attached>,
     text: &str,
-) -> Result<(), (u16, &'static str)> {
+) -> Result<(), Refused> {
     let payload: Value =
         serde_json::from_str(text).map_err(|_| (close::DECODE_ERROR, "invalid JSON"))?;
     let op = payload
@@ -181,163 +225,13 @@ async fn handle_client_frame(
     match op {
         1 => {
             let ack = json!({"op": 11, "s": null, "t": null, "d": null});
-            ws.send(Message::Text(ack.to_string()))
-                .await
-                .map_err(|_| (close::DECODE_ERROR, "send failed"))?;
+            send_text(ws, ack.to_string()).await?;
         }
-        2 => {
-            if attached.is_some() {
-                return Err((close::ALREADY_AUTHENTICATED, "already authenticated"));
-            }
-            let token = d.get("token").and_then(Value::as_str).unwrap_or_default();
-            if !fake.token_ok(token) {
-                return Err((close::AUTHENTICATION_FAILED, "Authentication failed."));
-            }
-            let intents = d.get("intents").and_then(Value::as_u64).unwrap_or(0);
-            if intents & !fake.options.allowed_intents != 0 {
-                return Err((close::DISALLOWED_INTENTS, "Disallowed intent(s)."));
-            }
-            let shard_sent = match d.get("shard") {
-                None | Some(Value::Null) => None,
-                Some(s) => {
-                    let parsed: Option<[u32; 2]> = serde_json::from_value(s.clone()).ok();
-                    match parsed {
-                        Some([id, total]) if total > 0 && id < total => Some([id, total]),
-                        _ => return Err((close::INVALID_SHARD, "Invalid shard.")),
-                    }
-                }
-            };
-            let shard = shard_sent.unwrap_or([0, 1]);
-            let frames = fake.recording.frames_for(shard);
-            let id = new_session_id();
-            let guilds: Vec<Value> = frames
-                .iter()
-                .filter(|&&i| fake.recording.frames[i].name == "GUILD_CREATE")
-                .filter_map(|&i| fake.recording.frames[i].guild_id)
-                .map(|g| json!({"id": g.to_string(), "unavailable": true}))
-                .collect();
-            let control = Arc::new(Notify::new());
-            let session = Session {
-                id: id.clone(),
-                shard,
-                shard_sent,
-                identified_at_ms: Vec::new(),
-                frames,
-                last_seq_sent: 1,
-                connected: true,
-                connections: 1,
-                open: true,
-                control: control.clone(),
-                pending: None,
-            };
-            let index = match fake.admit(session) {
-                Ok(index) => index,
-                Err(Refusal::RateLimited) => {
-                    tracing::info!(?shard, "identify rate limit: invalid session");
-                    send_invalid_session(ws).await?;
-                    return Ok(());
-                }
-                Err(Refusal::ShardingRequired) => {
-                    tracing::info!(?shard, "sharding required");
-                    return Err((
-                        close::SHARDING_REQUIRED,
-                        close::reason(close::SHARDING_REQUIRED),
-                    ));
-                }
-                Err(refusal @ (Refusal::SessionStartLimit | Refusal::TokenReset)) => {
-                    tracing::info!(?shard, ?refusal, "session start limit: the token is reset");
-                    return Err((close::AUTHENTICATION_FAILED, "Authentication failed."));
-                }
-            };
-            let bot_id = fake.options.bot_user_id.to_string();
-            let ready = json!({"op": 0, "s": 1, "t": "READY", "d": {
-                "v": 10,
-                "user": bot_user(&bot_id),
-                "guilds": guilds,
-                "session_id": id,
-                "resume_gateway_url": format!("ws://{}", fake.addr),
-                "shard": shard,
-                "application": {"id": bot_id, "flags": 0},
-                "private_channels": [],
-                "relationships": [],
-                "presences": [],
-                "user_settings": {},
-                "guild_join_requests": [],
-                "geo_ordered_rtc_regions": [],
-            }});
-            ws.send(Message::Text(ready.to_string()))
-                .await
-                .map_err(|_| (close::DECODE_ERROR, "send failed"))?;
-            tracing::info!(session = %id, ?shard, "identified");
-            *attached = Some(Attached {
-                index,
-                next: 0,
-                first: true,
-                control,
-            });
+        2 | 6 if attached.is_some() => {
+            return Err((close::ALREADY_AUTHENTICATED, "already authenticated"))
         }
-        6 => {
-            if attached.is_some() {
-                return Err((close::ALREADY_AUTHENTICATED, "already authenticated"));
-            }
-            let token = d.get("token").and_then(Value::as_str).unwrap_or_default();
-            if !fake.token_ok(token) || fake.token_reset() {
-                return Err((close::AUTHENTICATION_FAILED, "Authentication failed."));
-            }
-            let session_id = d
-                .get("session_id")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let seq = d.get("seq").and_then(Value::as_u64).unwrap_or(0);
-            let found = {
-                let mut sessions = fake.sessions();
-                sessions
-                    .iter_mut()
-                    .enumerate()
-                    .find(|(_, s)| s.id == session_id && s.open)
-                    .map(|(index, s)| {
-                        s.connected = true;
-                        s.connections += 1;
-                        s.pending = None;
-                        (index, s.control.clone(), s.last_seq_sent)
-                    })
-            };
-            let Some((index, control, last_sent)) = found else {
-                send_invalid_session(ws).await?;
-                return Ok(());
-            };
-            // Replay what the client missed (seq after its last) up to what had been sent,
-            // then RESUMED (carrying the last seq, so the client's count stays exact), then go on.
-            let mut next = seq.saturating_sub(1) as usize;
-            let frames_len = fake.sessions()[index].frames.len();
-            while next < frames_len && (next as u64 + 2) <= last_sent {
-                let text = {
-                    let sessions = fake.sessions();
-                    let frame = &fake.recording.frames[sessions[index].frames[next]];
-                    format!(
-                        r#"{{"op":0,"t":"{}","s":{},"d":{}}}"#,
-                        frame.name,
-                        next + 2,
-                        frame.data.get()
-                    )
-                };
-                ws.send(Message::Text(text))
-                    .await
-                    .map_err(|_| (close::DECODE_ERROR, "send failed"))?;
-                next += 1;
-            }
-            let resumed = json!({"op": 0, "s": last_sent.max(seq), "t": "RESUMED", "d": {}});
-            ws.send(Message::Text(resumed.to_string()))
-                .await
-                .map_err(|_| (close::DECODE_ERROR, "send failed"))?;
-            tracing::info!(session = %session_id, from_seq = seq, "resumed");
-            *attached = Some(Attached {
-                index,
-                next,
-                first: false,
-                control,
-            });
-        }
+        2 => identify(fake, ws, attached, &d).await?,
+        6 => resume(fake, ws, attached, &d).await?,
         3 | 4 | 8 | 31 if attached.is_some() => {} // presence, voice, member requests: accepted, ignored
         _ if attached.is_none() => return Err((close::NOT_AUTHENTICATED, "Not authenticated.")),
         _ => return Err((close::UNKNOWN_OPCODE, "Unknown opcode.")),
@@ -345,10 +239,184 @@ async fn handle_client_frame(
     Ok(())
 }
 
-/// Op 9 Invalid Session, not resumable: the client must identify (again).
-async fn send_invalid_session(ws: &mut Ws) -> Result<(), (u16, &'static str)> {
-    let invalid = json!({"op": 9, "s": null, "t": null, "d": false});
-    ws.send(Message::Text(invalid.to_string()))
+async fn send_text(ws: &mut Ws, text: String) -> Result<(), Refused> {
+    ws.send(Message::Text(text))
         .await
         .map_err(|_| (close::DECODE_ERROR, "send failed"))
+}
+
+/// Op 2: checks the token, intents and shard, has the rules judge it, then READY.
+async fn identify(
+    fake: &Arc<Fake>,
+    ws: &mut Ws,
+    attached: &mut Option<Attached>,
+    d: &Value,
+) -> Result<(), Refused> {
+    let token = d.get("token").and_then(Value::as_str).unwrap_or_default();
+    if !fake.token_ok(token) {
+        return Err((close::AUTHENTICATION_FAILED, "Authentication failed."));
+    }
+    let intents = d.get("intents").and_then(Value::as_u64).unwrap_or(0);
+    if intents & !fake.options.allowed_intents != 0 {
+        return Err((close::DISALLOWED_INTENTS, "Disallowed intent(s)."));
+    }
+    let shard_sent = shard_of_identify(d)?;
+    let shard = shard_sent.unwrap_or([0, 1]);
+    let frames = fake.recording.frames_for(shard);
+    let guilds = unavailable_guilds(fake, &frames);
+    let id = new_session_id();
+    let control = Arc::new(Notify::new());
+    let session = Session {
+        id: id.clone(),
+        shard,
+        shard_sent,
+        identified_at_ms: Vec::new(),
+        frames,
+        last_seq_sent: 1,
+        connected: true,
+        connections: 1,
+        open: true,
+        control: control.clone(),
+        pending: None,
+    };
+    let index = match fake.admit(session) {
+        Ok(index) => index,
+        Err(Refusal::RateLimited) => {
+            tracing::info!(?shard, "identify rate limit: invalid session");
+            return send_invalid_session(ws).await;
+        }
+        Err(Refusal::ShardingRequired) => {
+            tracing::info!(?shard, "sharding required");
+            return Err((
+                close::SHARDING_REQUIRED,
+                close::reason(close::SHARDING_REQUIRED),
+            ));
+        }
+        Err(refusal @ (Refusal::SessionStartLimit | Refusal::TokenReset)) => {
+            tracing::info!(?shard, ?refusal, "session start limit: the token is reset");
+            return Err((close::AUTHENTICATION_FAILED, "Authentication failed."));
+        }
+    };
+    send_text(ws, ready_payload(fake, &id, shard, guilds).to_string()).await?;
+    tracing::info!(session = %id, ?shard, "identified");
+    *attached = Some(Attached {
+        index,
+        next: 0,
+        first: true,
+        control,
+    });
+    Ok(())
+}
+
+/// The Identify's `shard`: None when it sent none; an impossible one is closed with 4010.
+fn shard_of_identify(d: &Value) -> Result<Option<[u32; 2]>, Refused> {
+    match d.get("shard") {
+        None | Some(Value::Null) => Ok(None),
+        Some(s) => match serde_json::from_value::<[u32; 2]>(s.clone()).ok() {
+            Some([id, total]) if total > 0 && id < total => Ok(Some([id, total])),
+            _ => Err((close::INVALID_SHARD, "Invalid shard.")),
+        },
+    }
+}
+
+/// READY lists the shard's guilds as unavailable; GUILD_CREATE fills them in, as Discord does.
+fn unavailable_guilds(fake: &Fake, frames: &[usize]) -> Vec<Value> {
+    frames
+        .iter()
+        .filter(|&&i| fake.recording.frames[i].name == "GUILD_CREATE")
+        .filter_map(|&i| fake.recording.frames[i].guild_id)
+        .map(|g| json!({"id": g.to_string(), "unavailable": true}))
+        .collect()
+}
+
+fn ready_payload(fake: &Fake, id: &str, shard: [u32; 2], guilds: Vec<Value>) -> Value {
+    let bot_id = fake.options.bot_user_id.to_string();
+    json!({"op": 0, "s": 1, "t": "READY", "d": {
+        "v": 10,
+        "user": bot_user(&bot_id),
+        "guilds": guilds,
+        "session_id": id,
+        "resume_gateway_url": format!("ws://{}", fake.addr),
+        "shard": shard,
+        "application": {"id": bot_id, "flags": 0},
+        "private_channels": [],
+        "relationships": [],
+        "presences": [],
+        "user_settings": {},
+        "guild_join_requests": [],
+        "geo_ordered_rtc_regions": [],
+    }})
+}
+
+/// Op 6: reattaches an open session, replays what the client missed, then RESUMED.
+async fn resume(
+    fake: &Arc<Fake>,
+    ws: &mut Ws,
+    attached: &mut Option<Attached>,
+    d: &Value,
+) -> Result<(), Refused> {
+    let token = d.get("token").and_then(Value::as_str).unwrap_or_default();
+    if !fake.token_ok(token) || fake.token_reset() {
+        return Err((close::AUTHENTICATION_FAILED, "Authentication failed."));
+    }
+    let session_id = d
+        .get("session_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let seq = d.get("seq").and_then(Value::as_u64).unwrap_or(0);
+    let Some((index, control, last_sent)) = reattach(fake, session_id) else {
+        return send_invalid_session(ws).await;
+    };
+    let next = replay_missed(fake, ws, index, seq, last_sent).await?;
+    // RESUMED carries the last seq, so the client's count stays exact.
+    let resumed = json!({"op": 0, "s": last_sent.max(seq), "t": "RESUMED", "d": {}});
+    send_text(ws, resumed.to_string()).await?;
+    tracing::info!(session = %session_id, from_seq = seq, "resumed");
+    *attached = Some(Attached {
+        index,
+        next,
+        first: false,
+        control,
+    });
+    Ok(())
+}
+
+/// Marks the open session `id` connected again: its index, control and last seq sent.
+fn reattach(fake: &Fake, id: &str) -> Option<(usize, Arc<Notify>, u64)> {
+    let mut sessions = fake.sessions();
+    sessions
+        .iter_mut()
+        .enumerate()
+        .find(|(_, s)| s.id == id && s.open)
+        .map(|(index, s)| {
+            s.connected = true;
+            s.connections += 1;
+            s.pending = None;
+            (index, s.control.clone(), s.last_seq_sent)
+        })
+}
+
+/// Sends what the client missed (seqs after `seq`) up to what had been sent; returns the
+/// position in the session's frames to go on from.
+async fn replay_missed(
+    fake: &Fake,
+    ws: &mut Ws,
+    index: usize,
+    seq: u64,
+    last_sent: u64,
+) -> Result<usize, Refused> {
+    let mut next = seq.saturating_sub(1) as usize;
+    let frames_len = fake.sessions()[index].frames.len();
+    while next < frames_len && (next as u64 + 2) <= last_sent {
+        let frame = fake.sessions()[index].frames[next];
+        send_text(ws, dispatch_text(fake, frame, next as u64 + 2)).await?;
+        next += 1;
+    }
+    Ok(next)
+}
+
+/// Op 9 Invalid Session, not resumable: the client must identify (again).
+async fn send_invalid_session(ws: &mut Ws) -> Result<(), Refused> {
+    let invalid = json!({"op": 9, "s": null, "t": null, "d": false});
+    send_text(ws, invalid.to_string()).await
 }
