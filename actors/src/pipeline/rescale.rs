@@ -5,7 +5,8 @@
 //! a restart resumes in the same step.
 
 use super::Pipeline;
-use crate::actors::filter::{Commit, Freeze, GoLive, SetOwnership, SettleFreeze};
+use crate::actors::filter::handover::{Freeze, SettleFreeze};
+use crate::actors::filter::rescale::{Commit, GoLive, SetOwnership};
 use crate::actors::writer::Handoff;
 use crate::domain::rescale::anchor::Anchor;
 use crate::domain::rescale::ownership::{Layout, Ownership, Transition};
