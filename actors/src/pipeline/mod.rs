@@ -16,10 +16,8 @@ pub use rescale::{FreezeReport, RescaleError};
 use crate::actors::filter::ShardFilter;
 use crate::actors::guild::{FlushWaiting, GuildDeps};
 use crate::actors::inbox::GuildEvent;
-use crate::actors::writer::{
-    CheckWritable, NotWritable, PatchSettings, SettingsError, SqliteWriter, WriterConfig,
-    WriterLink,
-};
+use crate::actors::writer::api::{CheckWritable, NotWritable, PatchSettings, SettingsError};
+use crate::actors::writer::{SqliteWriter, WriterConfig, WriterLink};
 use crate::domain::event::Dispatch;
 use crate::domain::rescale::ownership::{Layout, Ownership, Transition};
 use crate::health::{StorageFault, StorageHealth};

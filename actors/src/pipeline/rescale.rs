@@ -7,7 +7,7 @@
 use super::Pipeline;
 use crate::actors::filter::handover::{Freeze, SettleFreeze};
 use crate::actors::filter::rescale::{Commit, GoLive, SetOwnership};
-use crate::actors::writer::Handoff;
+use crate::actors::writer::handoff::Handoff;
 use crate::domain::rescale::anchor::Anchor;
 use crate::domain::rescale::ownership::{Layout, Ownership, Transition};
 use crate::storage::rescale::handoff;

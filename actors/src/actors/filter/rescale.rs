@@ -6,7 +6,7 @@ use super::handover::Handover;
 use super::ShardFilter;
 use crate::actors::guild::{Stop, TakeOver};
 use crate::actors::inbox::GuildEvent;
-use crate::actors::writer::Handoff;
+use crate::actors::writer::handoff::Handoff;
 use crate::domain::event::{decode_dispatch, DecodeError, Dispatch, Event, Id};
 use crate::domain::op::Op;
 use crate::domain::rescale::anchor::{self, AnchorOutcome};
