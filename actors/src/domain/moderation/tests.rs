@@ -268,6 +268,8 @@ fn a_timeout_superseded_by_a_resolved_change_is_logged_not_handed_over() {
     assert_eq!(states, 0, "the clear's state stands");
 }
 
+/// One log driven through a mass ban: queueing, out-of-order matches, then expiry; the steps
+/// share its state, which is why it runs past the usual length.
 #[test]
 fn many_waiting_events_match_out_of_order_and_expire_oldest_first() {
     let t0 = Instant::now();

@@ -31,6 +31,8 @@ fn channel_info_columns(conn: &Connection) -> Vec<String> {
         .unwrap()
 }
 
+/// One migration followed from an old file to a reopened one, step by step, which is why it
+/// runs past the usual length.
 #[test]
 fn channel_columns_of_earlier_files_move_to_guild_channels_once() {
     let dir = tempfile::tempdir().unwrap();

@@ -95,6 +95,8 @@ fn a_late_kick_entry_turns_an_unpaired_removal_into_its_row() {
     assert_eq!(count_rows(&conn, "unpaired_member_removals").unwrap(), 0);
 }
 
+/// One scenario, step by step on the same file (each step depends on the rows the previous
+/// ones left), which is why it runs past the usual length.
 #[test]
 fn a_late_entry_completes_the_latest_unpaired_row_once() {
     let dir = tempfile::tempdir().unwrap();
