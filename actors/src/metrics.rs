@@ -58,53 +58,68 @@ pub struct Metrics {
     pub config_stale: IntGauge,
 }
 
-impl Metrics {
-    pub fn new(pod_ordinal: u32, pods: u32) -> Result<Self, prometheus::Error> {
-        let registry = Registry::new_custom(Some("guild_gateway".into()), None)?;
-        let counter_vec =
-            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
-                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-                registry.register(Box::new(c.clone()))?;
-                Ok(c)
-            };
-        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
-            let c = IntCounter::new(name, help)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        };
-        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
-            let g = IntGauge::new(name, help)?;
-            registry.register(Box::new(g.clone()))?;
-            Ok(g)
-        };
-        let histogram =
-            |name: &str, help: &str, buckets: Vec<f64>| -> Result<Histogram, prometheus::Error> {
-                let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
-                registry.register(Box::new(h.clone()))?;
-                Ok(h)
-            };
+/// Creates metrics in one registry: each is registered as it is made, so a name used twice
+/// fails at start-up.
+struct Register<'a>(&'a Registry);
 
-        let received = counter_vec(
+impl Register<'_> {
+    fn counter_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<IntCounterVec, prometheus::Error> {
+        let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+        self.0.register(Box::new(c.clone()))?;
+        Ok(c)
+    }
+
+    fn counter(&self, name: &str, help: &str) -> Result<IntCounter, prometheus::Error> {
+        let c = IntCounter::new(name, help)?;
+        self.0.register(Box::new(c.clone()))?;
+        Ok(c)
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> Result<IntGauge, prometheus::Error> {
+        let g = IntGauge::new(name, help)?;
+        self.0.register(Box::new(g.clone()))?;
+        Ok(g)
+    }
+
+    fn histogram(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: Vec<f64>,
+    ) -> Result<Histogram, prometheus::Error> {
+        let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
+        self.0.register(Box::new(h.clone()))?;
+        Ok(h)
+    }
+
+    /// The per-type event counters, one [`KindCounters`] per [`EventKind`], in its order.
+    fn by_kind(&self) -> Result<Vec<KindCounters>, prometheus::Error> {
+        let received = self.counter_vec(
             "events_received_total",
             "Dispatches received, by event type.",
             &["type"],
         )?;
-        let owned = counter_vec(
+        let owned = self.counter_vec(
             "events_owned_total",
             "Dispatches of guilds this pod owns (and DMs on pod 0), by event type.",
             &["type"],
         )?;
-        let foreign = counter_vec(
+        let foreign = self.counter_vec(
             "events_foreign_total",
             "Dispatches of guilds other pods own, dropped by the shard filter, by event type.",
             &["type"],
         )?;
-        let skipped = counter_vec(
+        let skipped = self.counter_vec(
             "events_skipped_total",
             "Owned dispatches that store nothing (unhandled types, DMs), by event type.",
             &["type"],
         )?;
-        let by_kind = EventKind::ALL
+        Ok(EventKind::ALL
             .iter()
             .map(|k| KindCounters {
                 received: received.with_label_values(&[k.name()]),
@@ -112,7 +127,21 @@ impl Metrics {
                 foreign: foreign.with_label_values(&[k.name()]),
                 skipped: skipped.with_label_values(&[k.name()]),
             })
-            .collect();
+            .collect())
+    }
+}
+
+impl Metrics {
+    /// Longer than a function should be, on purpose: it is the table of the pod's metrics,
+    /// one entry (name and help) per public field. Grouping it into functions would need a
+    /// struct per group restating every field, since the fields stay flat for their users.
+    pub fn new(pod_ordinal: u32, pods: u32) -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("guild_gateway".into()), None)?;
+        let register = Register(&registry);
+        let (counter, gauge) = (|n, h| register.counter(n, h), |n, h| register.gauge(n, h));
+        let histogram = |n, h, b| register.histogram(n, h, b);
+        let counter_vec = |n, h, l| register.counter_vec(n, h, l);
+        let by_kind = register.by_kind()?;
 
         let metrics = Metrics {
             by_kind,

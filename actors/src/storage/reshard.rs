@@ -188,72 +188,94 @@ pub(crate) fn copy_owned(
         collect_channel_guilds(conn).map_err(|e| copy_error("channel_info", e))?;
         for (table, guild_expr) in TABLES {
             let guild_expr = guild_expr.unwrap_or(CHANNEL_GUILD);
-            let source_columns = columns(conn, "src", table).map_err(|e| copy_error(table, e))?;
-            if source_columns.is_empty() {
-                continue; // the TypeScript bot's file has no such table
-            }
-            let target_columns = columns(conn, "main", table).map_err(|e| copy_error(table, e))?;
-            // mod_actions ids are each file's own sequence; source_key identifies a row.
-            let shared: Vec<String> = target_columns
-                .into_iter()
-                .filter(|c| source_columns.contains(c) && !(table == "mod_actions" && c == "id"))
-                .map(|c| format!("\"{c}\""))
-                .collect();
-            let list = shared.join(", ");
-            // A moderation row without a source_key (the TypeScript bot's) has no unique key
-            // to be ignored by: a row already there with the same guild, user, action and
-            // time is the same row (a second source, a retried copy).
-            let same_row =
-                if table == "mod_actions" && source_columns.iter().any(|c| c == "source_key") {
-                    " AND NOT (t.source_key IS NULL AND EXISTS (SELECT 1 FROM main.mod_actions m
-                   WHERE m.source_key IS NULL AND m.guild_id = t.guild_id AND m.user_id = t.user_id
-                   AND m.action_type = t.action_type AND m.created_at = t.created_at))"
-                } else if table == "mod_actions" {
-                    " AND NOT EXISTS (SELECT 1 FROM main.mod_actions m
-                   WHERE m.source_key IS NULL AND m.guild_id = t.guild_id AND m.user_id = t.user_id
-                   AND m.action_type = t.action_type AND m.created_at = t.created_at)"
-                } else {
-                    ""
-                };
-            let sql = format!(
-                "INSERT OR IGNORE INTO main.\"{table}\" ({list}) SELECT {} FROM src.\"{table}\" t WHERE owner({guild_expr}) = ?1{same_row}",
-                shared.iter().map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", ")
-            );
-            conn.execute(&sql, [ordinal])
-                .map_err(|e| copy_error(table, e))?;
+            copy_table(conn, table, guild_expr, ordinal).map_err(|e| copy_error(table, e))?;
         }
-        // A channel copied without a guild_channels row (a source without that table) gets one,
-        // so the target's pod knows its guild; type and parent as the source has them, else
-        // NULL until the next GUILD_CREATE.
-        let source_columns =
-            columns(conn, "src", "channel_info").map_err(|e| copy_error("guild_channels", e))?;
-        if source_columns.is_empty() {
-            return Ok(0);
-        }
-        let [kind, parent] = ["channel_type", "parent_id"].map(|c| {
-            if source_columns.iter().any(|have| have == c) {
-                format!("t.{c}")
-            } else {
-                "NULL".to_string()
-            }
-        });
-        conn.execute(
-            &format!(
-                "INSERT OR IGNORE INTO main.guild_channels (channel_id, guild_id, channel_type, parent_id)
-                 SELECT t.id, {CHANNEL_GUILD}, {kind}, {parent} FROM src.channel_info t
-                 WHERE owner({CHANNEL_GUILD}) = ?1"
-            ),
-            [ordinal],
-        )
-        .map_err(|e| copy_error("guild_channels", e))?;
-        conn.query_row(
-            &format!("SELECT COUNT(*) FROM src.channel_info t WHERE {CHANNEL_GUILD} IS NULL"),
-            [],
-            |r| r.get(0),
-        )
-        .map_err(|e| copy_error("channel_info", e))
+        copy_channel_guilds(conn, ordinal, &copy_error)
     })();
     conn.execute("DETACH DATABASE src", [])
         .map_err(|e| copy_error("(detach)", e))?;
     result
+}
+
+/// Copies `table`'s rows whose guild (`guild_expr`, over the source row `t`) pod `ordinal`
+/// owns, in the columns both files have.
+fn copy_table(
+    conn: &Connection,
+    table: &str,
+    guild_expr: &str,
+    ordinal: u32,
+) -> rusqlite::Result<()> {
+    let source_columns = columns(conn, "src", table)?;
+    if source_columns.is_empty() {
+        return Ok(()); // the TypeScript bot's file has no such table
+    }
+    let target_columns = columns(conn, "main", table)?;
+    // mod_actions ids are each file's own sequence; source_key identifies a row.
+    let shared: Vec<String> = target_columns
+        .into_iter()
+        .filter(|c| source_columns.contains(c) && !(table == "mod_actions" && c == "id"))
+        .map(|c| format!("\"{c}\""))
+        .collect();
+    let list = shared.join(", ");
+    let same_row = same_row_clause(table, &source_columns);
+    let sql = format!(
+        "INSERT OR IGNORE INTO main.\"{table}\" ({list}) SELECT {} FROM src.\"{table}\" t WHERE owner({guild_expr}) = ?1{same_row}",
+        shared.iter().map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", ")
+    );
+    conn.execute(&sql, [ordinal])?;
+    Ok(())
+}
+
+/// A moderation row without a source_key (the TypeScript bot's) has no unique key to be
+/// ignored by: a row already there with the same guild, user, action and time is the same row
+/// (a second source, a retried copy). Other tables' keys suffice.
+fn same_row_clause(table: &str, source_columns: &[String]) -> &'static str {
+    if table == "mod_actions" && source_columns.iter().any(|c| c == "source_key") {
+        " AND NOT (t.source_key IS NULL AND EXISTS (SELECT 1 FROM main.mod_actions m
+                   WHERE m.source_key IS NULL AND m.guild_id = t.guild_id AND m.user_id = t.user_id
+                   AND m.action_type = t.action_type AND m.created_at = t.created_at))"
+    } else if table == "mod_actions" {
+        " AND NOT EXISTS (SELECT 1 FROM main.mod_actions m
+                   WHERE m.source_key IS NULL AND m.guild_id = t.guild_id AND m.user_id = t.user_id
+                   AND m.action_type = t.action_type AND m.created_at = t.created_at)"
+    } else {
+        ""
+    }
+}
+
+/// A channel copied without a guild_channels row (a source without that table) gets one, so
+/// the target's pod knows its guild; type and parent as the source has them, else NULL until
+/// the next GUILD_CREATE. Answers the source's channels with no known guild.
+fn copy_channel_guilds(
+    conn: &Connection,
+    ordinal: u32,
+    copy_error: &impl Fn(&'static str, rusqlite::Error) -> ReshardError,
+) -> Result<i64, ReshardError> {
+    let source_columns =
+        columns(conn, "src", "channel_info").map_err(|e| copy_error("guild_channels", e))?;
+    if source_columns.is_empty() {
+        return Ok(0);
+    }
+    let [kind, parent] = ["channel_type", "parent_id"].map(|c| {
+        if source_columns.iter().any(|have| have == c) {
+            format!("t.{c}")
+        } else {
+            "NULL".to_string()
+        }
+    });
+    conn.execute(
+        &format!(
+            "INSERT OR IGNORE INTO main.guild_channels (channel_id, guild_id, channel_type, parent_id)
+             SELECT t.id, {CHANNEL_GUILD}, {kind}, {parent} FROM src.channel_info t
+             WHERE owner({CHANNEL_GUILD}) = ?1"
+        ),
+        [ordinal],
+    )
+    .map_err(|e| copy_error("guild_channels", e))?;
+    conn.query_row(
+        &format!("SELECT COUNT(*) FROM src.channel_info t WHERE {CHANNEL_GUILD} IS NULL"),
+        [],
+        |r| r.get(0),
+    )
+    .map_err(|e| copy_error("channel_info", e))
 }

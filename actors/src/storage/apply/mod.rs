@@ -58,26 +58,7 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<Outcome> 
             content,
         } => messages::update_cache(tx, *guild_id, *message_id, content, now),
         Op::InsertModAction { .. } => moderation::insert_or_complete(tx, op, now),
-        Op::CompleteModAction {
-            guild_id,
-            user_id,
-            action,
-            source_key,
-            not_before_ms,
-            executor_id,
-            reason,
-            by_bot,
-        } => moderation::complete_mod_action(
-            tx,
-            *guild_id,
-            *user_id,
-            action,
-            source_key,
-            *not_before_ms,
-            *executor_id,
-            reason,
-            *by_bot,
-        ),
+        Op::CompleteModAction { .. } => moderation::complete_mod_action(tx, op),
         Op::RecordUnpairedRemoval { guild_id, user_id } => {
             moderation::record_unpaired_removal(tx, *guild_id, *user_id, now)
         }

@@ -148,62 +148,36 @@ pub(super) fn set_member_timeout(
     Ok(Outcome::Done)
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) fn complete_mod_action(
-    tx: &Transaction,
-    guild_id: Id,
-    user_id: Id,
-    action: &str,
-    source_key: &str,
-    not_before_ms: i64,
-    executor_id: Option<Id>,
-    reason: &str,
-    by_bot: bool,
-) -> rusqlite::Result<Outcome> {
-    let guild = guild_id.to_string();
-    // Paired with its event after all (in time, in this process or an earlier one), or
-    // already applied late: nothing more to do, unless that was another guild's.
-    for (select, table) in [
-        (MOD_ACTION_OWNER, "mod_actions"),
-        (LATE_ENTRY_OWNER, "mod_action_late_entries"),
-    ] {
-        if owner(tx, select, source_key)?.is_some() {
-            return unless_foreign(
-                tx,
-                select,
-                "complete moderation action",
-                table,
-                source_key,
-                &guild,
-                guild_id,
-            );
-        }
-    }
-    // The last millisecond of year 9999: later ones do not format, and no row is that new.
-    const LAST_MS: i64 = 253_402_300_799_999;
-    if not_before_ms > LAST_MS {
+/// A late audit entry (its event's window closed without it) completes the row its event got
+/// without it, once: the entry is recorded in `mod_action_late_entries`.
+pub(super) fn complete_mod_action(tx: &Transaction, op: &Op) -> rusqlite::Result<Outcome> {
+    let Op::CompleteModAction {
+        guild_id,
+        user_id,
+        action,
+        source_key,
+        not_before_ms,
+        executor_id,
+        reason,
+        by_bot,
+    } = op
+    else {
         return Ok(Outcome::Done);
+    };
+    let (guild_id, user_id, executor_id, by_bot) = (*guild_id, *user_id, *executor_id, *by_bot);
+    let guild = guild_id.to_string();
+    if let Some(outcome) = already_completed(tx, source_key, &guild, guild_id)? {
+        return Ok(outcome);
     }
-    let not_before = iso8601(
-        SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(not_before_ms).unwrap_or(0)),
-    );
-    let row: Option<i64> = tx
-        .prepare_cached(
-            "SELECT id FROM mod_actions
-             WHERE guild_id = ?1 AND user_id = ?2 AND action_type = ?3 AND executor_id IS NULL
-               AND (source_key IS NULL OR source_key NOT LIKE 'audit:%') AND created_at >= ?4
-             ORDER BY id DESC LIMIT 1",
-        )?
-        .query_row(
-            params![guild, user_id.to_string(), action, not_before],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let Some(not_before) = not_before_iso(*not_before_ms) else {
+        return Ok(Outcome::Done);
+    };
+    let row = latest_unpaired_row(tx, &guild, user_id, action, &not_before)?;
     // No row: the entry's event was never seen, or was the bot's own, or it is a kick (no row
     // is written for a member who left without an entry): a kick entry makes the member's
     // unpaired removal the row it would have been. Otherwise an entry alone writes nothing.
     let Some(row) = row else {
-        if action == "kick" {
+        if *action == "kick" {
             complete_unpaired_removal(
                 tx,
                 &guild,
@@ -227,8 +201,70 @@ pub(super) fn complete_mod_action(
     tx.prepare_cached(
         "INSERT INTO mod_action_late_entries (source_key, guild_id) VALUES (?1, ?2)",
     )?
-    .execute([source_key, &guild])?;
+    .execute([source_key.as_str(), &guild])?;
     Ok(Outcome::Done)
+}
+
+/// Paired with its event after all (in time, in this process or an earlier one), or already
+/// applied late: nothing more to do (`Some`), unless that was another guild's (refused).
+fn already_completed(
+    tx: &Transaction,
+    source_key: &str,
+    guild: &str,
+    guild_id: Id,
+) -> rusqlite::Result<Option<Outcome>> {
+    for (select, table) in [
+        (MOD_ACTION_OWNER, "mod_actions"),
+        (LATE_ENTRY_OWNER, "mod_action_late_entries"),
+    ] {
+        if owner(tx, select, source_key)?.is_some() {
+            return unless_foreign(
+                tx,
+                select,
+                "complete moderation action",
+                table,
+                source_key,
+                guild,
+                guild_id,
+            )
+            .map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// `not_before_ms` as the rows' ISO-8601 time; `None` past year 9999, which does not format
+/// (and no row is that new).
+fn not_before_iso(not_before_ms: i64) -> Option<String> {
+    // The last millisecond of year 9999.
+    const LAST_MS: i64 = 253_402_300_799_999;
+    if not_before_ms > LAST_MS {
+        return None;
+    }
+    Some(iso8601(
+        SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(not_before_ms).unwrap_or(0)),
+    ))
+}
+
+/// The member's latest row of `action` written without its entry since `not_before`.
+fn latest_unpaired_row(
+    tx: &Transaction,
+    guild: &str,
+    user_id: Id,
+    action: &str,
+    not_before: &str,
+) -> rusqlite::Result<Option<i64>> {
+    tx.prepare_cached(
+        "SELECT id FROM mod_actions
+         WHERE guild_id = ?1 AND user_id = ?2 AND action_type = ?3 AND executor_id IS NULL
+           AND (source_key IS NULL OR source_key NOT LIKE 'audit:%') AND created_at >= ?4
+         ORDER BY id DESC LIMIT 1",
+    )?
+    .query_row(
+        params![guild, user_id.to_string(), action, not_before],
+        |r| r.get(0),
+    )
+    .optional()
 }
 
 /// The member's latest removal since `not_before` that waited for a kick entry in vain becomes

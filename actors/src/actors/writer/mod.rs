@@ -10,20 +10,19 @@
 //! The mailbox is bounded by [`WriterLink`]'s semaphore, because actix's own bound is not
 //! enforced for `do_send` (see ../shared/NOTES.md).
 
+pub(crate) mod api;
+pub(crate) mod handoff;
+
 use crate::domain::op::Op;
-use crate::domain::rescale::ownership::Ownership;
 use crate::domain::scope::{CrossGuildWrite, Outcome, RefusedWrites};
 use crate::health::StorageHealth;
 use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::progress::{Progress, Ticket};
 use crate::storage::apply::apply;
-use crate::storage::database::check_writable;
 use crate::storage::expiry::{expire_cache, CacheExpiry};
-use crate::storage::rescale::handoff;
 use actix::prelude::*;
 use rusqlite::Connection;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -59,22 +58,6 @@ impl WriteCmd {
     }
 }
 
-/// A step of a live rescale that changes the database, after everything queued before it
-/// is committed (the capture log included).
-#[derive(Message)]
-#[rtype(result = "Result<(), String>")]
-pub enum Handoff {
-    /// Persist the ownership.
-    Save(Ownership),
-    /// Import exported files (each idempotent), then persist the ownership.
-    Import(Vec<PathBuf>, Ownership),
-    /// Delete the rows of the guilds given away and the capture log, and persist the
-    /// committed ownership, in one transaction.
-    Commit(Ownership, Box<dyn Fn(u64) -> bool + Send>),
-    /// Record what became of a freeze's anchors.
-    Anchors(Vec<crate::domain::rescale::anchor::AnchorOutcome>),
-}
-
 /// Commit what is pending now.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -84,46 +67,6 @@ struct Flush;
 #[derive(Message)]
 #[rtype(result = "()")]
 struct ExpireCache;
-
-/// Is the database writable?
-#[derive(Message)]
-#[rtype(result = "Result<(), NotWritable>")]
-pub struct CheckWritable;
-
-/// Apply a JSON merge patch to a guild's settings, in its own transaction, and answer with the
-/// committed document: the data API's one write, through the one writer.
-#[derive(Message)]
-#[rtype(result = "Result<String, SettingsError>")]
-pub struct PatchSettings {
-    pub guild_id: String,
-    /// A JSON object.
-    pub patch: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    /// The storage cannot take writes now (full, read-only, locked): try again later.
-    #[error("the database does not take writes now: {0}")]
-    Unavailable(String),
-    /// SQLite refused this patch (the stored document is not JSON, say).
-    #[error("the settings could not be patched: {0}")]
-    Failed(String),
-    #[error("the writer is gone")]
-    WriterGone,
-}
-
-/// Why the pod cannot write now: what `/readyz` reports.
-#[derive(Debug, thiserror::Error)]
-pub enum NotWritable {
-    #[error("commits failing for {secs:.0} s: {error}")]
-    Failing { secs: u64, error: String },
-    #[error("the write lock is not available")]
-    Locked(#[source] rusqlite::Error),
-    #[error("the writer is gone")]
-    WriterGone,
-    #[error("the writer did not answer within {0:?}")]
-    WriterBusy(Duration),
-}
 
 pub struct WriterConfig {
     /// Commands committed in one transaction at most (a full batch commits at once).
@@ -136,7 +79,7 @@ pub struct WriterConfig {
 
 /// What a failed commit means for the commands in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Failure {
+pub(super) enum Failure {
     /// Another connection holds the lock (past busy_timeout): retry soon; it will pass.
     Transient,
     /// The storage cannot take writes (full, read-only, I/O error): retry until it can, and
@@ -146,7 +89,7 @@ enum Failure {
     Command,
 }
 
-fn classify(e: &rusqlite::Error) -> Failure {
+pub(super) fn classify(e: &rusqlite::Error) -> Failure {
     use rusqlite::ErrorCode as C;
     match e.sqlite_error_code() {
         Some(C::DatabaseBusy | C::DatabaseLocked) => Failure::Transient,
@@ -408,94 +351,6 @@ impl Handler<ExpireCache> for SqliteWriter {
             }
             Err(e) => tracing::error!(error = %e, "message cache expiry failed"),
         }
-    }
-}
-
-impl Handler<CheckWritable> for SqliteWriter {
-    type Result = Result<(), NotWritable>;
-    fn handle(&mut self, _: CheckWritable, _: &mut Self::Context) -> Self::Result {
-        if let Some(fault) = self.health.fault() {
-            return Err(NotWritable::Failing {
-                secs: fault.since.elapsed().as_secs(),
-                error: fault.error,
-            });
-        }
-        check_writable(&self.conn).map_err(NotWritable::Locked)
-    }
-}
-
-impl Handler<PatchSettings> for SqliteWriter {
-    type Result = Result<String, SettingsError>;
-    fn handle(&mut self, cmd: PatchSettings, _: &mut Self::Context) -> Self::Result {
-        // Events pending in the batch touch settings only with INSERT OR IGNORE, which
-        // commutes with a patch: no need to commit them first.
-        if let Some(fault) = self.health.fault() {
-            return Err(SettingsError::Unavailable(fault.error));
-        }
-        let result = self.conn.transaction().and_then(|tx| {
-            let settings = crate::storage::settings::patch(&tx, &cmd.guild_id, &cmd.patch)?;
-            tx.commit()?;
-            Ok(settings)
-        });
-        result.map_err(|e| match classify(&e) {
-            Failure::Command => SettingsError::Failed(e.to_string()),
-            Failure::Transient | Failure::Storage => SettingsError::Unavailable(e.to_string()),
-        })
-    }
-}
-
-impl Handler<Handoff> for SqliteWriter {
-    type Result = Result<(), String>;
-    fn handle(&mut self, step: Handoff, ctx: &mut Self::Context) -> Self::Result {
-        self.flush(ctx);
-        if !self.pending.is_empty() {
-            let why = self.health.fault().map_or_else(String::new, |f| f.error);
-            return Err(format!("the database does not take writes now: {why}"));
-        }
-        let conn = &mut self.conn;
-        let result = match step {
-            Handoff::Save(ownership) => conn
-                .transaction()
-                .and_then(|tx| {
-                    handoff::save(&tx, &ownership)?;
-                    tx.commit()
-                })
-                .map_err(|e| e.to_string()),
-            Handoff::Import(files, ownership) => files
-                .iter()
-                .try_for_each(|file| {
-                    handoff::import(conn, file).map_err(|e| {
-                        format!("importing {}: {}", file.display(), crate::errors::chain(&e))
-                    })
-                })
-                .and_then(|()| {
-                    conn.transaction()
-                        .and_then(|tx| {
-                            handoff::save(&tx, &ownership)?;
-                            tx.commit()
-                        })
-                        .map_err(|e| e.to_string())
-                }),
-            Handoff::Anchors(outcomes) => conn
-                .transaction()
-                .and_then(|tx| {
-                    handoff::save_anchors(&tx, &outcomes)?;
-                    tx.commit()
-                })
-                .map_err(|e| e.to_string()),
-            Handoff::Commit(ownership, gone) => conn
-                .transaction()
-                .and_then(|tx| {
-                    handoff::remove_guilds(&tx, gone)?;
-                    handoff::save(&tx, &ownership)?;
-                    tx.commit()
-                })
-                .map_err(|e| e.to_string()),
-        };
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "a rescale step failed to commit");
-        }
-        result
     }
 }
 

@@ -1,0 +1,234 @@
+//! The new owner's side of a live rescale, and the ownership changes every pod goes through:
+//! incoming guilds captured to the log until [`GoLive`] re-applies it, then [`Commit`] (or an
+//! abort) ends the transition.
+
+use super::handover::Handover;
+use super::ShardFilter;
+use crate::actors::guild::{Stop, TakeOver};
+use crate::actors::inbox::GuildEvent;
+use crate::actors::writer::handoff::Handoff;
+use crate::domain::event::{decode_dispatch, DecodeError, Dispatch, Event, Id};
+use crate::domain::op::Op;
+use crate::domain::rescale::anchor::{self, AnchorOutcome};
+use crate::domain::rescale::ownership::Ownership;
+use crate::storage::rescale::{event_log, handoff};
+use actix::prelude::*;
+
+impl ShardFilter {
+    /// The capture-log append of an event, if it stores anything.
+    pub(super) fn capture_op(
+        &self,
+        dispatch: &crate::domain::event::Dispatch,
+        received_ms: i64,
+    ) -> Option<Op> {
+        let (Some(payload), Some(guild_id)) = (&dispatch.payload, dispatch.guild_id) else {
+            return None;
+        };
+        capturable(dispatch).then(|| Op::Capture {
+            guild_id,
+            seq: dispatch.seq,
+            kind: dispatch.kind.name(),
+            payload: payload.clone(),
+            received_ms,
+        })
+    }
+
+    /// Re-applies the capture log (after the writer committed every capture sent so far) and
+    /// marks the incoming guilds live (`live`): no event can come between, the filter waits
+    /// meanwhile. A guild's events before its group's anchor are skipped when its old owner
+    /// passed that anchor (it applied them). If the log cannot be read, nothing changes.
+    /// Answers (re-applied, skipped).
+    fn go_live(
+        &mut self,
+        live: Ownership,
+        ctx: &mut Context<Self>,
+    ) -> Result<(usize, usize), String> {
+        let conn = self.deps.reads.get().map_err(|e| e.to_string())?;
+        let captured = event_log::captured(&conn).map_err(|e| e.to_string())?;
+        let anchors = handoff::anchors_for(&conn, live.ordinal).map_err(|e| e.to_string())?;
+        // Waiting moderation items the old owners handed over precede their freeze points:
+        // they come first, never skipped.
+        let handed =
+            event_log::handed_over(&conn, |g| live.incoming(g)).map_err(|e| e.to_string())?;
+        drop(conn);
+        let handed_count = handed.len();
+        // A guild handed to this pod through its own new sessions keeps its actor: it stops
+        // handing its waiting items over (everything before the freeze point is done).
+        for (guild_id, entry) in &self.guilds {
+            if live.incoming(guild_id.0) {
+                entry.addr.do_send(TakeOver);
+            }
+        }
+        let captured: Vec<_> = handed
+            .into_iter()
+            .chain(captured)
+            .map(|c| {
+                let dispatch = decode_dispatch(&c.kind, c.seq, &c.payload);
+                (c, dispatch)
+            })
+            .collect();
+        let mut skip = vec![false; handed_count];
+        skip.extend(before_anchors(&captured[handed_count..], &anchors, &live));
+        let skipped = skip.iter().filter(|&&s| s).count();
+        self.ownership = live;
+        let mut replayed = 0;
+        for ((c, dispatch), skipped) in captured.into_iter().zip(skip) {
+            if skipped {
+                continue;
+            }
+            replayed += 1;
+            match dispatch {
+                Ok(dispatch) => {
+                    // No seq: the log's are older than what this pod has received since.
+                    let ticket = self.progress.admit_now(None);
+                    self.deliver(
+                        GuildEvent {
+                            ticket,
+                            dispatch,
+                            source_epoch: 0,
+                            received_ms: c.received_ms.unwrap_or_else(crate::domain::time::now_ms),
+                        },
+                        ctx,
+                    );
+                }
+                // It was decoded once before it was captured: this is a bug, said loudly.
+                Err(e) => {
+                    self.metrics.handler_errors.inc();
+                    tracing::error!(error = %e, kind = c.kind, "a captured event no longer decodes");
+                }
+            }
+        }
+        Ok((replayed, skipped))
+    }
+}
+
+/// For each captured event: whether its old owner applied it (see [`crate::domain::rescale::anchor`]).
+fn before_anchors(
+    captured: &[(event_log::Captured, Result<Dispatch, DecodeError>)],
+    anchors: &[AnchorOutcome],
+    live: &Ownership,
+) -> Vec<bool> {
+    let Some(next) = live.next else {
+        return vec![false; captured.len()];
+    };
+    let log: Vec<(u64, Option<u64>)> = captured
+        .iter()
+        .map(|(c, dispatch)| {
+            let identity = dispatch
+                .as_ref()
+                .ok()
+                .and_then(|d| anchor::identity(&d.event));
+            (c.guild_id, identity)
+        })
+        .collect();
+    anchor::applied_by_old_owners(&log, anchors, &live.layout, &next.layout, |g| {
+        live.layout.owner(g)
+    })
+}
+
+/// Whether an event goes to the capture log (it stores something, for a guild).
+pub(super) fn capturable(dispatch: &crate::domain::event::Dispatch) -> bool {
+    !matches!(dispatch.event, Event::Other)
+        && dispatch.payload.is_some()
+        && dispatch.guild_id.is_some()
+}
+
+/// Replace the ownership (a rescale was prepared, aborted, or a pod restarted mid-way).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetOwnership(pub Ownership);
+
+impl Handler<SetOwnership> for ShardFilter {
+    type Result = ();
+    fn handle(&mut self, msg: SetOwnership, _: &mut Self::Context) {
+        self.ownership = msg.0;
+        // An old owner follows its stream from the prepare on (see `before_anchor`).
+        match (self.ownership.next, &self.handover) {
+            (Some(_), None) => self.handover = Some(Handover::default()),
+            (None, _) => self.handover = None,
+            _ => {}
+        }
+    }
+}
+
+/// The incoming guilds' rows are imported: re-apply the capture log and go live. Answers how
+/// many captured events were re-applied, and how many were skipped (their old owner applied
+/// them before its anchor).
+#[derive(Message)]
+#[rtype(result = "Result<(usize, usize), String>")]
+pub struct GoLive(pub Ownership);
+
+impl Handler<GoLive> for ShardFilter {
+    type Result = ResponseFuture<Result<(usize, usize), String>>;
+    fn handle(&mut self, msg: GoLive, ctx: &mut Self::Context) -> Self::Result {
+        let (done, result) = tokio::sync::oneshot::channel();
+        // An empty save: it commits every capture queued before it. `wait` holds every other
+        // message (new events) until the log is re-applied.
+        let committed = self.deps.writer.addr.send(Handoff::Save(msg.0));
+        ctx.wait(
+            async move { committed.await.map_err(|e| e.to_string())? }
+                .into_actor(self)
+                .map(move |saved: Result<(), String>, act, ctx| {
+                    let replayed = saved.and_then(|()| act.go_live(msg.0, ctx));
+                    let _ = done.send(replayed);
+                }),
+        );
+        Box::pin(async move {
+            result
+                .await
+                .unwrap_or_else(|_| Err("the shard filter stopped".into()))
+        })
+    }
+}
+
+/// The epoch commits (delete what was given away, persist, apply the new layout), or the
+/// change is aborted before any freeze (`give_away: false`: every row stays).
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct Commit {
+    pub ownership: Ownership,
+    pub give_away: bool,
+}
+
+impl Handler<Commit> for ShardFilter {
+    type Result = ResponseFuture<Result<(), String>>;
+    fn handle(&mut self, msg: Commit, ctx: &mut Self::Context) -> Self::Result {
+        let before = self.ownership;
+        let give_away = msg.give_away;
+        let gone = move |g: u64| give_away && before.outgoing(g) && !before.incoming(g);
+        let committed = self
+            .deps
+            .writer
+            .addr
+            .send(Handoff::Commit(msg.ownership, Box::new(gone)));
+        let (done, result) = tokio::sync::oneshot::channel();
+        // `wait`: no event is routed until the writer committed (every capture sent before is
+        // committed first); then the new ownership applies, or, if the commit failed, the old
+        // one goes on as before.
+        ctx.wait(
+            async move { committed.await.map_err(|e| e.to_string())? }
+                .into_actor(self)
+                .map(move |result: Result<(), String>, act, _| {
+                    if result.is_ok() {
+                        act.ownership = msg.ownership;
+                        act.handover = None;
+                        // The actors of guilds given away hold state that a later return
+                        // must not find.
+                        let leaving: Vec<Id> =
+                            act.guilds.keys().copied().filter(|g| gone(g.0)).collect();
+                        for guild_id in leaving {
+                            if let Some(entry) = act.guilds.remove(&guild_id) {
+                                entry.addr.do_send(Stop);
+                            }
+                        }
+                    }
+                    let _ = done.send(result);
+                }),
+        );
+        Box::pin(async move {
+            result
+                .await
+                .unwrap_or_else(|_| Err("the shard filter stopped".into()))
+        })
+    }
+}
