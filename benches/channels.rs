@@ -9,8 +9,9 @@ mod common;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use gateway_actors::event::{Channel, Event, GuildCreate, Id};
-use gateway_actors::internals::GuildState;
-use gateway_actors::internals::{self as store, Op};
+use gateway_actors::op::Op;
+use gateway_actors::GuildState;
+use gateway_actors::{apply, open_writer};
 use std::time::{Duration, SystemTime};
 
 const CHANNELS_PER_GUILD: u64 = 200;
@@ -42,7 +43,7 @@ fn channel_update(c: &mut Criterion) {
         .unwrap_or(200_000);
     let guilds = (total / CHANNELS_PER_GUILD).max(1);
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut conn = store::open_writer(&dir.path().join("channels.sqlite3")).expect("database");
+    let mut conn = open_writer(&dir.path().join("channels.sqlite3")).expect("database");
     let now = gateway_actors::time::iso8601(SystemTime::now());
     // The guild whose category is renamed, in the middle of the table.
     let target = 1 + guilds / 2;
@@ -56,7 +57,7 @@ fn channel_update(c: &mut Criterion) {
             threads: Vec::new(),
         };
         for op in state.handle(&Event::GuildCreate(create)) {
-            let _ = store::apply(&tx, &op, &now).expect("apply");
+            let _ = apply(&tx, &op, &now).expect("apply");
         }
         if g == target {
             target_state = Some(state);
@@ -84,7 +85,7 @@ fn channel_update(c: &mut Criterion) {
             let ops: Vec<Op> = state.handle(&Event::ChannelUpsert(category));
             let tx = conn.transaction().expect("begin");
             for op in &ops {
-                let _ = store::apply(&tx, op, &now).expect("apply");
+                let _ = apply(&tx, op, &now).expect("apply");
             }
             tx.commit().expect("commit");
         })

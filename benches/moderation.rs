@@ -13,7 +13,7 @@ mod common;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use gateway_actors::event::{AuditEntry, Event, Id};
-use gateway_actors::internals::ModerationLog;
+use gateway_actors::ModerationLog;
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};

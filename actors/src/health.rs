@@ -27,7 +27,7 @@ struct State {
     healthy_since: Instant,
 }
 
-pub struct StorageHealth {
+pub(crate) struct StorageHealth {
     state: watch::Sender<State>,
 }
 
@@ -44,7 +44,7 @@ impl Default for StorageHealth {
 
 impl StorageHealth {
     /// Records a failed commit.
-    pub fn failed(&self, error: String, persistent: bool) {
+    pub(crate) fn failed(&self, error: String, persistent: bool) {
         self.state.send_modify(|s| match &mut s.fault {
             Some(fault) => {
                 fault.error = error;
@@ -64,7 +64,7 @@ impl StorageHealth {
     }
 
     /// Records a successful commit; returns how long the fault lasted, if there was one.
-    pub fn succeeded(&self) -> Option<Duration> {
+    pub(crate) fn succeeded(&self) -> Option<Duration> {
         let mut lasted = None;
         self.state.send_if_modified(|s| match s.fault.take() {
             Some(fault) => {
@@ -77,18 +77,18 @@ impl StorageHealth {
         lasted
     }
 
-    pub fn fault(&self) -> Option<StorageFault> {
+    pub(crate) fn fault(&self) -> Option<StorageFault> {
         self.state.borrow().fault.clone()
     }
 
     /// When storage last became healthy; `None` while it is failing.
-    pub fn healthy_since(&self) -> Option<Instant> {
+    pub(crate) fn healthy_since(&self) -> Option<Instant> {
         let s = self.state.borrow();
         s.fault.is_none().then_some(s.healthy_since)
     }
 
     /// Resolves at once unless a persistent fault lasts; then when it ends.
-    pub async fn wait_until_writable(&self) {
+    pub(crate) async fn wait_until_writable(&self) {
         let persistent = |s: &State| s.fault.as_ref().is_some_and(|f| f.persistent);
         if !persistent(&self.state.borrow()) {
             return;

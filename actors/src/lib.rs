@@ -21,6 +21,8 @@
 //! names its real path (`tests/layering.rs` checks both). Nothing here opens a network
 //! connection.
 
+#![warn(unreachable_pub)]
+
 mod actors;
 mod domain;
 pub mod errors;
@@ -40,13 +42,10 @@ pub use pipeline::{FreezeReport, Pipeline, PipelineConfig, RescaleError, SlowGui
 pub use storage::database::{count_rows, StoreError, BUSY_TIMEOUT};
 pub use storage::expiry::CacheExpiry;
 
-/// The pieces the crate's own benches and tests drive directly (the single-threaded baseline,
-/// the SQL of one op). Not an API: nothing outside this repository should use it.
-#[doc(hidden)]
-pub mod internals {
-    pub use crate::domain::handlers::GuildState;
-    pub use crate::domain::moderation::ModerationLog;
-    pub use crate::domain::op::Op;
-    pub use crate::storage::apply::apply;
-    pub use crate::storage::database::open_writer;
-}
+// One guild's path without the actors: the handlers' state, the moderation matcher and the
+// SQL of one op. The plain-loop baseline the benches measure the pipeline against
+// (benches/common) drives them, and tests open the schema with `open_writer`.
+pub use domain::handlers::GuildState;
+pub use domain::moderation::ModerationLog;
+pub use storage::apply::apply;
+pub use storage::database::open_writer;

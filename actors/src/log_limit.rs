@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 
 /// Decides whether a repeated log line may be written now.
 #[derive(Debug)]
-pub struct LogLimit {
+pub(crate) struct LogLimit {
     every: Duration,
     last: Option<Instant>,
     suppressed: u64,
 }
 
 impl LogLimit {
-    pub const fn new(every: Duration) -> Self {
+    pub(crate) const fn new(every: Duration) -> Self {
         LogLimit {
             every,
             last: None,
@@ -23,7 +23,7 @@ impl LogLimit {
 
     /// `Some(n)` when the line may be logged now, `n` being how many were suppressed since the
     /// last one; `None` when it must be suppressed.
-    pub fn allow(&mut self) -> Option<u64> {
+    pub(crate) fn allow(&mut self) -> Option<u64> {
         let now = Instant::now();
         match self.last {
             Some(last) if now.duration_since(last) < self.every => {
@@ -38,7 +38,7 @@ impl LogLimit {
     }
 
     /// Forgets the fault, so its next occurrence is logged at once.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.last = None;
         self.suppressed = 0;
     }

@@ -14,7 +14,7 @@ use tokio::sync::{Notify, Semaphore};
 
 /// An accepted event's place in arrival order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ticket(u64);
+pub(crate) struct Ticket(u64);
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Snapshot {
@@ -40,7 +40,7 @@ struct Window {
 }
 
 /// Tracks every accepted event until it is done.
-pub struct Progress {
+pub(crate) struct Progress {
     /// The unfinished tickets in arrival order, and the counts `/status` shows.
     window: Mutex<Window>,
     /// Accepted-to-done time of each event.
@@ -55,7 +55,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(max_in_flight: usize, latency: Option<Histogram>) -> Self {
+    pub(crate) fn new(max_in_flight: usize, latency: Option<Histogram>) -> Self {
         Progress {
             window: Mutex::new(Window::default()),
             latency,
@@ -71,7 +71,7 @@ impl Progress {
     }
 
     /// Waits for room in the window, then accepts an event.
-    pub async fn admit(&self, seq: Option<u64>) -> Ticket {
+    pub(crate) async fn admit(&self, seq: Option<u64>) -> Ticket {
         // The semaphore is never closed; if it were, accepting beats losing the event.
         if let Ok(permit) = self.admission.acquire().await {
             permit.forget();
@@ -82,7 +82,7 @@ impl Progress {
     /// Accepts an event without waiting, past the bound if need be: for a rescale's capture
     /// log, re-applied at once when a guild goes live (already accepted once, and bounded by
     /// the log).
-    pub fn admit_now(&self, seq: Option<u64>) -> Ticket {
+    pub(crate) fn admit_now(&self, seq: Option<u64>) -> Ticket {
         match self.admission.try_acquire() {
             Ok(permit) => permit.forget(),
             Err(_) => {
@@ -94,13 +94,13 @@ impl Progress {
 
     /// The ticket the next accepted event will get: [`Progress::wait_before`] it waits for
     /// everything accepted until now.
-    pub fn mark(&self) -> u64 {
+    pub(crate) fn mark(&self) -> u64 {
         let w = self.lock();
         w.first + w.slots.len() as u64
     }
 
     /// Resolves when every event accepted before `mark` is done.
-    pub async fn wait_before(&self, mark: u64) {
+    pub(crate) async fn wait_before(&self, mark: u64) {
         while self.lock().first < mark {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
@@ -123,7 +123,7 @@ impl Progress {
     }
 
     /// Marks an event finished: committed, deliberately skipped, or shed.
-    pub fn complete(&self, ticket: Ticket) {
+    pub(crate) fn complete(&self, ticket: Ticket) {
         let (idle, accepted) = {
             let mut w = self.lock();
             let Some(index) = ticket.0.checked_sub(w.first) else {
@@ -161,12 +161,12 @@ impl Progress {
         }
     }
 
-    pub fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         self.lock().snapshot
     }
 
     /// Resolves when every accepted event has finished.
-    pub async fn wait_idle(&self) {
+    pub(crate) async fn wait_idle(&self) {
         loop {
             let notified = self.idle.notified();
             tokio::pin!(notified);

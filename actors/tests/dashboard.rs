@@ -3,7 +3,7 @@
 //! pod's schema makes ambiguous, or a table or column it lacks, fails when the statement is
 //! prepared.
 
-use gateway_actors::internals::open_writer;
+use gateway_actors::open_writer;
 use rusqlite::types::Value as Sql;
 use rusqlite::Connection;
 use serde_json::Value;

@@ -8,11 +8,12 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use gateway_actors::event::{decode_frame, Event, Id};
-use gateway_actors::internals::GuildState;
-use gateway_actors::internals::ModerationLog;
-use gateway_actors::internals::{self as store, Op};
 use gateway_actors::metrics::Metrics;
+use gateway_actors::op::Op;
 use gateway_actors::partition::{Partition, Strategy};
+use gateway_actors::GuildState;
+use gateway_actors::ModerationLog;
+use gateway_actors::{apply, open_writer};
 use gateway_actors::{Pipeline, PipelineConfig};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -113,7 +114,7 @@ pub async fn feed(pipeline: &Arc<Pipeline>, lines: &Arc<Vec<String>>) {
 /// and statements, in transactions of the same size. The baseline for `pipeline/actors`.
 pub fn run_plain_loop(lines: &[String], dir: &Path, sharding: Partition) -> Duration {
     let db = fresh_db(dir);
-    let mut conn = store::open_writer(&db).expect("database");
+    let mut conn = open_writer(&db).expect("database");
     let max_batch = PipelineConfig::new(sharding, db.clone()).max_batch;
     let started = Instant::now();
     let mut guilds: HashMap<Id, (GuildState, ModerationLog<()>)> = HashMap::new();
@@ -123,7 +124,7 @@ pub fn run_plain_loop(lines: &[String], dir: &Path, sharding: Partition) -> Dura
         let tx = conn.transaction().expect("begin");
         for op in batch.iter().flatten() {
             // As the writer: a write refused as another guild's changes nothing.
-            let _ = store::apply(&tx, op, &now).expect("apply");
+            let _ = apply(&tx, op, &now).expect("apply");
         }
         tx.commit().expect("commit");
         batch.clear();

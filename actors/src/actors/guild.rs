@@ -32,24 +32,24 @@ pub type SlowGuildHook = Arc<dyn Fn(Id) -> Option<Duration> + Send + Sync>;
 /// The filter agreed to passivation: stop now.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Stop;
+pub(crate) struct Stop;
 
 /// No more events will come (end of input, shutdown): stop waiting for audit log entries.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct FlushWaiting;
+pub(crate) struct FlushWaiting;
 
 /// The guild moves to another pod (a rescale's freeze): what waits for its counterpart is
 /// kept for the new owner, unresolved (`Op::HandOver`), which pairs it with what follows.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct HandOverWaiting;
+pub(crate) struct HandOverWaiting;
 
 /// The guild is live here (again, after handing itself over through new sessions): what
 /// waits is this actor's to resolve.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct TakeOver;
+pub(crate) struct TakeOver;
 
 impl Handler<TakeOver> for GuildActor {
     type Result = ();
@@ -60,7 +60,7 @@ impl Handler<TakeOver> for GuildActor {
 }
 
 /// A moderation item's ticket and, to hand it over, the event as received.
-pub struct Waiting {
+pub(crate) struct Waiting {
     ticket: Ticket,
     carried: Option<Carried>,
 }
@@ -75,7 +75,7 @@ struct Carried {
 
 /// Everything a guild actor needs besides its guild id.
 #[derive(Clone)]
-pub struct GuildDeps {
+pub(crate) struct GuildDeps {
     /// The one writer, behind its bounded queue (a full queue pauses the guild's mailbox).
     pub writer: WriterLink,
     /// Read-only connections, to restore a guild's channels and timeouts at start.
@@ -95,7 +95,7 @@ pub struct GuildDeps {
     pub slow_hook: Option<SlowGuildHook>,
 }
 
-pub struct GuildActor {
+pub(crate) struct GuildActor {
     /// The guild's channels (names, categories): what message rows need, restored from the
     /// database when the actor starts again after passivation.
     state: GuildState,
@@ -129,7 +129,7 @@ struct BlockedWrite {
 }
 
 impl GuildActor {
-    pub fn new(
+    pub(crate) fn new(
         guild_id: Id,
         inbox: Arc<GuildInbox>,
         passivate: Recipient<Passivate>,

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 /// One event for a guild actor.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct GuildEvent {
+pub(crate) struct GuildEvent {
     pub ticket: Ticket,
     pub dispatch: Dispatch,
     /// The epoch of the Discord sessions that delivered it (see [`crate::domain::rescale::ownership::Route`]).
@@ -38,13 +38,13 @@ pub struct GuildEvent {
 /// A guild actor reports that it is idle and may be stopped.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Passivate {
+pub(crate) struct Passivate {
     pub guild_id: Id,
     pub inbox: Arc<GuildInbox>,
 }
 
 /// Shared by the filter and one guild actor.
-pub struct GuildInbox {
+pub(crate) struct GuildInbox {
     state: Mutex<InboxState>,
     /// Write commands sent to the writer and not yet committed; a guild passivates only at 0.
     pub unwritten: Arc<AtomicUsize>,
@@ -62,7 +62,7 @@ struct InboxState {
 }
 
 /// What became of an event offered to a guild.
-pub enum Offered {
+pub(crate) enum Offered {
     /// Sent to the actor's mailbox.
     Mailbox,
     /// Queued in the overflow, behind the mailbox.
@@ -72,7 +72,7 @@ pub enum Offered {
 }
 
 /// After the actor handed an event on.
-pub struct HandedOn {
+pub(crate) struct HandedOn {
     /// The guild had been declared stuck and is making progress again.
     pub recovered: bool,
     /// An event moved from the overflow into the mailbox.
@@ -101,7 +101,7 @@ impl GuildInbox {
 
     /// The filter's side: `deliver` puts the event into the actor's mailbox, and is called
     /// under the lock so that the actor's pulls cannot overtake it.
-    pub fn offer(
+    pub(crate) fn offer(
         &self,
         event: GuildEvent,
         capacity: usize,
@@ -122,7 +122,7 @@ impl GuildInbox {
 
     /// The actor's side, each time it hands an event on: the oldest overflow event, if any,
     /// goes to the end of the mailbox through `deliver`.
-    pub fn handed_on(&self, deliver: impl FnOnce(GuildEvent)) -> HandedOn {
+    pub(crate) fn handed_on(&self, deliver: impl FnOnce(GuildEvent)) -> HandedOn {
         let mut s = self.lock();
         s.in_mailbox = s.in_mailbox.saturating_sub(1);
         s.last_progress = Instant::now();
@@ -139,7 +139,7 @@ impl GuildInbox {
     }
 
     /// Nothing queued in the mailbox or the overflow.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         let s = self.lock();
         s.in_mailbox == 0 && s.overflow.is_empty()
     }
@@ -147,7 +147,7 @@ impl GuildInbox {
     /// Declares the guild stuck if it has events queued and handed none on for `after`,
     /// counting from `healthy_since` at the latest (a storage fault stalls every guild and is
     /// not the guild's doing). Returns the dropped overflow, oldest first.
-    pub fn drop_if_stuck(
+    pub(crate) fn drop_if_stuck(
         &self,
         now: Instant,
         after: Duration,

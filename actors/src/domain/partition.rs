@@ -103,7 +103,7 @@ pub fn owner_of_str(strategy: Strategy, guild_id: &str, pods: u32) -> Result<u32
 }
 
 /// Discord's routing of a guild to one of `shards` gateway shards.
-pub fn discord_shard(guild_id: u64, shards: u32) -> u32 {
+pub(crate) fn discord_shard(guild_id: u64, shards: u32) -> u32 {
     ((guild_id >> 22) % u64::from(shards)) as u32
 }
 

@@ -38,13 +38,13 @@ pub enum Outcome {
 
 /// Counts refused writes and logs them at a bounded rate: a misbehaving source can send them
 /// at the full event rate, and the counter has the exact figure anyway.
-pub struct RefusedWrites {
+pub(crate) struct RefusedWrites {
     counter: IntCounter,
     log: LogLimit,
 }
 
 impl RefusedWrites {
-    pub fn new(counter: IntCounter) -> Self {
+    pub(crate) fn new(counter: IntCounter) -> Self {
         RefusedWrites {
             counter,
             log: LogLimit::new(Duration::from_secs(10)),
@@ -52,7 +52,7 @@ impl RefusedWrites {
     }
 
     /// Reports writes that were refused in a committed transaction.
-    pub fn report(&mut self, refused: &[CrossGuildWrite]) {
+    pub(crate) fn report(&mut self, refused: &[CrossGuildWrite]) {
         for r in refused {
             self.counter.inc();
             if let Some(suppressed) = self.log.allow() {

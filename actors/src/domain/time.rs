@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 /// Parses an ISO-8601 / RFC 3339 timestamp (`2099-01-01T00:00:00.000000+00:00`, `...Z`) to Unix
 /// milliseconds.
-pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
+pub(crate) fn parse_timestamp_ms(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
     if b.len() < 20
@@ -70,7 +70,7 @@ pub fn iso8601(t: SystemTime) -> String {
 
 /// A duration as the TypeScript bot writes it (the `ms` package's long format):
 /// "10 minutes", "1 hour", "3 days".
-pub fn human_duration(ms: i64) -> String {
+pub(crate) fn human_duration(ms: i64) -> String {
     const S: f64 = 1000.0;
     const M: f64 = S * 60.0;
     const H: f64 = M * 60.0;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The schema, applied at every start (every statement is `IF NOT EXISTS`).
-pub const SCHEMA: &str = include_str!("../../../schema.sql");
+pub(crate) const SCHEMA: &str = include_str!("../../../schema.sql");
 
 /// The writer connection's page cache, in KiB (SQLite's negative `cache_size`).
 const WRITER_CACHE_KIB: i64 = -32 * 1024;
@@ -15,7 +15,7 @@ const WRITER_CACHE_KIB: i64 = -32 * 1024;
 /// How long a connection waits for a lock (Litestream's checkpoints take one briefly).
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub type ReadPool = r2d2::Pool<SqliteConnectionManager>;
+pub(crate) type ReadPool = r2d2::Pool<SqliteConnectionManager>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -168,14 +168,14 @@ fn move_channel_columns_to_guild_channels(tx: &Transaction) -> rusqlite::Result<
 }
 
 /// An exclusive lock on a database file, held as long as this value lives.
-pub struct WriterLock {
+pub(crate) struct WriterLock {
     _file: std::fs::File,
 }
 
 /// Takes the one-writer lock of the database at `path` (on `PATH.lock` beside it: SQLite's own
 /// locks on the database file would be released if another descriptor of it were closed).
 /// A second process on the same file gets [`StoreError::Locked`].
-pub fn lock_writer(path: &Path) -> Result<WriterLock, StoreError> {
+pub(crate) fn lock_writer(path: &Path) -> Result<WriterLock, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_owned(),
@@ -206,7 +206,7 @@ pub fn lock_writer(path: &Path) -> Result<WriterLock, StoreError> {
 }
 
 /// A pool of read-only connections for the guild actors' lookups and the HTTP status.
-pub fn read_pool(path: &Path, size: u32) -> Result<ReadPool, StoreError> {
+pub(crate) fn read_pool(path: &Path, size: u32) -> Result<ReadPool, StoreError> {
     let manager = SqliteConnectionManager::file(path)
         .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .with_init(|c| c.busy_timeout(BUSY_TIMEOUT));
@@ -220,12 +220,12 @@ pub fn read_pool(path: &Path, size: u32) -> Result<ReadPool, StoreError> {
 }
 
 /// Is the database writable right now? Takes the write lock and releases it.
-pub fn check_writable(conn: &Connection) -> rusqlite::Result<()> {
+pub(crate) fn check_writable(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
 }
 
 /// Bytes on disk of the database and its WAL.
-pub fn database_size(path: &Path) -> u64 {
+pub(crate) fn database_size(path: &Path) -> u64 {
     let wal = PathBuf::from(format!("{}-wal", path.display()));
     [path, wal.as_path()]
         .iter()

@@ -15,7 +15,7 @@ pub struct CacheExpiry {
 
 /// What the periodic expiry job changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Expired {
+pub(crate) struct Expired {
     pub contents_cleared: usize,
     pub rows_deleted: usize,
 }
@@ -23,7 +23,7 @@ pub struct Expired {
 /// How long a member's removal without a kick entry waits for a late one.
 const UNPAIRED_REMOVAL_TTL: Duration = Duration::from_secs(24 * 3600);
 
-pub fn expire_cache(
+pub(crate) fn expire_cache(
     conn: &Connection,
     expiry: CacheExpiry,
     now: SystemTime,

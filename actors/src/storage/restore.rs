@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use std::collections::HashMap;
 
 /// The channels of one guild, for a guild actor starting after passivation or a restart.
-pub fn load_channels(conn: &Connection, guild_id: Id) -> rusqlite::Result<Vec<ChannelRow>> {
+pub(crate) fn load_channels(conn: &Connection, guild_id: Id) -> rusqlite::Result<Vec<ChannelRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT c.id, c.name, g.channel_type, g.parent_id FROM guild_channels g
            JOIN channel_info c ON c.id = g.channel_id WHERE g.guild_id = ?1",
@@ -32,7 +32,7 @@ pub fn load_channels(conn: &Connection, guild_id: Id) -> rusqlite::Result<Vec<Ch
 }
 
 /// The members of one guild with a timeout set, as (user, until Unix ms).
-pub fn load_timeouts(conn: &Connection, guild_id: Id) -> rusqlite::Result<HashMap<Id, i64>> {
+pub(crate) fn load_timeouts(conn: &Connection, guild_id: Id) -> rusqlite::Result<HashMap<Id, i64>> {
     let mut stmt =
         conn.prepare_cached("SELECT user_id, until_ms FROM member_timeouts WHERE guild_id = ?1")?;
     let rows = stmt.query_map([guild_id.to_string()], |r| {

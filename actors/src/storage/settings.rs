@@ -6,7 +6,7 @@ use rusqlite::Connection;
 /// Applies `patch` (a JSON object, RFC 7396 semantics: null removes a key) to the guild's
 /// settings, creating its row first if it has none (as the bot's onboarding does), and
 /// returns the new document. Run it inside the writer's transaction.
-pub fn patch(conn: &Connection, guild_id: &str, patch: &str) -> rusqlite::Result<String> {
+pub(crate) fn patch(conn: &Connection, guild_id: &str, patch: &str) -> rusqlite::Result<String> {
     conn.prepare_cached(
         "INSERT INTO guilds (id, settings) VALUES (?1, json_patch('{}', ?2))
          ON CONFLICT (id) DO UPDATE SET settings = json_patch(guilds.settings, ?2)

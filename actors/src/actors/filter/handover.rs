@@ -130,7 +130,7 @@ impl ShardFilter {
 /// (groups without one at once). [`SettleFreeze`] says when they all have.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Freeze {
+pub(crate) struct Freeze {
     pub anchors: Vec<Anchor>,
 }
 
@@ -199,7 +199,7 @@ impl Handler<Freeze> for ShardFilter {
 /// owner pairs them with the counterparts that come after the freeze point.
 #[derive(Message)]
 #[rtype(result = "Option<(u64, Vec<AnchorOutcome>)>")]
-pub struct SettleFreeze {
+pub(crate) struct SettleFreeze {
     pub give_up: bool,
 }
 

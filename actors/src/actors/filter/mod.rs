@@ -36,7 +36,7 @@ struct GuildEntry {
     inbox: Arc<GuildInbox>,
 }
 
-pub struct ShardFilter {
+pub(crate) struct ShardFilter {
     /// Which guilds this pod applies, captures or ignores (a rescale changes it).
     ownership: Ownership,
     /// Events a guild's mailbox holds before the rest wait in its overflow.
@@ -66,7 +66,7 @@ pub struct ShardFilter {
 impl ShardFilter {
     /// `workers`: the arbiters guild actors run on (spread by guild id); empty means the
     /// filter's own.
-    pub fn new(
+    pub(crate) fn new(
         ownership: Ownership,
         mailbox_capacity: usize,
         stuck_after: Duration,

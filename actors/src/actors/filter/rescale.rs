@@ -136,7 +136,7 @@ pub(super) fn capturable(dispatch: &crate::domain::event::Dispatch) -> bool {
 /// Replace the ownership (a rescale was prepared, aborted, or a pod restarted mid-way).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct SetOwnership(pub Ownership);
+pub(crate) struct SetOwnership(pub Ownership);
 
 impl Handler<SetOwnership> for ShardFilter {
     type Result = ();
@@ -156,7 +156,7 @@ impl Handler<SetOwnership> for ShardFilter {
 /// them before its anchor).
 #[derive(Message)]
 #[rtype(result = "Result<(usize, usize), String>")]
-pub struct GoLive(pub Ownership);
+pub(crate) struct GoLive(pub Ownership);
 
 impl Handler<GoLive> for ShardFilter {
     type Result = ResponseFuture<Result<(usize, usize), String>>;
@@ -185,7 +185,7 @@ impl Handler<GoLive> for ShardFilter {
 /// change is aborted before any freeze (`give_away: false`: every row stays).
 #[derive(Message)]
 #[rtype(result = "Result<(), String>")]
-pub struct Commit {
+pub(crate) struct Commit {
     pub ownership: Ownership,
     pub give_away: bool,
 }

@@ -10,13 +10,13 @@ use std::time::Duration;
 /// Is the database writable?
 #[derive(Message)]
 #[rtype(result = "Result<(), NotWritable>")]
-pub struct CheckWritable;
+pub(crate) struct CheckWritable;
 
 /// Apply a JSON merge patch to a guild's settings, in its own transaction, and answer with the
 /// committed document: the data API's one write, through the one writer.
 #[derive(Message)]
 #[rtype(result = "Result<String, SettingsError>")]
-pub struct PatchSettings {
+pub(crate) struct PatchSettings {
     pub guild_id: String,
     /// A JSON object.
     pub patch: String,

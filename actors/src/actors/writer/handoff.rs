@@ -12,7 +12,7 @@ use std::path::PathBuf;
 /// is committed (the capture log included).
 #[derive(Message)]
 #[rtype(result = "Result<(), String>")]
-pub enum Handoff {
+pub(crate) enum Handoff {
     /// Persist the ownership.
     Save(Ownership),
     /// Import exported files (each idempotent), then persist the ownership.

@@ -31,7 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// One event's writes, committed together.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct WriteCmd {
+pub(crate) struct WriteCmd {
     /// None for a capture written beside an event that its guild actor also applies.
     pub ticket: Option<Ticket>,
     /// A second event finished by the same writes (an audit entry paired with its event).
@@ -47,7 +47,7 @@ pub struct WriteCmd {
 
 impl WriteCmd {
     /// A capture-log append, from the shard filter.
-    pub fn capture(ticket: Option<Ticket>, op: Op) -> WriteCmd {
+    pub(crate) fn capture(ticket: Option<Ticket>, op: Op) -> WriteCmd {
         WriteCmd {
             ticket,
             also: None,
@@ -68,7 +68,7 @@ struct Flush;
 #[rtype(result = "()")]
 struct ExpireCache;
 
-pub struct WriterConfig {
+pub(crate) struct WriterConfig {
     /// Commands committed in one transaction at most (a full batch commits at once).
     pub max_batch: usize,
     /// The message cache's retention, applied by the periodic expiry.
@@ -113,7 +113,7 @@ pub(super) fn classify(e: &rusqlite::Error) -> Failure {
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-pub struct SqliteWriter {
+pub(crate) struct SqliteWriter {
     /// The pod's only writing connection.
     conn: Connection,
     config: WriterConfig,
@@ -141,7 +141,7 @@ pub struct SqliteWriter {
 }
 
 impl SqliteWriter {
-    pub fn new(
+    pub(crate) fn new(
         conn: Connection,
         config: WriterConfig,
         health: Arc<StorageHealth>,
@@ -356,14 +356,14 @@ impl Handler<ExpireCache> for SqliteWriter {
 
 /// The guild actors' way to the writer, with a real bound on queued commands.
 #[derive(Clone)]
-pub struct WriterLink {
+pub(crate) struct WriterLink {
     pub addr: Addr<SqliteWriter>,
     pub permits: Arc<Semaphore>,
     pub metrics: Arc<Metrics>,
 }
 
 impl WriterLink {
-    pub fn new(addr: Addr<SqliteWriter>, capacity: usize, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(addr: Addr<SqliteWriter>, capacity: usize, metrics: Arc<Metrics>) -> Self {
         WriterLink {
             addr,
             permits: Arc::new(Semaphore::new(capacity.max(1))),
@@ -372,7 +372,7 @@ impl WriterLink {
     }
 
     /// Sends with a permit already held.
-    pub fn send(
+    pub(crate) fn send(
         &self,
         ticket: Ticket,
         also: Option<Ticket>,

@@ -28,7 +28,7 @@ impl fmt::Display for Id {
 
 impl Id {
     /// Milliseconds since the Unix epoch at which the id was minted.
-    pub fn timestamp_ms(self) -> i64 {
+    pub(crate) fn timestamp_ms(self) -> i64 {
         const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
         ((self.0 >> 22) + DISCORD_EPOCH_MS) as i64
     }
@@ -163,10 +163,10 @@ pub enum Event {
 
 /// Audit log action types this service matches moderation events with.
 pub mod audit_action {
-    pub const MEMBER_KICK: u16 = 20;
+    pub(crate) const MEMBER_KICK: u16 = 20;
     pub const MEMBER_BAN_ADD: u16 = 22;
-    pub const MEMBER_BAN_REMOVE: u16 = 23;
-    pub const MEMBER_UPDATE: u16 = 24;
+    pub(crate) const MEMBER_BAN_REMOVE: u16 = 23;
+    pub(crate) const MEMBER_UPDATE: u16 = 24;
 }
 
 /// A GUILD_AUDIT_LOG_ENTRY_CREATE, reduced to what matching needs.

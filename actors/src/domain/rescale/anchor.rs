@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 /// An anchor event's identity: its type and the unique snowflake it names (a message created
 /// or deleted, an audit log entry), mixed into one number. `None` for the events that can
 /// repeat (a ban, a reaction, an update).
-pub fn identity(event: &Event) -> Option<u64> {
+pub(crate) fn identity(event: &Event) -> Option<u64> {
     let (tag, id) = match event {
         Event::MessageCreate(m) => (1, m.id),
         Event::MessageDelete { ids } => (2, *ids.first()?),
@@ -69,7 +69,7 @@ impl Group {
 }
 
 /// Whether the old and new owners of every guild read it from sessions of the same shard.
-pub fn shared_streams(from: &Layout, to: &Layout) -> bool {
+pub(crate) fn shared_streams(from: &Layout, to: &Layout) -> bool {
     from.shards == to.shards
 }
 
@@ -82,7 +82,7 @@ pub struct Anchor {
 
 /// The anchors of a capture log (`(guild, identity)` in log order): each group's first
 /// anchor event.
-pub fn anchors_of(
+pub(crate) fn anchors_of(
     log: impl IntoIterator<Item = (u64, Option<u64>)>,
     from: &Layout,
     to: &Layout,
@@ -110,7 +110,7 @@ pub fn anchors_of(
 /// already passed it freezes at once, after the last anchor event it saw in the group and the
 /// `skip - 1` capturable group events after that one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AnchorOutcome {
+pub(crate) struct AnchorOutcome {
     /// The old owner.
     pub source: u32,
     pub anchor: Anchor,
@@ -120,7 +120,7 @@ pub struct AnchorOutcome {
 
 /// For each entry of a new owner's capture log (`(guild, identity)` in order): whether its
 /// old owner applied it (see [`AnchorOutcome`]). `old_owner` names each guild's.
-pub fn applied_by_old_owners(
+pub(crate) fn applied_by_old_owners(
     log: &[(u64, Option<u64>)],
     outcomes: &[AnchorOutcome],
     from: &Layout,

@@ -125,7 +125,7 @@ pub enum Route {
 
 impl Ownership {
     /// A pod that has never taken part in a rescale: epoch 1 of `sharding`.
-    pub fn initial(sharding: &Partition) -> Ownership {
+    pub(crate) fn initial(sharding: &Partition) -> Ownership {
         Ownership {
             ordinal: sharding.ordinal,
             epoch: 1,
@@ -157,7 +157,7 @@ impl Ownership {
     }
 
     /// The guild is handed to pod `ordinal` by the transition (which captures its events).
-    pub fn incoming_to(&self, ordinal: u32, guild_id: u64) -> bool {
+    pub(crate) fn incoming_to(&self, ordinal: u32, guild_id: u64) -> bool {
         let Some(next) = self.next else { return false };
         let owns_next = ordinal < next.layout.pods && next.layout.owner(guild_id) == ordinal;
         let owns_now = ordinal < self.layout.pods && self.layout.owner(guild_id) == ordinal;
@@ -174,7 +174,7 @@ impl Ownership {
     }
 
     /// Guild-less events (DMs) belong to pod 0 under every layout.
-    pub fn owns_guildless(&self) -> bool {
+    pub(crate) fn owns_guildless(&self) -> bool {
         self.ordinal == 0
     }
 

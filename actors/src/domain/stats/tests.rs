@@ -34,9 +34,9 @@ mod oracle {
     use regex::Regex;
 
     // JavaScript's `\s` and `.` (which excludes every line terminator, not only `\n`).
-    pub const JS_SPACE: &str = r"\t\n\x0B\x0C\r \u{A0}\u{1680}\u{2000}-\u{200A}\u{2028}\u{2029}\u{202F}\u{205F}\u{3000}\u{FEFF}";
+    pub(super) const JS_SPACE: &str = r"\t\n\x0B\x0C\r \u{A0}\u{1680}\u{2000}-\u{200A}\u{2028}\u{2029}\u{202F}\u{205F}\u{3000}\u{FEFF}";
 
-    pub fn markdown_regex() -> &'static Regex {
+    pub(super) fn markdown_regex() -> &'static Regex {
         static RE: OnceLock<Regex> = OnceLock::new();
         RE.get_or_init(|| {
             // In the fence, `^` right after `\n` always holds, so it is left out.
@@ -56,14 +56,14 @@ mod oracle {
         Some((caps.get(1)?.as_str(), caps.get(2)?.as_str()))
     }
 
-    pub fn spans(content: &str) -> Vec<(usize, usize)> {
+    pub(super) fn spans(content: &str) -> Vec<(usize, usize)> {
         markdown_regex()
             .find_iter(content)
             .map(|m| (m.start(), m.end()))
             .collect()
     }
 
-    pub fn message_stats(content: &str) -> MessageStats {
+    pub(super) fn message_stats(content: &str) -> MessageStats {
         let mut chars = 0;
         let mut words = 0;
         let mut code: Vec<CodeBlock> = Vec::new();

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 /// JSON and window functions (<https://sqlite.org/lang_corefunc.html> and its siblings).
 /// Everything else that a build of SQLite registers (full-text and R-tree helpers,
 /// `fts3_tokenizer`, `load_extension`, test and debugging functions) is refused by name.
-pub const ALLOWED_FUNCTIONS: &[&str] = &[
+pub(crate) const ALLOWED_FUNCTIONS: &[&str] = &[
     // core scalar
     "abs",
     "char",
@@ -160,7 +160,7 @@ pub const ALLOWED_FUNCTIONS: &[&str] = &[
 const ALLOWED_VIRTUAL_TABLES: &[&str] = &["json_each", "json_tree"];
 
 /// Whether a query may call the function `name` (case-insensitive, as SQL is).
-pub fn function_allowed(name: &str) -> bool {
+pub(crate) fn function_allowed(name: &str) -> bool {
     ALLOWED_FUNCTIONS
         .iter()
         .any(|f| f.eq_ignore_ascii_case(name))

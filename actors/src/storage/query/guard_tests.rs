@@ -1,5 +1,6 @@
 //! The guard's edges: functions and virtual tables by name, and the byte budget with blobs.
 
+use super::guard::function_allowed;
 use super::*;
 use serde_json::json;
 

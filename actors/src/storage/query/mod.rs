@@ -30,8 +30,7 @@ mod guard_tests;
 #[cfg(test)]
 mod tests;
 
-pub use guard::{function_allowed, ALLOWED_FUNCTIONS};
-pub use values::{exact_number, BLOB_TAG, MAX_SAFE_INTEGER};
+pub use values::exact_number;
 
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::hooks::{AuthContext, Authorization};
@@ -84,19 +83,6 @@ pub enum QueryError {
     Sql(String),
     #[error("database error")]
     Database(#[source] rusqlite::Error),
-}
-
-impl QueryError {
-    /// Whether the client sent something that can never run (as opposed to a pod problem).
-    pub fn is_client_error(&self) -> bool {
-        matches!(
-            self,
-            QueryError::Refused(_)
-                | QueryError::TooManyRows(_)
-                | QueryError::TooLarge(_)
-                | QueryError::Sql(_)
-        )
-    }
 }
 
 /// The API's pool of read-only connections to the pod's database.

@@ -6,10 +6,10 @@ use rusqlite::types::{Value, ValueRef};
 use serde_json::Value as Json;
 
 /// The key of the tagged object that carries a blob.
-pub const BLOB_TAG: &str = "$blob";
+pub(crate) const BLOB_TAG: &str = "$blob";
 
 /// The largest integer JavaScript (the bot, the dashboard) holds exactly: 2^53 - 1.
-pub const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+pub(crate) const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
 
 /// Whether a JSON number survives a round trip through JavaScript and SQLite unchanged
 /// (larger ones, ids above all, must be sent as strings).

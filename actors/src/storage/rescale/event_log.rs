@@ -6,7 +6,7 @@ use crate::domain::event::Id;
 use rusqlite::{params, Connection};
 
 /// One captured event.
-pub struct Captured {
+pub(crate) struct Captured {
     pub guild_id: u64,
     pub seq: Option<u64>,
     pub kind: String,
@@ -84,12 +84,12 @@ impl EventLog {
 }
 
 /// The capture log, in arrival order.
-pub fn captured(conn: &Connection) -> rusqlite::Result<Vec<Captured>> {
+pub(crate) fn captured(conn: &Connection) -> rusqlite::Result<Vec<Captured>> {
     EventLog::Captured.read(conn)
 }
 
 /// The waiting moderation events handed over for the guilds `take` selects, in order.
-pub fn handed_over(
+pub(crate) fn handed_over(
     conn: &Connection,
     take: impl Fn(u64) -> bool,
 ) -> rusqlite::Result<Vec<Captured>> {

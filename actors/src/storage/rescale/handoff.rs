@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 
 /// The persisted ownership, if this database has one (a pod that never started has none).
-pub fn load(conn: &Connection, ordinal: u32) -> rusqlite::Result<Option<Ownership>> {
+pub(crate) fn load(conn: &Connection, ordinal: u32) -> rusqlite::Result<Option<Ownership>> {
     conn.query_row(
         "SELECT epoch, pods, strategy, shards, next_epoch, next_pods, next_strategy,
                 next_shards, frozen, live, sessions_epoch, operation FROM gateway_ownership
@@ -56,7 +56,7 @@ pub fn load(conn: &Connection, ordinal: u32) -> rusqlite::Result<Option<Ownershi
 }
 
 /// Persists `ownership` (in the caller's transaction).
-pub fn save(conn: &Connection, ownership: &Ownership) -> rusqlite::Result<()> {
+pub(crate) fn save(conn: &Connection, ownership: &Ownership) -> rusqlite::Result<()> {
     let next = ownership.next;
     conn.execute(
         "INSERT OR REPLACE INTO gateway_ownership (id, epoch, pods, strategy, shards, next_epoch,
@@ -101,7 +101,7 @@ fn copy_handed_over(
 }
 
 /// Records what this old owner did with each anchor (in the writer's transaction).
-pub fn save_anchors(conn: &Connection, outcomes: &[AnchorOutcome]) -> rusqlite::Result<()> {
+pub(crate) fn save_anchors(conn: &Connection, outcomes: &[AnchorOutcome]) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT OR REPLACE INTO gateway_anchors (source, target, grp, identity, skip, passed)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -120,7 +120,7 @@ pub fn save_anchors(conn: &Connection, outcomes: &[AnchorOutcome]) -> rusqlite::
 }
 
 /// The anchors recorded for the guilds coming to pod `target` (by their old owners).
-pub fn anchors_for(conn: &Connection, target: u32) -> rusqlite::Result<Vec<AnchorOutcome>> {
+pub(crate) fn anchors_for(conn: &Connection, target: u32) -> rusqlite::Result<Vec<AnchorOutcome>> {
     let mut stmt = conn.prepare(
         "SELECT source, grp, identity, skip, passed FROM gateway_anchors WHERE target = ?1",
     )?;
@@ -206,7 +206,7 @@ fn register_owner(
 }
 
 /// Writes a new database `out` holding the rows of `database` of the guilds `moves` selects.
-pub fn export(
+pub(crate) fn export(
     database: &Path,
     out: &Path,
     to: u32,
@@ -230,7 +230,7 @@ pub fn export(
 
 /// Copies every row of an exported file into `conn` (rows already present are kept: an
 /// import that is retried changes nothing).
-pub fn import(conn: &Connection, file: &Path) -> Result<(), ReshardError> {
+pub(crate) fn import(conn: &Connection, file: &Path) -> Result<(), ReshardError> {
     register_owner(conn, |_| true).map_err(StoreError::Sql)?;
     copy_owned(conn, file, 0)?;
     copy_anchors(conn, file, None).map_err(StoreError::Sql)?;
@@ -240,7 +240,7 @@ pub fn import(conn: &Connection, file: &Path) -> Result<(), ReshardError> {
 
 /// Deletes every row of the guilds `gone` selects (in the caller's transaction), and the
 /// capture log.
-pub fn remove_guilds(
+pub(crate) fn remove_guilds(
     conn: &Connection,
     gone: impl Fn(u64) -> bool + Send + 'static,
 ) -> rusqlite::Result<()> {
@@ -265,14 +265,14 @@ pub fn remove_guilds(
 }
 
 /// Guilds of an exported file.
-pub fn guild_count(file: &Path) -> rusqlite::Result<u64> {
+pub(crate) fn guild_count(file: &Path) -> rusqlite::Result<u64> {
     let conn = Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     conn.query_row("SELECT COUNT(*) FROM guilds", [], |r| r.get::<_, i64>(0))
         .map(|n| n as u64)
 }
 
 /// Guilds of `database` that `selected` picks.
-pub fn count_guilds(
+pub(crate) fn count_guilds(
     database: &Path,
     selected: impl Fn(u64) -> bool + Send + 'static,
 ) -> rusqlite::Result<i64> {
