@@ -66,11 +66,13 @@ impl ResponseError for ApiError {
                 QueryError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
                 QueryError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
-            ApiError::Settings(SettingsError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Settings(SettingsError::Unwritable(_) | SettingsError::Unavailable(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Settings(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Pod { status, .. } => *status,
             ApiError::Rescale(RescaleError::Conflict(_)) => StatusCode::CONFLICT,
-            ApiError::Rescale(RescaleError::Failed(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Rescale(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Moving(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }

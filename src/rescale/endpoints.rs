@@ -301,8 +301,9 @@ pub async fn import(
             let file = beside(&api.database, &format!("import-{epoch}-from-{from}"));
             fetch_export(&api, from, epoch, ordinal, &file)
                 .await
-                .map_err(|e| {
-                    ApiError::Rescale(gateway_actors::RescaleError::Failed(format!("{e:#}")))
+                .map_err(|e| ApiError::Pod {
+                    status: actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                    message: format!("{e:#}"),
                 })?;
             files.push(file);
         }

@@ -9,9 +9,10 @@ mod config;
 mod ownership;
 mod rescale;
 
+pub use crate::actors::filter::rescale::RescaleError;
 pub use crate::actors::guild::SlowGuildHook;
 pub use config::PipelineConfig;
-pub use rescale::{FreezeReport, RescaleError};
+pub use rescale::FreezeReport;
 
 use crate::actors::filter::ShardFilter;
 use crate::actors::guild::{FlushWaiting, GuildDeps};

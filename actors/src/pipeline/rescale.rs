@@ -6,11 +6,11 @@
 
 use super::Pipeline;
 use crate::actors::filter::handover::{Freeze, SettleFreeze};
-use crate::actors::filter::rescale::{Commit, GoLive, SetOwnership};
+use crate::actors::filter::rescale::{Commit, GoLive, RescaleError, SetOwnership};
 use crate::actors::writer::handoff::Handoff;
 use crate::domain::rescale::anchor::Anchor;
 use crate::domain::rescale::ownership::{Layout, Ownership, Transition};
-use crate::storage::rescale::handoff;
+use crate::storage::rescale::{handoff, HandoffError};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -21,16 +21,6 @@ pub struct FreezeReport {
     pub drain_ms: u64,
     pub anchors_passed: usize,
     pub anchors_missed: usize,
-}
-
-/// Why a rescale step was refused or failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RescaleError {
-    /// Not in this state: another epoch, or a step out of order.
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Failed(String),
 }
 
 impl Pipeline {
@@ -46,9 +36,8 @@ impl Pipeline {
             )?;
             crate::storage::rescale::event_log::captured(&conn)
         })
-        .await
-        .map_err(|e| RescaleError::Failed(e.to_string()))?
-        .map_err(|e| RescaleError::Failed(format!("reading the capture log: {e}")))?;
+        .await?
+        .map_err(HandoffError::sql("reading the capture log"))?;
         Ok(crate::domain::rescale::anchor::anchors_of(
             captured.iter().map(|c| {
                 let event = crate::domain::event::decode_dispatch(&c.kind, c.seq, &c.payload);
@@ -66,8 +55,8 @@ impl Pipeline {
         self.writer
             .send(Handoff::Save(ownership))
             .await
-            .map_err(|_| RescaleError::Failed("the writer is gone".into()))?
-            .map_err(RescaleError::Failed)
+            .map_err(|_| RescaleError::Gone("writer"))?
+            .map_err(RescaleError::from)
     }
 
     /// The transition of `epoch`, or why there is none.
@@ -141,7 +130,7 @@ impl Pipeline {
         self.filter
             .send(SetOwnership(prepared))
             .await
-            .map_err(|_| RescaleError::Failed("the shard filter is gone".into()))?;
+            .map_err(|_| RescaleError::Gone("shard filter"))?;
         self.set_ownership(prepared);
         tracing::info!(epoch, %layout, "rescale prepared: capturing incoming guilds");
         Ok(prepared)
@@ -200,7 +189,7 @@ impl Pipeline {
         anchors: Vec<Anchor>,
         drain: Duration,
     ) -> Result<FreezeReport, RescaleError> {
-        let gone = |_| RescaleError::Failed("the shard filter is gone".into());
+        let gone = |_| RescaleError::Gone("shard filter");
         self.filter.send(Freeze { anchors }).await.map_err(gone)?;
         let draining = std::time::Instant::now();
         let (mark, outcomes) = loop {
@@ -223,8 +212,8 @@ impl Pipeline {
         self.writer
             .send(Handoff::Anchors(outcomes))
             .await
-            .map_err(|_| RescaleError::Failed("the writer is gone".into()))?
-            .map_err(RescaleError::Failed)?;
+            .map_err(|_| RescaleError::Gone("writer"))?
+            .map_err(RescaleError::from)?;
         *self.freeze_mark.lock().unwrap_or_else(|p| p.into_inner()) = Some(mark);
         Ok(report)
     }
@@ -248,11 +237,7 @@ impl Pipeline {
         if let Some(mark) = mark {
             tokio::time::timeout(limit, self.progress.wait_before(mark))
                 .await
-                .map_err(|_| {
-                    RescaleError::Failed(format!(
-                        "the events accepted before the freeze were not committed within {limit:?}"
-                    ))
-                })?;
+                .map_err(|_| RescaleError::NotCommitted(limit))?;
         }
         Ok(())
     }
@@ -270,9 +255,14 @@ impl Pipeline {
         let moves =
             move |g: u64| now.outgoing(g) && next.layout.owner(g) == to && to != now.ordinal;
         tokio::task::spawn_blocking(move || handoff::export(&database, &out, to, moves))
-            .await
-            .map_err(|e| RescaleError::Failed(e.to_string()))?
-            .map_err(|e| RescaleError::Failed(crate::errors::chain(&e)))
+            .await?
+            .map_err(|source| {
+                HandoffError::Export {
+                    to,
+                    source: Box::new(source),
+                }
+                .into()
+            })
     }
 
     /// Step 3 (on the new owner): import the exported `files`, re-apply the capture log (from
@@ -301,14 +291,13 @@ impl Pipeline {
         self.writer
             .send(Handoff::Import(files, live))
             .await
-            .map_err(|_| RescaleError::Failed("the writer is gone".into()))?
-            .map_err(RescaleError::Failed)?;
+            .map_err(|_| RescaleError::Gone("writer"))?
+            .map_err(RescaleError::from)?;
         let (replayed, skipped) = self
             .filter
             .send(GoLive(live))
             .await
-            .map_err(|_| RescaleError::Failed("the shard filter is gone".into()))?
-            .map_err(RescaleError::Failed)?;
+            .map_err(|_| RescaleError::Gone("shard filter"))??;
         self.set_ownership(live);
         self.metrics.rescale_guilds_moved.inc_by(guilds);
         if let Some(pause) = frozen_at.and_then(|t| t.elapsed().ok()) {
@@ -388,8 +377,7 @@ impl Pipeline {
                 give_away,
             })
             .await
-            .map_err(|_| RescaleError::Failed("the shard filter is gone".into()))?
-            .map_err(RescaleError::Failed)?;
+            .map_err(|_| RescaleError::Gone("shard filter"))??;
         self.set_ownership(ownership);
         self.metrics.rescale_guilds_remaining.set(0);
         Ok(())

@@ -11,8 +11,27 @@ use crate::domain::event::{decode_dispatch, DecodeError, Dispatch, Event, Id};
 use crate::domain::op::Op;
 use crate::domain::rescale::anchor::{self, AnchorOutcome};
 use crate::domain::rescale::ownership::Ownership;
-use crate::storage::rescale::{event_log, handoff};
+use crate::storage::rescale::{event_log, handoff, HandoffError};
 use actix::prelude::*;
+use std::time::Duration;
+
+/// Why a rescale step was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RescaleError {
+    /// Not in this state: another epoch, or a step out of order.
+    #[error("{0}")]
+    Conflict(String),
+    /// The step failed in the database.
+    #[error(transparent)]
+    Handoff(#[from] HandoffError),
+    /// An actor of the pipeline stopped (the pod is shutting down).
+    #[error("the {0} is gone")]
+    Gone(&'static str),
+    #[error("the events accepted before the freeze were not committed within {0:?}")]
+    NotCommitted(Duration),
+    #[error("a blocking task failed")]
+    Task(#[from] tokio::task::JoinError),
+}
 
 impl ShardFilter {
     /// The capture-log append of an event, if it stores anything.
@@ -42,14 +61,16 @@ impl ShardFilter {
         &mut self,
         live: Ownership,
         ctx: &mut Context<Self>,
-    ) -> Result<(usize, usize), String> {
-        let conn = self.deps.reads.get().map_err(|e| e.to_string())?;
-        let captured = event_log::captured(&conn).map_err(|e| e.to_string())?;
-        let anchors = handoff::anchors_for(&conn, live.ordinal).map_err(|e| e.to_string())?;
+    ) -> Result<(usize, usize), HandoffError> {
+        let conn = self.deps.reads.get().map_err(HandoffError::Pool)?;
+        let captured =
+            event_log::captured(&conn).map_err(HandoffError::sql("reading the capture log"))?;
+        let anchors = handoff::anchors_for(&conn, live.ordinal)
+            .map_err(HandoffError::sql("reading the anchors"))?;
         // Waiting moderation items the old owners handed over precede their freeze points:
         // they come first, never skipped.
-        let handed =
-            event_log::handed_over(&conn, |g| live.incoming(g)).map_err(|e| e.to_string())?;
+        let handed = event_log::handed_over(&conn, |g| live.incoming(g))
+            .map_err(HandoffError::sql("reading the handed-over events"))?;
         drop(conn);
         let handed_count = handed.len();
         // A guild handed to this pod through its own new sessions keeps its actor: it stops
@@ -155,28 +176,32 @@ impl Handler<SetOwnership> for ShardFilter {
 /// many captured events were re-applied, and how many were skipped (their old owner applied
 /// them before its anchor).
 #[derive(Message)]
-#[rtype(result = "Result<(usize, usize), String>")]
+#[rtype(result = "Result<(usize, usize), RescaleError>")]
 pub(crate) struct GoLive(pub Ownership);
 
 impl Handler<GoLive> for ShardFilter {
-    type Result = ResponseFuture<Result<(usize, usize), String>>;
+    type Result = ResponseFuture<Result<(usize, usize), RescaleError>>;
     fn handle(&mut self, msg: GoLive, ctx: &mut Self::Context) -> Self::Result {
         let (done, result) = tokio::sync::oneshot::channel();
         // An empty save: it commits every capture queued before it. `wait` holds every other
         // message (new events) until the log is re-applied.
         let committed = self.deps.writer.addr.send(Handoff::Save(msg.0));
         ctx.wait(
-            async move { committed.await.map_err(|e| e.to_string())? }
-                .into_actor(self)
-                .map(move |saved: Result<(), String>, act, ctx| {
-                    let replayed = saved.and_then(|()| act.go_live(msg.0, ctx));
-                    let _ = done.send(replayed);
-                }),
+            async move {
+                Ok(committed
+                    .await
+                    .map_err(|_| RescaleError::Gone("writer"))??)
+            }
+            .into_actor(self)
+            .map(move |saved: Result<(), RescaleError>, act, ctx| {
+                let replayed = saved.and_then(|()| Ok(act.go_live(msg.0, ctx)?));
+                let _ = done.send(replayed);
+            }),
         );
         Box::pin(async move {
             result
                 .await
-                .unwrap_or_else(|_| Err("the shard filter stopped".into()))
+                .unwrap_or(Err(RescaleError::Gone("shard filter")))
         })
     }
 }
@@ -184,14 +209,14 @@ impl Handler<GoLive> for ShardFilter {
 /// The epoch commits (delete what was given away, persist, apply the new layout), or the
 /// change is aborted before any freeze (`give_away: false`: every row stays).
 #[derive(Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), RescaleError>")]
 pub(crate) struct Commit {
     pub ownership: Ownership,
     pub give_away: bool,
 }
 
 impl Handler<Commit> for ShardFilter {
-    type Result = ResponseFuture<Result<(), String>>;
+    type Result = ResponseFuture<Result<(), RescaleError>>;
     fn handle(&mut self, msg: Commit, ctx: &mut Self::Context) -> Self::Result {
         let before = self.ownership;
         let give_away = msg.give_away;
@@ -206,29 +231,33 @@ impl Handler<Commit> for ShardFilter {
         // committed first); then the new ownership applies, or, if the commit failed, the old
         // one goes on as before.
         ctx.wait(
-            async move { committed.await.map_err(|e| e.to_string())? }
-                .into_actor(self)
-                .map(move |result: Result<(), String>, act, _| {
-                    if result.is_ok() {
-                        act.ownership = msg.ownership;
-                        act.handover = None;
-                        // The actors of guilds given away hold state that a later return
-                        // must not find.
-                        let leaving: Vec<Id> =
-                            act.guilds.keys().copied().filter(|g| gone(g.0)).collect();
-                        for guild_id in leaving {
-                            if let Some(entry) = act.guilds.remove(&guild_id) {
-                                entry.addr.do_send(Stop);
-                            }
+            async move {
+                Ok(committed
+                    .await
+                    .map_err(|_| RescaleError::Gone("writer"))??)
+            }
+            .into_actor(self)
+            .map(move |result: Result<(), RescaleError>, act, _| {
+                if result.is_ok() {
+                    act.ownership = msg.ownership;
+                    act.handover = None;
+                    // The actors of guilds given away hold state that a later return
+                    // must not find.
+                    let leaving: Vec<Id> =
+                        act.guilds.keys().copied().filter(|g| gone(g.0)).collect();
+                    for guild_id in leaving {
+                        if let Some(entry) = act.guilds.remove(&guild_id) {
+                            entry.addr.do_send(Stop);
                         }
                     }
-                    let _ = done.send(result);
-                }),
+                }
+                let _ = done.send(result);
+            }),
         );
         Box::pin(async move {
             result
                 .await
-                .unwrap_or_else(|_| Err("the shard filter stopped".into()))
+                .unwrap_or(Err(RescaleError::Gone("shard filter")))
         })
     }
 }

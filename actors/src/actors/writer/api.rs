@@ -24,12 +24,15 @@ pub(crate) struct PatchSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    /// The storage cannot take writes now (full, read-only, locked): try again later.
+    /// The writer is waiting out a storage fault (full, read-only, locked): try again later.
     #[error("the database does not take writes now: {0}")]
-    Unavailable(String),
+    Unwritable(String),
+    /// The storage failed this patch (full, read-only, locked): try again later.
+    #[error("the database does not take writes now")]
+    Unavailable(#[source] rusqlite::Error),
     /// SQLite refused this patch (the stored document is not JSON, say).
-    #[error("the settings could not be patched: {0}")]
-    Failed(String),
+    #[error("the settings could not be patched")]
+    Failed(#[source] rusqlite::Error),
     #[error("the writer is gone")]
     WriterGone,
 }
@@ -66,7 +69,7 @@ impl Handler<PatchSettings> for SqliteWriter {
         // Events pending in the batch touch settings only with INSERT OR IGNORE, which
         // commutes with a patch: no need to commit them first.
         if let Some(fault) = self.health.fault() {
-            return Err(SettingsError::Unavailable(fault.error));
+            return Err(SettingsError::Unwritable(fault.error));
         }
         let result = self.conn.transaction().and_then(|tx| {
             let settings = crate::storage::settings::patch(&tx, &cmd.guild_id, &cmd.patch)?;
@@ -74,8 +77,8 @@ impl Handler<PatchSettings> for SqliteWriter {
             Ok(settings)
         });
         result.map_err(|e| match classify(&e) {
-            Failure::Command => SettingsError::Failed(e.to_string()),
-            Failure::Transient | Failure::Storage => SettingsError::Unavailable(e.to_string()),
+            Failure::Command => SettingsError::Failed(e),
+            Failure::Transient | Failure::Storage => SettingsError::Unavailable(e),
         })
     }
 }

@@ -4,14 +4,14 @@
 use super::SqliteWriter;
 use crate::domain::rescale::anchor::AnchorOutcome;
 use crate::domain::rescale::ownership::Ownership;
-use crate::storage::rescale::handoff;
+use crate::storage::rescale::{handoff, HandoffError};
 use actix::prelude::*;
 use std::path::PathBuf;
 
 /// A step of a live rescale that changes the database, after everything queued before it
 /// is committed (the capture log included).
 #[derive(Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), HandoffError>")]
 pub(crate) enum Handoff {
     /// Persist the ownership.
     Save(Ownership),
@@ -25,12 +25,12 @@ pub(crate) enum Handoff {
 }
 
 impl Handler<Handoff> for SqliteWriter {
-    type Result = Result<(), String>;
+    type Result = Result<(), HandoffError>;
     fn handle(&mut self, step: Handoff, ctx: &mut Self::Context) -> Self::Result {
         self.flush(ctx);
         if !self.pending.is_empty() {
             let why = self.health.fault().map_or_else(String::new, |f| f.error);
-            return Err(format!("the database does not take writes now: {why}"));
+            return Err(HandoffError::Unwritable(why));
         }
         let conn = &mut self.conn;
         let result = match step {
@@ -40,12 +40,13 @@ impl Handler<Handoff> for SqliteWriter {
                     handoff::save(&tx, &ownership)?;
                     tx.commit()
                 })
-                .map_err(|e| e.to_string()),
+                .map_err(HandoffError::sql("saving the ownership")),
             Handoff::Import(files, ownership) => files
                 .iter()
                 .try_for_each(|file| {
-                    handoff::import(conn, file).map_err(|e| {
-                        format!("importing {}: {}", file.display(), crate::errors::chain(&e))
+                    handoff::import(conn, file).map_err(|source| HandoffError::Import {
+                        file: file.clone(),
+                        source: Box::new(source),
                     })
                 })
                 .and_then(|()| {
@@ -54,7 +55,7 @@ impl Handler<Handoff> for SqliteWriter {
                             handoff::save(&tx, &ownership)?;
                             tx.commit()
                         })
-                        .map_err(|e| e.to_string())
+                        .map_err(HandoffError::sql("saving the ownership"))
                 }),
             Handoff::Anchors(outcomes) => conn
                 .transaction()
@@ -62,7 +63,7 @@ impl Handler<Handoff> for SqliteWriter {
                     handoff::save_anchors(&tx, &outcomes)?;
                     tx.commit()
                 })
-                .map_err(|e| e.to_string()),
+                .map_err(HandoffError::sql("recording the anchors")),
             Handoff::Commit(ownership, gone) => conn
                 .transaction()
                 .and_then(|tx| {
@@ -70,10 +71,10 @@ impl Handler<Handoff> for SqliteWriter {
                     handoff::save(&tx, &ownership)?;
                     tx.commit()
                 })
-                .map_err(|e| e.to_string()),
+                .map_err(HandoffError::sql("removing the guilds given away")),
         };
         if let Err(e) = &result {
-            tracing::error!(error = %e, "a rescale step failed to commit");
+            tracing::error!(error = %crate::errors::chain(e), "a rescale step failed to commit");
         }
         result
     }
