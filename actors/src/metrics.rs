@@ -40,6 +40,7 @@ pub struct Metrics {
     // What happens when the pod is busy or its storage fails.
     pub events_overflowed: IntCounter,
     pub guild_overflow_depth: IntGauge,
+    pub writes_waiting_for_writer: IntGauge,
     pub guilds_stuck: IntGauge,
     pub storage_failing: IntGauge,
     pub write_retries: IntCounterVec,
@@ -218,6 +219,10 @@ impl Metrics {
             guild_overflow_depth: gauge(
                 "guild_overflow_depth",
                 "Dispatches waiting in all guilds' overflow queues together.",
+            )?,
+            writes_waiting_for_writer: gauge(
+                "writes_waiting_for_writer",
+                "Guild actors' writes waiting for room in the writer's mailbox (WRITER_MAILBOX_CAPACITY).",
             )?,
             guilds_stuck: gauge(
                 "guilds_stuck",

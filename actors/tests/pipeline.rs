@@ -400,7 +400,10 @@ fn writes_that_wait_for_room_in_the_writer_keep_their_order() {
         .await;
         // The drain flushes the three moderation rows at once; all of them wait for room.
         let drained = async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            eventually("the three rows wait for the writer", || {
+                metrics.writes_waiting_for_writer.get() == 3
+            })
+            .await;
             holder.execute_batch("ROLLBACK").unwrap();
         };
         tokio::join!(pipeline.drain(), drained);

@@ -292,6 +292,7 @@ impl GuildActor {
             ops,
             dequeue,
         });
+        self.deps.metrics.writes_waiting_for_writer.inc();
         if self.blocked.len() == 1 {
             self.wait_for_writer(ctx);
         }
@@ -307,6 +308,7 @@ impl GuildActor {
                     let Some(write) = act.blocked.pop_front() else {
                         return;
                     };
+                    act.deps.metrics.writes_waiting_for_writer.dec();
                     match permit {
                         Some(permit) => {
                             let unwritten = act.inbox.unwritten.clone();
