@@ -1,21 +1,22 @@
 //! guild-gateway's actor pipeline, from a decoded gateway dispatch to a committed SQLite row.
 //!
 //! The tree reads in the order an event travels:
-//! - [`pipeline`] assembles the stages and is the handle every source uses (`submit`, `drain`);
-//! - `actors`: the stages, `filter` (ownership, the gate) -> `inbox` (a guild's bounded
-//!   mailbox and its overflow) -> `guild` (one actor per guild) -> `writer` (the one SQLite
-//!   writer, group commit, retries);
+//! - [`pipeline`](Pipeline) assembles the stages and is the handle every source uses (`submit`,
+//!   `drain`); its `rescale` part runs a live rescale's steps on this pod;
+//! - `actors`: the stages, `filter` (ownership, the gate; its rescale hand-over and take-over)
+//!   -> `inbox` (a guild's bounded mailbox and its overflow) -> `guild` (one actor per guild)
+//!   -> `writer` (the one SQLite writer, group commit, retries);
 //! - `domain`: what events mean, with no I/O: [`event`] (the model and its one decoder),
-//!   [`op`] (the writes handlers ask for, and the rows they name), [`shard`] (who owns a
-//!   guild), [`ownership`] and [`anchor`] (a live rescale's rules), `handlers` (what each
-//!   event writes), `moderation` (events paired with audit log entries), [`stats`] (message
-//!   statistics), `scope` (a guild writes only its own rows), [`time`];
+//!   [`op`] (the writes handlers ask for, and the rows they name), [`partition`] (who owns a
+//!   guild), [`rescale`] (a live rescale's rules: ownership and anchors), `handlers` (what
+//!   each event writes), `moderation` (events paired with audit log entries), [`stats`]
+//!   (message statistics), `scope` (a guild writes only its own rows), [`time`];
 //! - `storage`: `database` (opening the file: schema, migrations, lock, read pool), `apply`
-//!   (the SQL of every op), `restore` (what an actor reads back), `expiry`, `event_log` and
-//!   `handoff` (a live rescale's logs and moves), [`query`] (the data API's guarded reads),
-//!   `settings` (a guild's settings document) and [`reshard`];
+//!   (the SQL of every op), `restore` (what an actor reads back), `expiry`, `rescale` (a live
+//!   rescale's logs and moves), [`query`] (the data API's guarded reads), `settings` (a
+//!   guild's settings document) and [`reshard`] (the offline split);
 //! - beside them: `progress` (which events are done), `health` (whether commits succeed),
-//!   [`metrics`].
+//!   [`metrics`], [`errors`].
 //!
 //! Layers run one way, `domain` <- `storage` <- `actors` <- `pipeline`, and every import
 //! names its real path (`tests/layering.rs` checks both). Nothing here opens a network

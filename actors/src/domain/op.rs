@@ -1,7 +1,7 @@
 //! The writes the domain asks for: each handler's output, applied by the storage layer.
 //!
 //! Handlers never touch SQL; they produce [`Op`]s, which the single writer applies in batched
-//! transactions ([`crate::storage::apply`]). Every op is idempotent, so a stream delivered
+//! transactions (`storage::apply`). Every op is idempotent, so a stream delivered
 //! twice (recovery, resharding) leaves the same rows.
 
 use crate::domain::event::Id;
@@ -23,7 +23,7 @@ pub struct MessageRow {
 
 /// One idempotent write of one guild's actor. Each names its guild and touches only that
 /// guild's rows: a row found by its own id (a channel, a message, an audit entry) that belongs
-/// to another guild is left as it is and the write is refused (see [`crate::domain::scope`]).
+/// to another guild is left as it is and the write is refused (see `domain::scope`).
 #[derive(Debug, Clone)]
 pub enum Op {
     /// A `guilds` row if absent; settings are never overwritten.

@@ -6,7 +6,7 @@
 //!   a guild actor's lookups on the pipeline's pool), seeing committed data only (WAL);
 //! - an authorizer that allows reading and nothing else: no write, no ATTACH, no PRAGMA, and
 //!   no second statement;
-//! - functions only from a list ([`ALLOWED_FUNCTIONS`]): SQLite's core scalar, aggregate,
+//! - functions only from a list (`guard::ALLOWED_FUNCTIONS`): SQLite's core scalar, aggregate,
 //!   date, math, JSON and window functions. Anything else, `fts3_tokenizer` (which leaks and
 //!   sets function pointers) or `load_extension` among them, is refused by name;
 //! - tables only if they are plain data: every virtual table module (`dbstat`,
