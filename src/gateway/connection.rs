@@ -411,6 +411,17 @@ async fn run(
     for _ in 0..3 {
         tokio::task::yield_now().await;
     }
+    explain_too_many_guilds(result, &rest, config.shard).await
+}
+
+/// A 4011 close (sharding required) names the shard count given and the one Discord
+/// recommends, from where it says so.
+async fn explain_too_many_guilds(
+    result: Result<(), ConnectionError>,
+    rest: &serenity::http::Http,
+    shard: [u32; 2],
+) -> Result<(), ConnectionError> {
+    let shards = shard[1];
     match result {
         Err(ConnectionError::Closed {
             code, name, why, ..
@@ -432,7 +443,7 @@ async fn run(
                 why
             };
             Err(ConnectionError::Closed {
-                shard: config.shard,
+                shard,
                 code,
                 name,
                 why,

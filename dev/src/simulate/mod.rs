@@ -26,7 +26,7 @@ pub use fleet::cpu_seconds;
 pub(crate) use fleet::remove_database;
 
 use crate::fake_discord::{self, Fake, FakeOptions, Recording};
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use clap::Args;
 use deployment::Deployment;
 use gateway_actors::partition::Strategy;
@@ -41,11 +41,11 @@ pub const API_TOKEN: &str = "simulate-data-api-token";
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
     /// Number of pods
-    #[arg(long, default_value = "3")]
+    #[arg(long, default_value = "3", value_parser = clap::value_parser!(u32).range(1..))]
     pub pods: u32,
     /// md5 or discord
-    #[arg(long, default_value = "md5")]
-    pub strategy: String,
+    #[arg(long, default_value = "md5", value_parser = |s: &str| s.parse::<Strategy>())]
+    pub strategy: Strategy,
     /// The bot's Discord shard count (the pods' DISCORD_SHARDS) [default: the pods' default]
     #[arg(long)]
     pub shards: Option<u32>,
@@ -69,8 +69,8 @@ pub struct SimulateArgs {
     pub timeout_secs: u64,
     /// Change the pod count under live traffic, at evenly spaced points of the stream: `M`,
     /// `M:STRATEGY` or `M:STRATEGY:SHARDS`, comma-separated (e.g. 3,5,2 or 3:discord)
-    #[arg(long)]
-    pub rescale: Option<String>,
+    #[arg(long, value_parser = |list: &str| schedule::parse(list).map(Schedule))]
+    pub rescale: Option<Schedule>,
     /// Live traffic (implied by --rescale): the stream's pace, dispatches per second for the
     /// whole bot [default with --rescale: 1000]
     #[arg(long)]
@@ -94,18 +94,13 @@ pub struct SimulateArgs {
     pub pod_binary: Option<PathBuf>,
 }
 
+/// `--rescale`'s changes, in order.
+#[derive(Debug, Clone)]
+pub struct Schedule(pub Vec<schedule::Step>);
+
 pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
-    let strategy: Strategy = args
-        .strategy
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--strategy: {e}"))?;
-    if args.pods == 0 {
-        bail!("--pods must be at least 1");
-    }
-    let steps = match &args.rescale {
-        Some(list) => schedule::parse(list)?,
-        None => Vec::new(),
-    };
+    let strategy = args.strategy;
+    let steps = args.rescale.clone().map_or_else(Vec::new, |s| s.0);
     // Before generating anything: a missing pod binary is the likeliest mistake.
     let exe = fleet::pod_binary(args.pod_binary.as_deref())?;
     std::fs::create_dir_all(&args.data_dir)

@@ -7,6 +7,7 @@ use super::ShardFilter;
 use crate::actors::guild::{Stop, TakeOver};
 use crate::actors::inbox::GuildEvent;
 use crate::actors::writer::handoff::Handoff;
+use crate::actors::writer::SqliteWriter;
 use crate::domain::event::{decode_dispatch, DecodeError, Dispatch, Event, Id};
 use crate::domain::op::Op;
 use crate::domain::rescale::anchor::{self, AnchorOutcome};
@@ -186,18 +187,12 @@ impl Handler<GoLive> for ShardFilter {
         // An empty save: it commits every capture queued before it. `wait` holds every other
         // message (new events) until the log is re-applied.
         let committed = self.deps.writer.addr.send(Handoff::Save(msg.0));
-        ctx.wait(
-            async move {
-                Ok(committed
-                    .await
-                    .map_err(|_| RescaleError::Gone("writer"))??)
-            }
-            .into_actor(self)
-            .map(move |saved: Result<(), RescaleError>, act, ctx| {
+        ctx.wait(written(committed).into_actor(self).map(
+            move |saved: Result<(), RescaleError>, act, ctx| {
                 let replayed = saved.and_then(|()| Ok(act.go_live(msg.0, ctx)?));
                 let _ = done.send(replayed);
-            }),
-        );
+            },
+        ));
         Box::pin(async move {
             result
                 .await
@@ -230,14 +225,8 @@ impl Handler<Commit> for ShardFilter {
         // `wait`: no event is routed until the writer committed (every capture sent before is
         // committed first); then the new ownership applies, or, if the commit failed, the old
         // one goes on as before.
-        ctx.wait(
-            async move {
-                Ok(committed
-                    .await
-                    .map_err(|_| RescaleError::Gone("writer"))??)
-            }
-            .into_actor(self)
-            .map(move |result: Result<(), RescaleError>, act, _| {
+        ctx.wait(written(committed).into_actor(self).map(
+            move |result: Result<(), RescaleError>, act, _| {
                 if result.is_ok() {
                     act.ownership = msg.ownership;
                     act.handover = None;
@@ -252,12 +241,17 @@ impl Handler<Commit> for ShardFilter {
                     }
                 }
                 let _ = done.send(result);
-            }),
-        );
+            },
+        ));
         Box::pin(async move {
             result
                 .await
                 .unwrap_or(Err(RescaleError::Gone("shard filter")))
         })
     }
+}
+
+/// The writer's answer to a rescale step, as the step's result.
+async fn written(step: Request<SqliteWriter, Handoff>) -> Result<(), RescaleError> {
+    Ok(step.await.map_err(|_| RescaleError::Gone("writer"))??)
 }
