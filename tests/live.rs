@@ -259,6 +259,7 @@ fn peak_rss(pid: u32) -> u64 {
 
 #[test]
 fn a_slow_pipeline_holds_the_connection_back_with_bounded_memory_and_loses_nothing() {
+    require_test_hooks();
     // 4,000 messages of 16 KiB: 64 MiB of content. An unbounded queue between serenity and the
     // pipeline would hold most of it (twice: serenity's event and ours) while the slowed
     // pipeline crawls. The bound: the process itself (~50 MiB in a debug build), the writer's

@@ -852,6 +852,7 @@ fn one_operation_at_a_time_and_partial_failures() {
 /// applied, so nothing is applied twice: the rows equal a one-pod replay.
 #[test]
 fn a_lagging_old_owner_hands_over_exactly_with_the_default_margin() {
+    require_test_hooks();
     let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let stream = synthetic_stream(dir.path(), 120, 15_000);

@@ -69,6 +69,7 @@ fn simulate_fails_naming_a_pod_killed_with_sigkill() {
 
 #[test]
 fn simulate_fails_when_a_pod_sheds_unless_allowed() {
+    require_test_hooks();
     // Every event takes 1.5 s and a guild is stuck after 1 s without progress: each guild's
     // queued events are dropped, counted, and simulate must say so.
     let run = |extra: &[&str]| {

@@ -71,6 +71,19 @@ fn pod_variables() -> &'static [String] {
     })
 }
 
+/// Panics unless the pod binary has the `test-hooks` feature (TEST_EVENT_DELAY_MS): a test
+/// that slows a pod would otherwise run at full speed and fail for the wrong reason.
+pub fn require_test_hooks() {
+    let out = gateway()
+        .args(["serve", "--test-event-delay-ms", "1", "--help"])
+        .output()
+        .expect("running --help");
+    assert!(
+        out.status.success(),
+        "the pod binary lacks the test-hooks feature: build it with `cargo build --workspace --all-targets --features guild-gateway/test-hooks` (as scripts/test does)"
+    );
+}
+
 /// The pod binary with every pod variable cleared, so the caller's environment cannot leak in.
 pub fn gateway() -> Command {
     without_pod_variables(Command::new(pod_binary()))
