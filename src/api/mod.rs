@@ -5,6 +5,8 @@
 //! - `POST /v1/guilds/{id}/query`: one read-only statement on the owner ([`query`]);
 //! - `POST /v1/query`: the same statement on the owners of a list of guilds, merged
 //!   ([`fan_out`]);
+//! - `POST /v1/guilds/{id}/execute`: one of the bot's writes, confined to the guild's rows of
+//!   the registered tables, run in the owner's writer ([`execute`]);
 //! - `GET|PATCH /v1/guilds/{id}/settings`: the settings document, patched through the writer
 //!   ([`settings`]).
 //!
@@ -14,6 +16,7 @@
 
 pub(crate) mod body;
 mod errors;
+mod execute;
 mod fan_out;
 mod guard;
 mod metrics;
@@ -38,7 +41,7 @@ pub use metrics::ApiMetrics;
 pub struct Api {
     pub config: ApiConfig,
     pub pool: QueryPool,
-    /// The one writer, for settings.
+    /// The one writer, for settings and the bot's writes.
     pub pipeline: Arc<Pipeline>,
     /// Calls to the other pods (cross-guild reads).
     pub pods: PodClient,
@@ -136,6 +139,10 @@ pub fn routes(api: web::Data<Api>) -> impl FnOnce(&mut web::ServiceConfig) {
                 .route(
                     "/guilds/{guild_id}/query",
                     web::post().to(query::guild_query),
+                )
+                .route(
+                    "/guilds/{guild_id}/execute",
+                    web::post().to(execute::execute),
                 )
                 .route("/query", web::post().to(fan_out::query_guilds))
                 .route("/guilds/{guild_id}/settings", web::get().to(settings::get))
