@@ -22,6 +22,7 @@ export const EVENTS = path.join(fixtures, "events.sample.ndjson");
 export interface Expected {
   guilds: string[];
   message_stats: { guild_id: string; message_id: string }[];
+  message_cache: { guild_id: string; message_id: string }[];
   channel_info: { id: string; guild_id: string; name: string | null; category: string | null }[];
 }
 
