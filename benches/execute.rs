@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "bench-api-token";
+const TOKEN: &str = "bench-api-token-0123456789";
 const INSERT: &str = r#"insert into "reported_messages" ("id", "reported_message_id", "reported_channel_id", "reported_user_id", "guild_id", "log_message_id", "log_channel_id", "reason", "staff_id", "staff_username", "extra", "created_at") values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"#;
 
 /// The pod, killed (by its PID) when the bench ends.
