@@ -48,20 +48,18 @@ fn main() {
     let port = free_port();
     let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/fixtures/events.sample.ndjson");
-    let _pod = Pod(
-        Command::new(env!("CARGO_BIN_EXE_guild-gateway"))
-            .args(["replay", "--linger"])
-            .arg(&sample)
-            .env("DATABASE_URL", dir.path().join("pod.sqlite3"))
-            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("API_TOKEN", TOKEN)
-            .env("NUM_GATEWAY_PODS", "1")
-            .env("POD_ORDINAL", "0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting the release pod"),
-    );
+    let _pod = Pod(Command::new(env!("CARGO_BIN_EXE_guild-gateway"))
+        .args(["replay", "--linger"])
+        .arg(&sample)
+        .env("DATABASE_URL", dir.path().join("pod.sqlite3"))
+        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("API_TOKEN", TOKEN)
+        .env("NUM_GATEWAY_PODS", "1")
+        .env("POD_ORDINAL", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting the release pod"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

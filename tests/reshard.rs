@@ -249,8 +249,10 @@ fn a_file_with_the_bots_whole_schema_moves_every_registered_table() {
     )
     .unwrap();
     let source_rows = |table: &str| -> i64 {
-        conn.query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |r| r.get(0))
-            .unwrap()
+        conn.query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |r| {
+            r.get(0)
+        })
+        .unwrap()
     };
     let expected: BTreeMap<&str, i64> = GUILD_TABLES
         .iter()
@@ -266,7 +268,10 @@ fn a_file_with_the_bots_whole_schema_moves_every_registered_table() {
     let mut moved: BTreeMap<&str, i64> = BTreeMap::new();
     for (k, db) in targets(&out, 3).iter().enumerate() {
         let conn = open(db);
-        for table in GUILD_TABLES.iter().filter(|t| expected.contains_key(t.name)) {
+        for table in GUILD_TABLES
+            .iter()
+            .filter(|t| expected.contains_key(t.name))
+        {
             // The registry's own rule finds each row's guild in the file it landed in.
             let guilds: Vec<Option<String>> = conn
                 .prepare(&format!(
@@ -280,7 +285,9 @@ fn a_file_with_the_bots_whole_schema_moves_every_registered_table() {
                 .collect::<Result<_, _>>()
                 .unwrap();
             for guild in &guilds {
-                let guild = guild.as_deref().unwrap_or_else(|| panic!("{}: a row of no guild", table.name));
+                let guild = guild
+                    .as_deref()
+                    .unwrap_or_else(|| panic!("{}: a row of no guild", table.name));
                 if let Some(o) = owner.get(guild) {
                     assert_eq!(*o, k as u32, "{}: guild {guild}", table.name);
                 }
