@@ -1057,3 +1057,46 @@ fn the_bots_writes_commit_on_the_owner_and_stay_in_their_guild() {
     let (code, rows) = query(port, g1, r#"select count(*) from "reported_messages""#, &[]);
     assert_eq!((code, &rows["rows"]), (200, &json!([[2]])), "{rows}");
 }
+
+/// A flood of writes that each run to their limit cannot starve the pod's writer: the writes
+/// are interrupted (504) or wait their turn and give up (503), while a settings patch, which
+/// goes through the same writer, still commits each time and the pod stays ready.
+#[test]
+fn a_flood_of_slow_writes_cannot_starve_the_writer() {
+    let deployment = Deployment::start(1, &[("API_WRITE_TIMEOUT_MS", "200")]);
+    let guild = guilds_by_owner(&deployment)[&0][0].clone();
+    let port = deployment.port(0);
+    let slow = "insert into honeypot_config (guild_id, channel_id) select ?, x from (with recursive n(x) as (select 1 union all select x + 1 from n) select x from n) limit 100000000";
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let answers: std::sync::Mutex<BTreeMap<u16, u64>> = Default::default();
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (code, _) = execute(port, &guild, slow, &[json!(guild)]);
+                    *answers.lock().unwrap().entry(code).or_default() += 1;
+                }
+            });
+        }
+        for i in 0..10 {
+            let (code, body) = call(
+                port,
+                "PATCH",
+                &format!("/v1/guilds/{guild}/settings"),
+                Some(&json!({ "flood": i })),
+            );
+            assert_eq!(code, 200, "{body}");
+            assert_eq!(body["settings"]["flood"], i, "{body}");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let answers = answers.into_inner().unwrap();
+    assert!(answers.get(&504).copied().unwrap_or(0) > 0, "{answers:?}");
+    assert!(
+        answers.keys().all(|code| [503, 504].contains(code)),
+        "{answers:?}"
+    );
+    let (code, rows) = query(port, &guild, "select count(*) from honeypot_config", &[]);
+    assert_eq!((code, &rows["rows"]), (200, &json!([[0]])), "{rows}");
+    assert_eq!(http_get(port, "/readyz").unwrap().0, 200);
+}

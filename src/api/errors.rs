@@ -39,6 +39,9 @@ pub enum ApiError {
     /// The guild is moving to another pod: try again in a moment.
     #[error("{0}")]
     Moving(String),
+    /// Too many writes wait for the pod's writer: none got a place within its time limit.
+    #[error("more writes are waiting for this pod's writer than it takes within {0:?} (API_WRITE_TIMEOUT_MS); retry")]
+    WritesBusy(std::time::Duration),
     /// The client did not send its whole body in time (API_BODY_TIMEOUT_MS).
     #[error("the request body did not arrive within {0:?} (API_BODY_TIMEOUT_MS)")]
     BodyTimeout(std::time::Duration),
@@ -69,7 +72,7 @@ impl ResponseError for ApiError {
             ApiError::Pod { status, .. } => *status,
             ApiError::Rescale(RescaleError::Conflict(_)) => StatusCode::CONFLICT,
             ApiError::Rescale(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Moving(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Moving(_) | ApiError::WritesBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }

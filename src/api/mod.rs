@@ -51,7 +51,14 @@ pub struct Api {
     pub database: std::path::PathBuf,
     /// The Discord sessions (serve): a rescale asks whether the new ones are up.
     pub gateway: Option<Arc<Sessions>>,
+    /// Places for writes in the writer's mailbox: a flood of writes waits here (and times
+    /// out), never in front of the guilds' events.
+    pub writes: tokio::sync::Semaphore,
 }
+
+/// Writes of the data API in the writer's mailbox at once: enough to keep it busy between
+/// round trips, few enough that events queued behind them wait at most this many writes.
+const WRITES_IN_WRITER: usize = 4;
 
 impl Api {
     pub fn new(
@@ -82,6 +89,7 @@ impl Api {
             metrics,
             database: database.to_owned(),
             gateway,
+            writes: tokio::sync::Semaphore::new(WRITES_IN_WRITER),
         })
     }
 
