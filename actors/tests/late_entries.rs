@@ -67,7 +67,7 @@ fn entry(seq: u64, id: u64, action: u16, user: u64, executor: u64) -> String {
 fn mod_rows(db: &Path) -> Vec<(String, String, Option<String>, Option<String>)> {
     let conn = Connection::open(db).unwrap();
     let mut stmt = conn
-        .prepare("SELECT user_id, action_type, executor_id, reason FROM mod_actions ORDER BY id")
+        .prepare("SELECT user_id, action_type, executor_id, reason FROM mod_actions ORDER BY rowid")
         .unwrap();
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .unwrap()
