@@ -3,6 +3,7 @@ FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 # Dependencies first, so code changes do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
+COPY .cargo .cargo
 COPY actors/Cargo.toml actors/Cargo.toml
 # The tools' crate is a workspace member (tests use it), so cargo needs its manifest and
 # targets to load the workspace; the image never builds it, so stubs stay.

@@ -75,10 +75,12 @@ CREATE TABLE IF NOT EXISTS message_cache (
 CREATE INDEX IF NOT EXISTS message_cache_last_touched ON message_cache (last_touched);
 CREATE INDEX IF NOT EXISTS message_cache_created_at ON message_cache (created_at);
 
--- The moderation log, as the TypeScript bot's. executor_username is NULL: the gateway's audit
+-- The moderation log, as the TypeScript bot's (id TEXT: the bot writes crypto.randomUUID(),
+-- and the gateway's own rows get a UUID of the same form, so ids are unique across pods and a
+-- moved guild's rows keep theirs). executor_username is NULL in the gateway's rows: its audit
 -- log entries carry only the executor's id.
 CREATE TABLE IF NOT EXISTS mod_actions (
-    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    id                TEXT PRIMARY KEY NOT NULL,
     user_id           TEXT NOT NULL,
     guild_id          TEXT NOT NULL,
     action_type       TEXT NOT NULL,
@@ -86,17 +88,119 @@ CREATE TABLE IF NOT EXISTS mod_actions (
     executor_username TEXT,
     reason            TEXT,
     duration          TEXT,
-    created_at        TEXT NOT NULL,
+    created_at        DATETIME NOT NULL,
     -- added: what makes a redelivered action the same row ("audit:<entry id>" when paired with
     -- its audit log entry, else derived from the event); NULL rows are never deduplicated.
     -- A column here, unlike channel_info's additions: no table of the bot has a source_key,
     -- so no unqualified name in a join with mod_actions becomes ambiguous.
     source_key        TEXT UNIQUE
 );
+CREATE INDEX IF NOT EXISTS idx_mod_actions_user_guild ON mod_actions (user_id, guild_id);
 -- added: per-guild queries and moves.
 CREATE INDEX IF NOT EXISTS mod_actions_guild ON mod_actions (guild_id, created_at);
 -- added: a late audit log entry finds the row its event got without it.
 CREATE INDEX IF NOT EXISTS mod_actions_target ON mod_actions (guild_id, user_id, action_type);
+
+-- The bot's other guild-scoped tables, with the columns, types, keys, defaults and indexes its
+-- migrations (reactiflux/mod-bot, migrations/) leave. The bot writes them through the data API
+-- (POST /v1/guilds/{id}/execute); the gateway itself never does. Their quoted
+-- 'CURRENT_TIMESTAMP' defaults are the bot's too (its inserts give created_at explicitly).
+-- Which column, or which join, ties each row to its guild is in actors/src/storage/tables.rs.
+
+CREATE TABLE IF NOT EXISTS tickets_config (
+    message_id TEXT PRIMARY KEY NOT NULL,
+    channel_id TEXT,
+    role_id    TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS guild_subscriptions (
+    guild_id               TEXT PRIMARY KEY,
+    stripe_customer_id     TEXT,
+    stripe_subscription_id TEXT,
+    product_tier           TEXT NOT NULL DEFAULT 'free',
+    status                 TEXT NOT NULL DEFAULT 'active',
+    current_period_end     DATETIME,
+    created_at             DATETIME DEFAULT 'CURRENT_TIMESTAMP',
+    updated_at             DATETIME DEFAULT 'CURRENT_TIMESTAMP'
+);
+
+CREATE TABLE IF NOT EXISTS user_threads (
+    user_id    TEXT NOT NULL,
+    guild_id   TEXT NOT NULL,
+    thread_id  TEXT NOT NULL,
+    created_at DATETIME DEFAULT 'CURRENT_TIMESTAMP' NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS user_threads_pk ON user_threads (user_id, guild_id);
+
+CREATE TABLE IF NOT EXISTS reported_messages (
+    id                  UUID PRIMARY KEY NOT NULL,
+    reported_message_id TEXT NOT NULL,
+    reported_channel_id TEXT NOT NULL,
+    reported_user_id    TEXT NOT NULL,
+    guild_id            TEXT NOT NULL,
+    log_message_id      TEXT NOT NULL,
+    log_channel_id      TEXT NOT NULL,
+    reason              TEXT NOT NULL,
+    staff_id            TEXT,
+    staff_username      TEXT,
+    extra               TEXT,
+    created_at          DATETIME DEFAULT 'CURRENT_TIMESTAMP' NOT NULL,
+    deleted_at          DATETIME
+);
+CREATE INDEX IF NOT EXISTS idx_reported_user_guild ON reported_messages (reported_user_id, guild_id);
+CREATE INDEX IF NOT EXISTS idx_reported_message ON reported_messages (reported_message_id);
+CREATE UNIQUE INDEX IF NOT EXISTS idx_unique_message_reason_guild
+    ON reported_messages (reported_message_id, reason, guild_id);
+
+CREATE TABLE IF NOT EXISTS escalations (
+    id               TEXT PRIMARY KEY NOT NULL,
+    guild_id         TEXT NOT NULL,
+    thread_id        TEXT NOT NULL,
+    vote_message_id  TEXT NOT NULL,
+    reported_user_id TEXT NOT NULL,
+    initiator_id     TEXT NOT NULL,
+    flags            TEXT NOT NULL,
+    created_at       DATETIME DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    resolved_at      DATETIME,
+    resolution       TEXT,
+    voting_strategy  TEXT,
+    scheduled_for    TEXT
+);
+CREATE INDEX IF NOT EXISTS idx_pending_escalations ON escalations (guild_id, resolved_at);
+
+CREATE TABLE IF NOT EXISTS escalation_records (
+    id            TEXT PRIMARY KEY NOT NULL,
+    escalation_id TEXT NOT NULL,
+    voter_id      TEXT NOT NULL,
+    vote          TEXT NOT NULL,
+    voted_at      DATETIME DEFAULT CURRENT_TIMESTAMP NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_vote_records_escalation ON escalation_records (escalation_id);
+
+CREATE TABLE IF NOT EXISTS reactji_channeler_config (
+    id               TEXT PRIMARY KEY NOT NULL,
+    guild_id         TEXT NOT NULL,
+    channel_id       TEXT NOT NULL,
+    emoji            TEXT NOT NULL,
+    configured_by_id TEXT NOT NULL,
+    threshold        INTEGER NOT NULL DEFAULT 1,
+    created_at       DATETIME DEFAULT CURRENT_TIMESTAMP NOT NULL,
+    CONSTRAINT unique_guild_emoji UNIQUE (guild_id, emoji)
+);
+
+CREATE TABLE IF NOT EXISTS honeypot_config (
+    guild_id   TEXT NOT NULL,
+    channel_id TEXT NOT NULL,
+    CONSTRAINT pk_honeypot_guild_channel PRIMARY KEY (guild_id, channel_id)
+);
+
+CREATE TABLE IF NOT EXISTS deletion_log_threads (
+    user_id    TEXT NOT NULL,
+    guild_id   TEXT NOT NULL,
+    thread_id  TEXT NOT NULL,
+    created_at DATETIME DEFAULT 'CURRENT_TIMESTAMP' NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS deletion_log_threads_pk ON deletion_log_threads (user_id, guild_id);
 
 -- added: audit log entries that arrived after their event's row was written without them, and
 -- completed (or, for the bot's own actions, removed) that row. The row keeps its own

@@ -894,3 +894,209 @@ fn probes_answer_during_heavy_calls_and_slow_bodies_time_out() {
     assert!(answer.contains("API_BODY_TIMEOUT_MS"), "{answer}");
     assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
 }
+
+fn execute(port: u16, guild: &str, sql: &str, params: &[Value]) -> (u16, Value) {
+    call(
+        port,
+        "POST",
+        &format!("/v1/guilds/{guild}/execute"),
+        Some(&json!({ "sql": sql, "parameters": params })),
+    )
+}
+
+const REPORT: &str = r#"insert into "reported_messages" ("id", "reported_message_id", "reported_channel_id", "reported_user_id", "guild_id", "log_message_id", "log_channel_id", "reason", "created_at") values (?, ?, ?, ?, ?, ?, ?, ?, ?)"#;
+
+fn report(id: &str, guild: &str, user: &str, reason: &str) -> Vec<Value> {
+    [
+        id,
+        "900",
+        "901",
+        user,
+        guild,
+        "902",
+        "903",
+        reason,
+        "2026-12-01T00:00:00.000Z",
+    ]
+    .map(|v| json!(v))
+    .to_vec()
+}
+
+/// The bot's writes through `/execute` on a 3-pod deployment: each commits on its guild's
+/// owner (answering with RETURNING rows), the bot's cross-guild spam rule counts them across
+/// the pods, and every refusal is clear and changes nothing.
+#[test]
+fn the_bots_writes_commit_on_the_owner_and_stay_in_their_guild() {
+    let deployment = Deployment::start(3, &[]);
+    let by_owner = guilds_by_owner(&deployment);
+    let owned: Vec<(u32, String)> = (0..3).map(|k| (k, by_owner[&k][0].clone())).collect();
+    // A spam report in one guild of each pod, and a second in the first guild.
+    for (i, (k, guild)) in owned.iter().enumerate() {
+        let id = format!("report-{i}");
+        let (code, body) = execute(
+            deployment.port(*k),
+            guild,
+            &format!("{REPORT} returning \"id\", \"guild_id\""),
+            &report(&id, guild, "spammer", "spam"),
+        );
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["rows_affected"], 1, "{body}");
+        assert_eq!(body["rows"], json!([[id, guild]]), "{body}");
+        assert!(body["last_insert_rowid"].as_i64().unwrap() > 0, "{body}");
+    }
+    let (k0, g0) = &owned[0];
+    let (code, body) = execute(
+        deployment.port(*k0),
+        g0,
+        REPORT,
+        &report("report-x", g0, "spammer", "track"),
+    );
+    assert_eq!((code, &body["rows"]), (200, &json!([])), "{body}");
+    // The bot's getSpamReportGuildCount, as Kysely compiles it, over every guild.
+    let all: Vec<String> = by_owner.values().flatten().cloned().collect();
+    let (code, counted) = call(
+        deployment.port(2),
+        "POST",
+        "/v1/query",
+        Some(&json!({
+            "guilds": all,
+            "sql": r#"select count(distinct "guild_id") as "count" from "reported_messages" where "reported_user_id" = ? and "reason" = ?"#,
+            "parameters": ["spammer", "spam"],
+        })),
+    );
+    assert_eq!(code, 200, "{counted}");
+    let per_pod: i64 = counted["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_i64().unwrap())
+        .sum();
+    assert_eq!(per_pod, 3, "{counted}");
+
+    // Refusals, each naming why; none changes a row.
+    let (k1, g1) = &owned[1];
+    let port = deployment.port(*k1);
+    let refused = |sql: &str, params: &[Value], status: u16, says: &str| {
+        let (code, body) = execute(port, g1, sql, params);
+        assert_eq!(code, status, "{sql}: {body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(says), "{sql}: {error:?} should say {says:?}");
+        if status == 403 {
+            assert_eq!(body["table"], says, "{body}");
+        }
+    };
+    // Another guild's row: in VALUES, and in WHERE (g0's report lives on pod k0, but a
+    // statement naming it in WHERE on g1's pod finds none; g1's own pod holds other guilds).
+    refused(
+        REPORT,
+        &report("r-v", g0, "u", "spam"),
+        403,
+        "reported_messages",
+    );
+    let other_here = by_owner[k1]
+        .iter()
+        .find(|g| *g != g1)
+        .expect("two guilds on a pod");
+    let (code, body) = execute(
+        port,
+        other_here,
+        REPORT,
+        &report("r-w", other_here, "u", "spam"),
+    );
+    assert_eq!(code, 200, "{body}");
+    refused(
+        r#"update "reported_messages" set "reason" = ? where "reported_user_id" = ?"#,
+        &[json!("stolen"), json!("u")],
+        403,
+        "reported_messages",
+    );
+    refused("delete from guild_channels", &[], 403, "guild_channels");
+    refused(
+        "insert into users (id, externalId) values ('1', '2')",
+        &[],
+        400,
+        "no such table",
+    );
+    refused("create table x (a)", &[], 400, "not allowed");
+    refused(
+        "delete from honeypot_config; delete from reported_messages",
+        &[],
+        400,
+        "more than one SQL statement",
+    );
+    refused("select 1", &[], 400, "only reads");
+    // The UNIQUE report key, as the bot's duplicate report meets it.
+    let (code, body) = execute(
+        port,
+        other_here,
+        REPORT,
+        &report("r-w2", other_here, "u", "spam"),
+    );
+    assert_eq!(code, 409, "{body}");
+    // A non-owner names the owner.
+    let (code, body) = execute(
+        deployment.port((*k1 + 1) % 3),
+        g1,
+        REPORT,
+        &report("r-n", g1, "u", "spam"),
+    );
+    assert_eq!(code, 421, "{body}");
+    assert_eq!(body["ordinal"], *k1, "{body}");
+    let (code, rows) = query(
+        port,
+        other_here,
+        r#"select "id", "reason" from "reported_messages" where "guild_id" = ?"#,
+        &[json!(other_here)],
+    );
+    assert_eq!(
+        (code, &rows["rows"]),
+        (200, &json!([["r-w", "spam"]])),
+        "{rows}"
+    );
+    // The pod holds g1's report and other_here's: nothing refused left a row.
+    let (code, rows) = query(port, g1, r#"select count(*) from "reported_messages""#, &[]);
+    assert_eq!((code, &rows["rows"]), (200, &json!([[2]])), "{rows}");
+}
+
+/// A flood of writes that each run to their limit cannot starve the pod's writer: the writes
+/// are interrupted (504) or wait their turn and give up (503), while a settings patch, which
+/// goes through the same writer, still commits each time and the pod stays ready.
+#[test]
+fn a_flood_of_slow_writes_cannot_starve_the_writer() {
+    let deployment = Deployment::start(1, &[("API_WRITE_TIMEOUT_MS", "200")]);
+    let guild = guilds_by_owner(&deployment)[&0][0].clone();
+    let port = deployment.port(0);
+    let slow = "insert into honeypot_config (guild_id, channel_id) select ?, x from (with recursive n(x) as (select 1 union all select x + 1 from n) select x from n) limit 100000000";
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let answers: std::sync::Mutex<BTreeMap<u16, u64>> = Default::default();
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (code, _) = execute(port, &guild, slow, &[json!(guild)]);
+                    *answers.lock().unwrap().entry(code).or_default() += 1;
+                }
+            });
+        }
+        for i in 0..10 {
+            let (code, body) = call(
+                port,
+                "PATCH",
+                &format!("/v1/guilds/{guild}/settings"),
+                Some(&json!({ "flood": i })),
+            );
+            assert_eq!(code, 200, "{body}");
+            assert_eq!(body["settings"]["flood"], i, "{body}");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let answers = answers.into_inner().unwrap();
+    assert!(answers.get(&504).copied().unwrap_or(0) > 0, "{answers:?}");
+    assert!(
+        answers.keys().all(|code| [503, 504].contains(code)),
+        "{answers:?}"
+    );
+    let (code, rows) = query(port, &guild, "select count(*) from honeypot_config", &[]);
+    assert_eq!((code, &rows["rows"]), (200, &json!([[0]])), "{rows}");
+    assert_eq!(http_get(port, "/readyz").unwrap().0, 200);
+}

@@ -523,6 +523,13 @@ fn two_to_three_with(step: &str, crash: impl FnOnce(&mut Cluster)) {
     let stream = synthetic_stream(dir.path(), 120, 8_000);
     let mut cluster = Cluster::start(dir.path(), &stream, 3, 2, 600);
     cluster.wait_position(0.3);
+    // The bot's own rows, in tables tied to their guild by a column and through a parent:
+    // they move with their guilds through every crash too.
+    let guilds = stream_guilds(&stream);
+    let bot_rows = BotRows::new("seeded");
+    for (i, guild) in guilds.iter().enumerate() {
+        bot_rows.write(&cluster, i, guild);
+    }
     cluster.rescale(&["--to", "3", "--until", step]);
     cluster.clock("pause");
     cluster.wait_quiet(false);
@@ -535,17 +542,22 @@ fn two_to_three_with(step: &str, crash: impl FnOnce(&mut Cluster)) {
         .status()
         .contains("pod 2: epoch 2 (3 pods, md5, 1 shards)"));
     cluster.assert_done(3);
+    bot_rows.assert_on_owners(&cluster, 3);
+}
+
+/// The guilds of the stream.
+fn stream_guilds(stream: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(stream).unwrap();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["t"] == "GUILD_CREATE")
+        .filter_map(|v| v["d"]["id"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// A guild of the stream that moves to pod 2 when 2 md5 pods become 3.
 fn moving_guild(stream: &Path) -> String {
-    let text = std::fs::read_to_string(stream).unwrap();
-    let ids: Vec<String> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["t"] == "GUILD_CREATE")
-        .filter_map(|v| v["d"]["id"].as_str().map(str::to_owned))
-        .collect();
+    let ids = stream_guilds(stream);
     let owners = owners(&ids, 3, "md5");
     owners
         .into_iter()
@@ -574,6 +586,18 @@ fn the_command_stops_after_each_step_and_resumes() {
             r#"{"theme": "dark"}"#,
         );
         assert_eq!(patch.0, 503, "{}", patch.1);
+        // And the bot's writes to its tables, likewise.
+        let write = cluster.api(
+            owner,
+            "POST",
+            &format!("/v1/guilds/{guild}/execute"),
+            &serde_json::json!({
+                "sql": "insert into honeypot_config (guild_id, channel_id) values (?, '1')",
+                "parameters": [guild],
+            })
+            .to_string(),
+        );
+        assert_eq!(write.0, 503, "{}", write.1);
         // After a freeze there is no going back.
         let abort = cluster.rescale_command(&["--abort"]).output().unwrap();
         assert!(!abort.status.success());
@@ -885,4 +909,136 @@ fn a_lagging_old_owner_hands_over_exactly_with_the_default_margin() {
         "{text}"
     );
     cluster.assert_done(3);
+}
+
+/// The bot's rows written through `/execute`, as the bot writes them while guilds move: a
+/// report (tied to its guild by a column), an escalation and a vote on it (the vote tied
+/// through its escalation). Each write is retried the way the client does: 421 to the owner
+/// it names, 503 (frozen, or not yet live on the new owner) after a pause.
+struct BotRows {
+    tag: &'static str,
+    /// (index, guild) of every write set acknowledged.
+    written: std::sync::Mutex<Vec<(usize, String)>>,
+}
+
+impl BotRows {
+    fn new(tag: &'static str) -> BotRows {
+        BotRows {
+            tag,
+            written: Default::default(),
+        }
+    }
+
+    fn write(&self, cluster: &Cluster, i: usize, guild: &str) {
+        let tag = self.tag;
+        let writes = [
+            (
+                "insert into reported_messages (id, reported_message_id, reported_channel_id, reported_user_id, guild_id, log_message_id, log_channel_id, reason, created_at) values (?1, ?1, '2', 'u', ?2, '3', '4', 'spam', '2026-12-01')",
+                serde_json::json!([format!("{tag}-p-{i}"), guild]),
+            ),
+            (
+                "insert into escalations (id, guild_id, thread_id, vote_message_id, reported_user_id, initiator_id, flags, created_at) values (?, ?, 't', 'v', 'u', 'i', '{}', '2026-12-01')",
+                serde_json::json!([format!("{tag}-e-{i}"), guild]),
+            ),
+            (
+                "insert into escalation_records (id, escalation_id, voter_id, vote, voted_at) values (?, ?, 'voter', 'ban', '2026-12-01')",
+                serde_json::json!([format!("{tag}-r-{i}"), format!("{tag}-e-{i}")]),
+            ),
+        ];
+        for (sql, params) in writes {
+            execute_on_owner(cluster, guild, sql, params);
+        }
+        self.written.lock().unwrap().push((i, guild.to_owned()));
+    }
+
+    /// Every acknowledged row is on the owner of its guild among `pods` pods, exactly once,
+    /// and a vote's escalation moved with it.
+    fn assert_on_owners(&self, cluster: &Cluster, pods: u32) {
+        let written = self.written.lock().unwrap().clone();
+        assert!(!written.is_empty());
+        let guilds: Vec<String> = written.iter().map(|(_, g)| g.clone()).collect();
+        let owners = owners(&guilds, pods, "md5");
+        let mut found: std::collections::BTreeMap<String, Vec<(u32, String)>> = Default::default();
+        for k in 0..cluster.pods.len() as u32 {
+            let conn = open(&cluster.db(k));
+            let pattern = format!("{}-%", self.tag);
+            let mut stmt = conn
+                .prepare(
+                    "SELECT id, guild_id FROM reported_messages WHERE id LIKE ?1
+                     UNION ALL SELECT id, guild_id FROM escalations WHERE id LIKE ?1
+                     UNION ALL SELECT r.id, e.guild_id FROM escalation_records r
+                       LEFT JOIN escalations e ON e.id = r.escalation_id WHERE r.id LIKE ?1",
+                )
+                .unwrap();
+            let rows = stmt
+                .query_map([&pattern], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+                })
+                .unwrap();
+            for row in rows {
+                let (id, guild) = row.unwrap();
+                let guild = guild.unwrap_or_else(|| panic!("pod {k}: {id} has no escalation here"));
+                found.entry(id).or_default().push((k, guild));
+            }
+        }
+        for (i, guild) in &written {
+            for kind in ["p", "e", "r"] {
+                let id = format!("{}-{kind}-{i}", self.tag);
+                let places = found.remove(&id).unwrap_or_default();
+                assert_eq!(places, [(owners[guild], guild.clone())], "{id}");
+            }
+        }
+        assert!(found.is_empty(), "rows never acknowledged: {found:?}");
+    }
+}
+
+/// One write for `guild`, retried until its owner commits it (or already has: 409).
+fn execute_on_owner(cluster: &Cluster, guild: &str, sql: &str, params: Value) {
+    let body = serde_json::json!({ "sql": sql, "parameters": params }).to_string();
+    let path = format!("/v1/guilds/{guild}/execute");
+    let mut k = 0;
+    for _ in 0..1_200 {
+        match api_request(cluster.port(k), Some(TOKEN), "POST", &path, &body) {
+            Ok((200 | 409, _)) => return,
+            Ok((421, owner)) => k = owner["ordinal"].as_u64().unwrap() as u32,
+            Ok((503, _)) => std::thread::sleep(Duration::from_millis(25)),
+            Err(_) => {
+                k = (k + 1) % cluster.pods.len() as u32;
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            Ok((code, answer)) => panic!("{guild}: {code} {answer}"),
+        }
+    }
+    panic!("no pod took the write to {guild} within 30 s");
+}
+
+/// The bot keeps writing its tables through the API while 2 md5 pods become 3 under live
+/// traffic: every acknowledged row ends on its final owner only, none lost or doubled.
+#[test]
+fn the_bots_writes_during_a_rescale_land_once_on_their_final_owner() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = synthetic_stream(dir.path(), 120, 8_000);
+    let cluster = Cluster::start(dir.path(), &stream, 3, 2, 600);
+    cluster.wait_position(0.3);
+    let guilds = stream_guilds(&stream);
+    let bot_rows = BotRows::new("during");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut i = 0;
+            // Until the rescale is over, and a round of guilds after it.
+            while !done.load(std::sync::atomic::Ordering::Acquire) || i % guilds.len() != 0 {
+                bot_rows.write(&cluster, i, &guilds[i % guilds.len()]);
+                i += 1;
+                assert!(i < 100_000, "the writes never end");
+            }
+        });
+        let finished = cluster.rescale(&["--to", "3"]);
+        assert!(finished.contains("committed epoch 2"), "{finished}");
+        done.store(true, std::sync::atomic::Ordering::Release);
+        writer.join().unwrap();
+    });
+    cluster.assert_done(3);
+    bot_rows.assert_on_owners(&cluster, 3);
 }

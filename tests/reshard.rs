@@ -201,3 +201,100 @@ fn resharding_to_discord_with_eight_shards_puts_each_guild_on_its_shards_pod() {
     assert_rows_with_shards(&targets(&out, 3), "discord", Some(8), &expected());
     assert_eq!(union_of(&targets(&out, 3)), union_of(&old));
 }
+
+/// A file shaped like the bot's whole schema (its TypeScript layout, with rows in every one of
+/// its guild tables) splits by owner: each row of every registered table lands on the pod
+/// that owns its guild, through its parent for the tables tied that way, exactly once.
+#[test]
+fn a_file_with_the_bots_whole_schema_moves_every_registered_table() {
+    use gateway_actors::tables::GUILD_TABLES;
+    let dir = tempfile::tempdir().unwrap();
+    let single = dir.path().join("bot.sqlite3");
+    replay(&single, 0, 1, "md5", &sample_stream());
+    let conn = rusqlite::Connection::open(&single).unwrap();
+    let guilds: Vec<(String, String)> = conn
+        .prepare("SELECT guild_id, min(channel_id) FROM message_stats GROUP BY guild_id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(guilds.len() > 3, "the sample has guilds with messages");
+    for (i, (guild, channel)) in guilds.iter().enumerate() {
+        conn.execute_batch(&format!(
+            "INSERT INTO guild_subscriptions (guild_id, product_tier) VALUES ('{guild}', 'paid');
+             INSERT INTO reported_messages (id, reported_message_id, reported_channel_id,
+               reported_user_id, guild_id, log_message_id, log_channel_id, reason, created_at)
+               VALUES ('p{i}', 'm{i}', '{channel}', 'u', '{guild}', 'l', 'lc', 'spam', '2026-01-01');
+             INSERT INTO escalations (id, guild_id, thread_id, vote_message_id, reported_user_id,
+               initiator_id, flags) VALUES ('e{i}', '{guild}', 't', 'v', 'u', 'i', '{{}}');
+             INSERT INTO escalation_records (id, escalation_id, voter_id, vote)
+               VALUES ('r{i}a', 'e{i}', 'v1', 'ban'), ('r{i}b', 'e{i}', 'v2', 'kick');
+             INSERT INTO honeypot_config (guild_id, channel_id) VALUES ('{guild}', '{channel}');
+             INSERT INTO reactji_channeler_config (id, guild_id, channel_id, emoji, configured_by_id)
+               VALUES ('x{i}', '{guild}', '{channel}', 'star', 'mod');
+             INSERT INTO user_threads (user_id, guild_id, thread_id) VALUES ('u', '{guild}', 't{i}');
+             INSERT INTO deletion_log_threads (user_id, guild_id, thread_id) VALUES ('u', '{guild}', 'd{i}');
+             INSERT INTO tickets_config (message_id, channel_id, role_id) VALUES ('k{i}', '{channel}', 'role');"
+        ))
+        .unwrap();
+    }
+    // The bot's own layout: none of the gateway's tables, mod_actions without source_key.
+    conn.execute_batch(
+        "DROP TABLE message_reactions; DROP TABLE member_timeouts; DROP TABLE mod_action_late_entries;
+         DROP TABLE unpaired_member_removals; DROP TABLE guild_channels;
+         CREATE TABLE ts_mod_actions AS SELECT id, user_id, guild_id, action_type, executor_id,
+           executor_username, reason, duration, created_at FROM mod_actions;
+         DROP TABLE mod_actions; ALTER TABLE ts_mod_actions RENAME TO mod_actions;",
+    )
+    .unwrap();
+    let source_rows = |table: &str| -> i64 {
+        conn.query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    let expected: BTreeMap<&str, i64> = GUILD_TABLES
+        .iter()
+        .filter(|t| t.bot_writes && t.name != "channel_info")
+        .map(|t| (t.name, source_rows(t.name)))
+        .collect();
+    drop(conn);
+
+    let out = dir.path().join("split");
+    reshard(&[single], 3, &out);
+    let ids: Vec<String> = guilds.iter().map(|(g, _)| g.clone()).collect();
+    let owner = owners(&ids, 3, "md5");
+    let mut moved: BTreeMap<&str, i64> = BTreeMap::new();
+    for (k, db) in targets(&out, 3).iter().enumerate() {
+        let conn = open(db);
+        for table in GUILD_TABLES
+            .iter()
+            .filter(|t| expected.contains_key(t.name))
+        {
+            // The registry's own rule finds each row's guild in the file it landed in.
+            let guilds: Vec<Option<String>> = conn
+                .prepare(&format!(
+                    "SELECT {} FROM \"{}\" t",
+                    table.guild_sql("t", "main"),
+                    table.name
+                ))
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            for guild in &guilds {
+                let guild = guild
+                    .as_deref()
+                    .unwrap_or_else(|| panic!("{}: a row of no guild", table.name));
+                if let Some(o) = owner.get(guild) {
+                    assert_eq!(*o, k as u32, "{}: guild {guild}", table.name);
+                }
+            }
+            *moved.entry(table.name).or_default() += guilds.len() as i64;
+        }
+    }
+    assert_eq!(moved, expected, "every row of every bot table, once");
+    assert!(expected.values().all(|n| *n > 0), "{expected:?}");
+}

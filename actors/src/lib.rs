@@ -35,9 +35,9 @@ mod progress;
 mod storage;
 
 pub use domain::{event, op, partition, rescale, stats, time};
-pub use storage::{query, reshard};
+pub use storage::{query, reshard, tables};
 
-pub use actors::writer::api::{NotWritable, SettingsError};
+pub use actors::writer::api::{ExecuteError, NotWritable, SettingsError};
 pub use health::StorageFault;
 pub use pipeline::{FreezeReport, Pipeline, PipelineConfig, RescaleError, SlowGuildHook};
 pub use storage::database::{count_rows, StoreError, BUSY_TIMEOUT};

@@ -5,8 +5,8 @@
 
 use crate::domain::event::EventKind;
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry,
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry,
 };
 
 /// Counters for one event type, resolved once so the hot path does no label lookup.
@@ -57,6 +57,9 @@ pub struct Metrics {
     /// 1 while NUM_GATEWAY_PODS, SHARD_STRATEGY or DISCORD_SHARDS differ from the committed
     /// ownership this pod follows.
     pub config_stale: IntGauge,
+    /// The data API's guarded writes in the writer, by outcome (committed, refused,
+    /// out_of_scope, storage).
+    pub api_writes: HistogramVec,
 }
 
 /// Creates metrics in one registry: each is registered as it is made, so a name used twice
@@ -85,6 +88,18 @@ impl Register<'_> {
         let g = IntGauge::new(name, help)?;
         self.0.register(Box::new(g.clone()))?;
         Ok(g)
+    }
+
+    fn histogram_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        buckets: Vec<f64>,
+    ) -> Result<HistogramVec, prometheus::Error> {
+        let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)?;
+        self.0.register(Box::new(h.clone()))?;
+        Ok(h)
     }
 
     fn histogram(
@@ -273,6 +288,12 @@ impl Metrics {
             config_stale: gauge(
                 "config_stale",
                 "1 while NUM_GATEWAY_PODS, SHARD_STRATEGY or DISCORD_SHARDS differ from the committed ownership the pod follows.",
+            )?,
+            api_writes: register.histogram_vec(
+                "api_write_seconds",
+                "The data API's guarded writes (POST /v1/guilds/{id}/execute): time in the writer, from the statement to its commit or rollback, by outcome (committed, refused, out_of_scope, storage).",
+                &["outcome"],
+                exponential_buckets(0.00005, 2.0, 16)?,
             )?,
             registry,
         };

@@ -5,6 +5,8 @@
 //! - `POST /v1/guilds/{id}/query`: one read-only statement on the owner ([`query`]);
 //! - `POST /v1/query`: the same statement on the owners of a list of guilds, merged
 //!   ([`fan_out`]);
+//! - `POST /v1/guilds/{id}/execute`: one of the bot's writes, confined to the guild's rows of
+//!   the registered tables, run in the owner's writer ([`execute`]);
 //! - `GET|PATCH /v1/guilds/{id}/settings`: the settings document, patched through the writer
 //!   ([`settings`]).
 //!
@@ -15,6 +17,7 @@
 
 pub(crate) mod body;
 mod errors;
+mod execute;
 mod fan_out;
 mod guard;
 mod metrics;
@@ -40,7 +43,7 @@ pub use metrics::ApiMetrics;
 pub struct Api {
     pub config: ApiConfig,
     pub pool: QueryPool,
-    /// The one writer, for settings.
+    /// The one writer, for settings and the bot's writes.
     pub pipeline: Arc<Pipeline>,
     /// Calls to the other pods (cross-guild reads).
     pub pods: PodClient,
@@ -50,7 +53,14 @@ pub struct Api {
     pub database: std::path::PathBuf,
     /// The Discord sessions (serve): a rescale asks whether the new ones are up.
     pub gateway: Option<Arc<Sessions>>,
+    /// Places for writes in the writer's mailbox: a flood of writes waits here (and times
+    /// out), never in front of the guilds' events.
+    pub writes: tokio::sync::Semaphore,
 }
+
+/// Writes of the data API in the writer's mailbox at once: enough to keep it busy between
+/// round trips, few enough that events queued behind them wait at most this many writes.
+const WRITES_IN_WRITER: usize = 4;
 
 impl Api {
     pub fn new(
@@ -81,6 +91,7 @@ impl Api {
             metrics,
             database: database.to_owned(),
             gateway,
+            writes: tokio::sync::Semaphore::new(WRITES_IN_WRITER),
         })
     }
 

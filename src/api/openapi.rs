@@ -213,6 +213,7 @@ mod tests {
                 pool_size: 1,
                 max_body: 1 << 20,
                 body_timeout: std::time::Duration::from_secs(5),
+                write_timeout: std::time::Duration::from_secs(1),
             },
             pipeline.clone(),
             db,

@@ -3,7 +3,7 @@
 //! tests compare the two both ways, and ask the mounted router for each documented operation.
 //! A request no route takes gets [`fallback`]: 405 naming the methods the path has, or 404.
 
-use super::{fan_out, openapi, query, settings, ApiError};
+use super::{execute, fan_out, openapi, query, settings, ApiError};
 use crate::rescale::endpoints;
 use actix_web::dev::ResourceDef;
 use actix_web::http::{header, Method, StatusCode};
@@ -40,6 +40,9 @@ pub const ROUTES: &[ApiRoute] = &[
     route("GET", "/guilds/{guild_id}/owner", |r| r.to(super::owner)),
     route("POST", "/guilds/{guild_id}/query", |r| {
         r.to(query::guild_query)
+    }),
+    route("POST", "/guilds/{guild_id}/execute", |r| {
+        r.to(execute::execute)
     }),
     route("POST", "/query", |r| r.to(fan_out::query_guilds)),
     route("GET", "/guilds/{guild_id}/settings", |r| {

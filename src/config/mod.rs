@@ -138,6 +138,11 @@ pub struct ApiArgs {
     #[arg(long, env = "QUERY_TIMEOUT_MS", default_value = "5000",
         value_parser = millis(1, 600_000))]
     pub query_timeout_ms: Duration,
+    /// Milliseconds one /v1 write may take, waiting for the pod's writer included; the guild's
+    /// events wait while it runs, so it is kept short (a longer one is interrupted, 504)
+    #[arg(long, env = "API_WRITE_TIMEOUT_MS", default_value = "1000",
+        value_parser = millis(10, 60_000))]
+    pub api_write_timeout_ms: Duration,
     /// Most rows a /v1 query may return; more is an error, never a truncation
     #[arg(long, env = "QUERY_MAX_ROWS", default_value = "50000",
         value_parser = number(1, 10_000_000))]
@@ -172,6 +177,8 @@ pub struct ApiConfig {
     pub pool_size: u32,
     pub max_body: usize,
     pub body_timeout: Duration,
+    /// One write's limit in the writer (API_WRITE_TIMEOUT_MS).
+    pub write_timeout: Duration,
 }
 
 impl ApiArgs {
@@ -188,6 +195,7 @@ impl ApiArgs {
             pool_size: self.query_pool_size as u32,
             max_body: self.api_max_body_bytes as usize,
             body_timeout: self.api_body_timeout_ms,
+            write_timeout: self.api_write_timeout_ms,
         })
     }
 }

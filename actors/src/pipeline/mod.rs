@@ -17,7 +17,9 @@ pub use rescale::FreezeReport;
 use crate::actors::filter::ShardFilter;
 use crate::actors::guild::{FlushWaiting, GuildDeps};
 use crate::actors::inbox::GuildEvent;
-use crate::actors::writer::api::{CheckWritable, NotWritable, PatchSettings, SettingsError};
+use crate::actors::writer::api::{
+    CheckWritable, Execute, ExecuteError, NotWritable, PatchSettings, SettingsError,
+};
 use crate::actors::writer::{SqliteWriter, WriterConfig, WriterLink};
 use crate::domain::event::Dispatch;
 use crate::domain::rescale::ownership::{Layout, Ownership, Transition};
@@ -25,6 +27,7 @@ use crate::health::{StorageFault, StorageHealth};
 use crate::metrics::Metrics;
 use crate::progress::{Progress, Snapshot};
 use crate::storage::database::{self, StoreError};
+use crate::storage::query::execute::Executed;
 use actix::prelude::*;
 use ownership::{committed_ownership, publish, stale_config};
 use std::path::PathBuf;
@@ -81,7 +84,8 @@ impl Pipeline {
         ));
 
         let health = Arc::new(StorageHealth::default());
-        let (writer_thread, writer) = start_writer(conn, &config, &health, &metrics, &progress);
+        let (writer_thread, writer) =
+            start_writer(conn, &config, &health, &metrics, &progress, ownership);
 
         let workers: Vec<Arbiter> = (0..config.guild_workers).map(|_| Arbiter::new()).collect();
         let deps = GuildDeps {
@@ -227,6 +231,29 @@ impl Pipeline {
             .map_err(|_| SettingsError::WriterGone)?
     }
 
+    /// Runs one guarded write of the data API for `guild_id` in the writer, after what the
+    /// writer has already received, and resolves after its commit. `deadline` bounds the
+    /// statement; a write still queued at its deadline is not run.
+    pub async fn execute(
+        &self,
+        guild_id: &str,
+        sql: String,
+        params: Vec<serde_json::Value>,
+        limits: crate::storage::query::QueryLimits,
+        deadline: std::time::Instant,
+    ) -> Result<Executed, ExecuteError> {
+        self.writer
+            .send(Execute {
+                guild_id: guild_id.to_owned(),
+                sql,
+                params,
+                limits,
+                deadline,
+            })
+            .await
+            .map_err(|_| ExecuteError::WriterGone)?
+    }
+
     /// The committed ownership and the transition under way, as persisted.
     pub fn ownership(&self) -> Ownership {
         *self.ownership.borrow()
@@ -269,6 +296,7 @@ fn start_writer(
     health: &Arc<StorageHealth>,
     metrics: &Arc<Metrics>,
     progress: &Arc<Progress>,
+    ownership: Ownership,
 ) -> (Arbiter, Addr<SqliteWriter>) {
     let writer_thread = Arbiter::new();
     let writer_config = WriterConfig {
@@ -278,7 +306,14 @@ fn start_writer(
     };
     let (w_health, w_metrics, w_progress) = (health.clone(), metrics.clone(), progress.clone());
     let writer = SqliteWriter::start_in_arbiter(&writer_thread.handle(), move |_| {
-        SqliteWriter::new(conn, writer_config, w_health, w_metrics, w_progress)
+        SqliteWriter::new(
+            conn,
+            writer_config,
+            w_health,
+            w_metrics,
+            w_progress,
+            ownership,
+        )
     });
     (writer_thread, writer)
 }

@@ -99,6 +99,7 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
         .map_err(prepare)?;
     tx.execute_batch(SCHEMA).map_err(prepare)?;
     move_channel_columns_to_guild_channels(&tx).map_err(prepare)?;
+    give_mod_actions_text_ids(&tx).map_err(prepare)?;
     add_missing_column(&tx, "gateway_ownership", "operation", "INTEGER").map_err(prepare)?;
     add_missing_column(&tx, "gateway_captured", "received_ms", "INTEGER").map_err(prepare)?;
     tx.commit().map_err(prepare)?;
@@ -165,6 +166,43 @@ fn move_channel_columns_to_guild_channels(tx: &Transaction) -> rusqlite::Result<
         }
     }
     Ok(())
+}
+
+/// A new random id in the form of JavaScript's `crypto.randomUUID()` (version 4), as SQL: what
+/// the bot gives its `mod_actions` rows, so the gateway's rows look the same and stay unique
+/// when guilds move between pods.
+pub(crate) const NEW_UUID: &str = "lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' \
+    || substr(hex(randomblob(2)), 2) || '-' || substr('89ab', 1 + (abs(random()) % 4), 1) \
+    || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6)))";
+
+/// Files written before the bot's own tables moved here kept `mod_actions.id` as an INTEGER
+/// sequence of the pod's own, where the bot writes UUID strings (which such a column refuses).
+/// The table is rebuilt with the bot's TEXT id, each old row given a UUID in its old order.
+/// Does nothing on a fresh or already migrated file.
+fn give_mod_actions_text_ids(tx: &Transaction) -> rusqlite::Result<()> {
+    let id_type: String = tx.query_row(
+        "SELECT upper(type) FROM pragma_table_info('mod_actions') WHERE name = 'id'",
+        [],
+        |r| r.get(0),
+    )?;
+    if id_type != "INTEGER" {
+        return Ok(());
+    }
+    // The new table's indexes take the old names: free them first.
+    tx.execute_batch(
+        "DROP INDEX IF EXISTS mod_actions_guild;
+         DROP INDEX IF EXISTS mod_actions_target;
+         DROP INDEX IF EXISTS idx_mod_actions_user_guild;
+         ALTER TABLE mod_actions RENAME TO mod_actions_integer_ids;",
+    )?;
+    tx.execute_batch(SCHEMA)?;
+    tx.execute_batch(&format!(
+        "INSERT INTO mod_actions (id, user_id, guild_id, action_type, executor_id,
+           executor_username, reason, duration, created_at, source_key)
+         SELECT {NEW_UUID}, user_id, guild_id, action_type, executor_id, executor_username,
+           reason, duration, created_at, source_key FROM mod_actions_integer_ids ORDER BY id;
+         DROP TABLE mod_actions_integer_ids;"
+    ))
 }
 
 /// An exclusive lock on a database file, held as long as this value lives.
@@ -274,6 +312,74 @@ mod tests {
             !plan.iter().any(|step| step.starts_with("SCAN")),
             "{plan:?}"
         );
+    }
+
+    #[test]
+    fn integer_mod_action_ids_become_uuids_in_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite3");
+        // A file of an earlier release: an INTEGER sequence for ids.
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE mod_actions (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL,
+               guild_id TEXT NOT NULL, action_type TEXT NOT NULL, executor_id TEXT,
+               executor_username TEXT, reason TEXT, duration TEXT, created_at TEXT NOT NULL,
+               source_key TEXT UNIQUE);
+             CREATE INDEX mod_actions_guild ON mod_actions (guild_id, created_at);
+             INSERT INTO mod_actions (user_id, guild_id, action_type, created_at, source_key)
+               VALUES ('u1', '1', 'ban', '2026-01-01', 'audit:1'), ('u2', '1', 'kick', '2026-01-02', NULL);",
+        )
+        .unwrap();
+        drop(old);
+        let conn = open_writer(&path).unwrap();
+        let rows: Vec<(String, String, Option<String>)> = conn
+            .prepare("SELECT id, user_id, source_key FROM mod_actions ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[0].1.as_str(), rows[0].2.as_deref()),
+            ("u1", Some("audit:1"))
+        );
+        assert_eq!((rows[1].1.as_str(), rows[1].2.as_deref()), ("u2", None));
+        for (id, ..) in &rows {
+            let parts: Vec<usize> = id.split('-').map(str::len).collect();
+            assert_eq!(parts, [8, 4, 4, 4, 12], "{id}");
+            assert_eq!(id.as_bytes()[14], b'4', "{id}");
+        }
+        assert_ne!(rows[0].0, rows[1].0);
+        // The bot's id and index, and the source_key's uniqueness, on the rebuilt table.
+        conn.execute(
+            "INSERT INTO mod_actions (id, user_id, guild_id, action_type, created_at)
+             VALUES ('7b0c1e6a-1111-4222-8333-444455556666', 'u3', '1', 'ban', '2026-01-03')",
+            [],
+        )
+        .unwrap();
+        let dup = conn.execute(
+            "INSERT INTO mod_actions (id, user_id, guild_id, action_type, created_at, source_key)
+             VALUES ('x', 'u4', '1', 'ban', '2026-01-04', 'audit:1')",
+            [],
+        );
+        assert!(dup.is_err());
+        let indexes: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE tbl_name = 'mod_actions' AND name IN
+                   ('idx_mod_actions_user_guild', 'mod_actions_guild', 'mod_actions_target')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 3);
+        // A second open changes nothing.
+        drop(conn);
+        let again: i64 = open_writer(&path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM mod_actions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(again, 3);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The pod's SQLite file: opening it, applying writes, reading back what actors restore, the
-//! periodic expiry, the API's reads and settings, and moving rows between pods.
+//! periodic expiry, the API's reads, guarded writes and settings, the registry of guild-scoped
+//! tables ([`tables`]), and moving rows between pods.
 
 pub(crate) mod apply;
 pub(crate) mod database;
@@ -9,3 +10,4 @@ pub(crate) mod rescale;
 pub mod reshard;
 pub(crate) mod restore;
 pub(crate) mod settings;
+pub mod tables;

@@ -7,31 +7,12 @@
 //! file (without the added columns and tables) is a valid source.
 
 use crate::domain::partition::{Partition, Strategy};
-use crate::storage::database::{self, StoreError};
+use crate::storage::database::{self, StoreError, NEW_UUID};
+use crate::storage::tables::{GuildOf, GUILD_TABLES};
 use rusqlite::functions::FunctionFlags;
 use rusqlite::Connection;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-/// Each table, and the SQL that gives a row's guild id (`t` is the source's row); None for
-/// channel_info, whose guild depends on what the source records (see
-/// [`collect_channel_guilds`]).
-const TABLES: [(&str, Option<&str>); 10] = [
-    ("guilds", Some("id")),
-    ("guild_channels", Some("guild_id")),
-    ("channel_info", None),
-    ("message_stats", Some("guild_id")),
-    ("message_cache", Some("guild_id")),
-    ("mod_actions", Some("guild_id")),
-    ("mod_action_late_entries", Some("guild_id")),
-    ("member_timeouts", Some("guild_id")),
-    ("unpaired_member_removals", Some("guild_id")),
-    // Reactions belong to the guild of their message.
-    (
-        "message_reactions",
-        Some("(SELECT s.guild_id FROM src.message_stats s WHERE s.message_id = t.message_id)"),
-    ),
-];
 
 /// Rows per table, in the sources and in the new databases.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -118,9 +99,9 @@ pub fn reshard(
                 report.unplaced_channels += unplaced;
             }
         }
-        for (table, _) in TABLES {
-            let n = database::count_rows(&conn, table).map_err(StoreError::Sql)?;
-            report.rows.entry(table).or_default().push(n);
+        for table in GUILD_TABLES {
+            let n = database::count_rows(&conn, table.name).map_err(StoreError::Sql)?;
+            report.rows.entry(table.name).or_default().push(n);
         }
     }
     Ok(report)
@@ -129,6 +110,22 @@ pub fn reshard(
 /// A source channel_info row's guild (`t` is the row), from `temp.channel_guild`.
 const CHANNEL_GUILD: &str =
     "(SELECT c.guild_id FROM temp.channel_guild c WHERE c.channel_id = t.id)";
+
+/// The SQL giving the guild of `table`'s source row `t`. A channel's guild (channel_info's,
+/// tickets_config's) comes from `temp.channel_guild`, which knows more channels than a source's
+/// guild_channels; other parents are looked up in the source.
+fn source_guild_sql(table: &crate::storage::tables::GuildTable) -> String {
+    match table.guild {
+        GuildOf::Parent {
+            column,
+            parent: "guild_channels",
+            ..
+        } => format!(
+            "(SELECT c.guild_id FROM temp.channel_guild c WHERE c.channel_id = t.\"{column}\")"
+        ),
+        _ => table.guild_sql("t", "src"),
+    }
+}
 
 /// Fills `temp.channel_guild` with the guild of every channel the attached source records, from
 /// the first of: its guild_channels row in a pod's file; its channel_info guild_id column in a
@@ -186,9 +183,9 @@ pub(crate) fn copy_owned(
         .map_err(|e| copy_error("(attach)", e))?;
     let result = (|| {
         collect_channel_guilds(conn).map_err(|e| copy_error("channel_info", e))?;
-        for (table, guild_expr) in TABLES {
-            let guild_expr = guild_expr.unwrap_or(CHANNEL_GUILD);
-            copy_table(conn, table, guild_expr, ordinal).map_err(|e| copy_error(table, e))?;
+        for table in GUILD_TABLES {
+            copy_table(conn, table.name, &source_guild_sql(table), ordinal)
+                .map_err(|e| copy_error(table.name, e))?;
         }
         copy_channel_guilds(conn, ordinal, &copy_error)
     })();
@@ -210,25 +207,39 @@ fn copy_table(
         return Ok(()); // the TypeScript bot's file has no such table
     }
     let target_columns = columns(conn, "main", table)?;
-    // mod_actions ids are each file's own sequence; source_key identifies a row.
     let shared: Vec<String> = target_columns
         .into_iter()
-        .filter(|c| source_columns.contains(c) && !(table == "mod_actions" && c == "id"))
-        .map(|c| format!("\"{c}\""))
+        .filter(|c| source_columns.contains(c))
         .collect();
-    let list = shared.join(", ");
+    let list = shared
+        .iter()
+        .map(|c| format!("\"{c}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let values = shared
+        .iter()
+        .map(|c| match (table, c.as_str()) {
+            // A file of an earlier release numbered its moderation rows itself: they get UUIDs
+            // (unique across pods), as its own migration at open would give them.
+            ("mod_actions", "id") => {
+                format!("CASE WHEN typeof(t.id) = 'text' THEN t.id ELSE {NEW_UUID} END")
+            }
+            _ => format!("t.\"{c}\""),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     let same_row = same_row_clause(table, &source_columns);
     let sql = format!(
-        "INSERT OR IGNORE INTO main.\"{table}\" ({list}) SELECT {} FROM src.\"{table}\" t WHERE owner({guild_expr}) = ?1{same_row}",
-        shared.iter().map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", ")
+        "INSERT OR IGNORE INTO main.\"{table}\" ({list}) SELECT {values} FROM src.\"{table}\" t WHERE owner({guild_expr}) = ?1{same_row}",
     );
     conn.execute(&sql, [ordinal])?;
     Ok(())
 }
 
-/// A moderation row without a source_key (the TypeScript bot's) has no unique key to be
-/// ignored by: a row already there with the same guild, user, action and time is the same row
-/// (a second source, a retried copy). Other tables' keys suffice.
+/// A moderation row without a source_key (the TypeScript bot's) and with an integer id (an
+/// earlier release's) has no unique key to be ignored by: a row already there with the same
+/// guild, user, action and time is the same row (a second source, a retried copy). Other
+/// tables' keys suffice.
 fn same_row_clause(table: &str, source_columns: &[String]) -> &'static str {
     if table == "mod_actions" && source_columns.iter().any(|c| c == "source_key") {
         " AND NOT (t.source_key IS NULL AND EXISTS (SELECT 1 FROM main.mod_actions m

@@ -6,10 +6,28 @@
  * pods, so a request normally goes straight to the right pod; a pod that disagrees (a stale pod
  * or shard count) answers 421 with the owner's URL, which is followed once.
  *
- * No runtime dependencies: node:crypto for md5 and Node's global fetch.
+ * `db(guildId)` and `crossGuildDb(guildIds)` are Kysely instances whose driver is this client
+ * (./kysely.ts). kysely is a peer dependency; otherwise node:crypto for md5 and Node's global
+ * fetch, nothing else.
  */
 
 import { createHash } from "node:crypto";
+import type { Kysely } from "kysely";
+import { crossGuildKysely, guildKysely, type GatewayKyselyConfig } from "./kysely.js";
+
+export {
+  crossGuildKysely,
+  firstKeyword,
+  GatewayDialect,
+  GatewayUnsupportedError,
+  guildKysely,
+  statementRoute,
+  type GatewayDialectConfig,
+  type GatewayKyselyConfig,
+  type GatewayStatements,
+  type GatewayTarget,
+  type StatementRoute,
+} from "./kysely.js";
 
 /** How guilds map to pods; must be the deployment's SHARD_STRATEGY. */
 export type ShardStrategy = "md5" | "discord";
@@ -229,6 +247,16 @@ export interface GuildsQueryResult extends QueryResult {
   pods: PodRows[];
 }
 
+/**
+ * The answer to a write (`POST /v1/guilds/{id}/execute`): the RETURNING rows, if the statement
+ * has a RETURNING clause (else no columns and no rows), as a query's; how many rows it changed;
+ * and SQLite's last_insert_rowid after it.
+ */
+export interface ExecuteResult extends QueryResult {
+  rows_affected: number;
+  last_insert_rowid: number;
+}
+
 /** A guild's settings document as committed. */
 export interface GuildSettings {
   guild_id: string;
@@ -354,6 +382,37 @@ export class GatewayClient {
   async query(guildId: string, compiled: CompiledQuery): Promise<QueryResult> {
     const answer = await this.#toOwner(guildId, "POST", "/query", encodeQuery(compiled));
     return decodeBlobs(expectOk(answer) as QueryResult);
+  }
+
+  /**
+   * Runs one write (INSERT, UPDATE or DELETE, with or without RETURNING) on the guild's owner,
+   * committed alone before the answer. The owner refuses a statement that touches another
+   * guild's rows or a table that is not a guild's (403), a constraint violation is a 409, and
+   * a guild frozen by a rescale a 503. A write that got no answer (status 0: a timeout, a
+   * connection lost) may or may not have been committed.
+   */
+  async execute(guildId: string, compiled: CompiledQuery): Promise<ExecuteResult> {
+    const answer = await this.#toOwner(guildId, "POST", "/execute", encodeQuery(compiled));
+    return decodeBlobs(expectOk(answer) as ExecuteResult);
+  }
+
+  /**
+   * A Kysely instance over one guild's owner: reads go to `/query`, writes to `/execute`,
+   * each statement on its own (no transactions). Cheap to make: it holds no connection.
+   * `config` takes Kysely's other options (plugins, log).
+   */
+  db<DB>(guildId: string, config?: GatewayKyselyConfig): Kysely<DB> {
+    return guildKysely<DB>(this, guildId, config);
+  }
+
+  /**
+   * A read-only Kysely instance over the owners of several guilds (`POST /v1/query`): each
+   * owner runs the statement on its own file and the rows are concatenated, so an aggregate
+   * across guilds comes back once per pod unless it groups by guild_id. Writes are refused
+   * before any request.
+   */
+  crossGuildDb<DB>(guildIds: readonly string[], config?: GatewayKyselyConfig): Kysely<DB> {
+    return crossGuildKysely<DB>(this, guildIds, config);
   }
 
   /**

@@ -2,15 +2,11 @@
 // ../../target/debug/guild-gateway) replays the sample stream, one SQLite file per pod.
 
 import assert from "node:assert/strict";
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import net from "node:net";
-import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { setTimeout as sleep } from "node:timers/promises";
-import { fileURLToPath } from "node:url";
 import {
   GatewayClient,
   GatewayError,
@@ -20,48 +16,15 @@ import {
   type GatewayClientOptions,
   type GuildOwner,
 } from "../src/index.js";
+import { BIN, countOf, countStatement as count, expected, fixtures, startDeployment, type Deployment, type Pod } from "./deployment.js";
 
-const packageDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const fixtures = path.resolve(packageDir, "../../../shared/fixtures");
-const BIN = path.resolve(packageDir, process.env["GUILD_GATEWAY_BIN"] ?? "../../target/debug/guild-gateway");
-const EVENTS = path.join(fixtures, "events.sample.ndjson");
 const PODS = 3;
-
-interface Expected {
-  guilds: string[];
-  message_stats: { guild_id: string; message_id: string }[];
-}
-const expected = JSON.parse(readFileSync(path.join(fixtures, "events.sample.expected.json"), "utf8")) as Expected;
 const GUILDS = expected.guilds;
-const countOf = (guild: string) => expected.message_stats.filter((r) => r.guild_id === guild).length;
 const messageIdsOf = (guild: string) =>
   expected.message_stats
     .filter((r) => r.guild_id === guild)
     .map((r) => r.message_id)
     .sort();
-
-const COUNT_SQL = 'select count(*) as "n" from "message_stats" where "guild_id" = ?';
-const count = (guild: string) => ({ sql: COUNT_SQL, parameters: [guild] });
-
-/** Whether nothing listens on 127.0.0.1:port right now. */
-function portIsFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.once("error", () => resolve(false));
-    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
-  });
-}
-
-/** The first of `count` consecutive free ports: `{ordinal+BASE}` needs them consecutive. */
-async function freePorts(count: number): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 40_000);
-    let free = true;
-    for (let port = base; port < base + count && free; port++) free = await portIsFree(port);
-    if (free) return base;
-  }
-  throw new Error(`no ${count} consecutive free ports found on 127.0.0.1`);
-}
 
 /** A TCP relay: lets a URL of the client's template land on a pod that does not own the guild. */
 function relay(listenPort: number, targetPort: number): Promise<{ close(): Promise<void> }> {
@@ -92,65 +55,9 @@ function relay(listenPort: number, targetPort: number): Promise<{ close(): Promi
   });
 }
 
-interface Pod {
-  ordinal: number;
-  url: string;
-  log: string;
-  child: ChildProcess;
-}
-
-const running = new Set<ChildProcess>();
-// Should the test process die before `after` runs, no pod outlives it.
-process.once("exit", () => {
-  for (const child of running) child.kill("SIGKILL");
-});
-
-function exited(child: ChildProcess): boolean {
-  return child.exitCode !== null || child.signalCode !== null;
-}
-
-/** SIGTERM, then SIGKILL if the pod has not stopped within `graceMs`. */
-async function stop(child: ChildProcess, graceMs = 5_000): Promise<void> {
-  if (!exited(child)) {
-    const gone = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-    child.kill("SIGTERM");
-    const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
-    await gone;
-    clearTimeout(timer);
-  }
-  running.delete(child);
-}
-
-function tail(file: string): string {
-  try {
-    return readFileSync(file, "utf8").split("\n").slice(-15).join("\n");
-  } catch {
-    return "(no log)";
-  }
-}
-
-/** Polls `check` until it returns true, `attempts` times at most. */
-async function until(what: string, attempts: number, check: () => Promise<boolean>, pods: Pod[]): Promise<void> {
-  let last: unknown;
-  for (let i = 0; i < attempts; i++) {
-    for (const pod of pods) {
-      if (exited(pod.child)) {
-        throw new Error(`pod ${pod.ordinal} exited (${pod.child.exitCode ?? pod.child.signalCode}):\n${tail(pod.log)}`);
-      }
-    }
-    try {
-      if (await check()) return;
-    } catch (e) {
-      last = e;
-    }
-    await sleep(100);
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ""}`);
-}
-
 describe("against a live 3-pod deployment", { timeout: 120_000 }, () => {
-  const token = randomBytes(16).toString("hex");
-  let dir = "";
+  let deployment: Deployment | undefined;
+  let token = "";
   let base = 0;
   let template = "";
   let pods: Pod[] = [];
@@ -175,55 +82,15 @@ describe("against a live 3-pod deployment", { timeout: 120_000 }, () => {
   };
 
   before(async () => {
-    assert.ok(existsSync(BIN), `the pod binary ${BIN} is missing: build it, or set GUILD_GATEWAY_BIN`);
-    assert.ok(existsSync(EVENTS), `${EVENTS} is missing`);
-    dir = mkdtempSync(path.join(os.tmpdir(), "gg-client-test-"));
     // Pods on base..base+2, and a relay to pod 0 on base+3.
-    base = await freePorts(PODS + 1);
-    template = `http://127.0.0.1:{ordinal+${base}}`;
-    for (let ordinal = 0; ordinal < PODS; ordinal++) {
-      const log = path.join(dir, `pod${ordinal}.log`);
-      const fd = openSync(log, "w");
-      const child = spawn(BIN, ["replay", "--linger", EVENTS], {
-        cwd: dir,
-        env: {
-          PATH: process.env["PATH"] ?? "/usr/bin:/bin",
-          API_TOKEN: token,
-          POD_URL_TEMPLATE: template,
-          NUM_GATEWAY_PODS: String(PODS),
-          POD_ORDINAL: String(ordinal),
-          HTTP_ADDR: `127.0.0.1:${base + ordinal}`,
-          DATABASE_URL: path.join(dir, `pod${ordinal}.db`),
-          LOG_FORMAT: "json",
-        },
-        stdio: ["ignore", fd, fd],
-      });
-      closeSync(fd);
-      running.add(child);
-      pods.push({ ordinal, url: `http://127.0.0.1:${base + ordinal}`, log, child });
-    }
+    deployment = await startDeployment({ pods: PODS, spare: 1 });
+    ({ token, base, template, pods } = deployment);
     misroute = await relay(base + PODS, base);
-
-    for (const pod of pods) {
-      await until(`pod ${pod.ordinal}'s /status`, 300, async () => (await fetch(`${pod.url}/status`)).ok, pods);
-    }
-    // Each owner has committed all of its guild's rows once its count matches the fixture.
-    const client = new GatewayClient(options());
-    for (const guild of GUILDS) {
-      await until(
-        `guild ${guild}'s ${countOf(guild)} message_stats rows`,
-        300,
-        async () => toObjects(await client.query(guild, count(guild)))[0]?.["n"] === countOf(guild),
-        pods,
-      );
-    }
   });
 
   after(async () => {
     await misroute?.close();
-    await Promise.all(pods.map((pod) => stop(pod.child)));
-    pods = [];
-    if (dir !== "") rmSync(dir, { recursive: true, force: true });
+    await deployment?.stop();
   });
 
   test("the sample has 8 guilds spread over the 3 pods", () => {

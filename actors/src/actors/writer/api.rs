@@ -1,11 +1,16 @@
 //! What the HTTP side asks the writer besides events: whether the database takes writes
-//! (`/readyz`), and the data API's one write, a guild's settings patch. Both go through the
-//! one writer so that they see, and never race, its transaction.
+//! (`/readyz`), and the data API's writes: a guild's settings patch, and the bot's guarded
+//! statements. All go through the one writer so that they see, and never race, its
+//! transaction.
 
 use super::{classify, Failure, SqliteWriter};
 use crate::storage::database::check_writable;
+use crate::storage::query::execute::{self, ExecuteFailure, Executed, Scopes};
+use crate::storage::query::{QueryError, QueryLimits};
 use actix::prelude::*;
-use std::time::Duration;
+use serde_json::Value as Json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Is the database writable?
 #[derive(Message)]
@@ -79,6 +84,98 @@ impl Handler<PatchSettings> for SqliteWriter {
         result.map_err(|e| match classify(&e) {
             Failure::Command => SettingsError::Failed(e),
             Failure::Transient | Failure::Storage => SettingsError::Unavailable(e),
+        })
+    }
+}
+
+/// Run one of the bot's writes (`POST /v1/guilds/{id}/execute`) in a transaction of its own,
+/// after everything queued before it is committed.
+#[derive(Message)]
+#[rtype(result = "Result<Executed, ExecuteError>")]
+pub(crate) struct Execute {
+    pub guild_id: String,
+    pub sql: String,
+    pub params: Vec<Json>,
+    pub limits: QueryLimits,
+    /// Past it the statement is interrupted, or not started.
+    pub deadline: Instant,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    /// The statement's own fault (refused, out of scope, a constraint, too slow, too large).
+    #[error(transparent)]
+    Statement(#[from] QueryError),
+    /// The writer is waiting out a storage fault (full, read-only, locked): try again later.
+    #[error("the database does not take writes now: {0}")]
+    Unwritable(String),
+    /// The storage failed this write: try again later.
+    #[error("the database does not take writes now")]
+    Unavailable(#[source] rusqlite::Error),
+    /// The guild is frozen for a rescale, or no longer (or not yet) this pod's.
+    #[error("guild {guild_id} is moving to another pod (rescale to epoch {epoch}); retry in a few seconds")]
+    Moving { guild_id: String, epoch: u64 },
+    #[error("the writer is gone")]
+    WriterGone,
+}
+
+impl Handler<Execute> for SqliteWriter {
+    type Result = Result<Executed, ExecuteError>;
+    fn handle(&mut self, cmd: Execute, ctx: &mut Self::Context) -> Self::Result {
+        if Instant::now() >= cmd.deadline {
+            return Err(QueryError::Timeout(cmd.limits.timeout).into());
+        }
+        // In order with the events before it: what they wrote is committed first.
+        self.flush(ctx);
+        if !self.pending.is_empty() {
+            let why = self.health.fault().map_or_else(String::new, |f| f.error);
+            return Err(ExecuteError::Unwritable(why));
+        }
+        let ownership = self.ownership;
+        let frozen = ownership.next.is_some_and(|t| t.frozen);
+        match cmd.guild_id.parse::<u64>() {
+            Ok(id) if ownership.owns_now(id) && !(frozen && ownership.outgoing(id)) => {}
+            _ => {
+                return Err(ExecuteError::Moving {
+                    guild_id: cmd.guild_id,
+                    epoch: ownership.next.map_or(ownership.epoch, |t| t.epoch),
+                })
+            }
+        }
+        let scopes = match &self.scopes {
+            Some(scopes) => scopes.clone(),
+            None => {
+                let scopes = Arc::new(Scopes::read(&self.conn).map_err(ExecuteError::Unavailable)?);
+                self.scopes = Some(scopes.clone());
+                scopes
+            }
+        };
+        let started = Instant::now();
+        let result = execute::execute(
+            &mut self.conn,
+            &scopes,
+            &cmd.guild_id,
+            &cmd.sql,
+            &cmd.params,
+            cmd.limits,
+            cmd.deadline,
+        );
+        let outcome = match &result {
+            Ok(_) => "committed",
+            Err(ExecuteFailure::Statement(QueryError::OutOfScope { .. })) => "out_of_scope",
+            Err(ExecuteFailure::Statement(_)) => "refused",
+            Err(ExecuteFailure::Storage(_)) => "storage",
+        };
+        self.metrics
+            .api_writes
+            .with_label_values(&[outcome])
+            .observe(started.elapsed().as_secs_f64());
+        result.map_err(|e| match e {
+            ExecuteFailure::Statement(e) => ExecuteError::Statement(e),
+            ExecuteFailure::Storage(e) => match classify(&e) {
+                Failure::Command => ExecuteError::Statement(QueryError::Database(e)),
+                Failure::Transient | Failure::Storage => ExecuteError::Unavailable(e),
+            },
         })
     }
 }

@@ -33,6 +33,10 @@ impl Handler<Handoff> for SqliteWriter {
             return Err(HandoffError::Unwritable(why));
         }
         let conn = &mut self.conn;
+        let persisted = match &step {
+            Handoff::Save(o) | Handoff::Import(_, o) | Handoff::Commit(o, _) => Some(*o),
+            Handoff::Anchors(_) => None,
+        };
         let result = match step {
             Handoff::Save(ownership) => conn
                 .transaction()
@@ -73,8 +77,12 @@ impl Handler<Handoff> for SqliteWriter {
                 })
                 .map_err(HandoffError::sql("removing the guilds given away")),
         };
-        if let Err(e) = &result {
-            tracing::error!(error = %crate::errors::chain(e), "a rescale step failed to commit");
+        match (&result, persisted) {
+            (Err(e), _) => {
+                tracing::error!(error = %crate::errors::chain(e), "a rescale step failed to commit")
+            }
+            (Ok(()), Some(ownership)) => self.ownership = ownership,
+            (Ok(()), None) => {}
         }
         result
     }

@@ -14,6 +14,7 @@ pub(crate) mod api;
 pub(crate) mod handoff;
 
 use crate::domain::op::Op;
+use crate::domain::rescale::ownership::Ownership;
 use crate::domain::scope::{CrossGuildWrite, Outcome, RefusedWrites};
 use crate::health::StorageHealth;
 use crate::log_limit::LogLimit;
@@ -21,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::progress::{Progress, Ticket};
 use crate::storage::apply::apply;
 use crate::storage::expiry::{expire_cache, CacheExpiry};
+use crate::storage::query::execute::Scopes;
 use actix::prelude::*;
 use rusqlite::Connection;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -138,6 +140,12 @@ pub(crate) struct SqliteWriter {
     progress: Arc<Progress>,
     /// Writes refused as another guild's rows, counted and logged once committed.
     refused: RefusedWrites,
+    /// The ownership as this writer last persisted it: the data API's writes are checked
+    /// against it here, in order with the rescale steps (a write never lands in a guild
+    /// frozen or given away before it).
+    ownership: Ownership,
+    /// Where the guarded writes find each table's guild; read from the schema at the first.
+    scopes: Option<Arc<Scopes>>,
 }
 
 impl SqliteWriter {
@@ -147,8 +155,11 @@ impl SqliteWriter {
         health: Arc<StorageHealth>,
         metrics: Arc<Metrics>,
         progress: Arc<Progress>,
+        ownership: Ownership,
     ) -> Self {
         SqliteWriter {
+            ownership,
+            scopes: None,
             conn,
             config,
             pending: Vec::new(),

@@ -147,7 +147,7 @@ impl Ownership {
             .is_some_and(|t| t.layout.sessions(self.ordinal) != self.layout.sessions(self.ordinal))
     }
 
-    fn owns_now(&self, guild_id: u64) -> bool {
+    pub(crate) fn owns_now(&self, guild_id: u64) -> bool {
         self.ordinal < self.layout.pods && self.layout.owner(guild_id) == self.ordinal
     }
 

@@ -7,6 +7,7 @@ use crate::domain::event::Id;
 use crate::domain::op::Op;
 use crate::domain::scope::Outcome;
 use crate::domain::time::iso8601;
+use crate::storage::database::NEW_UUID;
 use rusqlite::{params, OptionalExtension, Transaction};
 use std::time::{Duration, SystemTime};
 
@@ -77,10 +78,10 @@ fn insert_mod_action(
     // An entry that already completed a row written without it is not written again.
     let inserted = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO mod_actions (user_id, guild_id, action_type,
+                    &format!("INSERT OR IGNORE INTO mod_actions (id, user_id, guild_id, action_type,
                        executor_id, executor_username, reason, duration, created_at, source_key)
-                     SELECT ?1, ?2, ?3, ?4, NULL, ?5, ?6, ?7, ?8
-                     WHERE NOT EXISTS (SELECT 1 FROM mod_action_late_entries WHERE source_key = ?8)",
+                     SELECT {NEW_UUID}, ?1, ?2, ?3, ?4, NULL, ?5, ?6, ?7, ?8
+                     WHERE NOT EXISTS (SELECT 1 FROM mod_action_late_entries WHERE source_key = ?8)"),
                 )?
                 .execute(params![
                     user_id.to_string(),
@@ -192,10 +193,10 @@ pub(super) fn complete_mod_action(tx: &Transaction, op: &Op) -> rusqlite::Result
         return Ok(Outcome::Done);
     };
     if by_bot {
-        tx.prepare_cached("DELETE FROM mod_actions WHERE id = ?1")?
+        tx.prepare_cached("DELETE FROM mod_actions WHERE rowid = ?1")?
             .execute([row])?;
     } else {
-        tx.prepare_cached("UPDATE mod_actions SET executor_id = ?2, reason = ?3 WHERE id = ?1")?
+        tx.prepare_cached("UPDATE mod_actions SET executor_id = ?2, reason = ?3 WHERE rowid = ?1")?
             .execute(params![row, opt_id(executor_id), reason])?;
     }
     tx.prepare_cached(
@@ -255,10 +256,11 @@ fn latest_unpaired_row(
     not_before: &str,
 ) -> rusqlite::Result<Option<i64>> {
     tx.prepare_cached(
-        "SELECT id FROM mod_actions
+        // rowid: the order rows were written in (ids are UUIDs).
+        "SELECT rowid FROM mod_actions
          WHERE guild_id = ?1 AND user_id = ?2 AND action_type = ?3 AND executor_id IS NULL
            AND (source_key IS NULL OR source_key NOT LIKE 'audit:%') AND created_at >= ?4
-         ORDER BY id DESC LIMIT 1",
+         ORDER BY rowid DESC LIMIT 1",
     )?
     .query_row(
         params![guild, user_id.to_string(), action, not_before],
@@ -296,11 +298,11 @@ fn complete_unpaired_removal(
     tx.prepare_cached("DELETE FROM unpaired_member_removals WHERE rowid = ?1")?
         .execute([removal])?;
     if !by_bot {
-        tx.prepare_cached(
-            "INSERT OR IGNORE INTO mod_actions (user_id, guild_id, action_type, executor_id,
+        tx.prepare_cached(&format!(
+            "INSERT OR IGNORE INTO mod_actions (id, user_id, guild_id, action_type, executor_id,
                executor_username, reason, duration, created_at, source_key)
-             VALUES (?1, ?2, 'kick', ?3, NULL, ?4, NULL, ?5, ?6)",
-        )?
+             VALUES ({NEW_UUID}, ?1, ?2, 'kick', ?3, NULL, ?4, NULL, ?5, ?6)"
+        ))?
         .execute(params![
             user_id.to_string(),
             guild,

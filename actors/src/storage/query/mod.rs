@@ -1,4 +1,6 @@
-//! Read-only SQL for the guild data API: the dashboard's own statements, run on the pod's file.
+//! SQL for the guild data API: the dashboard's read-only statements, run on the pod's file
+//! through a pool of read-only connections, and the bot's guarded writes ([`execute`]), run in
+//! the pod's one writer. Both go through the same guards; what follows is about reads.
 //!
 //! The HTTP services send the SQL their query builder compiles, so the statement is arbitrary
 //! text from the network. What makes that safe:
@@ -21,10 +23,14 @@
 //! Blobs are answered as `{"$blob": "<base64>"}` (standard alphabet, padded): compact, and
 //! never mistaken for a string or an array of numbers.
 
+pub mod execute;
 mod guard;
+mod row_watch;
 mod run;
 mod values;
 
+#[cfg(test)]
+mod execute_tests;
 #[cfg(test)]
 mod guard_tests;
 #[cfg(test)]
@@ -79,6 +85,12 @@ pub enum QueryError {
     TooLarge(usize),
     #[error("no database connection free within {0:?}")]
     Busy(Duration),
+    /// A write touched a table it may not, or a row of another guild: rolled back.
+    #[error("{detail}")]
+    OutOfScope { table: String, detail: String },
+    /// A write broke a constraint (a UNIQUE key above all): rolled back.
+    #[error("{0}")]
+    Constraint(String),
     #[error("SQL error: {0}")]
     Sql(String),
     #[error("database error")]
@@ -120,16 +132,7 @@ impl QueryPool {
     /// threads.
     pub fn run(&self, sql: &str, params: &[Json]) -> Result<QueryResult, QueryError> {
         let started = Instant::now();
-        let params = params
-            .iter()
-            .enumerate()
-            .map(|(i, p)| values::to_sql_value(p).ok_or_else(|| {
-                QueryError::Refused(format!(
-                    "parameter {} is an array, an object or a number beyond 2^53 (which JavaScript cannot hold exactly); send null, a boolean, a number or a string",
-                    i + 1
-                ))
-            }))
-            .collect::<Result<Vec<_>, _>>()?;
+        let params = values::to_sql_values(params)?;
         let conn = self
             .pool
             .get_timeout(self.limits.timeout)

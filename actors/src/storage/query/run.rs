@@ -1,6 +1,6 @@
 //! Running one guarded statement: the authorizer and deadline installed, the statement
 //! checked (one, read-only, with as many parameters as sent), then the rows read within the
-//! row, byte and time budgets.
+//! row, byte and time budgets. The guarded writes (`execute`) share these steps.
 
 use super::guard::{allowed, refused_tables};
 use super::values::{encoded_len, to_json};
@@ -24,29 +24,43 @@ pub(super) fn run_guarded(
     deadline: Instant,
     limits: QueryLimits,
 ) -> Result<QueryResult, QueryError> {
-    let denied = install_guards(conn, deadline)?;
-    let mut stmt = one_read(conn, sql, params.len(), &denied, limits)?;
+    // Read before the authorizer is installed (which would refuse reading the module list).
+    let refused = refused_tables(conn).map_err(QueryError::Database)?;
+    let denied = install_guards(conn, deadline, move |action| {
+        allowed(action, &refused).map_err(|what| {
+            QueryError::Refused(format!(
+                "{what} is not allowed: the API runs one read-only statement"
+            ))
+        })
+    })?;
+    let mut stmt = one_statement(conn, sql, params.len(), &denied, limits)?;
+    if !stmt.readonly() {
+        return Err(QueryError::Refused(
+            "the statement writes; send writes to /v1/guilds/{id}/execute".into(),
+        ));
+    }
     read_rows(&mut stmt, params, deadline, limits)
 }
 
 /// What the authorizer denied first, if anything: SQLite itself only says "not authorized".
-type Denied = Arc<Mutex<Option<String>>>;
+pub(super) type Denied = Arc<Mutex<Option<QueryError>>>;
 
-/// Installs the authorizer (recording what it denies) and the deadline's progress handler.
-fn install_guards(conn: &Connection, deadline: Instant) -> Result<Denied, QueryError> {
-    // Read before the authorizer is installed (which would refuse reading the module list).
-    let refused = refused_tables(conn).map_err(QueryError::Database)?;
+/// Installs the authorizer, which applies `rule` to every action and records the first
+/// refusal, and the deadline's progress handler.
+pub(super) fn install_guards(
+    conn: &Connection,
+    deadline: Instant,
+    rule: impl Fn(&rusqlite::hooks::AuthAction<'_>) -> Result<(), QueryError> + Send + 'static,
+) -> Result<Denied, QueryError> {
     let denied: Denied = Arc::default();
     let record = denied.clone();
-    conn.authorizer(Some(move |ctx: AuthContext<'_>| {
-        match allowed(&ctx.action, &refused) {
-            Ok(()) => Authorization::Allow,
-            Err(what) => {
-                if let Ok(mut slot) = record.lock() {
-                    slot.get_or_insert(what);
-                }
-                Authorization::Deny
+    conn.authorizer(Some(move |ctx: AuthContext<'_>| match rule(&ctx.action) {
+        Ok(()) => Authorization::Allow,
+        Err(what) => {
+            if let Ok(mut slot) = record.lock() {
+                slot.get_or_insert(what);
             }
+            Authorization::Deny
         }
     }))
     .map_err(QueryError::Database)?;
@@ -55,19 +69,20 @@ fn install_guards(conn: &Connection, deadline: Instant) -> Result<Denied, QueryE
     Ok(denied)
 }
 
-/// The one statement `sql` holds, prepared, if it only reads and takes `params` parameters.
-fn one_read<'c>(
+/// The one statement `sql` holds, prepared, if it takes `params` parameters.
+pub(super) fn one_statement<'c>(
     conn: &'c Connection,
     sql: &str,
     params: usize,
     denied: &Denied,
     limits: QueryLimits,
 ) -> Result<Statement<'c>, QueryError> {
-    let refusal = |e: rusqlite::Error| match denied.lock().ok().and_then(|mut d| d.take()) {
-        Some(what) => QueryError::Refused(format!(
-            "{what} is not allowed: the API runs one read-only statement"
-        )),
-        None => sql_error(e, limits.timeout),
+    let refusal = |e: rusqlite::Error| {
+        denied
+            .lock()
+            .ok()
+            .and_then(|mut d| d.take())
+            .unwrap_or_else(|| sql_error(e, limits.timeout))
     };
     let mut batch = Batch::new(conn, sql);
     let stmt = match batch.next() {
@@ -82,11 +97,6 @@ fn one_read<'c>(
             "more than one SQL statement; send one at a time".into(),
         ));
     }
-    if !stmt.readonly() {
-        return Err(QueryError::Refused(
-            "the statement writes; the API only reads (settings have their own endpoint)".into(),
-        ));
-    }
     let expected = stmt.parameter_count();
     if expected != params {
         return Err(QueryError::Refused(format!(
@@ -98,7 +108,7 @@ fn one_read<'c>(
 
 /// Reads the answer, failing (never truncating) past the row cap, the byte budget or the
 /// deadline.
-fn read_rows(
+pub(super) fn read_rows(
     stmt: &mut Statement<'_>,
     params: &[Value],
     deadline: Instant,
@@ -141,12 +151,13 @@ fn read_rows(
 }
 
 /// SQLite's error as the API reports it: an interrupt is the deadline, a lock is busy.
-fn sql_error(e: rusqlite::Error, timeout: Duration) -> QueryError {
+pub(super) fn sql_error(e: rusqlite::Error, timeout: Duration) -> QueryError {
     match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::OperationInterrupted) => QueryError::Timeout(timeout),
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
             QueryError::Busy(timeout)
         }
+        Some(rusqlite::ErrorCode::ConstraintViolation) => QueryError::Constraint(e.to_string()),
         _ if matches!(
             e,
             rusqlite::Error::SqliteFailure(..) | rusqlite::Error::SqlInputError { .. }

@@ -17,7 +17,21 @@ pub fn exact_number(n: &serde_json::Number) -> bool {
     n.as_f64().is_some_and(|f| f.abs() <= MAX_SAFE_INTEGER)
 }
 
-pub(super) fn to_sql_value(param: &Json) -> Option<Value> {
+/// The statement's parameters, or the refusal naming the first that has no SQLite value.
+pub(super) fn to_sql_values(params: &[Json]) -> Result<Vec<Value>, super::QueryError> {
+    params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| to_sql_value(p).ok_or_else(|| {
+            super::QueryError::Refused(format!(
+                "parameter {} is an array, an object or a number beyond 2^53 (which JavaScript cannot hold exactly); send null, a boolean, a number or a string",
+                i + 1
+            ))
+        }))
+        .collect()
+}
+
+fn to_sql_value(param: &Json) -> Option<Value> {
     Some(match param {
         Json::Null => Value::Null,
         Json::Bool(b) => Value::Integer(i64::from(*b)),

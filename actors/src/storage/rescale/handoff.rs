@@ -11,6 +11,7 @@ use crate::domain::rescale::ownership::{Layout, Ownership, Transition};
 use crate::storage::database::{self, StoreError};
 use crate::storage::rescale::event_log::{handed_over, EventLog};
 use crate::storage::reshard::{copy_owned, ReshardError};
+use crate::storage::tables::GUILD_TABLES;
 use rusqlite::functions::FunctionFlags;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -245,20 +246,12 @@ pub(crate) fn remove_guilds(
     gone: impl Fn(u64) -> bool + Send + 'static,
 ) -> rusqlite::Result<()> {
     register_guild_fn(conn, "gone", 0, move |g| i64::from(gone(g)))?;
+    // Children first: their rows are found through their parents'.
+    for table in GUILD_TABLES.iter().rev() {
+        conn.execute(&table.delete_sql("gone"), [])?;
+    }
     conn.execute_batch(
-        "DELETE FROM message_reactions WHERE message_id IN
-           (SELECT message_id FROM message_stats WHERE gone(guild_id));
-         DELETE FROM channel_info WHERE id IN
-           (SELECT channel_id FROM guild_channels WHERE gone(guild_id));
-         DELETE FROM guilds WHERE gone(id);
-         DELETE FROM guild_channels WHERE gone(guild_id);
-         DELETE FROM message_stats WHERE gone(guild_id);
-         DELETE FROM message_cache WHERE gone(guild_id);
-         DELETE FROM mod_actions WHERE gone(guild_id);
-         DELETE FROM mod_action_late_entries WHERE gone(guild_id);
-         DELETE FROM member_timeouts WHERE gone(guild_id);
-         DELETE FROM unpaired_member_removals WHERE gone(guild_id);
-         DELETE FROM gateway_captured;
+        "DELETE FROM gateway_captured;
          DELETE FROM gateway_anchors;
          DELETE FROM gateway_handover;",
     )

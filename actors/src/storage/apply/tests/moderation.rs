@@ -29,7 +29,7 @@ fn a_redelivered_event_paired_at_last_completes_its_unpaired_row() {
         assert_eq!(apply_one(&mut conn, op), Outcome::Done);
     }
     let rows: Vec<(String, Option<String>)> = conn
-        .prepare("SELECT source_key, executor_id FROM mod_actions ORDER BY id")
+        .prepare("SELECT source_key, executor_id FROM mod_actions ORDER BY rowid")
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
@@ -120,7 +120,7 @@ fn a_late_entry_completes_the_latest_unpaired_row_once() {
     }
     let executors = |conn: &Connection| -> Vec<(String, Option<String>, Option<String>)> {
         let mut stmt = conn
-            .prepare("SELECT source_key, executor_id, reason FROM mod_actions ORDER BY id")
+            .prepare("SELECT source_key, executor_id, reason FROM mod_actions ORDER BY rowid")
             .unwrap();
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
