@@ -12,7 +12,8 @@
 //!
 //! A pod that does not own the guild answers 421 with the owner (Redis Cluster's MOVED). Every
 //! request needs `Authorization: Bearer API_TOKEN` ([`guard`]); with no token configured, the
-//! API refuses everything.
+//! API refuses everything. [`routes`] lists every route; `openapi.json` describes them all
+//! (served at `GET /v1/openapi.json`, [`openapi`]), and tests hold the two together.
 
 pub(crate) mod body;
 mod errors;
@@ -20,13 +21,14 @@ mod execute;
 mod fan_out;
 mod guard;
 mod metrics;
+mod openapi;
 mod query;
+mod routes;
 mod settings;
 
 use crate::config::ApiConfig;
 use crate::gateway::sessions::Sessions;
 use crate::pod_client::PodClient;
-use crate::rescale::endpoints;
 use crate::routing::Owner;
 use actix_web::{web, HttpResponse};
 use gateway_actors::partition::{parse_snowflake, Partition, PartitionError};
@@ -136,39 +138,18 @@ impl Api {
     }
 }
 
-/// Mounts `/v1` on an App.
+/// Mounts `/v1` on an App: the routes of [`routes::ROUTES`], behind the token guard.
 pub fn routes(api: web::Data<Api>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
+        let scope = routes::ROUTES
+            .iter()
+            .fold(web::scope("/v1").app_data(api.clone()), |scope, r| {
+                scope.route(r.path, r.route())
+            });
         cfg.service(
-            web::scope("/v1")
-                .app_data(api.clone())
+            scope
                 .wrap(actix_web::middleware::from_fn(guard::guard))
-                .route("/guilds/{guild_id}/owner", web::get().to(owner))
-                .route(
-                    "/guilds/{guild_id}/query",
-                    web::post().to(query::guild_query),
-                )
-                .route(
-                    "/guilds/{guild_id}/execute",
-                    web::post().to(execute::execute),
-                )
-                .route("/query", web::post().to(fan_out::query_guilds))
-                .route("/guilds/{guild_id}/settings", web::get().to(settings::get))
-                .route(
-                    "/guilds/{guild_id}/settings",
-                    web::patch().to(settings::patch),
-                )
-                .route("/rescale", web::get().to(endpoints::state))
-                .route("/rescale/prepare", web::post().to(endpoints::prepare))
-                .route("/rescale/anchors", web::get().to(endpoints::anchors))
-                .route("/rescale/freeze", web::post().to(endpoints::freeze))
-                .route("/rescale/export", web::get().to(endpoints::export))
-                .route("/rescale/import", web::post().to(endpoints::import))
-                .route("/rescale/commit", web::post().to(endpoints::commit))
-                .route("/rescale/abort", web::post().to(endpoints::abort))
-                .default_service(web::to(|| async {
-                    ApiError::NotFound("no such /v1 endpoint".into()).into_response()
-                })),
+                .default_service(web::to(routes::fallback)),
         );
     }
 }

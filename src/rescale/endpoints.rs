@@ -16,7 +16,7 @@
 use crate::api::body::JsonBody;
 use crate::api::{Api, ApiError};
 use crate::pod_client::Call;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use anyhow::Context as _;
 use gateway_actors::partition::Strategy;
 use gateway_actors::rescale::anchor::Anchor;
@@ -144,9 +144,10 @@ pub struct PrepareBody {
 
 /// An operation id as the command sends it: 16 hex digits.
 fn operation_id(text: &str) -> Result<u64, ApiError> {
-    u64::from_str_radix(text, 16)
-        .ok()
-        .filter(|_| text.len() == 16)
+    // from_str_radix alone would take a sign ("+123456789abcde" is 16 characters too).
+    Some(text)
+        .filter(|t| t.len() == 16 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        .and_then(|t| u64::from_str_radix(t, 16).ok())
         .ok_or_else(|| ApiError::BadRequest(format!("operation {text:?} is not 16 hex digits")))
 }
 
@@ -208,11 +209,17 @@ pub struct FreezeAnswer {
 }
 
 /// `GET /v1/rescale/anchors?epoch=E`: this new owner's anchors.
-pub async fn anchors(
-    api: web::Data<Api>,
-    query: web::Query<EpochQuery>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn anchors(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let query: EpochQuery = query_string(&req)?;
     Ok(HttpResponse::Ok().json(api.pipeline.anchors(query.epoch).await?))
+}
+
+/// The request's query string as `T`. A bad one is a 400 with the API's JSON error body, as
+/// every other refusal of `/v1` (actix's own `web::Query` answers text).
+fn query_string<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| ApiError::BadRequest(format!("the query string: {e}")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,10 +259,8 @@ pub struct ExportQuery {
     pub to: u32,
 }
 
-pub async fn export(
-    api: web::Data<Api>,
-    query: web::Query<ExportQuery>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn export(api: web::Data<Api>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let query: ExportQuery = query_string(&req)?;
     let out = beside(
         &api.database,
         &format!("export-{}-to-{}", query.epoch, query.to),
@@ -366,4 +371,23 @@ fn beside(database: &std::path::Path, what: &str) -> PathBuf {
     static REQUEST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = REQUEST.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     PathBuf::from(format!("{}.{what}.{n}.sqlite3", database.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::operation_id;
+
+    #[test]
+    fn operation_ids_are_16_hex_digits() {
+        assert_eq!(operation_id("00000000000000aF").unwrap(), 0xaf);
+        for bad in [
+            "",
+            "0",
+            "00000000000000000",
+            "+00000000000000a",
+            "000000000000000g",
+        ] {
+            assert!(operation_id(bad).is_err(), "{bad:?}");
+        }
+    }
 }
