@@ -8,6 +8,15 @@ CREATE TABLE IF NOT EXISTS guilds (
     id       TEXT PRIMARY KEY,
     settings TEXT NOT NULL DEFAULT '{}'
 );
+-- added: the settings stay a JSON document whoever writes them (the bot writes the column
+-- through the data API; the settings endpoints read and patch it as JSON). A trigger rather
+-- than a CHECK, which SQLite cannot add to an existing table.
+CREATE TRIGGER IF NOT EXISTS guilds_settings_json_insert BEFORE INSERT ON guilds
+    WHEN NOT json_valid(NEW.settings)
+    BEGIN SELECT RAISE(ABORT, 'guilds.settings must be a JSON document'); END;
+CREATE TRIGGER IF NOT EXISTS guilds_settings_json_update BEFORE UPDATE OF settings ON guilds
+    WHEN NOT json_valid(NEW.settings)
+    BEGIN SELECT RAISE(ABORT, 'guilds.settings must be a JSON document'); END;
 
 CREATE TABLE IF NOT EXISTS channel_info (
     id       TEXT PRIMARY KEY,

@@ -288,6 +288,35 @@ fn a_broken_constraint_is_its_own_error_and_rolls_back() {
 }
 
 #[test]
+fn a_guilds_settings_stay_a_json_document() {
+    let mut db = db();
+    db.run(
+        "1",
+        "insert into guilds (id, settings) values ('1', '{\"modLog\":\"9\"}')",
+        &[],
+    )
+    .unwrap();
+    for sql in [
+        "update guilds set settings = 'not json' where id = '1'",
+        "insert into guilds (id, settings) values ('1', '{') on conflict (id) do update set settings = excluded.settings",
+    ] {
+        match db.run("1", sql, &[]) {
+            Err(QueryError::Constraint(message)) => {
+                assert!(message.contains("JSON document"), "{sql}: {message}")
+            }
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+    let settings: String = db
+        .conn
+        .query_row("SELECT settings FROM guilds WHERE id = '1'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(settings, r#"{"modLog":"9"}"#);
+}
+
+#[test]
 fn a_long_write_is_interrupted_at_its_deadline() {
     let mut db = db();
     let deadline = Instant::now() + Duration::from_millis(200);
