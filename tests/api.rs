@@ -14,74 +14,9 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-const TOKEN: &str = "test-api-token-0123456789";
+const TOKEN: &str = API_TOKEN;
 
-/// N pods replaying the same stream into their own files, each serving the API on
-/// `base + ordinal`.
-struct Deployment {
-    pods: Vec<Option<Proc>>,
-    base: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Deployment {
-    fn start(pods: u32, env: &[(&str, &str)]) -> Deployment {
-        let dir = tempfile::tempdir().unwrap();
-        let base = free_port_block(pods as u16);
-        let lines = sample_lines().len() as u64;
-        let procs = (0..pods)
-            .map(|k| {
-                let db = dir.path().join(format!("pod{k}.sqlite3"));
-                let mut cmd = lingering_replay(&db, base + k as u16);
-                cmd.env("API_TOKEN", TOKEN)
-                    .env(
-                        "POD_URL_TEMPLATE",
-                        format!("http://127.0.0.1:{{ordinal+{base}}}"),
-                    )
-                    .env("NUM_GATEWAY_PODS", pods.to_string())
-                    .env("POD_ORDINAL", k.to_string())
-                    .stderr(std::fs::File::create(dir.path().join(format!("pod{k}.log"))).unwrap());
-                for (name, value) in env {
-                    cmd.env(name, value);
-                }
-                Some(Proc(cmd.spawn().expect("starting a pod")))
-            })
-            .collect();
-        let deployment = Deployment {
-            pods: procs,
-            base,
-            dir,
-        };
-        for k in 0..pods {
-            wait_replayed(deployment.port(k), lines);
-        }
-        deployment
-    }
-
-    fn port(&self, ordinal: u32) -> u16 {
-        self.base + ordinal as u16
-    }
-
-    fn log(&self, ordinal: u32) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("pod{ordinal}.log"))).unwrap()
-    }
-
-    fn stop(&mut self, ordinal: u32) {
-        // Dropping the Proc kills it by its PID and reaps it.
-        self.pods[ordinal as usize] = None;
-    }
-
-    fn owner(&self, guild: &str) -> u32 {
-        let (code, body) = call(
-            self.port(0),
-            "GET",
-            &format!("/v1/guilds/{guild}/owner"),
-            None,
-        );
-        assert_eq!(code, 200, "{body}");
-        body["ordinal"].as_u64().unwrap() as u32
-    }
-}
+type Deployment = ReplayDeployment;
 
 /// A /v1 call with the test's token; returns the status and the JSON body.
 fn call(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
@@ -782,7 +717,7 @@ fn bad_ids_keys_and_numbers_are_refused() {
 
     // No guilds row was created for any bad id, on either pod.
     for k in 0..2 {
-        let db = deployment.dir.path().join(format!("pod{k}.sqlite3"));
+        let db = deployment.dir().join(format!("pod{k}.sqlite3"));
         let ids = run_on_file(&db, "select id from guilds", &[]);
         for row in ids["rows"].as_array().unwrap() {
             let id = row[0].as_str().unwrap();

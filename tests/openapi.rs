@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "test-api-token-0123456789";
+const TOKEN: &str = API_TOKEN;
 
 /// Cases per operation: with 14 operations, about 4,000 requests, a minute or two.
 const CASES: u32 = 300;
@@ -54,40 +54,22 @@ fn schemathesis() -> PathBuf {
 #[test]
 fn schemathesis_finds_no_answer_outside_the_document_on_three_pods() {
     let st = schemathesis();
-    let dir = tempfile::tempdir().unwrap();
     let pods = 3u32;
-    let base = free_port_block(pods as u16);
-    let lines = sample_lines().len() as u64;
-    let log = |k: u32| dir.path().join(format!("pod{k}.log"));
-    let mut procs: Vec<Proc> = (0..pods)
-        .map(|k| {
-            let db = dir.path().join(format!("pod{k}.sqlite3"));
-            let mut cmd = lingering_replay(&db, base + k as u16);
-            cmd.env("API_TOKEN", TOKEN)
-                .env(
-                    "POD_URL_TEMPLATE",
-                    format!("http://127.0.0.1:{{ordinal+{base}}}"),
-                )
-                .env("NUM_GATEWAY_PODS", pods.to_string())
-                .env("POD_ORDINAL", k.to_string())
-                .stderr(std::fs::File::create(log(k)).unwrap());
-            Proc(cmd.spawn().expect("starting a pod"))
-        })
-        .collect();
-    for k in 0..pods {
-        wait_replayed(base + k as u16, lines);
-    }
+    let mut deployment = ReplayDeployment::start(pods, &[]);
+    let base = deployment.port(0);
+    let dir = deployment.dir().to_owned();
+    let dir = dir.as_path();
 
     let seed = std::env::var("SCHEMATHESIS_SEED").unwrap_or_else(|_| SEED.into());
-    let config = dir.path().join("schemathesis.toml");
+    let config = dir.join("schemathesis.toml");
     let settings = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis.toml");
     let settings = std::fs::read_to_string(&settings).expect("tests/schemathesis.toml");
     // A key of the whole file must come before its first table.
     let hooks = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis_hooks.py");
     let hooks = serde_json::Value::from(hooks.to_str().unwrap());
-    let config_text = format!("hooks = {hooks}\n{settings}{}", dictionaries(dir.path()));
+    let config_text = format!("hooks = {hooks}\n{settings}{}", dictionaries(dir));
     std::fs::write(&config, config_text).unwrap();
-    let output = dir.path().join("schemathesis.txt");
+    let output = dir.join("schemathesis.txt");
     let started = Instant::now();
     let mut run = Command::new(&st)
         .arg("--config-file")
@@ -99,15 +81,15 @@ fn schemathesis_finds_no_answer_outside_the_document_on_three_pods() {
         .args(["--max-examples", &CASES.to_string()])
         .args(["--seed", &seed])
         // Its working files (none are expected) go to the test's directory, not the checkout.
-        .current_dir(dir.path())
+        .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&output).unwrap())
-        .stderr(std::fs::File::create(dir.path().join("schemathesis.err")).unwrap())
+        .stderr(std::fs::File::create(dir.join("schemathesis.err")).unwrap())
         .spawn()
         .expect("starting schemathesis");
     let status = wait_exit(&mut run, RUN_LIMIT);
     let report = std::fs::read_to_string(&output).unwrap();
-    let errors = std::fs::read_to_string(dir.path().join("schemathesis.err")).unwrap();
+    let errors = std::fs::read_to_string(dir.join("schemathesis.err")).unwrap();
     eprintln!(
         "schemathesis (seed {seed}) ran for {:.0?}:\n{}",
         started.elapsed(),
@@ -125,17 +107,14 @@ fn schemathesis_finds_no_answer_outside_the_document_on_three_pods() {
     // Every pod still answers, still runs, and holds no rescale: the fuzzing changed no
     // pod's ownership.
     for k in 0..pods {
-        let port = base + k as u16;
+        let port = deployment.port(k);
         assert_eq!(
             http_get(port, "/healthz").map(|(code, _)| code).ok(),
             Some(200),
             "pod {k} stopped answering /healthz after the run; its log:\n{}",
-            std::fs::read_to_string(log(k)).unwrap_or_default()
+            deployment.log(k)
         );
-        assert!(
-            procs[k as usize].0.try_wait().unwrap().is_none(),
-            "pod {k} exited during the run"
-        );
+        assert!(deployment.running(k), "pod {k} exited during the run");
         let (code, state) = api_request(port, Some(TOKEN), "GET", "/v1/rescale", "").unwrap();
         assert_eq!(code, 200, "{state}");
         assert_eq!(
@@ -147,13 +126,12 @@ fn schemathesis_finds_no_answer_outside_the_document_on_three_pods() {
         assert_eq!(status["events_failed"], 0, "pod {k}: {status}");
     }
     for k in 0..pods {
-        let text = std::fs::read_to_string(log(k)).unwrap();
+        let text = deployment.log(k);
         assert!(
             !text.contains("panicked"),
             "pod {k} panicked during the run:\n{text}"
         );
     }
-    procs.clear();
 }
 
 /// The bot's writes, as Kysely compiles them (`?` parameters): statements `/execute` takes

@@ -5,6 +5,7 @@
 //! One module per concern; everything is re-exported here, so `use
 //! guild_gateway_dev::testing::*;` is all a test needs.
 
+mod deployment;
 mod fake;
 mod fixtures;
 mod http;
@@ -15,6 +16,7 @@ mod rows;
 mod tmpfs;
 mod wait;
 
+pub use deployment::*;
 pub use fake::*;
 pub use fixtures::*;
 pub use http::*;
