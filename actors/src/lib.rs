@@ -34,7 +34,7 @@ mod pipeline;
 mod progress;
 mod storage;
 
-pub use domain::{event, op, partition, rescale, stats, time};
+pub use domain::{event, op, partition, relay, rescale, stats, time};
 pub use storage::{query, reshard, tables};
 
 pub use actors::writer::api::{ExecuteError, NotWritable, SettingsError};

@@ -5,6 +5,7 @@ pub(crate) mod handlers;
 pub(crate) mod moderation;
 pub mod op;
 pub mod partition;
+pub mod relay;
 pub mod rescale;
 pub(crate) mod scope;
 pub mod stats;
