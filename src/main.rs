@@ -11,6 +11,7 @@ mod gateway;
 mod http;
 mod logging;
 mod pod_client;
+mod relay;
 mod replay;
 mod rescale;
 mod reshard;

@@ -14,6 +14,8 @@ use crate::gateway::identify::{IdentifyGate, StartLimits};
 use crate::gateway::sessions::{Discord, SessionSet};
 use crate::gateway::{GatewayActor, GatewayMetrics};
 use crate::http;
+use crate::relay::upstream::Upstream;
+use crate::relay::Relay;
 use crate::signals::shutdown_signal;
 use actix::prelude::*;
 use anyhow::Context as _;
@@ -48,6 +50,8 @@ pub struct ServeArgs {
     #[arg(long, env = "IDENTIFY_SLOT_MS", default_value = "6500",
         value_parser = crate::config::millis(100, 600_000))]
     pub identify_slot_ms: Duration,
+    #[command(flatten)]
+    pub relay: crate::config::RelayArgs,
 }
 
 /// The validated Discord settings.
@@ -57,6 +61,8 @@ pub struct DiscordSettings {
     pub session_start_reserve: u64,
     pub identify_backoff: Duration,
     pub identify_slot: Duration,
+    /// The relay's address and settings, when RELAY_ADDR is set.
+    pub relay: Option<(std::net::SocketAddr, crate::relay::hub::RelaySettings)>,
 }
 
 impl ServeArgs {
@@ -73,6 +79,7 @@ impl ServeArgs {
         };
         let api_url = self.discord_api_url.clone().filter(|url| !url.is_empty());
         Ok(DiscordSettings {
+            relay: self.relay.settings(&token),
             token,
             api_url,
             session_start_reserve: self.session_start_reserve,
@@ -98,12 +105,18 @@ pub async fn run(mut config: PodConfig, discord: DiscordSettings) -> anyhow::Res
         config.sharding.shards = recommended_shards(&discord).await?;
         config.pipeline.sharding.shards = config.sharding.shards;
     }
-    let (pipeline, mut shards, events) = start(&config, &discord)?;
+    config.pipeline.relay = discord.relay.is_some();
+    let upstream = Arc::new(Upstream::default());
+    let (pipeline, mut shards, events) = start(&config, &discord, &upstream)?;
+    let relay = start_relay(&discord, &pipeline, upstream).await?;
     follow_rescale(&mut shards, &pipeline.ownership()).await;
     let server = http::start_pod(&config, pipeline.clone(), Some(shards.sessions.clone()))?;
     log_serving(&config, &pipeline);
     let submitted = feed(events, pipeline.clone());
     let outcome = serve_until_stopped(signal, &pipeline, &mut shards).await;
+    if let Some(relay) = &relay {
+        relay.shutdown().await;
+    }
     close_sessions(&mut shards, submitted).await;
     let drained = drain(&pipeline).await;
     server.stop(true).await;
@@ -125,6 +138,7 @@ pub async fn run(mut config: PodConfig, discord: DiscordSettings) -> anyhow::Res
 fn start(
     config: &PodConfig,
     discord: &DiscordSettings,
+    upstream: &Arc<Upstream>,
 ) -> anyhow::Result<(Arc<Pipeline>, SessionSet, mpsc::Receiver<ShardEvent>)> {
     let metrics = Arc::new(
         Metrics::new(config.sharding.ordinal, config.sharding.pods)
@@ -149,6 +163,7 @@ fn start(
             token: discord.token.clone(),
             api_url: discord.api_url.clone(),
             ordinal: ownership.ordinal,
+            relay: discord.relay.is_some().then(|| upstream.clone()),
         },
         ownership.sessions_epoch,
         ownership.layout,
@@ -160,6 +175,27 @@ fn start(
             "standby: this pod owns nothing (POD_ORDINAL at or past NUM_GATEWAY_PODS) and runs no Discord session until a rescale includes it");
     }
     Ok((pipeline, shards, events))
+}
+
+/// The relay on RELAY_ADDR, when set: it serves what the pipeline releases.
+async fn start_relay(
+    discord: &DiscordSettings,
+    pipeline: &Pipeline,
+    upstream: Arc<Upstream>,
+) -> anyhow::Result<Option<Relay>> {
+    let (Some((addr, settings)), Some(feed)) = (&discord.relay, pipeline.relay_feed()) else {
+        return Ok(None);
+    };
+    let relay = Relay::start(
+        *addr,
+        settings.clone(),
+        feed.clone(),
+        upstream,
+        &pipeline.metrics().registry,
+    )
+    .await?;
+    tracing::info!(addr = %relay.addr, url = %settings.public_url, "relay: serving the bot's discord.js clients");
+    Ok(Some(relay))
 }
 
 fn log_serving(config: &PodConfig, pipeline: &Pipeline) {

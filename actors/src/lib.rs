@@ -16,7 +16,7 @@
 //!   rescale's logs and moves), [`query`] (the data API's guarded reads), `settings` (a
 //!   guild's settings document) and [`reshard`] (the offline split);
 //! - beside them: `progress` (which events are done), `health` (whether commits succeed),
-//!   [`metrics`], [`errors`].
+//!   `relay_feed` (which events the pod's relay may send, once done), [`metrics`], [`errors`].
 //!
 //! Layers run one way, `domain` <- `storage` <- `actors` <- `pipeline`, and every import
 //! names its real path (`tests/layering.rs` checks both). Nothing here opens a network
@@ -32,6 +32,7 @@ mod log_limit;
 pub mod metrics;
 mod pipeline;
 mod progress;
+mod relay_feed;
 mod storage;
 
 pub use domain::{event, op, partition, relay, rescale, stats, time};
@@ -40,6 +41,7 @@ pub use storage::{query, reshard, tables};
 pub use actors::writer::api::{ExecuteError, NotWritable, SettingsError};
 pub use health::StorageFault;
 pub use pipeline::{FreezeReport, Pipeline, PipelineConfig, RescaleError, SlowGuildHook};
+pub use relay_feed::{RelayFeed, Relayed};
 pub use storage::database::{count_rows, StoreError, BUSY_TIMEOUT};
 pub use storage::expiry::CacheExpiry;
 

@@ -5,6 +5,7 @@
 //! is the gateway seq of the newest ticket before which everything has finished. The window
 //! size is bounded by a semaphore, which is also the source's backpressure.
 
+use crate::relay_feed::RelayFeed;
 use prometheus::Histogram;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,6 +16,13 @@ use tokio::sync::{Notify, Semaphore};
 /// An accepted event's place in arrival order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Ticket(u64);
+
+impl Ticket {
+    /// Its place in arrival order, as the relay's feed knows it.
+    pub(crate) fn number(self) -> u64 {
+        self.0
+    }
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Snapshot {
@@ -52,11 +60,18 @@ pub(crate) struct Progress {
     /// Events accepted without a permit ([`Progress::admit_now`]): their completion pays
     /// this back instead of returning a permit.
     debt: AtomicUsize,
+    /// With a relay: told of every event done, to release what waited for it.
+    relay: Option<Arc<RelayFeed>>,
 }
 
 impl Progress {
-    pub(crate) fn new(max_in_flight: usize, latency: Option<Histogram>) -> Self {
+    pub(crate) fn new(
+        max_in_flight: usize,
+        latency: Option<Histogram>,
+        relay: Option<Arc<RelayFeed>>,
+    ) -> Self {
         Progress {
+            relay,
             window: Mutex::new(Window::default()),
             latency,
             admission: Arc::new(Semaphore::new(max_in_flight.max(1))),
@@ -146,6 +161,9 @@ impl Progress {
             }
             (w.snapshot.in_flight == 0, accepted)
         };
+        if let Some(relay) = &self.relay {
+            relay.done(ticket.0);
+        }
         if let Some(latency) = &self.latency {
             latency.observe(accepted.elapsed().as_secs_f64());
         }
@@ -185,7 +203,7 @@ mod tests {
 
     #[test]
     fn committed_seq_waits_for_the_oldest_unfinished_event() {
-        let p = Progress::new(10, None);
+        let p = Progress::new(10, None, None);
         let a = p.begin(Some(1));
         let b = p.begin(Some(2));
         let c = p.begin(None);

@@ -13,6 +13,7 @@ const RANKS: &[(&str, u32)] = &[
     ("log_limit", 0),
     ("domain", 1),
     ("metrics", 2),
+    ("relay_feed", 2),
     ("storage", 3),
     ("health", 3),
     ("progress", 3),

@@ -32,6 +32,21 @@ enum Command {
     FakeDiscord(fake_discord::FakeDiscordArgs),
     /// Run a whole deployment locally: a fake Discord and N `guild-gateway serve` pods, until all is committed
     Simulate(simulate::SimulateArgs),
+    /// Write a synthetic gateway stream (NDJSON, as `replay` and `fake-discord` read)
+    Synthetic(SyntheticArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SyntheticArgs {
+    /// Number of guilds
+    #[arg(long, default_value = "300")]
+    guilds: u32,
+    /// Number of messages (the other events follow from them)
+    #[arg(long, default_value = "100000")]
+    messages: u64,
+    /// The file to write
+    #[arg(long)]
+    out: std::path::PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -50,6 +65,17 @@ fn main() -> ExitCode {
             match runtime.block_on(fake_discord::run(args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
+            }
+        }
+        Command::Synthetic(args) => {
+            match guild_gateway_dev::synthetic::write_file(&args.out, args.guilds, args.messages) {
+                Ok(events) => {
+                    println!("{events}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    fail(anyhow::Error::new(e).context(format!("writing {}", args.out.display())))
+                }
             }
         }
         Command::Simulate(args) => {

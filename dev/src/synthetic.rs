@@ -1,6 +1,6 @@
 //! A synthetic gateway stream with a realistic shape: a few hundred guilds of skewed
 //! activity (a few busy, many quiet), human and bot messages with markdown, code and links,
-//! replies, reactions, edits, deletes, DMs, and dense moderation: incidents of one to four
+//! replies, reactions, edits, deletes, slash commands, DMs, and dense moderation: incidents of one to four
 //! bans, unbans, kicks and timeouts in one guild within a few events, their audit log entries
 //! early, in order, late (up to 40 messages after, interleaved with other incidents) or
 //! missing. Deterministic for given sizes, so runs compare. Used by `simulate`, the tests and
@@ -124,6 +124,14 @@ impl<W: Write> Emitter<W> {
     }
 }
 
+/// An application command from `user` in `channel`, the `n`th of the stream.
+fn interaction(guild: u64, channel: u64, user: u64, n: u64) -> String {
+    let id = snowflake(START_MS, n);
+    format!(
+        r#"{{"id":"{id}","application_id":"1000000000000000001","type":2,"data":{{"id":"1000000000000000002","name":"report","type":1,"options":[]}},"guild_id":"{guild}","channel":{{"id":"{channel}","type":0,"name":"chan"}},"channel_id":"{channel}","member":{{"user":{{"id":"{user}","username":"u{user}","discriminator":"0","global_name":null,"avatar":null}},"roles":[],"joined_at":"2025-01-05T00:43:47.557+00:00","deaf":false,"mute":false,"flags":0,"permissions":"0"}},"token":"interaction-{n}","version":1,"app_permissions":"0","locale":"en-US","guild_locale":"en-US","entitlements":[],"authorizing_integration_owners":{{"0":"{guild}"}},"context":0,"attachment_size_limit":8388608}}"#
+    )
+}
+
 /// Guild `g`: its ids, and its GUILD_CREATE (a category, four channels and a thread).
 fn guild_create(rng: &mut Rng, g: u64) -> (Guild, String) {
     // Guild ids minted over a year, so both shard functions spread them.
@@ -150,19 +158,28 @@ fn guild_create(rng: &mut Rng, g: u64) -> (Guild, String) {
             Some(category),
         ));
     }
+    // What Discord sends of a small guild's members (below its large threshold: all of them).
+    let member_json: Vec<serde_json::Value> = members
+        .iter()
+        .map(|m| serde_json::json!({"user": {"id": m.to_string(), "username": format!("u{m}"), "discriminator": "0",
+            "global_name": null, "avatar": null}, "roles": [], "joined_at": "2025-01-05T00:43:47.557+00:00",
+            "deaf": false, "mute": false, "flags": 0, "pending": false}))
+        .collect();
     let d = serde_json::json!({
         "id": id.to_string(), "name": format!("Guild {g}"), "icon": null, "splash": null, "discovery_splash": null,
         "owner_id": members[0].to_string(), "afk_channel_id": null, "afk_timeout": 300, "verification_level": 0,
         "default_message_notifications": 0, "explicit_content_filter": 0,
         "roles": [{"id": id.to_string(), "name": "@everyone", "color": 0, "hoist": false, "icon": null,
-            "unicode_emoji": null, "position": 0, "permissions": "0", "managed": false, "mentionable": false, "flags": 0}],
+            "unicode_emoji": null, "position": 0, "permissions": "0", "managed": false, "mentionable": false, "flags": 0},
+            {"id": (id + 10).to_string(), "name": "Moderator", "color": 3447003, "hoist": true, "icon": null,
+            "unicode_emoji": null, "position": 1, "permissions": "1099511627775", "managed": false, "mentionable": true, "flags": 0}],
         "emojis": [], "features": [], "mfa_level": 0, "application_id": null, "system_channel_id": null,
         "system_channel_flags": 0, "rules_channel_id": null, "max_members": 500000, "vanity_url_code": null,
         "description": null, "banner": null, "premium_tier": 0, "premium_subscription_count": 0,
         "preferred_locale": "en-US", "public_updates_channel_id": null, "max_video_channel_users": 25,
         "nsfw_level": 0, "stickers": [], "premium_progress_bar_enabled": false, "safety_alerts_channel_id": null,
         "joined_at": "2025-01-05T00:43:47.557+00:00", "large": false, "unavailable": false, "member_count": 20,
-        "voice_states": [], "members": [], "channels": chans,
+        "voice_states": [], "members": member_json, "channels": chans,
         "threads": [{"id": thread.to_string(), "type": 11, "guild_id": id.to_string(), "name": format!("thread-{g}"),
             "nsfw": false, "parent_id": channels[0].to_string(), "owner_id": members[0].to_string(),
             "message_count": 0, "member_count": 1, "rate_limit_per_user": 0, "flags": 0, "last_message_id": null,
@@ -276,8 +293,8 @@ impl<'a> Traffic<'a> {
         self.due_entries(out, n)
     }
 
-    /// On a recent message: 10% reaction adds, 2% removes, 3% edits, 2% deletes, and 1% a
-    /// moderation incident in its guild.
+    /// On a recent message: 10% reaction adds, 2% removes, 3% edits, 2% deletes, 1% a
+    /// moderation incident in its guild, and 2% a slash command there.
     fn follow_up<W: Write>(
         &mut self,
         out: &mut Emitter<W>,
@@ -314,6 +331,8 @@ impl<'a> Traffic<'a> {
                 &format!(r#"{{"id":"{target}","channel_id":"{channel}","guild_id":"{guild}"}}"#),
             ),
             17 => self.incident(out, rng, rgi, n),
+            // A slash command (the bot's /report, /track, ...): what its handlers answer.
+            18..=19 => out.emit("INTERACTION_CREATE", &interaction(guild, channel, user, n)),
             _ => Ok(()),
         }
     }
@@ -499,10 +518,11 @@ mod tests {
     fn the_stream_is_the_same_for_the_same_sizes() {
         let mut out = Vec::new();
         let n = generate(&mut out, 40, 20_000, DEFAULT_TEXTS).unwrap();
-        // Pinned from the stream as generated before `generate` was split into steps.
+        // Pinned when slash commands (2% of follow-ups, no extra draw) and the guilds' members
+        // joined the stream; the draws are those pinned before `generate` was split into steps.
         assert_eq!(
             (n, out.len(), digest(&out)),
-            (24_440, 12_410_095, 0xff84_8700_99ca_c999)
+            (24_858, 12_929_186, 0x3850_e446_b3ce_d802)
         );
     }
 }

@@ -124,6 +124,55 @@ impl TestHooks {
     }
 }
 
+/// The relay: Discord's gateway protocol for the bot's own process, on RELAY_ADDR.
+#[derive(Debug, Args, Clone)]
+pub struct RelayArgs {
+    /// Listen address of the relay, a Discord-compatible gateway for the bot's own discord.js process; unset, the pod runs no relay
+    #[arg(long, env = "RELAY_ADDR", value_parser = http_addr())]
+    pub relay_addr: Option<SocketAddr>,
+    /// The relay's URL as the bot reaches this pod (READY's resume_gateway_url) [default: ws://RELAY_ADDR]
+    #[arg(long, env = "RELAY_URL")]
+    pub relay_url: Option<String>,
+    /// Seconds a relay client may stay away and still RESUME (its missed events are kept that long)
+    #[arg(long, env = "RELAY_RESUME_WINDOW", default_value = "60",
+        value_parser = seconds(1, 3600))]
+    pub relay_resume_window: Duration,
+    /// Bytes of released events the relay keeps for resuming clients, at most
+    #[arg(long, env = "RELAY_BUFFER_BYTES", default_value = "67108864",
+        value_parser = number(1 << 16, 1 << 34))]
+    pub relay_buffer_bytes: u64,
+    /// Clients the relay serves at once (each bot replica is one)
+    #[arg(long, env = "RELAY_MAX_CLIENTS", default_value = "4",
+        value_parser = number(1, 64))]
+    pub relay_max_clients: u64,
+    /// The heartbeat interval the relay's HELLO asks of its clients, in milliseconds (Discord's: 41250)
+    #[arg(long, env = "RELAY_HEARTBEAT_MS", default_value = "41250",
+        value_parser = millis(100, 120_000))]
+    pub relay_heartbeat_ms: Duration,
+}
+
+impl RelayArgs {
+    /// The relay's address and settings, when RELAY_ADDR is set.
+    pub fn settings(&self, token: &str) -> Option<(SocketAddr, crate::relay::hub::RelaySettings)> {
+        let addr = self.relay_addr?;
+        Some((
+            addr,
+            crate::relay::hub::RelaySettings {
+                token: token.to_owned(),
+                public_url: self
+                    .relay_url
+                    .clone()
+                    .filter(|u| !u.is_empty())
+                    .unwrap_or_else(|| format!("ws://{addr}")),
+                resume_window: self.relay_resume_window,
+                buffer_bytes: self.relay_buffer_bytes as usize,
+                heartbeat_interval: self.relay_heartbeat_ms,
+                max_clients: self.relay_max_clients as usize,
+            },
+        ))
+    }
+}
+
 /// The guild data API (`/v1`), served on HTTP_ADDR.
 #[derive(Debug, Args, Clone)]
 pub struct ApiArgs {

@@ -15,9 +15,10 @@
 //! after the last seq serenity saw, which the pipeline had already accepted.
 
 use super::close_codes;
-use super::convert::to_dispatch;
+use super::convert::{relay_payload, to_dispatch};
 use super::identify::{IdentifyGate, StartLimits};
 use super::GatewayMetrics;
+use crate::relay::upstream::{Identity, Upstream};
 use gateway_actors::event::Dispatch;
 use serenity::all::{GatewayIntents, ShardManager};
 use serenity::async_trait;
@@ -167,6 +168,7 @@ fn classify(e: serenity::Error) -> ConnectionError {
 
 struct Forwarder {
     tx: mpsc::Sender<ShardEvent>,
+    relay: Option<Arc<Upstream>>,
     /// Dispatches since READY (READY is 1): the gateway seq, which serenity does not expose.
     seq: AtomicU64,
     state: Arc<SessionState>,
@@ -175,7 +177,7 @@ struct Forwarder {
 
 #[async_trait]
 impl RawEventHandler for Forwarder {
-    async fn raw_event(&self, _: Context, event: Event) {
+    async fn raw_event(&self, ctx: Context, event: Event) {
         // No `.await` before the send: order is kept (see the module docs).
         let seq = match &event {
             Event::Ready(ready) => {
@@ -192,6 +194,13 @@ impl RawEventHandler for Forwarder {
                 close_codes::watch().connected(self.state.shard[0]);
                 self.seq.store(1, Ordering::SeqCst);
                 self.state.ready.store(true, Ordering::SeqCst);
+                if let Some(relay) = &self.relay {
+                    relay.ready(
+                        self.state.shard,
+                        relay_identity(&ready.ready),
+                        ctx.shard.clone(),
+                    );
+                }
                 Some(1)
             }
             // RESUMED repeats the last seq instead of taking a new one.
@@ -204,8 +213,15 @@ impl RawEventHandler for Forwarder {
             }
             _ => Some(self.seq.fetch_add(1, Ordering::SeqCst) + 1),
         };
-        let dispatch = to_dispatch(&event, seq);
+        let mut dispatch = to_dispatch(&event, seq);
         self.metrics.count(dispatch.kind);
+        if let Some(relay) = &self.relay {
+            dispatch.relay_payload = relay_payload(&event);
+            if let (Some(data), "GUILD_MEMBERS_CHUNK") = (&dispatch.relay_payload, dispatch.name())
+            {
+                relay.chunk(data);
+            }
+        }
         match self.tx.try_send((self.state.clone(), dispatch)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(dispatch)) => {
@@ -219,6 +235,22 @@ impl RawEventHandler for Forwarder {
                 tracing::warn!("an event arrived after the pipeline stopped taking events");
             }
         }
+    }
+}
+
+/// The bot as READY introduced it, for the relay's own READY.
+fn relay_identity(ready: &serenity::model::gateway::Ready) -> Identity {
+    // serenity writes an absent field as null, which discord.js takes as a value.
+    let without_nulls = |value: serde_json::Value| match value {
+        serde_json::Value::Object(mut fields) => {
+            fields.retain(|_, v| !v.is_null());
+            serde_json::Value::Object(fields)
+        }
+        other => other,
+    };
+    Identity {
+        user: without_nulls(serde_json::to_value(&ready.user).unwrap_or_default()),
+        application: without_nulls(serde_json::to_value(&ready.application).unwrap_or_default()),
     }
 }
 
@@ -275,6 +307,8 @@ pub struct Shared {
     pub events: mpsc::Sender<ShardEvent>,
     pub metrics: Arc<GatewayMetrics>,
     pub gate: Arc<IdentifyGate>,
+    /// The relay's view of the sessions, when the pod runs a relay.
+    pub relay: Option<Arc<Upstream>>,
 }
 
 impl Connection {
@@ -376,6 +410,7 @@ async fn run(
 
     let forwarder = Forwarder {
         tx: shared.events.clone(),
+        relay: shared.relay.clone(),
         seq: AtomicU64::new(0),
         state: state.clone(),
         metrics: shared.metrics.clone(),

@@ -97,14 +97,67 @@ pub fn to_dispatch(event: &SEvent, seq: Option<u64>) -> Dispatch {
     });
     decoded.unwrap_or_else(|(name, error)| {
         tracing::warn!(event = %name, %error, "undecodable dispatch skipped");
+        let kind = EventKind::from_name(&name);
         Dispatch {
-            kind: EventKind::from_name(&name),
+            kind,
+            other_name: (kind == EventKind::Other).then(|| name.as_str().into()),
+            relay_payload: None,
             seq,
             guild_id: None,
             event: Event::Other,
             payload: None,
         }
     })
+}
+
+/// Fields Discord sends as null to say "none" (a cleared nickname, timeout or topic): kept as
+/// null for relay clients, where discord.js reads null as a change and absence as none.
+const MEANINGFUL_NULLS: &[&str] = &[
+    "nick",
+    "avatar",
+    "banner",
+    "communication_disabled_until",
+    "premium_since",
+    "topic",
+    "parent_id",
+    "icon",
+    "description",
+    "global_name",
+    "edited_timestamp",
+    "last_message_id",
+    "afk_channel_id",
+    "system_channel_id",
+    "rules_channel_id",
+    "public_updates_channel_id",
+    "accent_color",
+    "unicode_emoji",
+];
+
+/// The event's payload for relay clients: serenity's model in Discord's shape, without the
+/// nulls serenity writes for fields Discord left out (discord.js reads a null `mentions` or
+/// `public_flags` as a value, and fails), except [`MEANINGFUL_NULLS`].
+pub fn relay_payload(event: &SEvent) -> Option<std::sync::Arc<str>> {
+    let serde_json::Value::Object(mut tagged) = serde_json::to_value(event).ok()? else {
+        return None;
+    };
+    let mut d = tagged.remove("d")?;
+    drop_absent(&mut d);
+    // serenity tells interactions apart by their type, and writes them without it.
+    if let (SEvent::InteractionCreate(e), serde_json::Value::Object(fields)) = (event, &mut d) {
+        fields.insert("type".into(), u8::from(e.interaction.kind()).into());
+    }
+    Some(d.to_string().into())
+}
+
+fn drop_absent(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            fields.retain(|key, v| !v.is_null() || MEANINGFUL_NULLS.contains(&key.as_str()));
+            fields.values_mut().for_each(drop_absent);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_absent),
+        _ => {}
+    }
 }
 
 #[cfg(test)]

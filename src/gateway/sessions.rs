@@ -94,6 +94,8 @@ pub struct Discord {
     pub token: String,
     pub api_url: Option<String>,
     pub ordinal: u32,
+    /// The relay's view of the sessions, when the pod runs a relay.
+    pub relay: Option<Arc<crate::relay::upstream::Upstream>>,
 }
 
 pub struct SessionSet {
@@ -120,6 +122,7 @@ impl SessionSet {
     ) -> (SessionSet, mpsc::Receiver<ShardEvent>) {
         let (events, stream) = mpsc::channel(EVENT_QUEUE);
         let (ended_tx, ended) = mpsc::unbounded_channel();
+        let relay = discord.relay.clone();
         let sessions = Arc::new(Sessions {
             sets: Mutex::new(Vec::new()),
             gate: gate.clone(),
@@ -132,6 +135,7 @@ impl SessionSet {
                 events,
                 metrics,
                 gate,
+                relay,
             },
             connections: Vec::new(),
             ended,

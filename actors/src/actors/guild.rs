@@ -17,6 +17,7 @@ use crate::domain::op::Op;
 use crate::health::StorageHealth;
 use crate::metrics::Metrics;
 use crate::progress::{Progress, Ticket};
+use crate::relay_feed::RelayFeed;
 use crate::storage::database::ReadPool;
 use crate::storage::restore;
 use actix::prelude::*;
@@ -93,6 +94,8 @@ pub(crate) struct GuildDeps {
     pub bot_user_id: Arc<AtomicU64>,
     /// A test and bench seam that slows chosen guilds; `None` in production.
     pub slow_hook: Option<SlowGuildHook>,
+    /// The relay's feed, when the pod runs a relay: the filter holds what it may send.
+    pub relay: Option<Arc<RelayFeed>>,
 }
 
 pub(crate) struct GuildActor {
@@ -202,6 +205,15 @@ impl GuildActor {
             bot,
         ) {
             Ok(resolutions) => {
+                let waits = !resolutions
+                    .iter()
+                    .any(|r| r.tokens.iter().any(|w| w.ticket == ticket));
+                if let (true, Some(relay)) = (waits, &self.deps.relay) {
+                    // It waits for its audit log entry (at most the audit window): the
+                    // guild's later events, an interaction among them, do not wait behind it.
+                    // Its row lands when the pair is found.
+                    relay.done(ticket.number());
+                }
                 self.apply_resolutions(resolutions, ctx);
                 if self.handing_over {
                     self.hand_over_waiting(ctx);

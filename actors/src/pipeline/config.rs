@@ -35,6 +35,8 @@ pub struct PipelineConfig {
     pub wal_autocheckpoint: u32,
     /// Bench/test seam; `None` in production.
     pub slow_hook: Option<SlowGuildHook>,
+    /// Whether the pod runs a relay: its owned events are then kept for it ([`crate::RelayFeed`]).
+    pub relay: bool,
 }
 
 impl PipelineConfig {
@@ -59,6 +61,7 @@ impl PipelineConfig {
             read_pool_size: 4,
             wal_autocheckpoint: 1000,
             slow_hook: None,
+            relay: false,
         }
     }
 }

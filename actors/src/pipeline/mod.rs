@@ -26,6 +26,7 @@ use crate::domain::rescale::ownership::{Layout, Ownership, Transition};
 use crate::health::{StorageFault, StorageHealth};
 use crate::metrics::Metrics;
 use crate::progress::{Progress, Snapshot};
+use crate::relay_feed::RelayFeed;
 use crate::storage::database::{self, StoreError};
 use crate::storage::query::execute::Executed;
 use actix::prelude::*;
@@ -62,6 +63,8 @@ pub struct Pipeline {
     freeze_mark: std::sync::Mutex<Option<u64>>,
     /// One rescale step at a time.
     handoff: tokio::sync::Mutex<()>,
+    /// What the pod's relay may send, when it runs one.
+    relay: Option<Arc<RelayFeed>>,
     /// This process is the database's only writer while the pipeline lives.
     _lock: database::WriterLock,
 }
@@ -78,9 +81,11 @@ impl Pipeline {
         let ownership = committed_ownership(&conn, &config)?;
         let configured = Layout::of(&config.sharding);
         let reads = database::read_pool(&config.database, config.read_pool_size)?;
+        let relay = config.relay.then(|| Arc::new(RelayFeed::default()));
         let progress = Arc::new(Progress::new(
             config.max_in_flight,
             Some(metrics.event_latency_seconds.clone()),
+            relay.clone(),
         ));
 
         let health = Arc::new(StorageHealth::default());
@@ -98,6 +103,7 @@ impl Pipeline {
             audit_window: config.audit_window,
             bot_user_id: Default::default(),
             slow_hook: config.slow_hook.clone(),
+            relay: relay.clone(),
         };
         let (ownership, persisted_live) = not_live_yet(ownership);
         let filter = ShardFilter::new(
@@ -130,6 +136,7 @@ impl Pipeline {
             persisted_live,
             freeze_mark: std::sync::Mutex::new(None),
             handoff: tokio::sync::Mutex::new(()),
+            relay,
             _lock: lock,
         })
     }
@@ -184,6 +191,11 @@ impl Pipeline {
     /// Why commits are failing, while they are.
     pub fn storage_fault(&self) -> Option<StorageFault> {
         self.health.fault()
+    }
+
+    /// The events released for the pod's relay, when it runs one.
+    pub fn relay_feed(&self) -> Option<&Arc<RelayFeed>> {
+        self.relay.as_ref()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

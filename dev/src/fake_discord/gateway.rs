@@ -232,7 +232,8 @@ async fn handle_client_frame(
         }
         2 => identify(fake, ws, attached, &d).await?,
         6 => resume(fake, ws, attached, &d).await?,
-        3 | 4 | 8 | 31 if attached.is_some() => {} // presence, voice, member requests: accepted, ignored
+        8 if attached.is_some() => members_chunk(fake, ws, attached, &d).await?,
+        3 | 4 | 31 if attached.is_some() => {} // presence, voice: accepted, ignored
         _ if attached.is_none() => return Err((close::NOT_AUTHENTICATED, "Not authenticated.")),
         _ => return Err((close::UNKNOWN_OPCODE, "Unknown opcode.")),
     }
@@ -419,4 +420,57 @@ async fn replay_missed(
 async fn send_invalid_session(ws: &mut Ws) -> Result<(), Refused> {
     let invalid = json!({"op": 9, "s": null, "t": null, "d": false});
     send_text(ws, invalid.to_string()).await
+}
+
+/// Op 8: one GUILD_MEMBERS_CHUNK with the members the recording's GUILD_CREATE of the guild
+/// lists, filtered by `user_ids` or a username prefix `query`, at most `limit` (0: all), with
+/// the request's nonce. Its seq repeats the last one sent, so the session's count stays exact.
+async fn members_chunk(
+    fake: &Fake,
+    ws: &mut Ws,
+    attached: &Option<Attached>,
+    d: &Value,
+) -> Result<(), Refused> {
+    let Some(a) = attached else { return Ok(()) };
+    let guild = d
+        .get("guild_id")
+        .and_then(Value::as_str)
+        .and_then(|g| g.parse::<u64>().ok())
+        .ok_or((close::DECODE_ERROR, "guild_id"))?;
+    let wanted: Option<Vec<&str>> = d
+        .get("user_ids")
+        .and_then(Value::as_array)
+        .map(|ids| ids.iter().filter_map(Value::as_str).collect());
+    let query = d.get("query").and_then(Value::as_str).unwrap_or("");
+    let limit = d.get("limit").and_then(Value::as_u64).unwrap_or(0);
+    let mut members: Vec<Value> = fake
+        .recording
+        .frames
+        .iter()
+        .filter(|f| f.name == "GUILD_CREATE" && f.guild_id == Some(guild))
+        .filter_map(|f| serde_json::from_str::<Value>(f.data.get()).ok())
+        .filter_map(|g| g.get("members").and_then(Value::as_array).cloned())
+        .next_back()
+        .unwrap_or_default();
+    members.retain(|m| {
+        let id = m.pointer("/user/id").and_then(Value::as_str).unwrap_or("");
+        let name = m
+            .pointer("/user/username")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        match &wanted {
+            Some(ids) => ids.contains(&id),
+            None => name.starts_with(query),
+        }
+    });
+    if limit > 0 {
+        members.truncate(limit as usize);
+    }
+    let seq = fake.sessions()[a.index].last_seq_sent;
+    let mut chunk = json!({"guild_id": guild.to_string(), "members": members, "chunk_index": 0, "chunk_count": 1});
+    if let Some(nonce) = d.get("nonce") {
+        chunk["nonce"] = nonce.clone();
+    }
+    let frame = json!({"op": 0, "t": "GUILD_MEMBERS_CHUNK", "s": seq, "d": chunk});
+    send_text(ws, frame.to_string()).await
 }

@@ -24,6 +24,7 @@ use crate::domain::rescale::ownership::{Ownership, Route};
 use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::progress::Progress;
+use crate::relay_feed::Relayed;
 use actix::prelude::*;
 use handover::{Handover, RecentAnchors};
 use std::collections::HashMap;
@@ -193,6 +194,9 @@ impl Handler<GuildEvent> for ShardFilter {
         if self.before_anchor(&event, route) {
             route = Route::Apply;
         }
+        if matches!(route, Route::Apply | Route::CaptureAndApply) && !session_event {
+            self.hold_for_relay(&event);
+        }
         let dispatch = &event.dispatch;
         let counters = self.metrics.kind(dispatch.kind);
         match route {
@@ -248,6 +252,30 @@ fn is_moderation(kind: EventKind) -> bool {
 }
 
 impl ShardFilter {
+    /// With a relay, holds an event this pod applies as its guild's owner until it is done:
+    /// then its clients are sent it. A pod relays exactly what it applies as owner, so across
+    /// a rescale each event is relayed by the one pod that applied it.
+    fn hold_for_relay(&self, event: &GuildEvent) {
+        let data = (event.dispatch.relay_payload.as_ref()).or(event.dispatch.payload.as_ref());
+        let (Some(feed), Some(data)) = (&self.deps.relay, data) else {
+            return;
+        };
+        let name = event.dispatch.name();
+        // Answers to one client's member request: the relay routes them by nonce.
+        if name == "GUILD_MEMBERS_CHUNK" {
+            return;
+        }
+        feed.hold(
+            event.ticket.number(),
+            Relayed {
+                guild_id: event.dispatch.guild_id.map(|g| g.0),
+                kind: name.into(),
+                data: data.clone(),
+                received_ms: event.received_ms,
+            },
+        );
+    }
+
     /// Hands an owned event to its guild's actor.
     fn deliver(&mut self, event: GuildEvent, ctx: &mut Context<Self>) {
         let dispatch = &event.dispatch;

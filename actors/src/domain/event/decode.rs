@@ -130,9 +130,13 @@ pub fn decode_dispatch(name: &str, seq: Option<u64>, data: &str) -> Result<Dispa
         })?,
         None => other(data),
     };
-    let payload = (!matches!(event, Event::Other)).then(|| std::sync::Arc::from(data));
+    // Kept for every kind: a capture log re-decodes it, and a relay client is sent it.
+    let payload = Some(std::sync::Arc::from(data));
+    let other_name = (kind == EventKind::Other).then(|| std::sync::Arc::from(name));
     Ok(Dispatch {
         kind,
+        other_name,
+        relay_payload: None,
         seq,
         guild_id,
         event,

@@ -121,9 +121,24 @@ pub struct Dispatch {
     /// The guild the event belongs to; `None` for DMs and guild-less events.
     pub guild_id: Option<Id>,
     pub event: Event,
-    /// The payload as received, for the events that store something: what a rescale's
-    /// capture log keeps, to decode again on the guild's new owner.
+    /// The dispatch name when [`EventKind`] does not know it (`kind` is `Other`).
+    pub other_name: Option<std::sync::Arc<str>>,
+    /// The payload for relay clients when it differs from `payload` (the live path writes
+    /// serenity's model back in Discord's shape, for the relay without its absent fields).
+    pub relay_payload: Option<std::sync::Arc<str>>,
+    /// The payload as received: what a rescale's capture log keeps, to decode again on the
+    /// guild's new owner, and what the pod's relay sends its clients.
     pub payload: Option<std::sync::Arc<str>>,
+}
+
+impl Dispatch {
+    /// The dispatch name (`t`) as Discord sent it.
+    pub fn name(&self) -> &str {
+        match &self.other_name {
+            Some(name) => name,
+            None => self.kind.name(),
+        }
+    }
 }
 
 /// The events the guild handlers act on; everything else is `Other` (counted, not stored).

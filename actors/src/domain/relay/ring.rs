@@ -15,6 +15,8 @@ pub struct Released {
     pub kind: Arc<str>,
     /// Its `d`, as JSON text.
     pub data: Arc<str>,
+    /// When the pod accepted it (ms since the epoch), for the relay's lag.
+    pub received_ms: i64,
 }
 
 impl Released {
@@ -50,11 +52,18 @@ impl Ring {
     }
 
     /// Keeps `data`, released now, at the next position, dropping what no longer fits.
-    pub fn push(&mut self, kind: Arc<str>, data: Arc<str>, now: Instant) -> Released {
+    pub fn push(
+        &mut self,
+        kind: Arc<str>,
+        data: Arc<str>,
+        received_ms: i64,
+        now: Instant,
+    ) -> Released {
         let released = Released {
             position: self.next,
             kind,
             data,
+            received_ms,
         };
         self.next += 1;
         self.bytes += released.bytes();
@@ -85,16 +94,11 @@ impl Ring {
         if position + 1 < oldest {
             return None;
         }
-        Some(
-            self.items
-                .iter()
-                .filter(|(_, r)| r.position > position)
-                .map(|(_, r)| r.clone())
-                .collect(),
-        )
+        // Positions are consecutive: the first wanted is found by subtraction, not a search.
+        let first = (position + 1 - oldest) as usize;
+        Some(self.items.range(first..).map(|(_, r)| r.clone()).collect())
     }
 
-    /// The bytes held.
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -105,7 +109,8 @@ mod tests {
     use super::*;
 
     fn push(ring: &mut Ring, text: &str, at: Instant) -> u64 {
-        ring.push("MESSAGE_CREATE".into(), text.into(), at).position
+        ring.push("MESSAGE_CREATE".into(), text.into(), 0, at)
+            .position
     }
 
     #[test]

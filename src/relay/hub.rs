@@ -1,0 +1,235 @@
+//! The relay's shared state, kept by one task: each served guild's document, the ring of
+//! released events every client reads from, and the sessions a client may resume.
+//!
+//! The pump takes the pipeline's released events in order, applies each to its guild's
+//! document and appends it to the ring, under one lock. An IDENTIFY reads the documents and
+//! the ring's position under that same lock, so a new client's GUILD_CREATEs and the events
+//! after them meet exactly: nothing is in both, nothing in neither.
+
+use super::metrics::RelayMetrics;
+use super::upstream::Upstream;
+use gateway_actors::relay::guild_doc::GuildDoc;
+use gateway_actors::relay::ring::{Released, Ring};
+use gateway_actors::{RelayFeed, Relayed};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// What the relay was configured with.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// The bot's token: an IDENTIFY or RESUME must present it.
+    pub token: String,
+    /// The URL clients reach this pod's relay at (READY's `resume_gateway_url`).
+    pub public_url: String,
+    pub resume_window: Duration,
+    pub buffer_bytes: usize,
+    pub heartbeat_interval: Duration,
+    pub max_clients: usize,
+}
+
+/// A session whose connection ended, kept for a RESUME within the window.
+#[derive(Debug, Clone, Copy)]
+pub struct Parked {
+    /// A dispatch at ring position `p` was this session's seq `p + offset`.
+    pub offset: i64,
+    /// The first seq after READY and the GUILD_CREATEs: a RESUME from before it cannot be served.
+    pub stream_from: u64,
+    pub at: Instant,
+}
+
+/// A new client's start: READY's guilds, their GUILD_CREATEs, and the position they are as of.
+pub struct Snapshot {
+    pub guild_ids: Vec<String>,
+    pub guild_creates: Vec<String>,
+    pub position: u64,
+}
+
+struct State {
+    docs: HashMap<u64, GuildDoc>,
+    ring: Ring,
+    parked: HashMap<String, Parked>,
+}
+
+pub struct Hub {
+    state: Mutex<State>,
+    /// The ring's newest position: clients wait on it.
+    position: watch::Sender<u64>,
+    pub settings: RelaySettings,
+    pub metrics: RelayMetrics,
+    pub upstream: Arc<Upstream>,
+    /// Clients connected now.
+    clients: std::sync::atomic::AtomicUsize,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Each update under the lock is one step: a panic elsewhere leaves consistent data.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The dispatches that change what a GUILD_CREATE would say (the others are not parsed).
+fn changes_documents(kind: &str) -> bool {
+    kind.starts_with("GUILD_")
+        && !matches!(
+            kind,
+            "GUILD_BAN_ADD" | "GUILD_BAN_REMOVE" | "GUILD_AUDIT_LOG_ENTRY_CREATE"
+        )
+        || kind.starts_with("CHANNEL_")
+        || kind.starts_with("THREAD_")
+        || kind.starts_with("STAGE_INSTANCE_")
+}
+
+impl Hub {
+    pub fn new(settings: RelaySettings, metrics: RelayMetrics, upstream: Arc<Upstream>) -> Hub {
+        Hub {
+            state: Mutex::new(State {
+                docs: HashMap::new(),
+                ring: Ring::new(settings.buffer_bytes, settings.resume_window),
+                parked: HashMap::new(),
+            }),
+            position: watch::channel(0).0,
+            settings,
+            metrics,
+            upstream,
+            clients: Default::default(),
+        }
+    }
+
+    /// Takes the feed's released events, in order, until the feed's owner is gone.
+    pub async fn pump(self: Arc<Self>, feed: Arc<RelayFeed>) {
+        let mut trim = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                () = feed.released() => {
+                    let batch = feed.take();
+                    if !batch.is_empty() {
+                        self.publish(batch);
+                    }
+                }
+                _ = trim.tick() => self.expire(),
+            }
+        }
+    }
+
+    /// Applies each event to its guild's document and appends it to the ring.
+    pub fn publish(&self, batch: Vec<Relayed>) {
+        let now = Instant::now();
+        self.metrics.released.inc_by(batch.len() as u64);
+        let mut state = lock(&self.state);
+        for relayed in batch {
+            if let Some(guild_id) = relayed.guild_id {
+                if changes_documents(&relayed.kind) {
+                    apply(&mut state.docs, guild_id, &relayed);
+                }
+            }
+            state
+                .ring
+                .push(relayed.kind, relayed.data, relayed.received_ms, now);
+        }
+        self.metrics.buffer_bytes.set(state.ring.bytes() as i64);
+        self.metrics.guilds.set(state.docs.len() as i64);
+        let position = state.ring.position();
+        drop(state);
+        self.position.send_replace(position);
+    }
+
+    /// Drops what fell out of the resume window.
+    fn expire(&self) {
+        let now = Instant::now();
+        let window = self.settings.resume_window;
+        let mut state = lock(&self.state);
+        state.ring.trim(now);
+        state
+            .parked
+            .retain(|_, p| now.duration_since(p.at) <= window);
+        self.metrics.buffer_bytes.set(state.ring.bytes() as i64);
+    }
+
+    /// Every served guild and the position they are as of.
+    pub fn snapshot(&self) -> Snapshot {
+        let state = lock(&self.state);
+        let mut docs: Vec<(&u64, &GuildDoc)> = state.docs.iter().collect();
+        docs.sort_by_key(|(id, _)| **id);
+        Snapshot {
+            guild_ids: docs.iter().map(|(id, _)| id.to_string()).collect(),
+            guild_creates: docs
+                .iter()
+                .map(|(_, doc)| doc.to_guild_create().to_string())
+                .collect(),
+            position: state.ring.position(),
+        }
+    }
+
+    /// The events after `position`; None once some of them left the ring.
+    pub fn after(&self, position: u64) -> Option<Vec<Released>> {
+        lock(&self.state).ring.after(position)
+    }
+
+    pub fn watch_position(&self) -> watch::Receiver<u64> {
+        self.position.subscribe()
+    }
+
+    /// Keeps a session whose connection ended, for a RESUME within the window.
+    pub fn park(&self, session_id: String, parked: Parked) {
+        lock(&self.state).parked.insert(session_id, parked);
+    }
+
+    /// Takes a parked session back (once).
+    pub fn unpark(&self, session_id: &str) -> Option<Parked> {
+        let mut state = lock(&self.state);
+        let parked = state.parked.remove(session_id)?;
+        (parked.at.elapsed() <= self.settings.resume_window).then_some(parked)
+    }
+
+    /// Takes a place for a new connection, if there is one.
+    pub fn connect(&self) -> Option<ClientSlot<'_>> {
+        use std::sync::atomic::Ordering;
+        let taken = self
+            .clients
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.settings.max_clients).then_some(n + 1)
+            })
+            .is_ok();
+        taken.then(|| {
+            self.metrics.clients.inc();
+            ClientSlot(self)
+        })
+    }
+}
+
+/// A connected client's place; given back when dropped.
+pub struct ClientSlot<'a>(&'a Hub);
+
+impl Drop for ClientSlot<'_> {
+    fn drop(&mut self) {
+        self.0
+            .clients
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.metrics.clients.dec();
+    }
+}
+
+/// One released event's effect on its guild's document: a GUILD_CREATE (re)starts it, a
+/// GUILD_DELETE ends it, the others change it.
+fn apply(docs: &mut HashMap<u64, GuildDoc>, guild_id: u64, relayed: &Relayed) {
+    let Ok(d) = serde_json::from_str::<Value>(&relayed.data) else {
+        return;
+    };
+    match &*relayed.kind {
+        "GUILD_CREATE" => {
+            if let Some(doc) = GuildDoc::from_guild_create(&d) {
+                docs.insert(guild_id, doc);
+            }
+        }
+        "GUILD_DELETE" => {
+            docs.remove(&guild_id);
+        }
+        kind => {
+            if let Some(doc) = docs.get_mut(&guild_id) {
+                doc.apply(kind, &d);
+            }
+        }
+    }
+}
