@@ -262,6 +262,14 @@ CREATE TABLE IF NOT EXISTS gateway_ownership (
     operation     INTEGER
 );
 
+-- added: a guild's state as the pod's relay last told its clients (the GUILD_CREATE it would
+-- send), written by an old owner at a rescale's freeze so that the export carries it to the
+-- new owner's relay. Only in transit: a relay keeps its guilds' state in memory.
+CREATE TABLE IF NOT EXISTS relay_documents (
+    guild_id TEXT PRIMARY KEY,
+    document TEXT NOT NULL
+);
+
 -- added: the events of guilds coming to this pod during a rescale, in arrival order, until the
 -- epoch commits (then emptied).
 CREATE TABLE IF NOT EXISTS gateway_captured (

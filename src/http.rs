@@ -164,13 +164,15 @@ pub fn start_pod(
     config: &PodConfig,
     pipeline: Arc<Pipeline>,
     gateway: Option<Arc<Sessions>>,
+    relay: Option<Arc<crate::relay::hub::Hub>>,
 ) -> anyhow::Result<actix_web::dev::ServerHandle> {
-    let api = Api::new(
+    let mut api = Api::new(
         config.api.clone(),
         pipeline.clone(),
         &config.database,
         gateway.clone(),
     )?;
+    api.relay = relay;
     let state = HttpState { pipeline, gateway };
     start(config.http_addr, state, api)
 }

@@ -75,7 +75,7 @@ pub async fn run(config: PodConfig, args: ReplayArgs) -> anyhow::Result<ExitCode
         Pipeline::start(config.pipeline.clone(), metrics)
             .with_context(|| format!("opening the pod's database {}", config.database.display()))?,
     );
-    let server = http::start_pod(&config, pipeline.clone(), None)?;
+    let server = http::start_pod(&config, pipeline.clone(), None, None)?;
     tracing::info!(pod = sharding.ordinal, pods = sharding.pods, strategy = %sharding.strategy,
         database = %config.database.display(), "replaying {}", args.file.display());
 

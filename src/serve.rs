@@ -110,7 +110,12 @@ pub async fn run(mut config: PodConfig, discord: DiscordSettings) -> anyhow::Res
     let (pipeline, mut shards, events) = start(&config, &discord, &upstream)?;
     let relay = start_relay(&discord, &pipeline, upstream).await?;
     follow_rescale(&mut shards, &pipeline.ownership()).await;
-    let server = http::start_pod(&config, pipeline.clone(), Some(shards.sessions.clone()))?;
+    let server = http::start_pod(
+        &config,
+        pipeline.clone(),
+        Some(shards.sessions.clone()),
+        relay.as_ref().map(|r| r.hub.clone()),
+    )?;
     log_serving(&config, &pipeline);
     let submitted = feed(events, pipeline.clone());
     let outcome = serve_until_stopped(signal, &pipeline, &mut shards).await;

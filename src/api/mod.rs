@@ -56,6 +56,8 @@ pub struct Api {
     /// Places for writes in the writer's mailbox: a flood of writes waits here (and times
     /// out), never in front of the guilds' events.
     pub writes: tokio::sync::Semaphore,
+    /// The pod's relay (serve with RELAY_ADDR): a rescale hands its guilds' state over.
+    pub relay: Option<Arc<crate::relay::hub::Hub>>,
 }
 
 /// Writes of the data API in the writer's mailbox at once: enough to keep it busy between
@@ -92,6 +94,7 @@ impl Api {
             database: database.to_owned(),
             gateway,
             writes: tokio::sync::Semaphore::new(WRITES_IN_WRITER),
+            relay: None,
         })
     }
 

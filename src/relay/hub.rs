@@ -62,6 +62,8 @@ pub struct Hub {
     pub upstream: Arc<Upstream>,
     /// Clients connected now.
     clients: std::sync::atomic::AtomicUsize,
+    /// What the pipeline released.
+    feed: Arc<RelayFeed>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -82,7 +84,12 @@ fn changes_documents(kind: &str) -> bool {
 }
 
 impl Hub {
-    pub fn new(settings: RelaySettings, metrics: RelayMetrics, upstream: Arc<Upstream>) -> Hub {
+    pub fn new(
+        settings: RelaySettings,
+        metrics: RelayMetrics,
+        upstream: Arc<Upstream>,
+        feed: Arc<RelayFeed>,
+    ) -> Hub {
         Hub {
             state: Mutex::new(State {
                 docs: HashMap::new(),
@@ -94,30 +101,32 @@ impl Hub {
             metrics,
             upstream,
             clients: Default::default(),
+            feed,
         }
     }
 
-    /// Takes the feed's released events, in order, until the feed's owner is gone.
-    pub async fn pump(self: Arc<Self>, feed: Arc<RelayFeed>) {
+    /// Takes the feed's released events as they come; trims the ring meanwhile.
+    pub async fn pump(self: Arc<Self>) {
         let mut trim = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
-                () = feed.released() => {
-                    let batch = feed.take();
-                    if !batch.is_empty() {
-                        self.publish(batch);
-                    }
-                }
+                () = self.feed.released() => self.catch_up(),
                 _ = trim.tick() => self.expire(),
             }
         }
     }
 
-    /// Applies each event to its guild's document and appends it to the ring.
-    pub fn publish(&self, batch: Vec<Relayed>) {
+    /// Takes what the feed released and not yet taken: applies each event to its guild's
+    /// document and appends it to the ring. Taking and appending under one lock keeps the
+    /// release order whoever calls it.
+    pub fn catch_up(&self) {
         let now = Instant::now();
-        self.metrics.released.inc_by(batch.len() as u64);
         let mut state = lock(&self.state);
+        let batch = self.feed.take();
+        if batch.is_empty() {
+            return;
+        }
+        self.metrics.released.inc_by(batch.len() as u64);
         for relayed in batch {
             if let Some(guild_id) = relayed.guild_id {
                 if changes_documents(&relayed.kind) {
@@ -128,11 +137,52 @@ impl Hub {
                 .ring
                 .push(relayed.kind, relayed.data, relayed.received_ms, now);
         }
+        self.published(state);
+    }
+
+    /// Updates the gauges and wakes the clients after the ring grew.
+    fn published(&self, state: MutexGuard<'_, State>) {
         self.metrics.buffer_bytes.set(state.ring.bytes() as i64);
         self.metrics.guilds.set(state.docs.len() as i64);
         let position = state.ring.position();
         drop(state);
         self.position.send_replace(position);
+    }
+
+    /// The documents (GUILD_CREATE `d`) of the guilds `take` selects, as of everything
+    /// released so far: what a rescale's export carries to their new owner.
+    pub fn documents(&self, take: impl Fn(u64) -> bool) -> Vec<(u64, String)> {
+        self.catch_up();
+        let state = lock(&self.state);
+        state
+            .docs
+            .iter()
+            .filter(|(id, _)| take(**id))
+            .map(|(id, doc)| (*id, doc.to_guild_create().to_string()))
+            .collect()
+    }
+
+    /// The guilds not `kept` leave the clients (a rescale gave them away): a GUILD_DELETE
+    /// with `unavailable`, which discord.js keeps as an outage and the bot ignores, after
+    /// everything released before.
+    pub fn leave(&self, kept: impl Fn(u64) -> bool) {
+        self.catch_up();
+        let now = Instant::now();
+        let mut state = lock(&self.state);
+        let mut leaving: Vec<u64> = state.docs.keys().copied().filter(|g| !kept(*g)).collect();
+        if leaving.is_empty() {
+            return;
+        }
+        leaving.sort_unstable();
+        let now_ms = gateway_actors::time::now_ms();
+        for guild_id in leaving {
+            state.docs.remove(&guild_id);
+            let data = format!(r#"{{"id":"{guild_id}","unavailable":true}}"#);
+            state
+                .ring
+                .push("GUILD_DELETE".into(), data.into(), now_ms, now);
+        }
+        self.published(state);
     }
 
     /// Drops what fell out of the resume window.

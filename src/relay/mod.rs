@@ -30,6 +30,8 @@ use upstream::Upstream;
 
 /// The running relay.
 pub struct Relay {
+    /// What a rescale's steps tell the relay (guilds that leave, documents to export).
+    pub hub: Arc<Hub>,
     pub addr: SocketAddr,
     shutdown: watch::Sender<bool>,
 }
@@ -48,11 +50,15 @@ impl Relay {
             .await
             .with_context(|| format!("binding RELAY_ADDR {addr}"))?;
         let addr = listener.local_addr().context("reading RELAY_ADDR")?;
-        let hub = Arc::new(Hub::new(settings, metrics, upstream));
-        tokio::spawn(hub.clone().pump(feed));
+        let hub = Arc::new(Hub::new(settings, metrics, upstream, feed));
+        tokio::spawn(hub.clone().pump());
         let (shutdown, stopping) = watch::channel(false);
-        tokio::spawn(accept(listener, hub, stopping));
-        Ok(Relay { addr, shutdown })
+        tokio::spawn(accept(listener, hub.clone(), stopping));
+        Ok(Relay {
+            hub,
+            addr,
+            shutdown,
+        })
     }
 
     /// Tells every client to reconnect (op 7) and closes their connections.

@@ -245,6 +245,12 @@ pub async fn freeze(
             FREEZE_LIMIT,
         )
         .await?;
+    // Everything the leaving guilds' clients were sent is released by now: their state goes
+    // with the export, for the new owner's relay to introduce them.
+    if let Some(relay) = &api.relay {
+        let documents = relay.documents(|g| ownership.outgoing(g));
+        api.pipeline.save_relay_documents(documents).await?;
+    }
     Ok(HttpResponse::Ok().json(FreezeAnswer {
         state: state_of(&api, ownership),
         drain_ms: report.drain_ms,
@@ -353,6 +359,10 @@ pub async fn commit(
     body: JsonBody<EpochBody>,
 ) -> Result<HttpResponse, ApiError> {
     let ownership = api.pipeline.commit(body.epoch).await?;
+    // The guilds given away leave this pod's relay clients (their new owner's already met them).
+    if let Some(relay) = &api.relay {
+        relay.leave(|g| ownership.layout.owner(g) == ownership.ordinal);
+    }
     Ok(HttpResponse::Ok().json(state_of(&api, ownership)))
 }
 

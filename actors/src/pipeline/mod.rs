@@ -18,7 +18,8 @@ use crate::actors::filter::ShardFilter;
 use crate::actors::guild::{FlushWaiting, GuildDeps};
 use crate::actors::inbox::GuildEvent;
 use crate::actors::writer::api::{
-    CheckWritable, Execute, ExecuteError, NotWritable, PatchSettings, SettingsError,
+    CheckWritable, Execute, ExecuteError, NotWritable, PatchSettings, SaveRelayDocuments,
+    SettingsError,
 };
 use crate::actors::writer::{SqliteWriter, WriterConfig, WriterLink};
 use crate::domain::event::Dispatch;
@@ -191,6 +192,23 @@ impl Pipeline {
     /// Why commits are failing, while they are.
     pub fn storage_fault(&self) -> Option<StorageFault> {
         self.health.fault()
+    }
+
+    /// Keeps the relay's documents of guilds this pod gives away (guild id, GUILD_CREATE `d`)
+    /// for the rescale's export, which carries them to the guilds' new owner.
+    pub async fn save_relay_documents(
+        &self,
+        documents: Vec<(u64, String)>,
+    ) -> Result<(), RescaleError> {
+        self.writer
+            .send(SaveRelayDocuments(documents))
+            .await
+            .map_err(|_| RescaleError::Gone("writer"))?
+            .map_err(|e| {
+                RescaleError::Handoff(crate::storage::rescale::HandoffError::sql(
+                    "saving the relay's documents",
+                )(e))
+            })
     }
 
     /// The events released for the pod's relay, when it runs one.

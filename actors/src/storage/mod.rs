@@ -6,6 +6,7 @@ pub(crate) mod apply;
 pub(crate) mod database;
 pub(crate) mod expiry;
 pub mod query;
+pub(crate) mod relay_documents;
 pub(crate) mod rescale;
 pub mod reshard;
 pub(crate) mod restore;

@@ -105,6 +105,8 @@ pub const GUILD_TABLES: &[GuildTable] = &[
     column("mod_action_late_entries", "guild_id", false),
     column("member_timeouts", "guild_id", false),
     column("unpaired_member_removals", "guild_id", false),
+    // The relay's state of a guild, carried by a rescale's export.
+    column("relay_documents", "guild_id", false),
 ];
 
 /// Tables of the schema that hold no guild's rows, and why; every other table must be in

@@ -90,7 +90,7 @@ impl<'a> Deployment<'a> {
         loop {
             self.check_alive()?;
             let statuses = self.poll().await;
-            self.start_live_traffic_once_connected(&statuses);
+            self.start_live_traffic_once_connected(&statuses).await?;
             self.finish_rescale_if_ended()?;
             self.start_rescale_if_due().await?;
             let finished = self.finished(&statuses);
@@ -138,12 +138,19 @@ impl<'a> Deployment<'a> {
         statuses
     }
 
-    /// Live traffic starts once every first pod has all its sessions.
-    fn start_live_traffic_once_connected(&self, statuses: &[Option<PodStatus>]) {
+    /// Live traffic starts once every first pod has all its sessions (and its relay clients).
+    async fn start_live_traffic_once_connected(
+        &self,
+        statuses: &[Option<PodStatus>],
+    ) -> anyhow::Result<()> {
         if self.live && !self.fake.clock_view().running && fleet::all_connected(statuses) {
+            for pod in &self.pods {
+                fleet::wait_relay_clients(pod, self.args.relay_clients).await?;
+            }
             eprintln!("every pod is connected: the live stream starts");
             let _ = self.fake.clock_start();
         }
+        Ok(())
     }
 
     /// Reports a rescale that ended, checks coverage, and stops the pods it emptied.
@@ -226,6 +233,10 @@ impl<'a> Deployment<'a> {
                     .push(self.launcher.start(ordinal, current, strategy, shards)?),
             }
             fleet::wait_answering(&self.pods[self.pods.len() - 1]).await?;
+        }
+        // Their relay clients start with them, before they own anything.
+        for pod in self.pods.iter().filter(|p| !p.stopped) {
+            fleet::wait_relay_clients(pod, self.args.relay_clients).await?;
         }
         Ok(())
     }
@@ -349,6 +360,8 @@ impl<'a> Deployment<'a> {
 fn launcher(args: &SimulateArgs, exe: &Path, fake: &Fake, steps: &[schedule::Step]) -> Launcher {
     let most_pods = steps.iter().map(|s| s.pods).fold(args.pods, u32::max);
     let base_port = crate::testing::free_port_block(most_pods as u16);
+    let relay_base_port =
+        (args.relay_clients > 0).then(|| crate::testing::free_port_block(most_pods as u16));
     Launcher {
         exe: exe.to_owned(),
         data_dir: args.data_dir.clone(),
@@ -359,5 +372,6 @@ fn launcher(args: &SimulateArgs, exe: &Path, fake: &Fake, steps: &[schedule::Ste
         // The pods' slot is Discord's window plus the same 30% margin as against Discord.
         identify_slot_ms: args.identify_window_ms * 13 / 10,
         json: args.json,
+        relay_base_port,
     }
 }

@@ -16,6 +16,8 @@ pub(super) struct Pod {
     /// Stopped after a rescale emptied it.
     pub(super) stopped: bool,
     pub(super) http: SocketAddr,
+    /// Its relay, when it serves one.
+    pub(super) relay: Option<SocketAddr>,
     pub(super) database: PathBuf,
     pub(super) log: PathBuf,
 }
@@ -57,6 +59,8 @@ pub(super) struct Launcher {
     pub(super) discord_url: String,
     pub(super) identify_slot_ms: u64,
     pub(super) json: bool,
+    /// Pod k's relay listens on this + k (None: no relay).
+    pub(super) relay_base_port: Option<u16>,
 }
 
 impl Launcher {
@@ -72,6 +76,9 @@ impl Launcher {
         remove_database(&database)?;
         let log = self.data_dir.join(format!("gateway-{ordinal}.log"));
         let http = SocketAddr::from(([127, 0, 0, 1], self.base_port + ordinal as u16));
+        let relay = self
+            .relay_base_port
+            .map(|base| SocketAddr::from(([127, 0, 0, 1], base + ordinal as u16)));
         let child = Command::new(&self.exe)
             .arg("serve")
             .env("POD_ORDINAL", ordinal.to_string())
@@ -86,6 +93,7 @@ impl Launcher {
             .env("DISCORD_API_URL", &self.discord_url)
             .env("IDENTIFY_SLOT_MS", self.identify_slot_ms.to_string())
             .env("RUST_LOG", "warn")
+            .envs(relay.map(|r| ("RELAY_ADDR", r.to_string())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(
@@ -98,6 +106,7 @@ impl Launcher {
             let line = serde_json::json!({"pod": {
                 "ordinal": ordinal, "pid": child.id(), "http": http.to_string(),
                 "database": database, "log": log,
+                "relay": relay.map(|r| format!("ws://{r}")),
             }});
             println!("{line}");
         } else {
@@ -113,6 +122,7 @@ impl Launcher {
             child,
             stopped: false,
             http,
+            relay,
             database,
             log,
         })
@@ -139,6 +149,35 @@ pub(super) async fn wait_answering(pod: &Pod) -> anyhow::Result<()> {
         "pod {} did not answer within 30 s; see {}",
         pod.ordinal,
         pod.log.display()
+    )
+}
+
+/// The clients connected to the pod's relay now (None: it does not answer).
+pub(super) async fn relay_clients(pod: &Pod) -> Option<u64> {
+    let (code, body) = http_get(pod.http, "/metrics").await.ok()?;
+    if code != 200 {
+        return None;
+    }
+    body.lines()
+        .find_map(|line| line.strip_prefix("guild_gateway_relay_clients "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+/// Waits until the pod's relay has `clients` clients (120 s at most: a person starts them).
+pub(super) async fn wait_relay_clients(pod: &Pod, clients: u32) -> anyhow::Result<()> {
+    if clients == 0 || pod.relay.is_none() {
+        return Ok(());
+    }
+    for _ in 0..1200 {
+        if relay_clients(pod).await.unwrap_or(0) >= u64::from(clients) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!(
+        "pod {}'s relay did not get {clients} clients within 120 s",
+        pod.ordinal
     )
 }
 

@@ -89,6 +89,11 @@ pub struct SimulateArgs {
     /// and a `summary` line at the end (progress stays on stderr)
     #[arg(long)]
     pub json: bool,
+    /// Serve a relay on each pod (RELAY_ADDR; `--json` prints its URL in the pod's line) and
+    /// wait for this many discord.js clients on each started pod before the live stream starts
+    /// and before each rescale [default: 0, no relay]
+    #[arg(long, default_value = "0")]
+    pub relay_clients: u32,
     /// The pod binary the pods run [default: guild-gateway beside this program]
     #[arg(long, env = "GUILD_GATEWAY_BIN")]
     pub pod_binary: Option<PathBuf>,
@@ -166,6 +171,13 @@ async fn start_fake(
         ..FakeOptions::default()
     };
     let fake = fake_discord::start("127.0.0.1:0".parse()?, recording, options).await?;
+    if args.json {
+        // What a bot needs besides the pods' relays: the (fake) Discord's REST API and token.
+        let line = serde_json::json!({"discord": {
+            "api": format!("http://{}/api", fake.addr), "token": fake.options.token,
+        }});
+        println!("{line}");
+    }
     eprintln!(
         "fake Discord on http://{} ({total_frames} events{})",
         fake.addr,

@@ -255,7 +255,7 @@ impl ShardFilter {
     /// With a relay, holds an event this pod applies as its guild's owner until it is done:
     /// then its clients are sent it. A pod relays exactly what it applies as owner, so across
     /// a rescale each event is relayed by the one pod that applied it.
-    fn hold_for_relay(&self, event: &GuildEvent) {
+    pub(super) fn hold_for_relay(&self, event: &GuildEvent) {
         let data = (event.dispatch.relay_payload.as_ref()).or(event.dispatch.payload.as_ref());
         let (Some(feed), Some(data)) = (&self.deps.relay, data) else {
             return;

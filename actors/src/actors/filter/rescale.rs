@@ -8,10 +8,12 @@ use crate::actors::guild::{Stop, TakeOver};
 use crate::actors::inbox::GuildEvent;
 use crate::actors::writer::handoff::Handoff;
 use crate::actors::writer::SqliteWriter;
-use crate::domain::event::{decode_dispatch, DecodeError, Dispatch, Event, Id};
+use crate::domain::event::{decode_dispatch, DecodeError, Dispatch, Id};
 use crate::domain::op::Op;
 use crate::domain::rescale::anchor::{self, AnchorOutcome};
 use crate::domain::rescale::ownership::Ownership;
+use crate::relay_feed::Relayed;
+use crate::storage::relay_documents;
 use crate::storage::rescale::{event_log, handoff, HandoffError};
 use actix::prelude::*;
 use std::time::Duration;
@@ -41,7 +43,12 @@ impl ShardFilter {
         dispatch: &crate::domain::event::Dispatch,
         received_ms: i64,
     ) -> Option<Op> {
-        let (Some(payload), Some(guild_id)) = (&dispatch.payload, dispatch.guild_id) else {
+        // The relay's form when there is one: what the new owner relays is what it captured.
+        let payload = dispatch
+            .relay_payload
+            .as_ref()
+            .or(dispatch.payload.as_ref());
+        let (Some(payload), Some(guild_id)) = (payload, dispatch.guild_id) else {
             return None;
         };
         capturable(dispatch).then(|| Op::Capture {
@@ -72,7 +79,24 @@ impl ShardFilter {
         // they come first, never skipped.
         let handed = event_log::handed_over(&conn, |g| live.incoming(g))
             .map_err(HandoffError::sql("reading the handed-over events"))?;
+        let documents = match &self.deps.relay {
+            Some(_) => relay_documents::load(&conn, |g| live.incoming(g))
+                .map_err(HandoffError::sql("reading the relay's documents"))?,
+            None => Vec::new(),
+        };
         drop(conn);
+        // The relay's clients meet each incoming guild (its rows are imported) before any of
+        // its events this pod applies.
+        if let Some(feed) = &self.deps.relay {
+            for (guild_id, document) in documents {
+                feed.announce(Relayed {
+                    guild_id: Some(guild_id),
+                    kind: "GUILD_CREATE".into(),
+                    data: document.into(),
+                    received_ms: crate::domain::time::now_ms(),
+                });
+            }
+        }
         let handed_count = handed.len();
         // A guild handed to this pod through its own new sessions keeps its actor: it stops
         // handing its waiting items over (everything before the freeze point is done).
@@ -94,7 +118,7 @@ impl ShardFilter {
         let skipped = skip.iter().filter(|&&s| s).count();
         self.ownership = live;
         let mut replayed = 0;
-        for ((c, dispatch), skipped) in captured.into_iter().zip(skip) {
+        for (index, ((c, dispatch), skipped)) in captured.into_iter().zip(skip).enumerate() {
             if skipped {
                 continue;
             }
@@ -103,15 +127,18 @@ impl ShardFilter {
                 Ok(dispatch) => {
                     // No seq: the log's are older than what this pod has received since.
                     let ticket = self.progress.admit_now(None);
-                    self.deliver(
-                        GuildEvent {
-                            ticket,
-                            dispatch,
-                            source_epoch: 0,
-                            received_ms: c.received_ms.unwrap_or_else(crate::domain::time::now_ms),
-                        },
-                        ctx,
-                    );
+                    let event = GuildEvent {
+                        ticket,
+                        dispatch,
+                        source_epoch: 0,
+                        received_ms: c.received_ms.unwrap_or_else(crate::domain::time::now_ms),
+                    };
+                    // This pod applies it as the owner: its relay sends it (the handed-over
+                    // waiting events were relayed by the old owner when they came).
+                    if index >= handed_count {
+                        self.hold_for_relay(&event);
+                    }
+                    self.deliver(event, ctx);
                 }
                 // It was decoded once before it was captured: this is a bug, said loudly.
                 Err(e) => {
@@ -148,11 +175,14 @@ fn before_anchors(
     })
 }
 
-/// Whether an event goes to the capture log (it stores something, for a guild).
+/// Whether an event goes to the capture log: every event of a guild, since the new owner
+/// applies and relays what its old owner did not (an interaction stores nothing and is still
+/// the bot's to answer). Not a member request's answer: it goes to the one session that asked,
+/// so the two owners' streams would not agree on it.
 pub(super) fn capturable(dispatch: &crate::domain::event::Dispatch) -> bool {
-    !matches!(dispatch.event, Event::Other)
-        && dispatch.payload.is_some()
+    dispatch.payload.is_some()
         && dispatch.guild_id.is_some()
+        && dispatch.name() != "GUILD_MEMBERS_CHUNK"
 }
 
 /// Replace the ownership (a rescale was prepared, aborted, or a pod restarted mid-way).

@@ -12,6 +12,21 @@ use serde_json::Value as Json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Keep the relay's documents of guilds this pod gives away (guild id, GUILD_CREATE `d`), in
+/// a transaction of their own, for the rescale's export.
+#[derive(Message)]
+#[rtype(result = "Result<(), rusqlite::Error>")]
+pub(crate) struct SaveRelayDocuments(pub Vec<(u64, String)>);
+
+impl Handler<SaveRelayDocuments> for SqliteWriter {
+    type Result = Result<(), rusqlite::Error>;
+    fn handle(&mut self, cmd: SaveRelayDocuments, _: &mut Self::Context) -> Self::Result {
+        let tx = self.conn.transaction()?;
+        crate::storage::relay_documents::save(&tx, &cmd.0)?;
+        tx.commit()
+    }
+}
+
 /// Is the database writable?
 #[derive(Message)]
 #[rtype(result = "Result<(), NotWritable>")]
