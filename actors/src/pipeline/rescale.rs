@@ -379,6 +379,10 @@ impl Pipeline {
             .await
             .map_err(|_| RescaleError::Gone("shard filter"))??;
         self.set_ownership(ownership);
+        // Only now does this pod's API serve the guilds it took: its relay's clients meet them.
+        if let Some(feed) = self.relay_feed().filter(|_| give_away) {
+            feed.open();
+        }
         self.metrics.rescale_guilds_remaining.set(0);
         Ok(())
     }

@@ -91,7 +91,7 @@ impl<'a> Deployment<'a> {
             self.check_alive()?;
             let statuses = self.poll().await;
             self.start_live_traffic_once_connected(&statuses).await?;
-            self.finish_rescale_if_ended()?;
+            self.finish_rescale_if_ended().await?;
             self.start_rescale_if_due().await?;
             let finished = self.finished(&statuses);
             progress.print(&self.pods, &statuses, finished);
@@ -154,7 +154,7 @@ impl<'a> Deployment<'a> {
     }
 
     /// Reports a rescale that ended, checks coverage, and stops the pods it emptied.
-    fn finish_rescale_if_ended(&mut self) -> anyhow::Result<()> {
+    async fn finish_rescale_if_ended(&mut self) -> anyhow::Result<()> {
         let ended = match &mut self.rescaling {
             Some((child, _)) => child.try_wait().context("checking rescale")?.is_some(),
             None => false,
@@ -172,6 +172,7 @@ impl<'a> Deployment<'a> {
             .iter_mut()
             .filter(|p| p.ordinal >= summary.to.pods && !p.stopped)
         {
+            fleet::release_relay_clients(pod, self.args.json).await;
             fleet::stop(pod, false)?;
             pod.stopped = true;
         }
@@ -297,6 +298,7 @@ impl<'a> Deployment<'a> {
             // A pod that dropped or rolled back events says so in its exit status too; the
             // summary reports those.
             let lost_events = status.events_shed + status.events_failed > 0;
+            fleet::release_relay_clients(pod, self.args.json).await;
             fleet::stop(pod, lost_events)?;
         }
         self.pods

@@ -181,6 +181,32 @@ pub(super) async fn wait_relay_clients(pod: &Pod, clients: u32) -> anyhow::Resul
     )
 }
 
+/// Before a pod stops: says so (a JSON line `{"stopping": {"ordinal": k}}` with `--json`), then
+/// waits up to 30 s for its relay's clients to leave. A client that saw its pod's last events
+/// can leave first, instead of reconnecting to a pod that is gone.
+pub(super) async fn release_relay_clients(pod: &Pod, json: bool) {
+    if relay_clients(pod).await.unwrap_or(0) == 0 {
+        return;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"stopping": {"ordinal": pod.ordinal}})
+        );
+    } else {
+        eprintln!(
+            "pod {} stops once its relay's clients leave (30 s at most)",
+            pod.ordinal
+        );
+    }
+    for _ in 0..300 {
+        if relay_clients(pod).await.unwrap_or(0) == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `given`, or the pod binary beside this program; an error says how to get one.
 pub(super) fn pod_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     let (path, how) = match given {

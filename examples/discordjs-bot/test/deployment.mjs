@@ -59,6 +59,12 @@ export function readStream(file) {
     });
 }
 
+/** The synthetic stream of `guilds` and `messages` (the same simulate plays), written to `file`. */
+export function synthetic({ guilds, messages }, file) {
+  execFileSync(DEV_BIN, ["synthetic", "--guilds", String(guilds), "--messages", String(messages), "--out", file]);
+  return readStream(file);
+}
+
 /** Guild id -> owning pod, from the pod binary itself. */
 export function owners(guilds, pods) {
   const out = execFileSync(BIN, ["shard-of", "--pods", String(pods), ...guilds], { encoding: "utf8" });
@@ -80,7 +86,7 @@ export class Deployment {
   static async start({ pods, guilds, messages, liveRate, env = {} }) {
     const dir = mkdtempSync(path.join(os.tmpdir(), "relay-test-"));
     const stream = path.join(dir, "events.ndjson");
-    execFileSync(DEV_BIN, ["synthetic", "--guilds", String(guilds), "--messages", String(messages), "--out", stream]);
+    synthetic({ guilds, messages }, stream);
     const fakePort = await freePort();
     const fake = start(dir, "fake", DEV_BIN, [
       "fake-discord", "--listen", `127.0.0.1:${fakePort}`, "--events", stream, "--token", TOKEN,

@@ -86,16 +86,18 @@ impl ShardFilter {
         };
         drop(conn);
         // The relay's clients meet each incoming guild (its rows are imported) before any of
-        // its events this pod applies.
+        // its events this pod applies, once the commit makes it this pod's (see `relay_feed`).
         if let Some(feed) = &self.deps.relay {
-            for (guild_id, document) in documents {
-                feed.announce(Relayed {
+            let documents = documents
+                .into_iter()
+                .map(|(guild_id, document)| Relayed {
                     guild_id: Some(guild_id),
                     kind: "GUILD_CREATE".into(),
                     data: document.into(),
                     received_ms: crate::domain::time::now_ms(),
-                });
-            }
+                })
+                .collect();
+            feed.join(move |g| live.incoming(g), documents);
         }
         let handed_count = handed.len();
         // A guild handed to this pod through its own new sessions keeps its actor: it stops
