@@ -118,7 +118,12 @@ async fn connection(
             .all(|pair| !pair.starts_with("v=") || pair == "v=10");
         Ok(response)
     };
-    let ws = tokio_tungstenite::accept_hdr_async(stream, check)
+    let limits = tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+        max_message_size: Some(session::MAX_CLIENT_FRAME),
+        max_frame_size: Some(session::MAX_CLIENT_FRAME),
+        ..Default::default()
+    };
+    let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(limits))
         .await
         .context("the WebSocket handshake")?;
     if !version_ok {

@@ -27,6 +27,17 @@ const IDENTITY_WAIT: Duration = Duration::from_secs(10);
 /// Member chunks waiting for a client, at most.
 const DIRECT_QUEUE: usize = 64;
 
+/// A connection that has not identified or resumed by then is closed (4003): an idle socket
+/// must not hold one of the RELAY_MAX_CLIENTS slots.
+const AUTHENTICATE_WITHIN: Duration = Duration::from_secs(20);
+
+/// Frames a client may send per minute, as Discord allows (more: closed with 4008).
+const FRAMES_PER_MINUTE: u32 = 120;
+
+/// The largest frame a client may send. Discord's limit is 4096 bytes; a member request
+/// with 100 user ids and a presence with activities fit well inside this.
+pub const MAX_CLIENT_FRAME: usize = 16 * 1024;
+
 /// Where a connection is in its session.
 struct Session {
     id: String,
@@ -70,15 +81,24 @@ pub async fn serve(hub: Arc<Hub>, ws: Ws, mut shutdown: watch::Receiver<bool>) {
     let mut session: Option<Session> = None;
     let mut last_heartbeat = Instant::now();
     let mut zombie_check = tokio::time::interval(interval / 2);
+    let connected = Instant::now();
+    let mut frames = Window::new(FRAMES_PER_MINUTE, Duration::from_secs(60));
     let end = loop {
         tokio::select! {
             incoming = ws.next() => {
                 let text = match incoming {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Binary(_))) => break End::from(Close::DecodeError),
+                    // Over MAX_CLIENT_FRAME.
+                    Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
+                        break End::from(Close::DecodeError)
+                    }
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break End::Gone,
                     Some(Ok(_)) => continue,
                 };
+                if !frames.admit(Instant::now()) {
+                    break End::from(Close::RateLimited);
+                }
                 let frame = match protocol::parse_client_frame(&text) {
                     Ok(frame) => frame,
                     Err(close) => break End::from(close),
@@ -106,7 +126,10 @@ pub async fn serve(hub: Arc<Hub>, ws: Ws, mut shutdown: watch::Receiver<bool>) {
             }
             _ = zombie_check.tick() => {
                 if last_heartbeat.elapsed() > interval * 2 {
-                    break End::Close(4009, "Session timed out.");
+                    break End::from(Close::SessionTimedOut);
+                }
+                if session.is_none() && connected.elapsed() > AUTHENTICATE_WITHIN {
+                    break End::from(Close::NotAuthenticated);
                 }
             }
             Ok(()) = shutdown.changed() => {
@@ -301,6 +324,34 @@ fn check_token(hub: &Hub, presented: &str) -> Result<(), End> {
         Ok(())
     } else {
         Err(Close::AuthenticationFailed.into())
+    }
+}
+
+/// At most `limit` admissions per `per`, counted in fixed windows.
+struct Window {
+    limit: u32,
+    per: Duration,
+    start: Instant,
+    count: u32,
+}
+
+impl Window {
+    fn new(limit: u32, per: Duration) -> Window {
+        Window {
+            limit,
+            per,
+            start: Instant::now(),
+            count: 0,
+        }
+    }
+
+    fn admit(&mut self, now: Instant) -> bool {
+        if now.duration_since(self.start) >= self.per {
+            self.start = now;
+            self.count = 0;
+        }
+        self.count += 1;
+        self.count <= self.limit
     }
 }
 
