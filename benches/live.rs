@@ -6,44 +6,15 @@
 //! 100k events, and their ratios. `LIVE_BENCH_RUNS` (default 3) and `LIVE_BENCH_MESSAGES` (default 100000) tune it.
 //! Not a criterion bench: each sample is a whole process lifetime.
 
-use guild_gateway_dev::simulate::cpu_seconds;
+mod process;
+
 use guild_gateway_dev::testing::*;
+use process::{committed_all_sent, env_or, filtered_out, measure, median, Sample};
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TOKEN: &str = "live-bench-token";
-
-struct Sample {
-    events: u64,
-    seconds: f64,
-    cpu_seconds: f64,
-}
-
-fn status(port: u16) -> Option<serde_json::Value> {
-    let (code, body) = http_get(port, "/status").ok()?;
-    (code == 200).then(|| serde_json::from_str(&body).ok())?
-}
-
-/// Polls the pod until `done` says it has committed everything; times from its first event.
-fn measure(pod: &Proc, port: u16, done: impl Fn(&serde_json::Value) -> bool) -> Sample {
-    wait_for(Duration::from_secs(60), || {
-        status(port).filter(|s| s["events_accepted"].as_u64() > Some(0))
-    })
-    .expect("the pod takes events");
-    let started = Instant::now();
-    let last = wait_for(Duration::from_secs(600), || {
-        status(port).filter(|s| done(s))
-    })
-    .expect("the pod commits everything");
-    let seconds = started.elapsed().as_secs_f64();
-    let events = last["events_done"].as_u64().unwrap_or(0);
-    Sample {
-        events,
-        seconds,
-        cpu_seconds: cpu_seconds(pod.0.id()),
-    }
-}
 
 fn replay_run(stream: &Path, lines: u64, dir: &Path) -> Sample {
     let port = free_port();
@@ -81,46 +52,18 @@ fn live_run(stream: &Path, dir: &Path) -> Sample {
             .spawn()
             .expect("starting serve"),
     );
-    let sample = measure(&pod, port, |s| {
-        let Some((_, body)) = http_get(fake_port, "/fake/sessions").ok() else {
-            return false;
-        };
-        let sessions: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        sessions.as_array().is_some_and(|all| {
-            all.iter().any(|session| {
-                session["session_id"] == s["session_id"]
-                    && session["done"] == true
-                    && session["last_seq_sent"] == s["last_seq_committed"]
-                    && s["in_flight"] == 0
-            })
-        })
-    });
+    let sample = measure(&pod, port, |s| committed_all_sent(fake_port, s));
     sigterm(&pod.0);
     wait_exit(&mut pod.0, Duration::from_secs(30));
     sample
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn main() {
-    // `cargo bench` passes `--bench`; a filter that names another bench skips this one.
-    if std::env::args()
-        .skip(1)
-        .any(|a| !a.starts_with('-') && !"live".contains(&a))
-    {
+    if filtered_out("live") {
         return;
     }
-    let env = |name: &str, default: u64| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let runs = env("LIVE_BENCH_RUNS", 3).max(1);
-    let messages = env("LIVE_BENCH_MESSAGES", 100_000);
+    let runs = env_or("LIVE_BENCH_RUNS", 3).max(1);
+    let messages = env_or("LIVE_BENCH_MESSAGES", 100_000);
     let dir = tempfile::tempdir().expect("a scratch directory");
     let stream = dir.path().join("stream.ndjson");
     let lines =
@@ -147,14 +90,8 @@ fn main() {
         replay.push(r);
         live.push(l);
     }
-    let rate = |s: &[Sample]| median(s.iter().map(|s| s.events as f64 / s.seconds).collect());
-    let cpu = |s: &[Sample]| {
-        median(
-            s.iter()
-                .map(|s| s.cpu_seconds * 100_000.0 / s.events as f64)
-                .collect(),
-        )
-    };
+    let rate = |s: &[Sample]| median(s.iter().map(Sample::rate).collect());
+    let cpu = |s: &[Sample]| median(s.iter().map(Sample::cpu_per_100k).collect());
     println!(
         "live/replay   events/s: {:.0} / {:.0} = {:.2}",
         rate(&live),

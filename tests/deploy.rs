@@ -237,6 +237,22 @@ fn the_network_policy_opens_port_3000_to_api_clients_gateways_and_prometheus_onl
             .iter()
             .any(|peer| peer["namespaceSelector"].is_mapping()
                 && peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "prometheus"));
+        // The relay's port admits the bot's processes only.
+        let relay_rule = rules
+            .iter()
+            .find(|rule| rule["ports"][0]["port"] == 7878)
+            .expect("a rule for the relay's port");
+        let relay_from = relay_rule["from"].as_sequence().unwrap();
+        assert_eq!(
+            relay_from.len(),
+            1,
+            "{target}: the relay admits one kind of peer"
+        );
+        assert_eq!(
+            relay_from[0]["podSelector"]["matchLabels"]["guild-gateway/relay-client"], "true",
+            "{target}: relay clients only"
+        );
+        assert!(relay_from[0]["namespaceSelector"].is_null(), "{target}");
         // Every container port is covered by some rule (nothing scraped is blocked).
         for c in r.pod()["containers"].as_sequence().unwrap() {
             for port in c["ports"].as_sequence().into_iter().flatten() {
@@ -509,8 +525,10 @@ fn alerts_pass_promtool_and_use_exported_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let (_fake, fake_port) = start_fake_discord("t", &[]);
     let port = free_port();
+    // With a relay, so that its metrics (the relay alerts') are exported too.
     let mut pod = Proc(
         serving_pod(&dir.path().join("g.sqlite3"), port, fake_port, "t")
+            .env("RELAY_ADDR", format!("127.0.0.1:{}", free_port()))
             .spawn()
             .unwrap(),
     );
