@@ -10,7 +10,7 @@
 //!    and per client. AUDIT_WINDOW_SECS=0 here: a ban without its audit entry would otherwise
 //!    hold the pod's last commit 5 s (its relay does not wait: the lag run keeps the default).
 //! 2. Lag at half the pod's capacity: the fake plays the stream on its live clock at half the
-//!    median rate of the relay-off runs, one client. An event's lag is its arrival at the client
+//!    median rate of the relay-off runs (then of the 1-client runs), one client. An event's lag is its arrival at the client
 //!    less when the fake's clock made it happen (frame i at start + (i+1)/rate): everything the
 //!    bot waits for, from Discord's send through serenity, the pipeline, the commit and the
 //!    relay. p50/p99 of all events and of INTERACTION_CREATE alone (Discord's answer window is
@@ -343,17 +343,24 @@ fn main() {
         per_event_us(&samples[2]) - per_event_us(&samples[1])
     );
 
-    // Lag at half the capacity of the pod's own path.
-    let half = (rate(&samples[0]) / 2.0).round() as u64;
-    let Run {
-        sample,
-        mut arrivals,
-        clock_started: started,
-        metrics,
-    } = run(&stream, &run_dir("lag"), Some(half), 1);
-    let arrivals = arrivals.pop().unwrap_or_default();
+    // Lag at half the capacity of the pod's own path, and of the pod with one client.
+    let due = due_times(&stream);
+    for (what, of) in [("relay-off", &samples[0]), ("1-client", &samples[1])] {
+        let half = (rate(of) / 2.0).round() as u64;
+        let lag_run = run(&stream, &run_dir("lag"), Some(half), 1);
+        report_lag(
+            &format!("half the {what} median"),
+            half,
+            lag_run,
+            due.clone(),
+        );
+    }
+}
+
+/// Each dispatch key of the stream -> its frame indexes, in order.
+fn due_times(stream: &Path) -> HashMap<String, VecDeque<usize>> {
     let mut due: HashMap<String, VecDeque<usize>> = HashMap::new();
-    for (index, line) in std::fs::read_to_string(&stream)
+    for (index, line) in std::fs::read_to_string(stream)
         .expect("the stream")
         .lines()
         .enumerate()
@@ -366,6 +373,17 @@ fn main() {
             .or_default()
             .push_back(index);
     }
+    due
+}
+
+fn report_lag(what: &str, rate: u64, lag_run: Run, mut due: HashMap<String, VecDeque<usize>>) {
+    let Run {
+        sample,
+        mut arrivals,
+        clock_started,
+        metrics,
+    } = lag_run;
+    let arrivals = arrivals.pop().unwrap_or_default();
     let (mut all, mut interactions) = (Vec::new(), Vec::new());
     let mut unmatched = 0;
     for arrival in &arrivals {
@@ -373,7 +391,7 @@ fn main() {
             unmatched += 1;
             continue;
         };
-        let happened = started + Duration::from_secs_f64((index + 1) as f64 / half as f64);
+        let happened = clock_started + Duration::from_secs_f64((index + 1) as f64 / rate as f64);
         let lag = arrival.at.saturating_duration_since(happened).as_secs_f64() * 1000.0;
         all.push(lag);
         if arrival.kind == "INTERACTION_CREATE" {
@@ -383,9 +401,9 @@ fn main() {
     all.sort_by(f64::total_cmp);
     interactions.sort_by(f64::total_cmp);
     println!(
-        "lag at {half} events/s (half the relay-off median; the pod took {:.0} events/s), {} events relayed ({unmatched} unmatched):",
-        sample.rate(),
-        arrivals.len()
+        "lag at {rate} events/s ({what}), {} events relayed ({unmatched} unmatched), pod CPU {:.2} s:",
+        arrivals.len(),
+        sample.cpu_seconds
     );
     println!(
         "  all events: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
@@ -407,9 +425,9 @@ fn main() {
         ),
         None => println!("  the pod's relay_lag_seconds: no samples"),
     }
-    let documents = metric(&metrics, "guild_gateway_relay_guilds");
     println!(
-        "  guild documents held: {documents}, ring {:.1} MiB",
+        "  guild documents held: {}, ring {:.1} MiB",
+        metric(&metrics, "guild_gateway_relay_guilds"),
         metric(&metrics, "guild_gateway_relay_buffer_bytes") / (1024.0 * 1024.0)
     );
 }

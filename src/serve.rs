@@ -119,11 +119,12 @@ pub async fn run(mut config: PodConfig, discord: DiscordSettings) -> anyhow::Res
     log_serving(&config, &pipeline);
     let submitted = feed(events, pipeline.clone());
     let outcome = serve_until_stopped(signal, &pipeline, &mut shards).await;
+    close_sessions(&mut shards, submitted).await;
+    let drained = drain(&pipeline).await;
+    // After the drain: what it committed is released, and Discord will not send it again.
     if let Some(relay) = &relay {
         relay.shutdown().await;
     }
-    close_sessions(&mut shards, submitted).await;
-    let drained = drain(&pipeline).await;
     server.stop(true).await;
     if !drained || !nothing_dropped(&pipeline) {
         return Ok(ExitCode::FAILURE);

@@ -81,6 +81,35 @@ impl Client {
         }
     }
 
+    /// The next JSON frame, heartbeating meanwhile as a live client does; None once closed.
+    fn next_heartbeating(&mut self) -> Option<Value> {
+        let interval = Duration::from_millis(HEARTBEAT_MS / 2);
+        self.0
+            .get_mut()
+            .set_read_timeout(Some(interval))
+            .expect("read timeout");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            match self.0.read() {
+                Ok(Message::Text(text)) => {
+                    return Some(serde_json::from_str(&text).expect("the relay sends JSON"))
+                }
+                Ok(Message::Close(_)) => return None,
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    self.send(json!({"op": 1, "d": null}));
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
     /// Reads until the relay closes; the close code, if it sent one.
     fn close_code(&mut self) -> Option<u16> {
         loop {
@@ -222,7 +251,10 @@ fn a_stopping_pod_tells_its_clients_to_reconnect() {
     let (mut client, _) = Client::ready(pod.relay);
     sigterm(&pod.proc.0);
     let reconnect = loop {
-        let frame = client.next().expect("op 7 before the relay closes");
+        // The pod drains first (its sessions close, in-flight events commit and are relayed).
+        let frame = client
+            .next_heartbeating()
+            .expect("op 7 before the relay closes");
         if frame["op"] == 7 {
             break frame;
         }

@@ -248,8 +248,16 @@ fn relay_identity(ready: &serenity::model::gateway::Ready) -> Identity {
         }
         other => other,
     };
+    let mut user = without_nulls(serde_json::to_value(&ready.user).unwrap_or_default());
+    // serenity reads Discord's "0" (a user without a discriminator) as none; discord.js
+    // expects the field.
+    if let Some(fields) = user.as_object_mut() {
+        fields
+            .entry("discriminator")
+            .or_insert_with(|| serde_json::Value::from("0"));
+    }
     Identity {
-        user: without_nulls(serde_json::to_value(&ready.user).unwrap_or_default()),
+        user,
         application: without_nulls(serde_json::to_value(&ready.application).unwrap_or_default()),
     }
 }

@@ -61,8 +61,10 @@ impl Relay {
         })
     }
 
-    /// Tells every client to reconnect (op 7) and closes their connections.
+    /// Sends every client what was released so far, then tells it to reconnect (op 7) and
+    /// closes its connection.
     pub async fn shutdown(&self) {
+        self.hub.catch_up();
         self.shutdown.send_replace(true);
         // The sessions' close frames go out on their own tasks.
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;

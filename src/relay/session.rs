@@ -133,7 +133,12 @@ pub async fn serve(hub: Arc<Hub>, ws: Ws, mut shutdown: watch::Receiver<bool>) {
                 }
             }
             Ok(()) = shutdown.changed() => {
-                // Resume on the next relay process where it still holds the session (op 7).
+                // Everything released first (the pod drained before this), then op 7.
+                if let Some(s) = session.as_mut() {
+                    if let Err(end) = stream(&hub, &mut ws, s).await {
+                        break end;
+                    }
+                }
                 let _ = send(&mut ws, protocol::reconnect()).await;
                 break End::Close(4000, "the relay is restarting: resume");
             }
