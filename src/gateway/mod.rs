@@ -1,9 +1,10 @@
 //! The gateway side of a pod: its Discord sessions ([`shards`], one [`connection`] per shard),
 //! when each may identify ([`identify`]), what each close code means ([`close_codes`]), the
-//! conversion of events ([`convert`]), and [`GatewayActor`], which feeds them to the pipeline
-//! in order.
+//! conversion of events ([`convert`], with [`compact_json`] for the relay's form), and
+//! [`GatewayActor`], which feeds them to the pipeline in order.
 
 pub mod close_codes;
+pub mod compact_json;
 pub mod connection;
 pub mod convert;
 pub mod identify;
