@@ -186,7 +186,7 @@ fn start(
 /// The relay on RELAY_ADDR, when set: it serves what the pipeline releases.
 async fn start_relay(
     discord: &DiscordSettings,
-    pipeline: &Pipeline,
+    pipeline: &Arc<Pipeline>,
     upstream: Arc<Upstream>,
 ) -> anyhow::Result<Option<Relay>> {
     let (Some((addr, settings)), Some(feed)) = (&discord.relay, pipeline.relay_feed()) else {
@@ -197,6 +197,10 @@ async fn start_relay(
         settings.clone(),
         feed.clone(),
         upstream,
+        {
+            let pipeline = pipeline.clone();
+            Box::new(move |g| pipeline.ownership().sharding().owns(Some(g)))
+        },
         &pipeline.metrics().registry,
     )
     .await?;

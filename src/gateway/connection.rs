@@ -198,6 +198,7 @@ impl RawEventHandler for Forwarder {
                     relay.ready(
                         self.state.shard,
                         relay_identity(&ready.ready),
+                        ready.ready.guilds.iter().map(|g| g.id.get()).collect(),
                         ctx.shard.clone(),
                     );
                 }

@@ -64,6 +64,8 @@ pub struct Hub {
     clients: std::sync::atomic::AtomicUsize,
     /// What the pipeline released.
     feed: Arc<RelayFeed>,
+    /// Whether the pod owns a guild now (its committed layout).
+    owns: Box<dyn Fn(u64) -> bool + Send + Sync>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -89,6 +91,7 @@ impl Hub {
         metrics: RelayMetrics,
         upstream: Arc<Upstream>,
         feed: Arc<RelayFeed>,
+        owns: Box<dyn Fn(u64) -> bool + Send + Sync>,
     ) -> Hub {
         Hub {
             state: Mutex::new(State {
@@ -102,6 +105,7 @@ impl Hub {
             upstream,
             clients: Default::default(),
             feed,
+            owns,
         }
     }
 
@@ -131,6 +135,11 @@ impl Hub {
             if let Some(guild_id) = relayed.guild_id {
                 if changes_documents(&relayed.kind) {
                     apply(&mut state.docs, guild_id, &relayed);
+                }
+                if &*relayed.kind == "GUILD_DELETE"
+                    && !relayed.data.contains(r#""unavailable":true"#)
+                {
+                    self.upstream.forget(guild_id);
                 }
             }
             state
@@ -202,8 +211,19 @@ impl Hub {
         let state = lock(&self.state);
         let mut docs: Vec<(&u64, &GuildDoc)> = state.docs.iter().collect();
         docs.sort_by_key(|(id, _)| **id);
+        // As Discord's READY, every guild of the pod: those whose GUILD_CREATE its sessions
+        // have not received yet come later as events, and discord.js waits for them.
+        let mut guild_ids: Vec<u64> = self
+            .upstream
+            .ready_guilds()
+            .into_iter()
+            .filter(|g| (self.owns)(*g) && !state.docs.contains_key(g))
+            .chain(docs.iter().map(|(id, _)| **id))
+            .collect();
+        guild_ids.sort_unstable();
+        guild_ids.dedup();
         Snapshot {
-            guild_ids: docs.iter().map(|(id, _)| id.to_string()).collect(),
+            guild_ids: guild_ids.iter().map(u64::to_string).collect(),
             guild_creates: docs
                 .iter()
                 .map(|(_, doc)| doc.to_guild_create().to_string())

@@ -43,6 +43,7 @@ impl Relay {
         settings: RelaySettings,
         feed: Arc<RelayFeed>,
         upstream: Arc<Upstream>,
+        owns: Box<dyn Fn(u64) -> bool + Send + Sync>,
         registry: &prometheus::Registry,
     ) -> anyhow::Result<Relay> {
         let metrics = metrics::RelayMetrics::register(registry).context("registering metrics")?;
@@ -50,7 +51,7 @@ impl Relay {
             .await
             .with_context(|| format!("binding RELAY_ADDR {addr}"))?;
         let addr = listener.local_addr().context("reading RELAY_ADDR")?;
-        let hub = Arc::new(Hub::new(settings, metrics, upstream, feed));
+        let hub = Arc::new(Hub::new(settings, metrics, upstream, feed, owns));
         tokio::spawn(hub.clone().pump());
         let (shutdown, stopping) = watch::channel(false);
         tokio::spawn(accept(listener, hub.clone(), stopping));

@@ -44,6 +44,8 @@ const MAX_PENDING: usize = 1024;
 #[derive(Default)]
 pub struct Upstream {
     identity: Mutex<Option<Identity>>,
+    /// The guilds each session's READY listed (by shard id), less those the bot left since.
+    guilds: Mutex<BTreeMap<u32, Vec<u64>>>,
     /// Each session's messenger by shard id, with the shard count it serves.
     shards: Mutex<BTreeMap<u32, (u32, ShardMessenger)>>,
     pending: Mutex<HashMap<String, Pending>>,
@@ -66,11 +68,31 @@ pub enum UpstreamError {
 }
 
 impl Upstream {
-    /// A session of shard `[id, total]` is ready: READY's user and application, and its messenger.
-    pub fn ready(&self, shard: [u32; 2], identity: Identity, messenger: ShardMessenger) {
+    /// A session of shard `[id, total]` is ready: READY's user and application, the guilds it
+    /// listed, and its messenger.
+    pub fn ready(
+        &self,
+        shard: [u32; 2],
+        identity: Identity,
+        guilds: Vec<u64>,
+        messenger: ShardMessenger,
+    ) {
         *lock(&self.identity) = Some(identity);
+        lock(&self.guilds).insert(shard[0], guilds);
         lock(&self.shards).insert(shard[0], (shard[1], messenger));
         self.identity_known.notify_waiters();
+    }
+
+    /// Every guild the pod's sessions' READYs listed (the bot's guilds on those shards).
+    pub fn ready_guilds(&self) -> Vec<u64> {
+        lock(&self.guilds).values().flatten().copied().collect()
+    }
+
+    /// The bot left `guild_id` (a GUILD_DELETE that is not an outage).
+    pub fn forget(&self, guild_id: u64) {
+        for guilds in lock(&self.guilds).values_mut() {
+            guilds.retain(|&g| g != guild_id);
+        }
     }
 
     /// The bot's identity once a session was ready; waits at most `limit`.

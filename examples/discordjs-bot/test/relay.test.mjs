@@ -26,7 +26,8 @@ function key(t, d) {
   return [t, d.id ?? "", d.message_id ?? "", user, d.target_id ?? "", d.action_type ?? "", d.emoji?.name ?? ""].join("|");
 }
 
-/** A discord.js client on `pod`'s relay, recording every dispatch it is sent. */
+/** A discord.js client on `pod`'s relay, recording every dispatch it is sent; `ready` resolves
+ * with its ClientReady. */
 async function connect(deployment, pod) {
   const client = new Client({
     intents,
@@ -39,8 +40,7 @@ async function connect(deployment, pod) {
   for (const name of Object.keys(seen.events)) client.on(name, () => seen.events[name]++);
   const ready = once(client, Events.ClientReady);
   await client.login(TOKEN);
-  await ready;
-  return { client, seen, pod };
+  return { client, seen, pod, ready };
 }
 
 /** The dispatches a client sent by `pod` must see, per guild ("dm" for DMs), in order. */
@@ -83,9 +83,12 @@ before(async () => {
 after(() => deployment?.stop());
 
 test("each pod's discord.js client gets exactly its guilds' events, once and in order", { timeout: 180_000 }, async () => {
+  // Connected before the stream starts, as a bot started with its pods: READY lists the pod's
+  // guilds (unavailable) and discord.js is ready once their GUILD_CREATEs came.
   const clients = await Promise.all(deployment.pods.map((pod) => connect(deployment, pod)));
   try {
     await deployment.play();
+    await Promise.all(clients.map((c) => c.ready));
     await deployment.played(120_000);
     for (const { seen, pod } of clients) {
       const expected = expectedOf(stream, owner, pod.ordinal);
@@ -107,6 +110,8 @@ test("each pod's discord.js client gets exactly its guilds' events, once and in 
       assert.equal(seen.events.messageCreate, count("MESSAGE_CREATE"), `pod ${pod.ordinal}: messageCreate`);
       assert.equal(seen.events.interactionCreate, count("INTERACTION_CREATE"), `pod ${pod.ordinal}: interactionCreate`);
       assert.equal(seen.events.guildBanAdd, count("GUILD_BAN_ADD"), `pod ${pod.ordinal}: guildBanAdd`);
+      // Every guild came as one READY announced, none as a join (the bot welcomes joins).
+      assert.equal(seen.events.guildCreate, 0, `pod ${pod.ordinal}: guildCreate`);
     }
     // The cache: exactly the pod's guilds, with the recording's channels, threads and roles.
     for (const { client, pod } of clients) {
