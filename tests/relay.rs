@@ -1,7 +1,8 @@
 //! The relay's protocol edges, from a raw WebSocket client against a real pod (real serenity
 //! in front of `guild-gateway-dev fake-discord`, all on 127.0.0.1): what a hostile or broken
-//! client gets (Discord's close codes), a zombie closed, and op 7 when the pod stops. The
-//! discord.js side (cache, order, resume, rescale) is tested in examples/discordjs-bot.
+//! client gets (Discord's close codes), a zombie closed, op 3 passed to the pod's Discord
+//! session, and op 7 when the pod stops. The discord.js side (cache, order, resume, rescale)
+//! is tested in examples/discordjs-bot.
 
 use guild_gateway_dev::testing::*;
 use serde_json::{json, Value};
@@ -16,6 +17,7 @@ const HEARTBEAT_MS: u64 = 1000;
 struct Pod {
     proc: Proc,
     relay: u16,
+    fake_port: u16,
     _dir: tempfile::TempDir,
     _fake: Proc,
 }
@@ -40,6 +42,7 @@ fn start_pod() -> Pod {
     Pod {
         proc,
         relay,
+        fake_port,
         _dir: dir,
         _fake: fake,
     }
@@ -242,6 +245,32 @@ fn a_broken_or_hostile_client_gets_discords_close_code() {
     // The pod still serves: none of the above took it down.
     let (_, ready) = Client::ready(port);
     assert_eq!(ready["t"], "READY");
+}
+
+#[test]
+fn a_clients_presence_is_the_pods_on_discord() {
+    require_test_hooks();
+    let pod = start_pod();
+    let (mut client, _) = Client::ready(pod.relay);
+    client.send(json!({"op": 3, "d": {
+        "since": null, "afk": false, "status": "dnd",
+        "activities": [{"name": "the mod queue", "type": 3}],
+    }}));
+    // op 3 goes out on the pod's own Discord session, which the fake records.
+    let presence = wait_for(Duration::from_secs(20), || {
+        let sessions = get_json(pod.fake_port, "/fake/sessions")?;
+        sessions
+            .as_array()?
+            .iter()
+            .find_map(|s| Some(s["presence"].clone()).filter(|p| !p.is_null()))
+    })
+    .expect("the pod's session sent a presence update");
+    assert_eq!(presence["status"], "dnd", "{presence}");
+    assert_eq!(
+        presence["activities"][0]["name"], "the mod queue",
+        "{presence}"
+    );
+    assert_eq!(presence["activities"][0]["type"], 3, "{presence}");
 }
 
 #[test]

@@ -233,7 +233,14 @@ async fn handle_client_frame(
         2 => identify(fake, ws, attached, &d).await?,
         6 => resume(fake, ws, attached, &d).await?,
         8 if attached.is_some() => members_chunk(fake, ws, attached, &d).await?,
-        3 | 4 | 31 if attached.is_some() => {} // presence, voice: accepted, ignored
+        3 => {
+            if let Some(a) = attached.as_ref() {
+                fake.sessions()[a.index].presence = Some(d);
+            } else {
+                return Err((close::NOT_AUTHENTICATED, "Not authenticated."));
+            }
+        }
+        4 | 31 if attached.is_some() => {} // voice: accepted, ignored
         _ if attached.is_none() => return Err((close::NOT_AUTHENTICATED, "Not authenticated.")),
         _ => return Err((close::UNKNOWN_OPCODE, "Unknown opcode.")),
     }
@@ -279,6 +286,7 @@ async fn identify(
         open: true,
         control: control.clone(),
         pending: None,
+        presence: None,
     };
     let index = match fake.admit(session) {
         Ok(index) => index,

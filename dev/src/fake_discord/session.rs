@@ -34,6 +34,8 @@ pub struct Session {
     /// Wakes the attached connection to act on `pending`.
     pub control: Arc<Notify>,
     pub pending: Option<Control>,
+    /// The last presence update (op 3) its client sent.
+    pub presence: Option<serde_json::Value>,
 }
 
 impl Session {
@@ -92,6 +94,7 @@ mod tests {
             open: true,
             control: Arc::new(Notify::new()),
             pending: None,
+            presence: None,
         };
         assert!(session.done(true));
         assert!(!session.done(false), "more may still happen to it");

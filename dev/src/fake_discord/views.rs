@@ -22,6 +22,8 @@ pub struct SessionView {
     pub connections: u32,
     /// The session has not ended (see [`Session::open`]).
     pub open: bool,
+    /// The last presence update (op 3) its client sent.
+    pub presence: Option<serde_json::Value>,
 }
 
 /// `GET /fake/identifies`.
@@ -60,6 +62,7 @@ impl Fake {
                 connected: s.connected,
                 connections: s.connections,
                 open: s.open,
+                presence: s.presence.clone(),
             })
             .collect()
     }
