@@ -242,7 +242,9 @@ fn the_network_policy_opens_port_3000_to_api_clients_gateways_and_prometheus_onl
             .iter()
             .find(|rule| rule["ports"][0]["port"] == 7878)
             .expect("a rule for the relay's port");
-        let relay_from = relay_rule["from"].as_sequence().unwrap();
+        let relay_from = relay_rule["from"]
+            .as_sequence()
+            .expect("the relay rule lists who may connect");
         assert_eq!(
             relay_from.len(),
             1,
