@@ -362,3 +362,45 @@ fn a_waiting_moderation_event_is_handed_over_at_the_freeze() {
         old.shutdown();
     });
 }
+
+#[test]
+fn a_drain_flushes_what_waits_only_after_the_queued_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gateway.sqlite3");
+    in_system(async {
+        let mut config = config(&db);
+        // Windows that never close by time in this test, one event in the guild's mailbox at
+        // a time, and slow events: at the drain, the ban and its entry are still queued in
+        // the guild's overflow behind the messages.
+        config.audit_window = Duration::from_secs(3600);
+        config.guild_mailbox = 1;
+        config.slow_hook = Some(Arc::new(|_| Some(Duration::from_millis(20))));
+        let metrics = Arc::new(Metrics::new(0, 1).unwrap());
+        let pipeline = Pipeline::start(config, metrics.clone()).unwrap();
+        let message = |seq: u64| {
+            frame(
+                "MESSAGE_CREATE",
+                seq,
+                &format!(
+                    r#"{{"id":"{seq}","channel_id":"7","guild_id":"1","author":{{"id":"42"}},"content":"hi"}}"#
+                ),
+            )
+        };
+        let mut lines: Vec<String> = vec![ready(1)];
+        lines.extend((2..12).map(message));
+        // A ban with its entry, and one whose entry never comes.
+        lines.extend([ban(12, 77), entry(13, 5000, 22, 77, 3), ban(14, 78)]);
+        submit(&pipeline, &lines).await;
+        // Flushing before the queued events are handled would leave the second ban waiting
+        // out its hour-long window: the drain would not end.
+        tokio::time::timeout(Duration::from_secs(120), pipeline.drain())
+            .await
+            .expect("the drain ends once the queued events are handled");
+        assert!(metrics.events_overflowed.get() > 0, "the guild's events queued");
+        assert_eq!(
+            mod_rows(&db),
+            vec![row("77", "ban", Some("3"), "raid"), row("78", "ban", None, "")]
+        );
+        assert_eq!(pipeline.status().in_flight, 0);
+    });
+}

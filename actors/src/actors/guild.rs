@@ -120,6 +120,10 @@ pub(crate) struct GuildActor {
     /// sets the next, so an item that arrived while an older one waited is never left
     /// without a timer.
     expiry: Option<(Instant, SpawnHandle)>,
+    /// A drain asked to write what waits for its pair: done once the events queued before
+    /// the request are handled, so that an event still in the overflow (a ban whose entry is
+    /// behind it) is not left to wait out the audit window.
+    flush_requested: bool,
 }
 
 /// One event's writes, waiting for room in the writer.
@@ -148,6 +152,7 @@ impl GuildActor {
             blocked: VecDeque::new(),
             handing_over: false,
             expiry: None,
+            flush_requested: false,
         }
     }
 
@@ -358,7 +363,7 @@ impl GuildActor {
     }
 
     /// The current mailbox event is handed on: the oldest overflow event takes its place.
-    fn dequeued(&self, ctx: &mut Context<Self>) {
+    fn dequeued(&mut self, ctx: &mut Context<Self>) {
         let me = ctx.address();
         let handed = self.inbox.handed_on(|next| me.do_send(next));
         let metrics = &self.deps.metrics;
@@ -371,6 +376,18 @@ impl GuildActor {
             metrics.guilds_stuck.dec();
             tracing::warn!(guild_id = %self.state.guild_id(), "stuck guild is making progress again");
         }
+        self.flush_if_requested(ctx);
+    }
+
+    /// Writes everything waiting for its pair, if a drain asked and nothing is queued.
+    fn flush_if_requested(&mut self, ctx: &mut Context<Self>) {
+        if !self.flush_requested || !self.inbox.is_empty() {
+            return;
+        }
+        self.flush_requested = false;
+        let resolutions = self.moderation.flush();
+        self.apply_resolutions(resolutions, ctx);
+        self.schedule_expiry(ctx);
     }
 }
 
@@ -458,9 +475,8 @@ impl GuildActor {
 impl Handler<FlushWaiting> for GuildActor {
     type Result = ();
     fn handle(&mut self, _: FlushWaiting, ctx: &mut Self::Context) {
-        let resolutions = self.moderation.flush();
-        self.apply_resolutions(resolutions, ctx);
-        self.schedule_expiry(ctx);
+        self.flush_requested = true;
+        self.flush_if_requested(ctx);
     }
 }
 
