@@ -1,6 +1,6 @@
 //! `guilds`, `channel_info` and `guild_channels`.
 
-use super::{opt_id, unless_foreign, CHANNEL_OWNER};
+use super::{opt_id, IdText, unless_foreign, CHANNEL_OWNER};
 use crate::domain::event::Id;
 use crate::domain::scope::Outcome;
 use rusqlite::{params, Transaction};
@@ -8,7 +8,7 @@ use rusqlite::{params, Transaction};
 /// A `guilds` row if absent; settings are never overwritten.
 pub(super) fn ensure_guild(tx: &Transaction, id: Id) -> rusqlite::Result<Outcome> {
     tx.prepare_cached("INSERT OR IGNORE INTO guilds (id) VALUES (?1)")?
-        .execute([id.to_string()])?;
+        .execute([IdText::new(id)])?;
     Ok(Outcome::Done)
 }
 
@@ -24,7 +24,7 @@ pub(super) fn upsert_channel(
     kind: &u8,
     parent_id: &Option<Id>,
 ) -> rusqlite::Result<Outcome> {
-    let (id, guild) = (id.to_string(), guild_id.to_string());
+    let (id, guild) = (IdText::new(id), IdText::new(guild_id));
     // The owner is checked first, as the two rows are written by two statements; the single
     // writer's transaction keeps it true until both are.
     let refused = unless_foreign(
@@ -65,12 +65,12 @@ pub(super) fn rename_parent(
         "UPDATE channel_info SET category = ?3 WHERE id IN
            (SELECT channel_id FROM guild_channels WHERE parent_id = ?1 AND guild_id = ?2)",
     )?
-    .execute(params![parent_id.to_string(), guild_id.to_string(), name])?;
+    .execute(params![IdText::new(parent_id), IdText::new(guild_id), name])?;
     Ok(Outcome::Done)
 }
 
 pub(super) fn delete_channel(tx: &Transaction, guild_id: Id, id: Id) -> rusqlite::Result<Outcome> {
-    let (id, guild) = (id.to_string(), guild_id.to_string());
+    let (id, guild) = (IdText::new(id), IdText::new(guild_id));
     let deleted = tx
         .prepare_cached("DELETE FROM guild_channels WHERE channel_id = ?1 AND guild_id = ?2")?
         .execute([&id, &guild])?;

@@ -1,6 +1,6 @@
 //! `message_stats`, `message_cache` and `message_reactions`.
 
-use super::{opt_id, owner, unless_foreign, CACHE_OWNER, MESSAGE_OWNER};
+use super::{opt_id, IdText, owner, unless_foreign, CACHE_OWNER, MESSAGE_OWNER};
 use crate::domain::event::Id;
 use crate::domain::op::MessageRow;
 use crate::domain::scope::{CrossGuildWrite, Outcome};
@@ -9,7 +9,8 @@ use rusqlite::{params, Transaction};
 
 /// A new message's statistics row (rewritten on redelivery); its reactions start afresh.
 pub(super) fn insert_message(tx: &Transaction, row: &MessageRow) -> rusqlite::Result<Outcome> {
-    let (id, guild) = (row.message_id.to_string(), row.guild_id.to_string());
+    let (id, guild) = (IdText::new(row.message_id), IdText::new(row.guild_id));
+    let rowid_before = tx.last_insert_rowid();
     let changed = tx
         .prepare_cached(
             "INSERT INTO message_stats (message_id, author_id, guild_id, channel_id,
@@ -27,9 +28,9 @@ pub(super) fn insert_message(tx: &Transaction, row: &MessageRow) -> rusqlite::Re
         )?
         .execute(params![
             id,
-            row.author_id.to_string(),
+            IdText::new(row.author_id),
             guild,
-            row.channel_id.to_string(),
+            IdText::new(row.channel_id),
             row.channel_category,
             opt_id(row.recipient_id),
             row.stats.char_count,
@@ -50,8 +51,13 @@ pub(super) fn insert_message(tx: &Transaction, row: &MessageRow) -> rusqlite::Re
             row.guild_id,
         );
     }
-    tx.prepare_cached("DELETE FROM message_reactions WHERE message_id = ?1")?
-        .execute([id])?;
+    // Only the insert, not the upsert's update, moves last_insert_rowid. A new row has no
+    // reactions to forget: they are kept only while their message's row exists, and leave
+    // with it (delete_message, a rescale's removal).
+    if tx.last_insert_rowid() == rowid_before {
+        tx.prepare_cached("DELETE FROM message_reactions WHERE message_id = ?1")?
+            .execute([id])?;
+    }
     Ok(Outcome::Done)
 }
 
@@ -61,7 +67,7 @@ pub(super) fn update_message_stats(
     message_id: Id,
     stats: &MessageStats,
 ) -> rusqlite::Result<Outcome> {
-    let (id, guild) = (message_id.to_string(), guild_id.to_string());
+    let (id, guild) = (IdText::new(message_id), IdText::new(guild_id));
     let changed = tx
         .prepare_cached(
             "UPDATE message_stats SET char_count = ?3, word_count = ?4, code_stats = ?5,
@@ -91,7 +97,7 @@ pub(super) fn update_message_stats(
 
 /// The message's row and its reactions.
 pub(super) fn delete_message(tx: &Transaction, guild_id: Id, id: Id) -> rusqlite::Result<Outcome> {
-    let (id, guild) = (id.to_string(), guild_id.to_string());
+    let (id, guild) = (IdText::new(id), IdText::new(guild_id));
     let deleted = tx
         .prepare_cached("DELETE FROM message_stats WHERE message_id = ?1 AND guild_id = ?2")?
         .execute([&id, &guild])?;
@@ -125,7 +131,7 @@ pub(super) fn upsert_cache(
     content: &str,
     now: &str,
 ) -> rusqlite::Result<Outcome> {
-    let (id, guild) = (message_id.to_string(), guild_id.to_string());
+    let (id, guild) = (IdText::new(message_id), IdText::new(guild_id));
     let changed = tx
         .prepare_cached(
             "INSERT INTO message_cache (message_id, guild_id, channel_id, user_id, content,
@@ -138,8 +144,8 @@ pub(super) fn upsert_cache(
         .execute(params![
             id,
             guild,
-            channel_id.to_string(),
-            user_id.to_string(),
+            IdText::new(channel_id),
+            IdText::new(user_id),
             content,
             now
         ])?;
@@ -164,7 +170,7 @@ pub(super) fn update_cache(
     content: &str,
     now: &str,
 ) -> rusqlite::Result<Outcome> {
-    let (id, guild) = (message_id.to_string(), guild_id.to_string());
+    let (id, guild) = (IdText::new(message_id), IdText::new(guild_id));
     let changed = tx
         .prepare_cached(
             "UPDATE message_cache SET content = ?3, last_touched = ?4
@@ -197,14 +203,14 @@ pub(super) fn apply_reaction(
     emoji: &str,
     added: bool,
 ) -> rusqlite::Result<Outcome> {
-    let (message_id, guild) = (message_id.to_string(), guild_id.to_string());
+    let (message_id, guild) = (IdText::new(message_id), IdText::new(guild_id));
     match owner(tx, MESSAGE_OWNER, &message_id)? {
         None => return Ok(Outcome::Done),
-        Some(owner) if owner.as_deref() != Some(guild.as_str()) => {
+        Some(owner) if owner.as_deref() != Some(&*guild) => {
             return Ok(Outcome::Refused(CrossGuildWrite {
                 write: "reaction",
                 table: "message_stats",
-                key: message_id,
+                key: message_id.to_string(),
                 guild_id,
                 owner,
             }))
@@ -218,7 +224,7 @@ pub(super) fn apply_reaction(
              ON CONFLICT (message_id, user_id, emoji) DO UPDATE SET present = excluded.present
                WHERE present <> excluded.present",
         )?
-        .execute(params![message_id, user_id.to_string(), emoji, added])?;
+        .execute(params![message_id, IdText::new(user_id), emoji, added])?;
     if changed == 1 {
         let sql = if added {
             "UPDATE message_stats SET react_count = react_count + 1 WHERE message_id = ?1"

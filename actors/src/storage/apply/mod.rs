@@ -88,8 +88,53 @@ pub fn apply(tx: &Transaction, op: &Op, now: &str) -> rusqlite::Result<Outcome> 
     }
 }
 
-pub(super) fn opt_id(id: Option<Id>) -> Option<String> {
-    id.map(|i| i.to_string())
+pub(super) fn opt_id(id: Option<Id>) -> Option<IdText> {
+    id.map(IdText::new)
+}
+
+/// An id as the decimal text the schema stores (the bot's tables keep ids as TEXT), formatted
+/// on the stack: the writer binds several per event, and `to_string` allocated each one on the
+/// pipeline's busiest thread.
+#[derive(Clone, Copy)]
+pub(super) struct IdText {
+    digits: [u8; 20],
+    start: u8,
+}
+
+impl IdText {
+    pub(super) fn new(id: impl std::borrow::Borrow<Id>) -> IdText {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        let mut n = id.borrow().0;
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        IdText {
+            digits,
+            start: start as u8,
+        }
+    }
+}
+
+impl std::ops::Deref for IdText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        // ASCII digits only.
+        std::str::from_utf8(&self.digits[self.start as usize..]).unwrap_or_default()
+    }
+}
+
+impl rusqlite::ToSql for IdText {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::Borrowed(
+            rusqlite::types::ValueRef::Text(self.as_bytes()),
+        ))
+    }
 }
 
 /// Who owns a row: `None` if there is no such row, `Some(None)` if it has no guild.

@@ -2,7 +2,7 @@
 //! `member_timeouts`: a moderation event's row, completed by its audit log entry however
 //! late either comes.
 
-use super::{opt_id, owner, unless_foreign, LATE_ENTRY_OWNER, MOD_ACTION_OWNER};
+use super::{opt_id, IdText, owner, unless_foreign, LATE_ENTRY_OWNER, MOD_ACTION_OWNER};
 use crate::domain::event::Id;
 use crate::domain::op::Op;
 use crate::domain::scope::Outcome;
@@ -38,7 +38,7 @@ pub(super) fn insert_or_complete(
                  WHERE guild_id = ?1 AND source_key = ?2 AND executor_id IS NULL",
             )?
             .execute(params![
-                guild_id.to_string(),
+                IdText::new(guild_id),
                 key,
                 opt_id(*executor_id),
                 reason,
@@ -74,7 +74,7 @@ fn insert_mod_action(
     source_key: &Option<String>,
     now: &str,
 ) -> rusqlite::Result<Outcome> {
-    let guild = guild_id.to_string();
+    let guild = IdText::new(guild_id);
     // An entry that already completed a row written without it is not written again.
     let inserted = tx
                 .prepare_cached(
@@ -84,7 +84,7 @@ fn insert_mod_action(
                      WHERE NOT EXISTS (SELECT 1 FROM mod_action_late_entries WHERE source_key = ?8)"),
                 )?
                 .execute(params![
-                    user_id.to_string(),
+                    IdText::new(user_id),
                     guild,
                     action,
                     opt_id(*executor_id),
@@ -124,7 +124,7 @@ pub(super) fn record_unpaired_removal(
     tx.prepare_cached(
         "INSERT INTO unpaired_member_removals (guild_id, user_id, removed_at) VALUES (?1, ?2, ?3)",
     )?
-    .execute(params![guild_id.to_string(), user_id.to_string(), now])?;
+    .execute(params![IdText::new(guild_id), IdText::new(user_id), now])?;
     Ok(Outcome::Done)
 }
 
@@ -134,7 +134,7 @@ pub(super) fn set_member_timeout(
     user_id: Id,
     until_ms: Option<i64>,
 ) -> rusqlite::Result<Outcome> {
-    let (guild, user) = (guild_id.to_string(), user_id.to_string());
+    let (guild, user) = (IdText::new(guild_id), IdText::new(user_id));
     match until_ms {
         Some(until) => tx
             .prepare_cached(
@@ -166,7 +166,7 @@ pub(super) fn complete_mod_action(tx: &Transaction, op: &Op) -> rusqlite::Result
         return Ok(Outcome::Done);
     };
     let (guild_id, user_id, executor_id, by_bot) = (*guild_id, *user_id, *executor_id, *by_bot);
-    let guild = guild_id.to_string();
+    let guild = IdText::new(guild_id);
     if let Some(outcome) = already_completed(tx, source_key, &guild, guild_id)? {
         return Ok(outcome);
     }
@@ -263,7 +263,7 @@ fn latest_unpaired_row(
          ORDER BY rowid DESC LIMIT 1",
     )?
     .query_row(
-        params![guild, user_id.to_string(), action, not_before],
+        params![guild, IdText::new(user_id), action, not_before],
         |r| r.get(0),
     )
     .optional()
@@ -288,7 +288,7 @@ fn complete_unpaired_removal(
              WHERE guild_id = ?1 AND user_id = ?2 AND removed_at >= ?3
              ORDER BY removed_at DESC LIMIT 1",
         )?
-        .query_row(params![guild, user_id.to_string(), not_before], |r| {
+        .query_row(params![guild, IdText::new(user_id), not_before], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .optional()?;
@@ -304,7 +304,7 @@ fn complete_unpaired_removal(
              VALUES ({NEW_UUID}, ?1, ?2, 'kick', ?3, NULL, ?4, NULL, ?5, ?6)"
         ))?
         .execute(params![
-            user_id.to_string(),
+            IdText::new(user_id),
             guild,
             opt_id(executor_id),
             reason,

@@ -101,3 +101,48 @@ fn every_row(conn: &Connection) -> Vec<Vec<rusqlite::types::Value>> {
     }
     all
 }
+
+#[test]
+fn ids_are_stored_as_their_decimal_text() {
+    for id in [0, 7, 10, 1_000_000_000_000_000_003, u64::MAX] {
+        assert_eq!(&*IdText::new(Id(id)), id.to_string());
+    }
+}
+
+#[test]
+fn a_redelivered_message_forgets_its_reactions_and_a_new_one_has_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = open_writer(&dir.path().join("db.sqlite3")).unwrap();
+    let reaction = |message_id: u64, user: u64| Op::Reaction {
+        guild_id: A,
+        message_id: Id(message_id),
+        user_id: Id(user),
+        emoji: "👍".into(),
+        added: true,
+    };
+    let reactions = |conn: &Connection| -> Vec<(String, i64)> {
+        conn.prepare(
+            "SELECT r.message_id, s.react_count FROM message_reactions r
+             JOIN message_stats s USING (message_id) ORDER BY 1",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    };
+    for op in [message(A, 700), reaction(700, 1), message(A, 701), reaction(701, 1)] {
+        assert_eq!(apply_one(&mut conn, op), Outcome::Done);
+    }
+    assert_eq!(reactions(&conn), [("700".into(), 1), ("701".into(), 1)]);
+    // The message's row is written again (a redelivery takes the upsert's update): its
+    // reactions start afresh, in the same transaction as a new message's insert.
+    let tx = conn.transaction().unwrap();
+    let now = iso8601(SystemTime::now());
+    assert_eq!(apply(&tx, &message(A, 702), &now).unwrap(), Outcome::Done);
+    assert_eq!(apply(&tx, &message(A, 700), &now).unwrap(), Outcome::Done);
+    assert_eq!(apply(&tx, &message(A, 703), &now).unwrap(), Outcome::Done);
+    tx.commit().unwrap();
+    assert_eq!(reactions(&conn), [("701".into(), 1)]);
+    assert_eq!(count_rows(&conn, "message_stats").unwrap(), 4);
+}
