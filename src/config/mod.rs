@@ -73,7 +73,7 @@ pub struct PodArgs {
     #[arg(long, env = "AUDIT_WINDOW_SECS", default_value = "5",
         value_parser = seconds(0, 3600))]
     pub audit_window_secs: Duration,
-    /// SQLite WAL pages before an automatic checkpoint; 0 when Litestream checkpoints (Kubernetes)
+    /// SQLite WAL pages before a checkpoint (run by a thread beside the writer); 0 when Litestream checkpoints (Kubernetes)
     #[arg(long, env = "SQLITE_WAL_AUTOCHECKPOINT", default_value = "1000",
         value_parser = number(0, 1 << 30))]
     pub sqlite_wal_autocheckpoint: u64,

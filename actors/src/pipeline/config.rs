@@ -31,7 +31,7 @@ pub struct PipelineConfig {
     pub cache_expiry: CacheExpiry,
     pub cache_expiry_interval: Duration,
     pub read_pool_size: u32,
-    /// WAL pages before SQLite checkpoints by itself; 0 leaves checkpoints to Litestream.
+    /// WAL pages before the checkpointer thread checkpoints; 0 leaves checkpoints to Litestream.
     pub wal_autocheckpoint: u32,
     /// Bench/test seam; `None` in production.
     pub slow_hook: Option<SlowGuildHook>,

@@ -28,6 +28,7 @@ use crate::health::{StorageFault, StorageHealth};
 use crate::metrics::Metrics;
 use crate::progress::{Progress, Snapshot};
 use crate::relay_feed::RelayFeed;
+use crate::storage::checkpoint::Checkpoints;
 use crate::storage::database::{self, StoreError};
 use crate::storage::query::execute::Executed;
 use actix::prelude::*;
@@ -74,11 +75,20 @@ impl Pipeline {
     pub fn start(config: PipelineConfig, metrics: Arc<Metrics>) -> Result<Pipeline, StoreError> {
         let lock = database::lock_writer(&config.database)?;
         let conn = database::open_writer(&config.database)?;
-        conn.pragma_update(None, "wal_autocheckpoint", config.wal_autocheckpoint)
+        // No checkpoint inside a commit: Litestream checkpoints (a threshold of 0), or the
+        // checkpointer thread does (storage::checkpoint).
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(|source| StoreError::Prepare {
                 path: config.database.clone(),
                 source,
             })?;
+        let checkpoints =
+            Checkpoints::start(&conn, &config.database, config.wal_autocheckpoint).map_err(
+                |source| StoreError::Checkpointer {
+                    path: config.database.clone(),
+                    source,
+                },
+            )?;
         let ownership = committed_ownership(&conn, &config)?;
         let configured = Layout::of(&config.sharding);
         let reads = database::read_pool(&config.database, config.read_pool_size)?;
@@ -91,7 +101,7 @@ impl Pipeline {
 
         let health = Arc::new(StorageHealth::default());
         let (writer_thread, writer) =
-            start_writer(conn, &config, &health, &metrics, &progress, ownership);
+            start_writer(conn, checkpoints, &config, &health, &metrics, &progress, ownership);
 
         let workers: Vec<Arbiter> = (0..config.guild_workers).map(|_| Arbiter::new()).collect();
         let deps = GuildDeps {
@@ -322,6 +332,7 @@ impl Pipeline {
 /// Starts the one SQLite writer on a thread of its own (its commits block), with `conn`.
 fn start_writer(
     conn: rusqlite::Connection,
+    checkpoints: Option<Checkpoints>,
     config: &PipelineConfig,
     health: &Arc<StorageHealth>,
     metrics: &Arc<Metrics>,
@@ -338,6 +349,7 @@ fn start_writer(
     let writer = SqliteWriter::start_in_arbiter(&writer_thread.handle(), move |_| {
         SqliteWriter::new(
             conn,
+            checkpoints,
             writer_config,
             w_health,
             w_metrics,

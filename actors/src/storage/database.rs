@@ -36,6 +36,11 @@ pub enum StoreError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error("starting the checkpointer thread for {path}")]
+    Checkpointer {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("building the read pool for {path}")]
     Pool { path: PathBuf, source: r2d2::Error },
     #[error("the database {path} is in use by another process (one writer per file)")]

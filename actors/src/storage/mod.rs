@@ -3,6 +3,7 @@
 //! tables ([`tables`]), and moving rows between pods.
 
 pub(crate) mod apply;
+pub(crate) mod checkpoint;
 pub(crate) mod database;
 pub(crate) mod expiry;
 pub mod query;

@@ -96,6 +96,7 @@ impl Handler<PatchSettings> for SqliteWriter {
             tx.commit()?;
             Ok(settings)
         });
+        self.checkpoint_if_due();
         result.map_err(|e| match classify(&e) {
             Failure::Command => SettingsError::Failed(e),
             Failure::Transient | Failure::Storage => SettingsError::Unavailable(e),
@@ -175,6 +176,7 @@ impl Handler<Execute> for SqliteWriter {
             cmd.limits,
             cmd.deadline,
         );
+        self.checkpoint_if_due();
         let outcome = match &result {
             Ok(_) => "committed",
             Err(ExecuteFailure::Statement(QueryError::OutOfScope { .. })) => "out_of_scope",

@@ -77,6 +77,7 @@ impl Handler<Handoff> for SqliteWriter {
                 })
                 .map_err(HandoffError::sql("removing the guilds given away")),
         };
+        self.checkpoint_if_due();
         match (&result, persisted) {
             (Err(e), _) => {
                 tracing::error!(error = %crate::errors::chain(e), "a rescale step failed to commit")

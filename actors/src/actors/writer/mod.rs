@@ -21,6 +21,7 @@ use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::progress::{Progress, Ticket};
 use crate::storage::apply::apply;
+use crate::storage::checkpoint::Checkpoints;
 use crate::storage::expiry::{expire_cache, CacheExpiry};
 use crate::storage::query::execute::Scopes;
 use actix::prelude::*;
@@ -118,6 +119,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub(crate) struct SqliteWriter {
     /// The pod's only writing connection.
     conn: Connection,
+    /// Wakes the checkpointer thread as the WAL grows, and keeps the WAL bounded.
+    checkpoints: Option<Checkpoints>,
     config: WriterConfig,
     /// Commands received and not yet committed, in arrival order. Bounded by the
     /// [`WriterLink`] semaphore, so it also holds what waits out a storage fault.
@@ -151,6 +154,7 @@ pub(crate) struct SqliteWriter {
 impl SqliteWriter {
     pub(crate) fn new(
         conn: Connection,
+        checkpoints: Option<Checkpoints>,
         config: WriterConfig,
         health: Arc<StorageHealth>,
         metrics: Arc<Metrics>,
@@ -161,6 +165,7 @@ impl SqliteWriter {
             ownership,
             scopes: None,
             conn,
+            checkpoints,
             config,
             pending: Vec::new(),
             flush_scheduled: false,
@@ -201,6 +206,7 @@ impl SqliteWriter {
         };
         self.refused.report(&refused);
         if committed > 0 {
+            self.checkpoint_if_due();
             self.metrics
                 .writer_commit_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -250,6 +256,13 @@ impl SqliteWriter {
             }
         }
         self.pending.len()
+    }
+
+    /// After a commit: wakes the checkpointer, or starts the WAL again, when due.
+    pub(super) fn checkpoint_if_due(&mut self) {
+        if let Some(checkpoints) = &mut self.checkpoints {
+            checkpoints.committed(&self.conn);
+        }
     }
 
     fn storage_failed(&mut self, e: &rusqlite::Error, failure: Failure, ctx: &mut Context<Self>) {
