@@ -8,14 +8,16 @@
 //! - `limit/replay`: the same stream through the whole pipeline as `replay` runs it (decoding
 //!   on a runtime worker, guild actors, the writer), the pod owning every guild.
 //!
-//! Both report the stream's events per second, so `replay / sqlite_rows` is the fraction of
-//! the ceiling the pipeline reaches. `BENCH_MESSAGES` (default 50000) sets the stream's size,
-//! as in `pipeline`.
+//! - `limit/plain_loop`: the same work as replay in one thread (`pipeline`'s baseline).
+//!
+//! All report the stream's events per second, so `replay / sqlite_rows` is the fraction of the
+//! ceiling the pipeline reaches. Printed, not criterion: the three alternate in rounds on the
+//! same stream, and the ratios are taken within each round. `BENCH_MESSAGES` (default 50000)
+//! sets the stream's size, as in `pipeline`.
 
 mod common;
 
 use common::*;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rusqlite::types::Value;
 use rusqlite::Connection;
 use std::path::Path;
@@ -89,12 +91,22 @@ fn insert_all(tables: &[TableRows], dir: &Path) -> Duration {
     started.elapsed()
 }
 
-fn limit(c: &mut Criterion) {
+/// Rounds of the three, alternating: the machine is shared and its speed drifts, so each
+/// ratio is taken within a round and the medians are reported.
+const ROUNDS: usize = 9;
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() {
     let messages = std::env::var("BENCH_MESSAGES")
         .ok()
         .and_then(|m| m.parse().ok())
         .unwrap_or(50_000);
     let lines = Arc::new(stream(1000, messages));
+    let events = lines.len() as f64;
     let dir = tempfile::tempdir().expect("temp dir");
 
     // The rows: what one replay of the stream leaves.
@@ -103,9 +115,8 @@ fn limit(c: &mut Criterion) {
     run_actors(&lines, &source, one_pod(), |_| {});
     let tables = stored_rows(&source.join("bench.sqlite3"));
     let total: usize = tables.iter().map(|t| t.rows.len()).sum();
-    eprintln!(
-        "limit: {} events leave {total} rows: {}",
-        lines.len(),
+    println!(
+        "limit: {events} events leave {total} rows: {}",
         tables
             .iter()
             .map(|t| format!("{} {}", t.name, t.rows.len()))
@@ -113,22 +124,31 @@ fn limit(c: &mut Criterion) {
             .join(", ")
     );
 
-    let mut group = c.benchmark_group("limit");
-    group.throughput(Throughput::Elements(lines.len() as u64));
-    group.sample_size(10);
-    group.measurement_time(Duration::from_secs(15));
-    group.bench_function("sqlite_rows", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| insert_all(&tables, dir.path())).sum())
-    });
-    group.bench_function("replay", |b| {
-        b.iter_custom(|iters| {
-            (0..iters)
-                .map(|_| run_actors(&lines, dir.path(), one_pod(), |_| {}))
-                .sum()
-        })
-    });
-    group.finish();
+    let (mut ceiling, mut replay, mut plain) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut of_ceiling, mut over_plain) = (Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        let c = insert_all(&tables, dir.path()).as_secs_f64();
+        let r = run_actors(&lines, dir.path(), one_pod(), |_| {}).as_secs_f64();
+        let p = run_plain_loop(&lines, dir.path(), one_pod()).as_secs_f64();
+        println!(
+            "round {round}: sqlite_rows {:.0} ms, replay {:.0} ms, plain_loop {:.0} ms",
+            c * 1e3,
+            r * 1e3,
+            p * 1e3
+        );
+        ceiling.push(events / c);
+        replay.push(events / r);
+        plain.push(events / p);
+        of_ceiling.push(c / r);
+        over_plain.push(p / r);
+    }
+    println!("medians of {ROUNDS} rounds, events/s of the stream's {events} events:");
+    println!("  limit/sqlite_rows  {:>9.0}", median(ceiling));
+    println!("  limit/replay       {:>9.0}", median(replay));
+    println!("  limit/plain_loop   {:>9.0}", median(plain));
+    println!(
+        "  replay / sqlite_rows {:.2}; replay (actors) / plain_loop {:.2} (medians of the rounds' ratios)",
+        median(of_ceiling),
+        median(over_plain)
+    );
 }
-
-criterion_group!(benches, limit);
-criterion_main!(benches);
