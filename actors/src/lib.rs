@@ -33,6 +33,7 @@ pub mod metrics;
 mod pipeline;
 mod progress;
 mod relay_feed;
+mod side_thread;
 mod storage;
 
 pub use domain::{event, op, partition, relay, rescale, stats, time};

@@ -396,10 +396,16 @@ fn a_drain_flushes_what_waits_only_after_the_queued_events() {
         tokio::time::timeout(Duration::from_secs(120), pipeline.drain())
             .await
             .expect("the drain ends once the queued events are handled");
-        assert!(metrics.events_overflowed.get() > 0, "the guild's events queued");
+        assert!(
+            metrics.events_overflowed.get() > 0,
+            "the guild's events queued"
+        );
         assert_eq!(
             mod_rows(&db),
-            vec![row("77", "ban", Some("3"), "raid"), row("78", "ban", None, "")]
+            vec![
+                row("77", "ban", Some("3"), "raid"),
+                row("78", "ban", None, "")
+            ]
         );
         assert_eq!(pipeline.status().in_flight, 0);
     });

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 const RANKS: &[(&str, u32)] = &[
     ("errors", 0),
     ("log_limit", 0),
+    ("side_thread", 0),
     ("domain", 1),
     ("metrics", 2),
     ("relay_feed", 2),

@@ -82,13 +82,11 @@ impl Pipeline {
                 path: config.database.clone(),
                 source,
             })?;
-        let checkpoints =
-            Checkpoints::start(&conn, &config.database, config.wal_autocheckpoint).map_err(
-                |source| StoreError::Checkpointer {
-                    path: config.database.clone(),
-                    source,
-                },
-            )?;
+        let checkpoints = Checkpoints::start(&conn, &config.database, config.wal_autocheckpoint)
+            .map_err(|source| StoreError::Checkpointer {
+                path: config.database.clone(),
+                source,
+            })?;
         let ownership = committed_ownership(&conn, &config)?;
         let configured = Layout::of(&config.sharding);
         let reads = database::read_pool(&config.database, config.read_pool_size)?;
@@ -100,8 +98,15 @@ impl Pipeline {
         ));
 
         let health = Arc::new(StorageHealth::default());
-        let (writer_thread, writer) =
-            start_writer(conn, checkpoints, &config, &health, &metrics, &progress, ownership);
+        let (writer_thread, writer) = start_writer(
+            conn,
+            checkpoints,
+            &config,
+            &health,
+            &metrics,
+            &progress,
+            ownership,
+        );
 
         let workers: Vec<Arbiter> = (0..config.guild_workers).map(|_| Arbiter::new()).collect();
         let deps = GuildDeps {

@@ -23,6 +23,7 @@
 //! and truncates the WAL), nothing here runs.
 
 use crate::log_limit::LogLimit;
+use crate::side_thread::SideThread;
 use rusqlite::hooks::Wal;
 use rusqlite::Connection;
 use std::cell::Cell;
@@ -53,7 +54,8 @@ pub(crate) struct Checkpoints {
     every: c_int,
     /// The WAL's length when the checkpointer was last woken.
     woken_at: c_int,
-    wake: SyncSender<()>,
+    /// The checkpointer: woken through its channel, joined when the writer drops this.
+    thread: SideThread<SyncSender<()>>,
     /// Held by whichever side checkpoints: the thread, or the writer restarting the log.
     checkpointing: Arc<Mutex<()>>,
     restart_errors: LogLimit,
@@ -76,14 +78,14 @@ impl Checkpoints {
         let database = database.to_owned();
         let checkpointing = Arc::new(Mutex::new(()));
         let theirs = checkpointing.clone();
-        std::thread::Builder::new()
-            .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint_when_woken(&database, woken, &theirs))?;
+        let thread = SideThread::spawn("sqlite-checkpoint", wake, move || {
+            checkpoint_when_woken(&database, woken, &theirs)
+        })?;
         writer.wal_hook(Some(record_wal_pages));
         Ok(Some(Checkpoints {
             every: pages.min(c_int::MAX as u32 / RESTART_AFTER as u32) as c_int,
             woken_at: 0,
-            wake,
+            thread,
             checkpointing,
             restart_errors: LogLimit::new(Duration::from_secs(60)),
         }))
@@ -122,7 +124,7 @@ impl Checkpoints {
         if pages - self.woken_at >= self.every {
             // Full: a wake-up is already pending. Disconnected: the thread could not open the
             // database, and said so.
-            let _ = self.wake.try_send(());
+            let _ = self.thread.sender().try_send(());
             self.woken_at = pages;
         }
     }
@@ -174,9 +176,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("db.sqlite3");
         let mut writer = open_writer(&db).unwrap();
-        writer
-            .pragma_update(None, "wal_autocheckpoint", 0)
-            .unwrap();
+        writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
         let mut checkpoints = Checkpoints::start(&writer, &db, 10).unwrap().unwrap();
         let size_before = std::fs::metadata(&db).unwrap().len();
         // Far more than 10 pages, in several commits.
@@ -192,7 +192,10 @@ mod tests {
             tx.commit().unwrap();
             checkpoints.committed(&writer);
         }
-        assert!(WAL_PAGES.with(Cell::get) >= 10, "the hook saw the WAL's pages");
+        assert!(
+            WAL_PAGES.with(Cell::get) >= 10,
+            "the hook saw the WAL's pages"
+        );
         // The writer never checkpointed (its automatic checkpoint is off): only the thread
         // can have copied the rows into the database file.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -211,9 +214,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("db.sqlite3");
         let mut writer = open_writer(&db).unwrap();
-        writer
-            .pragma_update(None, "wal_autocheckpoint", 0)
-            .unwrap();
+        writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
         // Restarts once the log holds 160 pages (640 KiB).
         let mut checkpoints = Checkpoints::start(&writer, &db, 10).unwrap().unwrap();
         for batch in 0..60 {
@@ -235,6 +236,48 @@ mod tests {
             wal_bytes(&db) < 1_500_000,
             "the WAL is {} bytes for a {database}-byte database",
             wal_bytes(&db)
+        );
+    }
+
+    #[test]
+    fn the_checkpointer_has_closed_the_database_when_the_writer_lets_it_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db.sqlite3");
+        let mut writer = open_writer(&db).unwrap();
+        writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        let mut checkpoints = Checkpoints::start(&writer, &db, 10).unwrap().unwrap();
+        let size_before = std::fs::metadata(&db).unwrap().len();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        // Until the thread has its connection open and has checkpointed once.
+        for batch in 0.. {
+            let tx = writer.transaction().unwrap();
+            for i in 0..50 {
+                tx.execute(
+                    "INSERT INTO message_cache VALUES (?1, '1', '2', '3', ?2, 't', 't')",
+                    rusqlite::params![format!("{batch}-{i}"), "x".repeat(200)],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+            checkpoints.committed(&writer);
+            if std::fs::metadata(&db).unwrap().len() > size_before {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a checkpoint within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let wal = PathBuf::from(format!("{}-wal", db.display()));
+        drop(writer);
+        assert!(wal.exists(), "the checkpointer's connection keeps the WAL");
+        drop(checkpoints);
+        // The last connection to close deletes the WAL: a thread that outlived this drop would
+        // delete, by name, the WAL of a database recreated at this path.
+        assert!(
+            !wal.exists(),
+            "the checkpointer closed its connection before the drop returned"
         );
     }
 

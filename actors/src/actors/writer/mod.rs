@@ -20,6 +20,7 @@ use crate::health::StorageHealth;
 use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::progress::{Progress, Ticket};
+use crate::side_thread::SideThread;
 use crate::storage::apply::apply;
 use crate::storage::checkpoint::Checkpoints;
 use crate::storage::expiry::{expire_cache, CacheExpiry};
@@ -27,6 +28,7 @@ use crate::storage::query::execute::Scopes;
 use actix::prelude::*;
 use rusqlite::Connection;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -293,7 +295,7 @@ impl SqliteWriter {
 /// writer thread's profile. In commit order, so tickets complete in the order they committed.
 struct Completions {
     /// `None` if the thread could not be started: the writer then finishes inline.
-    batches: Option<std::sync::mpsc::Sender<Vec<WriteCmd>>>,
+    thread: Option<SideThread<Sender<Vec<WriteCmd>>>>,
     metrics: Arc<Metrics>,
     progress: Arc<Progress>,
 }
@@ -302,31 +304,29 @@ impl Completions {
     fn start(metrics: Arc<Metrics>, progress: Arc<Progress>) -> Completions {
         let (batches, committed) = std::sync::mpsc::channel::<Vec<WriteCmd>>();
         let (m, p) = (metrics.clone(), progress.clone());
-        let started = std::thread::Builder::new()
-            .name("writer-done".into())
-            .spawn(move || {
-                // Ends when the writer is dropped, after the batches it sent.
-                for batch in committed {
-                    batch.into_iter().for_each(|cmd| finish(&m, &p, cmd));
-                }
-            });
-        let batches = match started {
-            Ok(_) => Some(batches),
+        // Ends when the writer is dropped, after the batches it sent.
+        let started = SideThread::spawn("writer-done", batches, move || {
+            for batch in committed {
+                batch.into_iter().for_each(|cmd| finish(&m, &p, cmd));
+            }
+        });
+        let thread = match started {
+            Ok(thread) => Some(thread),
             Err(e) => {
                 tracing::warn!(error = %e, "no completion thread; the writer finishes its commands itself");
                 None
             }
         };
         Completions {
-            batches,
+            thread,
             metrics,
             progress,
         }
     }
 
     fn finish(&self, done: Vec<WriteCmd>) {
-        let inline = match &self.batches {
-            Some(batches) => match batches.send(done) {
+        let inline = match &self.thread {
+            Some(thread) => match thread.sender().send(done) {
                 Ok(()) => return,
                 Err(std::sync::mpsc::SendError(done)) => done,
             },

@@ -1,6 +1,6 @@
 //! `guilds`, `channel_info` and `guild_channels`.
 
-use super::{opt_id, IdText, unless_foreign, CHANNEL_OWNER};
+use super::{opt_id, unless_foreign, IdText, CHANNEL_OWNER};
 use crate::domain::event::Id;
 use crate::domain::scope::Outcome;
 use rusqlite::{params, Transaction};

@@ -1,6 +1,6 @@
 //! `message_stats`, `message_cache` and `message_reactions`.
 
-use super::{opt_id, IdText, owner, unless_foreign, CACHE_OWNER, MESSAGE_OWNER};
+use super::{opt_id, owner, unless_foreign, IdText, CACHE_OWNER, MESSAGE_OWNER};
 use crate::domain::event::Id;
 use crate::domain::op::MessageRow;
 use crate::domain::scope::{CrossGuildWrite, Outcome};

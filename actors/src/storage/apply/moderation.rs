@@ -2,7 +2,7 @@
 //! `member_timeouts`: a moderation event's row, completed by its audit log entry however
 //! late either comes.
 
-use super::{opt_id, IdText, owner, unless_foreign, LATE_ENTRY_OWNER, MOD_ACTION_OWNER};
+use super::{opt_id, owner, unless_foreign, IdText, LATE_ENTRY_OWNER, MOD_ACTION_OWNER};
 use crate::domain::event::Id;
 use crate::domain::op::Op;
 use crate::domain::scope::Outcome;

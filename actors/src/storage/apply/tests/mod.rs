@@ -131,7 +131,12 @@ fn a_redelivered_message_forgets_its_reactions_and_a_new_one_has_none() {
         .map(Result::unwrap)
         .collect()
     };
-    for op in [message(A, 700), reaction(700, 1), message(A, 701), reaction(701, 1)] {
+    for op in [
+        message(A, 700),
+        reaction(700, 1),
+        message(A, 701),
+        reaction(701, 1),
+    ] {
         assert_eq!(apply_one(&mut conn, op), Outcome::Done);
     }
     assert_eq!(reactions(&conn), [("700".into(), 1), ("701".into(), 1)]);
