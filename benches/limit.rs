@@ -18,6 +18,7 @@
 mod common;
 
 use common::*;
+use guild_gateway_dev::simulate::cpu_seconds;
 use rusqlite::types::Value;
 use rusqlite::Connection;
 use std::path::Path;
@@ -126,12 +127,20 @@ fn main() {
 
     let (mut ceiling, mut replay, mut plain) = (Vec::new(), Vec::new(), Vec::new());
     let (mut of_ceiling, mut over_plain) = (Vec::new(), Vec::new());
+    // The process's CPU seconds in each run: on 2 cores, whether the pipeline is bound by its
+    // writer (CPU near its wall time) or by all of its threads (near twice its wall time).
+    let (mut replay_cpu, mut plain_cpu) = (Vec::new(), Vec::new());
+    let cpu = || cpu_seconds(std::process::id());
     for round in 1..=ROUNDS {
         let c = insert_all(&tables, dir.path()).as_secs_f64();
+        let cpu_before = cpu();
         let r = run_actors(&lines, dir.path(), one_pod(), |_| {}).as_secs_f64();
+        let r_cpu = cpu() - cpu_before;
+        let cpu_before = cpu();
         let p = run_plain_loop(&lines, dir.path(), one_pod()).as_secs_f64();
+        let p_cpu = cpu() - cpu_before;
         println!(
-            "round {round}: sqlite_rows {:.0} ms, replay {:.0} ms, plain_loop {:.0} ms",
+            "round {round}: sqlite_rows {:.0} ms, replay {:.0} ms ({r_cpu:.2} CPU s), plain_loop {:.0} ms ({p_cpu:.2} CPU s)",
             c * 1e3,
             r * 1e3,
             p * 1e3
@@ -141,6 +150,8 @@ fn main() {
         plain.push(events / p);
         of_ceiling.push(c / r);
         over_plain.push(p / r);
+        replay_cpu.push(r_cpu);
+        plain_cpu.push(p_cpu);
     }
     println!("medians of {ROUNDS} rounds, events/s of the stream's {events} events:");
     println!("  limit/sqlite_rows  {:>9.0}", median(ceiling));
@@ -150,5 +161,10 @@ fn main() {
         "  replay / sqlite_rows {:.2}; replay (actors) / plain_loop {:.2} (medians of the rounds' ratios)",
         median(of_ceiling),
         median(over_plain)
+    );
+    println!(
+        "  CPU s (process, setup included): replay {:.2}, plain_loop {:.2}",
+        median(replay_cpu),
+        median(plain_cpu)
     );
 }
