@@ -1,5 +1,6 @@
 //! What events mean, and what they write: no I/O, no actors.
 
+pub(crate) mod decimal;
 pub mod event;
 pub(crate) mod handlers;
 pub(crate) mod moderation;

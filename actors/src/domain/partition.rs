@@ -9,6 +9,7 @@
 //!   so a pod receives only its own guilds' traffic. With S = N (the default) that is
 //!   `(guild_id >> 22) % N`.
 
+use crate::domain::decimal::Decimal;
 use md5::{Digest, Md5};
 use std::fmt;
 use std::str::FromStr;
@@ -140,12 +141,8 @@ impl Partition {
     /// The pod that owns `guild_id`.
     pub fn owner(&self, guild_id: u64) -> u32 {
         match self.strategy {
-            // Formatting into a stack buffer avoids an allocation per event; a snowflake's
-            // canonical decimal form is the string the TypeScript side hashes.
-            Strategy::Md5 => {
-                let mut buf = [0u8; 20];
-                md5_u32(format_u64(guild_id, &mut buf)) % self.pods
-            }
+            // A snowflake's canonical decimal form is the string the TypeScript side hashes.
+            Strategy::Md5 => md5_u32(&Decimal::new(guild_id)) % self.pods,
             Strategy::Discord => self.pod_of_shard(discord_shard(guild_id, self.shards)),
         }
     }
@@ -185,20 +182,6 @@ impl Partition {
             None => self.ordinal == 0,
         }
     }
-}
-
-fn format_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
 }
 
 #[cfg(test)]

@@ -167,30 +167,41 @@ mod tests {
     use super::*;
     use crate::storage::database::open_writer;
 
+    /// A writer in a fresh file, with SQLite's own checkpoints off as the pipeline sets them.
+    fn writer_without_autocheckpoint() -> (tempfile::TempDir, PathBuf, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db.sqlite3");
+        let writer = open_writer(&db).unwrap();
+        writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        (dir, db, writer)
+    }
+
+    /// Commits `rows` rows of ~200 bytes as the writer does, telling the checkpoints.
+    fn commit_rows(writer: &mut Connection, checkpoints: &mut Checkpoints, batch: u32, rows: u32) {
+        let tx = writer.transaction().unwrap();
+        for i in 0..rows {
+            tx.execute(
+                "INSERT INTO message_cache VALUES (?1, '1', '2', '3', ?2, 't', 't')",
+                rusqlite::params![format!("{batch}-{i}"), "x".repeat(200)],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+        checkpoints.committed(writer);
+    }
+
     fn wal_bytes(db: &Path) -> u64 {
         std::fs::metadata(format!("{}-wal", db.display())).map_or(0, |m| m.len())
     }
 
     #[test]
     fn the_thread_checkpoints_what_the_writer_commits_past_the_threshold() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("db.sqlite3");
-        let mut writer = open_writer(&db).unwrap();
-        writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        let (_dir, db, mut writer) = writer_without_autocheckpoint();
         let mut checkpoints = Checkpoints::start(&writer, &db, 10).unwrap().unwrap();
         let size_before = std::fs::metadata(&db).unwrap().len();
         // Far more than 10 pages, in several commits.
         for batch in 0..20 {
-            let tx = writer.transaction().unwrap();
-            for i in 0..200 {
-                tx.execute(
-                    "INSERT INTO message_cache VALUES (?1, '1', '2', '3', ?2, 't', 't')",
-                    rusqlite::params![format!("{batch}-{i}"), "x".repeat(200)],
-                )
-                .unwrap();
-            }
-            tx.commit().unwrap();
-            checkpoints.committed(&writer);
+            commit_rows(&mut writer, &mut checkpoints, batch, 200);
         }
         assert!(
             WAL_PAGES.with(Cell::get) >= 10,
@@ -211,23 +222,11 @@ mod tests {
 
     #[test]
     fn the_writer_starts_the_log_again_so_the_wal_stays_bounded() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("db.sqlite3");
-        let mut writer = open_writer(&db).unwrap();
-        writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        let (_dir, db, mut writer) = writer_without_autocheckpoint();
         // Restarts once the log holds 160 pages (640 KiB).
         let mut checkpoints = Checkpoints::start(&writer, &db, 10).unwrap().unwrap();
         for batch in 0..60 {
-            let tx = writer.transaction().unwrap();
-            for i in 0..200 {
-                tx.execute(
-                    "INSERT INTO message_cache VALUES (?1, '1', '2', '3', ?2, 't', 't')",
-                    rusqlite::params![format!("{batch}-{i}"), "x".repeat(200)],
-                )
-                .unwrap();
-            }
-            tx.commit().unwrap();
-            checkpoints.committed(&writer);
+            commit_rows(&mut writer, &mut checkpoints, batch, 200);
         }
         let database = std::fs::metadata(&db).unwrap().len();
         // More than 3 MB was logged; the log's file stayed near 160 pages and a commit.
@@ -241,25 +240,13 @@ mod tests {
 
     #[test]
     fn the_checkpointer_has_closed_the_database_when_the_writer_lets_it_go() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("db.sqlite3");
-        let mut writer = open_writer(&db).unwrap();
-        writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        let (_dir, db, mut writer) = writer_without_autocheckpoint();
         let mut checkpoints = Checkpoints::start(&writer, &db, 10).unwrap().unwrap();
         let size_before = std::fs::metadata(&db).unwrap().len();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         // Until the thread has its connection open and has checkpointed once.
         for batch in 0.. {
-            let tx = writer.transaction().unwrap();
-            for i in 0..50 {
-                tx.execute(
-                    "INSERT INTO message_cache VALUES (?1, '1', '2', '3', ?2, 't', 't')",
-                    rusqlite::params![format!("{batch}-{i}"), "x".repeat(200)],
-                )
-                .unwrap();
-            }
-            tx.commit().unwrap();
-            checkpoints.committed(&writer);
+            commit_rows(&mut writer, &mut checkpoints, batch, 50);
             if std::fs::metadata(&db).unwrap().len() > size_before {
                 break;
             }

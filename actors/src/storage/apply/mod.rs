@@ -7,6 +7,7 @@ mod channels;
 mod messages;
 mod moderation;
 
+use crate::domain::decimal::Decimal;
 use crate::domain::event::Id;
 use crate::domain::op::Op;
 use crate::domain::scope::{CrossGuildWrite, Outcome};
@@ -92,40 +93,21 @@ pub(super) fn opt_id(id: Option<Id>) -> Option<IdText> {
     id.map(IdText::new)
 }
 
-/// An id as the decimal text the schema stores (the bot's tables keep ids as TEXT), formatted
-/// on the stack: the writer binds several per event, and `to_string` allocated each one on the
-/// pipeline's busiest thread.
+/// An id bound as the decimal text the schema stores (the bot's tables keep ids as TEXT),
+/// without an allocation: the writer binds several per event on the pipeline's busiest thread.
 #[derive(Clone, Copy)]
-pub(super) struct IdText {
-    digits: [u8; 20],
-    start: u8,
-}
+pub(super) struct IdText(Decimal);
 
 impl IdText {
     pub(super) fn new(id: impl std::borrow::Borrow<Id>) -> IdText {
-        let mut digits = [0u8; 20];
-        let mut start = digits.len();
-        let mut n = id.borrow().0;
-        loop {
-            start -= 1;
-            digits[start] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        IdText {
-            digits,
-            start: start as u8,
-        }
+        IdText(Decimal::new(id.borrow().0))
     }
 }
 
 impl std::ops::Deref for IdText {
     type Target = str;
     fn deref(&self) -> &str {
-        // ASCII digits only.
-        std::str::from_utf8(&self.digits[self.start as usize..]).unwrap_or_default()
+        &self.0
     }
 }
 
